@@ -1,0 +1,1 @@
+"""Sweeps: a matrix of run specs, launched through a Launcher, collected as result records."""

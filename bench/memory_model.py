@@ -1,0 +1,107 @@
+"""Predicted memory per device for a training config: pure arithmetic, no torch.
+
+Model states (Ψ parameters, N data-parallel ranks, Adam), bytes per rank, exactly as DeepSpeed's
+own estimators count them (deepspeed/runtime/zero/stage_1_and_2.py
+`estimate_zero2_model_states_mem_needs`; stage3.py `estimate_zero3_model_states_mem_needs`):
+  ZeRO-2: 2Ψ (16-bit params) + 18Ψ/N (16-bit grads 2, fp32 grads 4, fp32 params 4, Adam 8);
+          optimizer offload: 2Ψ on the device, the 16Ψ/N optimizer share on the host.
+  ZeRO-3: 4·largest_layer (one gathered layer) + 18Ψ/N (16-bit params 2 + 16-bit grads 2 + 14);
+          optimizer offload (gradients move too): 4·largest + 2Ψ/N; parameter offload too: 4·largest.
+  ZeRO-1 keeps full 16-bit gradients (2Ψ + 2Ψ + 16Ψ/N); ZeRO-0 shards nothing (20Ψ).
+  Host figures are per rank without DeepSpeed's 1.5x buffer factor.
+The ZeRO paper's textbook figures sit beside them (arXiv 1910.02054, K = 12 for Adam): ZeRO-1
+4Ψ + 12Ψ/N, ZeRO-2 2Ψ + 14Ψ/N, ZeRO-3 16Ψ/N, no ZeRO 16Ψ.
+fp32 training (CPU here): the 16-bit params and grads become 4 bytes each.
+
+Activations per layer (Korthikanti et al., arXiv 2205.05198, eq. 2, 16-bit): s·b·h·(34 + 5·a·s/h)
+bytes. A fused attention kernel (sdpa / flash) never stores the a·s² score matrix, so the 5as/h
+term is dropped for them. Full recomputation keeps only each layer's input: 2·s·b·h. fp32 doubles
+everything. Logits: s·b·V in fp32 (the loss upcasts) plus their gradient. DPO feeds chosen and
+rejected (2b sequences) and adds the frozen reference model's 16-bit weights (partitioned under
+ZeRO-3) and its forward's logits.
+This is a first model: `invoke report` puts it next to the measured peaks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryPrediction:
+    model_states_gib: float   # parameters, gradients, optimizer states on the device
+    activations_gib: float
+    logits_gib: float
+    reference_gib: float      # DPO's frozen reference model
+    total_gib: float
+    host_gib: float           # what offload moves to CPU memory (per rank)
+    paper_model_states_gib: float  # the ZeRO paper's textbook figure, for comparison
+    fits: bool | None         # None when the device memory is unknown
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def model_states_bytes(params: int, largest_layer: int, ranks: int, stage: int, offload_optimizer: bool,
+                       offload_param: bool, value_bytes: int = 2) -> tuple[float, float]:
+    """(device bytes, host bytes) per rank for parameters + gradients + Adam states (see the module doc)."""
+    p, n, w = params, ranks, value_bytes
+    if stage == 3:
+        gather = 2 * w * largest_layer  # a gathered layer's params and grads
+        optim = 14 * p  # fp32 params, grads' fp32 partition share, Adam m and v
+        if offload_param:
+            return gather, (2 * w * p + optim) / n
+        if offload_optimizer:  # gradients go to the host with the optimizer
+            return gather + w * p / n, (w * p + optim) / n
+        return gather + (2 * w * p + optim) / n, 0.0
+    optim = 16 * p  # fp32 grads 4, fp32 params 4, Adam m and v 8
+    grads = w * p / (n if stage >= 2 else 1)
+    if offload_optimizer:
+        return w * p + (grads if stage == 1 else 0), optim / n
+    return w * p + grads + optim / (n if stage >= 1 else 1), 0.0
+
+
+def paper_model_states_bytes(params: int, ranks: int, stage: int) -> float:
+    """ZeRO paper, K = 12: stage 0 16Ψ, 1: 4Ψ + 12Ψ/N, 2: 2Ψ + 14Ψ/N, 3: 16Ψ/N."""
+    p, n = params, ranks
+    return {0: 16 * p, 1: 4 * p + 12 * p / n, 2: 2 * p + 14 * p / n, 3: 16 * p / n}[stage]
+
+
+def activation_bytes(seq_len: int, micro_batch: int, hidden: int, heads: int, layers: int,
+                     fused_attention: bool, recompute: bool, bytes_per_value: int = 2) -> float:
+    s, b, h, a = seq_len, micro_batch, hidden, heads
+    if recompute:
+        per_layer = 2 * s * b * h
+    else:
+        per_layer = s * b * h * (34 + (0 if fused_attention else 5 * a * s / h))
+    return per_layer * layers * bytes_per_value / 2
+
+
+def logits_bytes(seq_len: int, micro_batch: int, vocab: int) -> float:
+    """fp32 logits and their gradient."""
+    return 2 * seq_len * micro_batch * vocab * 4
+
+
+def predict(*, params: int, largest_layer: int, layers: int, hidden: int, heads: int, vocab: int,
+            task: str, stage: int, ranks: int, micro_batch: int, seq_len: int, offload_optimizer: bool = False,
+            offload_param: bool = False, mixed_precision: bool = True, fused_attention: bool = True,
+            recompute: bool = False, device_gib: float | None = None) -> MemoryPrediction:
+    value_bytes = 2 if mixed_precision else 4
+    dev, host = model_states_bytes(params, largest_layer, ranks, stage, offload_optimizer, offload_param,
+                                   value_bytes)
+    seqs = micro_batch * (2 if task == "dpo" else 1)
+    acts = activation_bytes(seq_len, seqs, hidden, heads, layers, fused_attention, recompute, value_bytes)
+    logits = logits_bytes(seq_len, seqs, vocab)
+    ref = 0.0
+    if task == "dpo":
+        ref_weights = value_bytes * params
+        ref = (ref_weights / ranks + 2 * largest_layer if stage == 3 else ref_weights)
+        ref += logits / 2  # its forward's logits, no gradient
+    total = dev + acts + logits + ref
+    fits = None if device_gib is None else total <= device_gib * GIB
+    paper = paper_model_states_bytes(params, ranks, stage)
+    return MemoryPrediction(model_states_gib=dev / GIB, activations_gib=acts / GIB, logits_gib=logits / GIB,
+                            reference_gib=ref / GIB, total_gib=total / GIB, host_gib=host / GIB,
+                            paper_model_states_gib=paper / GIB, fits=fits)

@@ -1,0 +1,1 @@
+"""Checks of the training stack. `fingerprint()` says what a run ran on; records embed it."""

@@ -1,0 +1,132 @@
+"""Measurement: per-step timing with device synchronisation, memory peaks, and their summaries.
+
+Rules (DESIGN.md): warm-up steps are run and excluded; each optimizer step is timed on its own
+(CUDA events on GPU, a monotonic clock after a synchronise elsewhere); we report the median and
+the spread, never a cumulative average. Memory is the peak of the whole run (the optimizer
+states appear at the first step, inside warm-up) and is reduced across ranks by MAX.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import sys
+import time
+from typing import Any
+
+GIB = 1024**3
+
+
+class StepTimer:
+    """Times each optimizer step. On CUDA the events are read after the run, so timing adds no
+    synchronisation inside the step beyond the one that closes it."""
+
+    def __init__(self, device):
+        import torch
+
+        self.cuda = device.type == "cuda"
+        self._torch = torch
+        self._events: list[tuple[Any, Any]] = []
+        self._wall: list[float] = []
+        self._t0 = 0.0
+
+    def start(self) -> None:
+        if self.cuda:
+            ev = self._torch.cuda.Event(enable_timing=True)
+            ev.record()
+            self._events.append((ev, None))
+        else:
+            self._t0 = time.perf_counter()
+
+    def stop(self) -> None:
+        if self.cuda:
+            ev = self._torch.cuda.Event(enable_timing=True)
+            ev.record()
+            ev.synchronize()
+            self._events[-1] = (self._events[-1][0], ev)
+        else:
+            self._wall.append(time.perf_counter() - self._t0)
+
+    def seconds(self) -> list[float]:
+        if self.cuda:
+            return [a.elapsed_time(b) / 1000 for a, b in self._events]
+        return list(self._wall)
+
+
+def spread(values: list[float]) -> dict[str, float | None]:
+    """median, p10, p90 (linear interpolation) and coefficient of variation."""
+    if not values:
+        return {"median": None, "p10": None, "p90": None, "cv": None}
+    q = statistics.quantiles(values, n=10, method="inclusive") if len(values) > 1 else [values[0]] * 9
+    mean = statistics.fmean(values)
+    cv = statistics.pstdev(values) / mean if mean and len(values) > 1 else 0.0
+    return {"median": statistics.median(values), "p10": q[0], "p90": q[8], "cv": cv}
+
+
+def host_rss_peak_gib() -> float:
+    """Peak resident set size of this process (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / GIB if sys.platform == "darwin" else peak * 1024 / GIB
+
+
+class MemoryTracker:
+    """Device allocator peaks and retries (CUDA), NVML per-process peak, host RSS peak.
+
+    torch on CPU returns 0 from torch.cuda.max_memory_allocated() without complaint: that is wrong,
+    not absent, so device figures are None unless the device is CUDA. NVML is sampled at every
+    step end (a per-process reading; None where NVML or the process entry is missing)."""
+
+    def __init__(self, device):
+        import torch
+
+        self.device, self._torch = device, torch
+        self.nvml_peak: float | None = None
+        self._nvml = None
+        if device.type == "cuda":
+            try:
+                import pynvml
+
+                pynvml.nvmlInit()
+                self._nvml = (pynvml, pynvml.nvmlDeviceGetHandleByIndex(self._physical_index(device.index or 0)))
+            except Exception:  # no NVML library, no permission: leave the NVML figure empty
+                self._nvml = None
+
+    @staticmethod
+    def _physical_index(index: int) -> int:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        ids = [v for v in visible.split(",") if v.strip()]
+        return int(ids[index]) if index < len(ids) and ids[index].strip().isdigit() else index
+
+    def sample(self) -> None:
+        if not self._nvml:
+            return
+        pynvml, handle = self._nvml
+        try:
+            procs = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
+        except pynvml.NVMLError:
+            return
+        used = [p.usedGpuMemory for p in procs if p.pid == os.getpid() and p.usedGpuMemory]
+        if used:
+            self.nvml_peak = max(self.nvml_peak or 0.0, used[0] / GIB)
+
+    def summary(self) -> dict[str, float | int | None]:
+        out: dict[str, float | int | None] = {"max_allocated_gib": None, "max_reserved_gib": None,
+                                               "nvml_peak_gib": self.nvml_peak, "alloc_retries": None,
+                                               "host_rss_peak_gib": host_rss_peak_gib()}
+        if self.device.type == "cuda":
+            stats = self._torch.cuda.memory_stats(self.device)
+            out.update(max_allocated_gib=stats.get("allocated_bytes.all.peak", 0) / GIB,
+                       max_reserved_gib=stats.get("reserved_bytes.all.peak", 0) / GIB,
+                       alloc_retries=stats.get("num_alloc_retries", 0))
+        return out
+
+
+def max_over_ranks(per_rank: list[dict[str, Any]]) -> dict[str, Any]:
+    """Field-wise MAX over ranks (None where no rank has a value). Memory is never summed."""
+    keys = per_rank[0].keys()
+    out = {}
+    for k in keys:
+        vals = [r[k] for r in per_rank if r.get(k) is not None]
+        out[k] = max(vals) if vals else None
+    return out
