@@ -232,9 +232,9 @@ def run(cfg: TrainConfig) -> dict:
 
 
 def heartbeat(step: int, total: int) -> None:
-    """Touch the file the launcher's watchdog follows (rank 0 only sets the variable)."""
+    """Rank 0 touches the file the launcher's watchdog follows."""
     path = os.environ.get("STACKBENCH_HEARTBEAT")
-    if path:
+    if path and os.environ.get("RANK", "0") == "0":
         with open(path, "w") as f:
             f.write(f"{step + 1}/{total} {time.time():.3f}\n")
 

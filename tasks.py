@@ -1,0 +1,71 @@
+"""stackbench tasks: `invoke --list`. Each task parses its flags and calls a library function."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from invoke import Exit, task
+
+
+def _run(fn, **kwargs) -> None:
+    """Call a library function; a user mistake prints its message and exits 2, never a traceback."""
+    from trainer.errors import UserError
+
+    try:
+        code = fn(**kwargs)
+    except UserError as e:
+        print(f"error: {e.render()}", file=sys.stderr)
+        raise Exit(code=2)
+    if code:
+        raise Exit(code=code)
+
+
+@task(help={
+    "tasks": "comma list of sft, dpo, pt",
+    "zero": "comma list of ZeRO stages 0-3",
+    "offload": "comma list of none, optimizer, optimizer+params (ZeRO-3)",
+    "nodes": "comma list of node counts (local launcher: emulated nodes on this host)",
+    "gpus_per_node": "comma list of GPUs (CPU: processes) per node",
+    "micro_batch": "comma list of micro-batch sizes (sequences, DPO pairs, per rank)",
+    "seq_len": "comma list of sequence lengths",
+    "model": "comma list of models: tiny (embedded), a preset (qwen3-8b ...) or a local HF directory",
+    "steps": "measured optimizer steps per run",
+    "warmup": "warm-up steps per run, excluded from timings",
+    "grad_accum": "gradient accumulation steps",
+    "dtype": "auto (bf16 on GPU, fp32 on CPU), bf16, fp32",
+    "data": "JSONL dataset (default: the shipped sample set for each task)",
+    "launcher": "local (emulated nodes on this host)",
+    "results": "directory for records and logs",
+    "sweep": "sweep name (default: derived from the matrix, so re-running resumes)",
+    "deadline": "seconds one run may take before it is killed and recorded as timeout",
+    "dry_run": "print the plan and the launch commands, run nothing",
+})
+def bench(c, tasks="sft,dpo", zero="0,1,2,3", offload="none", nodes="1", gpus_per_node="2", micro_batch="2",
+          seq_len="128", model="tiny", steps=8, warmup=2, grad_accum=1, dtype="auto", data="", launcher="local",
+          results="results", sweep="", deadline=900.0, dry_run=False):
+    """Sweep full-parameter SFT / DPO / PT across ZeRO stages and node counts; records under results/."""
+    from bench.main import bench as run_bench
+
+    _run(run_bench, tasks=tasks, zero=zero, offload=offload, nodes=nodes, gpus_per_node=gpus_per_node,
+         micro_batch=micro_batch, seq_len=seq_len, model=model, steps=int(steps), warmup=int(warmup),
+         grad_accum=int(grad_accum), dtype=dtype, data=data, launcher=launcher, results=results,
+         sweep_name=sweep, deadline=float(deadline), dry_run=dry_run)
+
+
+@task(help={"k": "only tests matching this pytest -k expression", "unit": "only the fast unit tests",
+            "args": "extra pytest arguments"})
+def test(c, k="", unit=False, args=""):
+    """Run the test suite (unit, integration with real DeepSpeed, benchmarks once each)."""
+    cmd = [sys.executable, "-m", "pytest", "tests/unit" if unit else "tests", "--benchmark-disable"]
+    if k:
+        cmd += ["-k", k]
+    cmd += args.split()
+    c.run(" ".join(cmd), pty=sys.stdout.isatty(), env={"PYTHONPATH": os.getcwd()})
+
+
+@task(help={"args": "extra pytest arguments"})
+def benchmark(c, args=""):
+    """Measure the harness itself (pytest-benchmark); saves JSON under results/benchmarks/."""
+    c.run(f"{sys.executable} -m pytest tests/benchmarks --benchmark-only --benchmark-json results/benchmarks/"
+          f"harness.json {args}", pty=sys.stdout.isatty(), env={"PYTHONPATH": os.getcwd()})
