@@ -4,7 +4,9 @@ A reference is one of:
   - a preset name (trainer/presets/<name>.json): real architectures with random init, so the
     throughput and memory of real shapes are measured without downloading weights;
   - "tiny": the embedded Qwen3-shaped model (trainer/embedded.py);
-  - a local Hugging Face model directory (config, tokenizer, weights).
+  - a local Hugging Face model directory (config, tokenizer, weights). A directory with only a
+    config.json is an architecture: random init, like a preset (and the embedded tokenizer when
+    it has none).
 """
 
 from __future__ import annotations
@@ -47,8 +49,11 @@ class ModelRef:
     config: dict       # the HF config as a dict
 
     @property
-    def has_weights(self) -> bool:
-        return self.kind in ("tiny", "dir")
+    def weights_dir(self) -> str | None:
+        """Where weights load from; None means random init from the config."""
+        if self.kind == "dir" and any(Path(self.path).glob(p) for p in ("*.safetensors", "*.bin", "*.index.json")):
+            return self.path
+        return None
 
 
 def resolve(ref: str) -> ModelRef:
@@ -99,7 +104,7 @@ class ModelShape:
     def flops_params(self) -> int:
         """N in 6N: parameters doing matmuls per token, without the input embedding (a lookup), with
         the output projection (a matmul even when its weight is tied), MoE: active experts only."""
-        return self.active - self.embedding + self.vocab * self.hidden
+        return self.active - self.embedding - self.lm_head + self.vocab * self.hidden
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -135,11 +140,11 @@ def shape(ref: ModelRef) -> ModelShape:
 def load_tokenizer(ref: ModelRef):
     from transformers import AutoTokenizer
 
-    if not ref.path:  # presets carry no tokenizer: the embedded one feeds real token ids
-        from trainer.embedded import ASSET_DIR
+    path = ref.path
+    if not path or not any((Path(path) / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
+        from trainer.embedded import ASSET_DIR  # presets carry no tokenizer: the embedded one feeds real ids
+
         path = ASSET_DIR
-    else:
-        path = ref.path
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token

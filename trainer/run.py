@@ -172,7 +172,7 @@ def run(cfg: TrainConfig) -> dict:
     # A hang must fail in minutes, not after the 30-minute default.
     deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", timeout=timedelta(minutes=5))
 
-    weights = ref.path if ref.kind == "dir" else None
+    weights = ref.weights_dir
     if ref.kind == "tiny":
         from trainer import embedded
 
@@ -195,28 +195,11 @@ def run(cfg: TrainConfig) -> dict:
     log(topo, f"{cfg.task} ZeRO-{cfg.zero_stage} on {topo.world} ranks: {cfg.warmup_steps} warm-up + {cfg.steps} "
               f"measured steps")
     for step in range(total_steps):
-        real = padded = seqs = 0
-        losses, extras = [], []
         timer.start()
-        for _ in range(cfg.grad_accum):
-            batch = next(batches)
-            ids = dict(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
-                       labels=batch.labels.to(device))
-            batch = data_mod.Batch(**ids, real_tokens=batch.real_tokens, padded_tokens=batch.padded_tokens,
-                                   sequences=batch.sequences)
-            if cfg.task == "dpo":
-                loss, extra = dpo_loss(engine, reference, batch, cfg.beta)
-            else:
-                loss, extra = lm_loss(engine, batch)
-            engine.backward(loss)
-            engine.step()
-            losses.append(loss.detach())
-            extras.append(extra)
-            real, padded, seqs = real + batch.real_tokens, padded + batch.padded_tokens, seqs + batch.sequences
+        stats = optimizer_step(engine, reference, batches, cfg, device)
         timer.stop()
         memory.sample()
-        per_step.append({"loss": float(torch.stack(losses).mean()), "real": real, "padded": padded, "seqs": seqs,
-                         **{k: float(torch.stack([e[k] for e in extras]).mean()) for k in (extras[0] or {})}})
+        per_step.append({k: float(v) if hasattr(v, "item") else v for k, v in stats.items()})
         heartbeat(step, total_steps)
 
     # 5. gather and reduce
@@ -229,6 +212,32 @@ def run(cfg: TrainConfig) -> dict:
         result = _record(cfg, topo, run_id, started, everyone, ref, shape, dataset, dtype, leaves, ds_config)
     dist.barrier()
     return result or {}
+
+
+def optimizer_step(engine, reference, batches, cfg: TrainConfig, device) -> dict[str, Any]:
+    """One optimizer step: grad_accum micro-batches forward + backward, DeepSpeed steps at the
+    boundary. Losses stay on the device (no synchronisation here); token counts are host ints."""
+    import torch
+
+    real = padded = seqs = 0
+    losses, extras = [], []
+    for _ in range(cfg.grad_accum):
+        b = next(batches)
+        batch = data_mod.Batch(b.input_ids.to(device), b.attention_mask.to(device), b.labels.to(device),
+                               real_tokens=b.real_tokens, padded_tokens=b.padded_tokens, sequences=b.sequences)
+        if cfg.task == "dpo":
+            loss, extra = dpo_loss(engine, reference, batch, cfg.beta)
+        else:
+            loss, extra = lm_loss(engine, batch)
+        engine.backward(loss)
+        engine.step()
+        losses.append(loss.detach())
+        extras.append(extra)
+        real, padded, seqs = real + b.real_tokens, padded + b.padded_tokens, seqs + b.sequences
+    out: dict[str, Any] = {"loss": torch.stack(losses).mean(), "real": real, "padded": padded, "seqs": seqs}
+    for key in extras[0]:
+        out[key] = torch.stack([e[key] for e in extras]).mean()
+    return out
 
 
 def heartbeat(step: int, total: int) -> None:
