@@ -51,7 +51,7 @@ class ModelRef:
     @property
     def weights_dir(self) -> str | None:
         """Where weights load from; None means random init from the config."""
-        if self.kind == "dir" and any(Path(self.path).glob(p) for p in ("*.safetensors", "*.bin", "*.index.json")):
+        if self.kind == "dir" and any(next(Path(self.path).glob(p), None) for p in ("*.safetensors", "*.bin")):
             return self.path
         return None
 

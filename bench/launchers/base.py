@@ -144,6 +144,7 @@ def tail(path: Path, lines: int = 15) -> str:
 
 _RANK_FAIL = re.compile(r"rank\s*:\s*(\d+).*?\n\s*exitcode\s*:\s*(-?\d+)", re.S)
 _OOM = re.compile(r"out of memory|OutOfMemoryError", re.I)
+_EXCEPTION = re.compile(r"^(?:\[rank(\d+)\]: )?([\w.]+(?:Error|Exception|Interrupt)): (.*)$", re.M)
 _PREFIX = re.compile(r"^\[([^:\]]+):(\d+)\] error: (.*)$", re.M)
 
 
@@ -168,6 +169,9 @@ def classify(procs: list[Proc], killed_because: str | None) -> tuple[str, dict]:
             how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
             if code == -9:
                 how += " (SIGKILL: the kernel's OOM killer, or someone killed it)"
+            raised = [m for m in _EXCEPTION.findall(text) if not m[0] or m[0] == rank]
+            if raised:
+                how += f": {raised[-1][1]}: {raised[-1][2]}"
             return "failed", record.error("crash", f"rank {rank} {how}", rank=int(rank), host=socket.gethostname(),
                                           log=str(procs[node].log))
     codes = {p.node: p.popen.returncode for p in procs}

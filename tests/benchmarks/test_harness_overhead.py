@@ -1,0 +1,77 @@
+"""The harness's own cost: the trainer's optimizer step against a bare DeepSpeed loop doing the same
+work (same engine, same batches, forward + backward + step) in one process, ZeRO-2, fp32, CPU.
+
+`invoke benchmark` measures both (pytest-benchmark, results/benchmarks/harness.json); the ratio
+of their medians is the overhead (target: at most 3%). `invoke test` runs each once, to keep the
+comparison working.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+import pytest
+
+pytestmark = pytest.mark.deepspeed
+
+
+@pytest.fixture(scope="module")
+def setup():
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("STACKBENCH_BENCH_PORT", "29571"),
+                      RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
+    import deepspeed
+    import torch
+
+    from trainer import data, embedded, models
+    from trainer.config import TrainConfig
+    from trainer.run import _engines, deepspeed_config
+
+    deepspeed.init_distributed(dist_backend="gloo")
+    cfg = TrainConfig(task="sft", zero_stage=2, micro_batch=4, seq_len=128)
+    ref = models.resolve("tiny")
+    tok = models.load_tokenizer(ref)
+    ds = data.load("", tok, "sft", cfg.seq_len, "drop", False)
+    engine, _, _ = _engines(cfg, ref, deepspeed_config(cfg, 1, "fp32", "cpu"), torch.float32,
+                            str(embedded.materialize()))
+    batches = data.micro_batches(ds, rank=0, world=1, micro_batch=cfg.micro_batch, grad_accum=1,
+                                 pad_id=tok.pad_token_id, seq_len=cfg.seq_len, padding="fixed")
+    fixed = [next(batches) for _ in range(len(ds.samples) // cfg.micro_batch)]
+    return engine, cfg, batches, fixed
+
+
+def test_trainer_step(benchmark, setup):
+    import torch
+
+    from trainer.metrics import MemoryTracker, StepTimer
+    from trainer.run import optimizer_step
+
+    engine, cfg, batches, _ = setup
+    device = torch.device("cpu")
+    timer, memory = StepTimer(device), MemoryTracker(device)
+
+    def step():  # what the run loop does per step: timed, sampled, losses read back
+        timer.start()
+        stats = optimizer_step(engine, None, batches, cfg, device)
+        timer.stop()
+        memory.sample()
+        return {k: float(v) if hasattr(v, "item") else v for k, v in stats.items()}
+
+    benchmark.group = "step: trainer vs bare DeepSpeed"
+    out = benchmark.pedantic(step, rounds=30, warmup_rounds=3)
+    assert out["loss"] > 0 and out["real"] > 0
+
+
+def test_bare_deepspeed_step(benchmark, setup):
+    engine, _, _, fixed = setup
+    cycle = itertools.cycle(fixed)
+
+    def step():  # the least a DeepSpeed user writes: HF's own loss, no timing, no token counting
+        b = next(cycle)
+        out = engine(input_ids=b.input_ids, attention_mask=b.attention_mask, labels=b.labels)
+        engine.backward(out.loss)
+        engine.step()
+        return float(out.loss)
+
+    benchmark.group = "step: trainer vs bare DeepSpeed"
+    assert benchmark.pedantic(step, rounds=30, warmup_rounds=3) > 0

@@ -1,0 +1,85 @@
+"""Memory model vs DeepSpeed's own estimators, run ids, matrix expansion, records, spread statistics."""
+
+import json
+
+import pytest
+
+from bench import memory_model
+from bench.spec import RunSpec, expand
+from trainer import metrics, record
+
+SHAPES = [(596_049_920, 155_582_464), (8_190_735_360, 622_329_856), (70_553_706_496, 1_050_673_152)]
+
+
+@pytest.mark.parametrize("params, largest", SHAPES)
+@pytest.mark.parametrize("gpus", [1, 8, 64])
+def test_model_states_agree_with_deepspeed_estimators(params, largest, gpus):
+    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs as zero3
+    from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs as zero2
+
+    ours = lambda stage, opt=False, par=False: memory_model.model_states_bytes(params, largest, gpus, stage, opt, par)[0]
+    assert ours(2) == pytest.approx(zero2(params, gpus, 1, cpu_offload=False)[1], abs=1)
+    assert ours(2, opt=True) == zero2(params, gpus, 1, cpu_offload=True)[1]
+    assert ours(3) == pytest.approx(zero3(params, largest, gpus, 1, cpu_offload=False)[1], abs=1)
+    assert ours(3, opt=True) == pytest.approx(
+        zero3(params, largest, gpus, 1, cpu_offload=True, cpu_offload_params=False)[1], abs=1)
+    assert ours(3, opt=True, par=True) == zero3(params, largest, gpus, 1)[1]
+
+
+def test_paper_figures_and_activations_by_hand():
+    assert memory_model.paper_model_states_bytes(1000, 8, 2) == 2000 + 14000 / 8
+    assert memory_model.paper_model_states_bytes(1000, 8, 3) == 2000
+    # Korthikanti: s*b*h*(34 + 5*a*s/h) per layer, 16-bit: s=2048, b=1, h=4096, a=32, 1 layer
+    assert memory_model.activation_bytes(2048, 1, 4096, 32, 1, fused_attention=False, recompute=False) == \
+        2048 * 4096 * (34 + 5 * 32 * 2048 / 4096)
+    assert memory_model.activation_bytes(2048, 1, 4096, 32, 1, fused_attention=True, recompute=False) == 2048 * 4096 * 34
+    assert memory_model.activation_bytes(2048, 1, 4096, 32, 1, True, recompute=True) == 2 * 2048 * 4096
+
+
+def test_prediction_says_whether_it_fits():
+    kw = dict(params=8_190_735_360, largest_layer=622_329_856, layers=36, hidden=4096, heads=32, vocab=151936,
+              task="sft", ranks=8, micro_batch=1, seq_len=4096)
+    assert memory_model.predict(stage=0, device_gib=80, **kw).fits is False  # 20 bytes/param = 152 GiB
+    assert memory_model.predict(stage=3, device_gib=80, **kw).fits is True
+    assert memory_model.predict(stage=3, **kw).fits is None
+    dpo = memory_model.predict(stage=3, **dict(kw, task="dpo"))
+    assert dpo.reference_gib > 0 and dpo.activations_gib == pytest.approx(2 * memory_model.predict(stage=3, **kw).activations_gib)
+
+
+def test_run_ids_follow_content():
+    a = RunSpec(task="sft", model="tiny", zero_stage=2)
+    assert a.run_id == RunSpec(task="sft", model="tiny", zero_stage=2).run_id
+    assert a.run_id != RunSpec(task="sft", model="tiny", zero_stage=2, seq_len=256).run_id
+    assert a.run_id.startswith("sft-z2-n1x2-mb2-s128-")
+
+
+def test_expand_leaves_out_impossible_combinations_with_the_reason():
+    specs, invalid = expand(tasks=["sft", "dpo"], zero_stages=[0, 2, 3], offloads=["none", "optimizer+params"],
+                            nodes=[1, 2])
+    assert len(specs) == 2 * 2 * (3 + 1)
+    assert len(invalid) == 2 * 2 * 2 and all("needs ZeRO-3" in why for _, why in invalid)
+
+
+def test_trainer_config_round_trips_through_argv():
+    from trainer.config import parse_args
+
+    cfg = RunSpec(task="dpo", model="qwen3-8b", zero_stage=3, offload="optimizer+params", grad_checkpointing=True,
+                  micro_batch=4).trainer_config(out="o", sweep_id="s")
+    assert parse_args(cfg.to_argv()) == cfg
+
+
+def test_records_are_written_atomically_and_validated(tmp_path):
+    rec = record.new("r", "s", "ok", config={}, command="c", started_at=record.now(), metrics={"x": 1})
+    path = record.write(tmp_path / "r.json", rec)
+    assert json.loads(path.read_text()) == rec and record.validate(rec) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temp file left behind
+    assert "status ok without metrics" in record.validate(dict(rec, metrics=None))
+    assert any("schema" in p for p in record.validate(dict(rec, schema="other/9")))
+
+
+def test_spread_by_hand():
+    s = metrics.spread([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0])
+    assert s["median"] == 6.0 and s["p10"] == pytest.approx(2.0) and s["p90"] == pytest.approx(10.0)
+    assert s["cv"] == pytest.approx((110 / 11) ** 0.5 / 6.0)
+    assert metrics.spread([])["median"] is None
+    assert metrics.max_over_ranks([{"a": 1, "b": None}, {"a": 3, "b": None}]) == {"a": 3, "b": None}
