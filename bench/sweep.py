@@ -53,7 +53,7 @@ def run_sweep(specs: list[RunSpec], launcher: Launcher, sweep_dir: Path, *, quie
             prior = done(sweep_dir, spec)
             if prior:
                 records.append(prior)
-                _say(console, progress, quiet, f"[{i}/{len(specs)}] {spec.run_id}: already ok, skipped (resume)")
+                _say(progress, quiet, f"[{i}/{len(specs)}] {spec.run_id}: already ok, skipped (resume)")
                 progress.advance(bar)
                 continue
             progress.update(bar, description=f"{spec.run_id}")
@@ -61,13 +61,13 @@ def run_sweep(specs: list[RunSpec], launcher: Launcher, sweep_dir: Path, *, quie
             rec = launcher.launch(spec, sweep_dir)
             records.append(rec)
             why = f": {rec['error']['kind']}: {rec['error']['message'].splitlines()[0]}" if rec.get("error") else ""
-            _say(console, progress, quiet,
+            _say(progress, quiet,
                  f"[{i}/{len(specs)}] {spec.run_id}: {rec['status']} in {time.monotonic() - t0:.0f} s{why}")
             progress.advance(bar)
     return records
 
 
-def _say(console, progress, quiet: bool, line: str) -> None:
+def _say(progress, quiet: bool, line: str) -> None:
     if quiet:
         print(line, file=sys.stderr, flush=True)
     else:
