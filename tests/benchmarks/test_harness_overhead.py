@@ -71,7 +71,7 @@ def test_bare_deepspeed_step(benchmark, setup):
         out = engine(input_ids=b.input_ids, attention_mask=b.attention_mask, labels=b.labels)
         engine.backward(out.loss)
         engine.step()
-        return float(out.loss)
+        return float(out.loss.detach())
 
     benchmark.group = "step: trainer vs bare DeepSpeed"
     assert benchmark.pedantic(step, rounds=30, warmup_rounds=3) > 0
