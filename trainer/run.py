@@ -289,7 +289,10 @@ def _record(cfg, topo, run_id, started, everyone, ref, shape, dataset, dtype, le
     real = sum(s["real"] for r in measured for s in r)
     padded = sum(s["padded"] for r in measured for s in r)
     seqs = sum(s["seqs"] for r in measured for s in r)
-    losses = [sum(r["steps"][i]["loss"] for r in everyone) / topo.world for i in range(len(everyone[0]["steps"]))]
+    def rank_mean(key: str) -> list[float]:  # per step, the mean of each rank's value
+        return [sum(r["steps"][i][key] for r in everyone) / topo.world for i in range(len(everyone[0]["steps"]))]
+
+    losses = rank_mean("loss")
     device_name = everyone[0]["device"]
     tokens_per_s = real / total_s
     per_device = tokens_per_s / topo.world
@@ -316,7 +319,7 @@ def _record(cfg, topo, run_id, started, everyone, ref, shape, dataset, dtype, le
     }
     if cfg.task == "dpo":
         for key in ("reward_accuracy", "reward_margin"):
-            series = [sum(r["steps"][i][key] for r in everyone) / topo.world for i in range(len(losses))]
+            series = rank_mean(key)
             metrics_out[key] = {"first": series[0], "last": series[-1], "per_step": series}
     env = fingerprint()
     env["ranks"] = [{"rank": r["rank"], "host": r["host"], "device": r["device"]} for r in everyone]
