@@ -105,3 +105,15 @@ def predict(*, params: int, largest_layer: int, layers: int, hidden: int, heads:
     return MemoryPrediction(model_states_gib=dev / GIB, activations_gib=acts / GIB, logits_gib=logits / GIB,
                             reference_gib=ref / GIB, total_gib=total / GIB, host_gib=host / GIB,
                             paper_model_states_gib=paper / GIB, fits=fits)
+
+
+def predict_for(shape, *, task: str, stage: int, ranks: int, micro_batch: int, seq_len: int,
+                offload_optimizer: bool, offload_param: bool, dtype: str, attn_impl: str, grad_checkpointing: bool,
+                device_gib: float | None) -> MemoryPrediction:
+    """`predict` for a model shape (trainer.models.ModelShape) and a run's settings: the one call
+    the trainer's record and bench's fit check share."""
+    return predict(params=shape.params, largest_layer=shape.largest_layer, layers=shape.layers, hidden=shape.hidden,
+                   heads=shape.heads, vocab=shape.vocab, task=task, stage=stage, ranks=ranks, micro_batch=micro_batch,
+                   seq_len=seq_len, offload_optimizer=offload_optimizer, offload_param=offload_param,
+                   mixed_precision=dtype != "fp32", fused_attention=attn_impl != "eager", recompute=grad_checkpointing,
+                   device_gib=device_gib)

@@ -2,6 +2,9 @@
 
 Resume: a run whose record says ok is not run again. Every other outcome is a record too, and
 the sweep goes on. Ctrl-C marks the running run interrupted and leaves the others as they are.
+Before the first run of each node count, a preflight (join + all-reduce, seconds) checks every
+host; when it fails, that node count's runs are recorded failed with the host named, and the
+sweep goes on with the others. Runs the memory model says cannot fit are recorded skipped.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from bench.fit import FitCheck
 from bench.launchers import Launcher
+from bench.launchers.base import spec_config
 from bench.spec import RunSpec
 from trainer import record
 
@@ -36,7 +41,8 @@ def done(sweep_dir: Path, spec: RunSpec) -> dict | None:
     return None
 
 
-def run_sweep(specs: list[RunSpec], launcher: Launcher, sweep_dir: Path, *, quiet: bool | None = None) -> list[dict]:
+def run_sweep(specs: list[RunSpec], launcher: Launcher, sweep_dir: Path, *, quiet: bool | None = None,
+              fit: FitCheck | None = None) -> list[dict]:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -45,6 +51,7 @@ def run_sweep(specs: list[RunSpec], launcher: Launcher, sweep_dir: Path, *, quie
     console = Console(stderr=True)
     quiet = not sys.stderr.isatty() if quiet is None else quiet
     records: list[dict] = []
+    preflights: dict[tuple[int, int], dict | None] = {}
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=quiet)
     with progress:
@@ -58,13 +65,42 @@ def run_sweep(specs: list[RunSpec], launcher: Launcher, sweep_dir: Path, *, quie
                 continue
             progress.update(bar, description=f"{spec.run_id}")
             t0 = time.monotonic()
-            rec = launcher.launch(spec, sweep_dir)
+            rec = _not_runnable(spec, sweep_dir, launcher, fit, preflights, lambda line: _say(progress, quiet, line))
+            rec = rec or launcher.launch(spec, sweep_dir)
             records.append(rec)
             why = f": {rec['error']['kind']}: {rec['error']['message'].splitlines()[0]}" if rec.get("error") else ""
             _say(progress, quiet,
                  f"[{i}/{len(specs)}] {spec.run_id}: {rec['status']} in {time.monotonic() - t0:.0f} s{why}")
             progress.advance(bar)
     return records
+
+
+def _not_runnable(spec: RunSpec, sweep_dir: Path, launcher: Launcher, fit: FitCheck | None,
+                  preflights: dict, say) -> dict | None:
+    """A skipped or failed record when the run must not start (cannot fit; its nodes failed the preflight)."""
+    started = record.now()
+    if fit is not None:
+        prediction, why = fit.why_not(spec)
+        if why:
+            return record.write_and_return(sweep_dir / f"{spec.run_id}.json", record.new(
+                spec.run_id, sweep_dir.name, "skipped", config=spec_config(spec), command="", started_at=started,
+                prediction=prediction, error=record.error("predicted_oom", why)))
+    key = (spec.nodes, spec.procs_per_node)
+    if launcher.options.preflight and key not in preflights:
+        pf = preflights[key] = launcher.preflight(*key, sweep_dir)
+        if pf is not None:
+            ar = pf.get("allreduce") or {}
+            say(f"preflight {spec.nodes} node(s) x {spec.procs_per_node}: " + (
+                f"ok, {len(pf.get('joined_hosts', []))} nodes joined in {pf.get('join_s', 0):.1f} s, all-reduce "
+                f"{ar.get('bytes', 0) / 2**20:.0f} MiB busbw {ar.get('busbw_gbps', 0):.2f} GB/s ({pf.get('backend')})"
+                if pf["ok"] else f"FAILED: {pf['message']}"))
+    pf = preflights.get(key)
+    if pf is not None and not pf["ok"]:
+        host = (pf.get("missing_hosts") or [pf.get("host")])[0]
+        return record.write_and_return(sweep_dir / f"{spec.run_id}.json", record.new(
+            spec.run_id, sweep_dir.name, "failed", config=spec_config(spec), command="", started_at=started,
+            error=record.error("preflight", pf["message"], host=host), preflight=pf))
+    return None
 
 
 def _say(progress, quiet: bool, line: str) -> None:

@@ -18,6 +18,29 @@ from typing import Any
 GIB = 1024**3
 
 
+class Phases:
+    """Wall-clock marks of a rank's start-up, as seconds since the launcher started the processes
+    (STACKBENCH_LAUNCHED_AT, epoch seconds; without it, since this interpreter started): where
+    the time between "launch" and "first step" goes (imports, input, rendezvous, engines)."""
+
+    def __init__(self, origin: float, started: float):
+        self.origin = origin
+        self.marks: dict[str, float] = {"python_started": started}
+
+    @classmethod
+    def from_env(cls) -> "Phases":
+        from trainer import STARTED_AT
+
+        launched = os.environ.get("STACKBENCH_LAUNCHED_AT")
+        return cls(float(launched) if launched else STARTED_AT, STARTED_AT)
+
+    def mark(self, name: str) -> None:
+        self.marks[name] = time.time()
+
+    def since_launch(self) -> dict[str, float]:
+        return {k: round(v - self.origin, 3) for k, v in self.marks.items()}
+
+
 class StepTimer:
     """Times each optimizer step. On CUDA the events are read after the run, so timing adds no
     synchronisation inside the step beyond the one that closes it."""

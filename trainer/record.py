@@ -62,5 +62,10 @@ def write(path: str | Path, rec: dict) -> Path:
     return path
 
 
+def write_and_return(path: str | Path, rec: dict) -> dict:
+    write(path, rec)
+    return rec
+
+
 def read(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())

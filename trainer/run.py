@@ -140,12 +140,14 @@ def run(cfg: TrainConfig) -> dict:
 
     topo = Topology.from_env()
     started = record.now()
+    phases = metrics.Phases.from_env()
     run_id = cfg.run_id or f"{cfg.task}-z{cfg.zero_stage}-{int(time.time())}"
 
     # 1. everything that can be wrong with the input, before any collective
     ref = models.resolve(cfg.model)
     tokenizer = models.load_tokenizer(ref)
     dataset = data_mod.load(cfg.data, tokenizer, cfg.task, cfg.seq_len, cfg.too_long, cfg.packing)
+    phases.mark("input_ready")
     global_batch = cfg.micro_batch * cfg.grad_accum * topo.world
     total_steps = cfg.warmup_steps + cfg.steps
     data_mod.check_enough(dataset, total_steps * global_batch, cfg.repeat_data,
@@ -170,7 +172,8 @@ def run(cfg: TrainConfig) -> dict:
     dtype = resolve_dtype(cfg.dtype, device.type)
     torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
     # A hang must fail in minutes, not after the 30-minute default.
-    deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", timeout=timedelta(minutes=5))
+    deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", timeout=timedelta(seconds=cfg.collective_timeout_s))
+    phases.mark("dist_ready")
 
     weights = ref.weights_dir
     if ref.kind == "tiny":
@@ -184,6 +187,7 @@ def run(cfg: TrainConfig) -> dict:
     # 3. models and engines
     ds_config = deepspeed_config(cfg, topo.world, dtype, device.type)
     engine, reference, leaves = _engines(cfg, ref, ds_config, torch_dtype, weights)
+    phases.mark("engines_ready")
     pad_id = tokenizer.pad_token_id
 
     # 4. timed steps
@@ -201,9 +205,12 @@ def run(cfg: TrainConfig) -> dict:
         memory.sample()
         per_step.append({k: float(v) if hasattr(v, "item") else v for k, v in stats.items()})
         heartbeat(step, total_steps)
+        if step == 0:
+            phases.mark("first_step_done")
 
     # 5. gather and reduce
     mine = {"host": HOST, "rank": topo.rank, "times": timer.seconds(), "steps": per_step, "memory": memory.summary(),
+            "startup_s": phases.since_launch(),
             "device": torch.cuda.get_device_name(device) if cuda else None}
     everyone: list[Any] = [None] * topo.world
     dist.all_gather_object(everyone, mine)
@@ -315,6 +322,8 @@ def _record(cfg, topo, run_id, started, everyone, ref, shape, dataset, dtype, le
         "peak_flops": peak,
         "memory": metrics.max_over_ranks([r["memory"] for r in everyone]),
         "memory_per_rank": [dict(r["memory"], rank=r["rank"], host=r["host"]) for r in everyone],
+        # seconds from the launcher starting the processes to each phase; the slowest rank counts
+        "startup_s": {k: max(r["startup_s"][k] for r in everyone) for k in everyone[0]["startup_s"]},
         "loss": {"first": losses[0], "last": losses[-1], "per_step": losses},
     }
     if cfg.task == "dpo":
@@ -324,13 +333,13 @@ def _record(cfg, topo, run_id, started, everyone, ref, shape, dataset, dtype, le
     env = fingerprint()
     env["ranks"] = [{"rank": r["rank"], "host": r["host"], "device": r["device"]} for r in everyone]
     env["hosts"] = sorted({r["host"] for r in everyone})
-    device_gib = env["devices"].get("memory_gib")
-    prediction = memory_model.predict(
-        params=shape.params, largest_layer=shape.largest_layer, layers=shape.layers, hidden=shape.hidden,
-        heads=shape.heads, vocab=shape.vocab, task=cfg.task, stage=cfg.zero_stage, ranks=topo.world,
-        micro_batch=cfg.micro_batch, seq_len=cfg.seq_len, offload_optimizer=cfg.offload_optimizer,
-        offload_param=cfg.offload_param, mixed_precision=dtype != "fp32", fused_attention=cfg.attn_impl != "eager",
-        recompute=cfg.grad_checkpointing, device_gib=device_gib).to_dict()
+    from bench import fit
+
+    prediction = memory_model.predict_for(
+        shape, task=cfg.task, stage=cfg.zero_stage, ranks=topo.world, micro_batch=cfg.micro_batch,
+        seq_len=cfg.seq_len, offload_optimizer=cfg.offload_optimizer, offload_param=cfg.offload_param, dtype=dtype,
+        attn_impl=cfg.attn_impl, grad_checkpointing=cfg.grad_checkpointing,
+        device_gib=env["devices"].get("memory_gib") or fit.host_gib_per_rank(topo.local_world)).to_dict()
     config = {
         "task": cfg.task, "backend": "native",
         "model": {"name": ref.name, "path": ref.path or None, "kind": ref.kind, **shape.to_dict()},

@@ -2,7 +2,9 @@
 
 from bench.launchers.base import LaunchOptions, Launcher
 from bench.launchers.local import LocalLauncher
+from bench.launchers.slurm import SlurmLauncher
+from bench.launchers.torchrun import TorchrunLauncher
 
-LAUNCHERS: dict[str, type[Launcher]] = {"local": LocalLauncher}
+LAUNCHERS: dict[str, type[Launcher]] = {"local": LocalLauncher, "torchrun": TorchrunLauncher, "slurm": SlurmLauncher}
 
 __all__ = ["LAUNCHERS", "LaunchOptions", "Launcher"]

@@ -1,0 +1,77 @@
+"""Will a run fit? The memory model's prediction for a spec against the memory one rank has.
+
+Runs predicted not to fit are recorded as `skipped` with the prediction instead of spending
+minutes to find the OOM (`--run-anyway` runs them). The capacity per rank is, in this order: the
+user's `--gpu-mem` (planning for a cluster from a login node), the local GPU's memory (NVML),
+or, on a CPU-only host, its RAM divided among the ranks of one node.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from bench import memory_model
+from bench.spec import OFFLOADS, RunSpec
+
+GIB = 1024**3
+
+
+def host_gib_per_rank(ranks_per_node: int) -> float:
+    """Physical RAM of this host shared by the ranks of one node."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB / max(1, ranks_per_node)
+
+
+def local_gpu_gib() -> float | None:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0)).total / GIB
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001 - no NVML library or no GPU: not a GPU host
+        return None
+
+
+@dataclass
+class FitCheck:
+    gpu_gib: float | None = None
+    """Memory of one GPU; None: this host's GPU, else host RAM per rank."""
+    run_anyway: bool = False
+    _shapes: dict = field(default_factory=dict)
+
+    def capacity(self, spec: RunSpec) -> tuple[float, str]:
+        if self.gpu_gib:
+            return self.gpu_gib, "--gpu-mem"
+        gpu = local_gpu_gib()
+        if gpu:
+            return gpu, "this host's GPU (NVML)"
+        return host_gib_per_rank(spec.procs_per_node), f"host RAM / {spec.procs_per_node} ranks per node"
+
+    def predict(self, spec: RunSpec) -> memory_model.MemoryPrediction:
+        from trainer import models
+
+        if spec.model not in self._shapes:
+            self._shapes[spec.model] = models.shape(models.resolve(spec.model))
+        gib, _ = self.capacity(spec)
+        gpu = bool(self.gpu_gib) or local_gpu_gib() is not None
+        dtype = spec.dtype if spec.dtype != "auto" else ("bf16" if gpu else "fp32")
+        opt, par = OFFLOADS[spec.offload]
+        return memory_model.predict_for(
+            self._shapes[spec.model], task=spec.task, stage=spec.zero_stage, ranks=spec.world_size,
+            micro_batch=spec.micro_batch, seq_len=spec.seq_len, offload_optimizer=opt, offload_param=par, dtype=dtype,
+            attn_impl=spec.attn_impl, grad_checkpointing=spec.grad_checkpointing, device_gib=gib)
+
+    def why_not(self, spec: RunSpec) -> tuple[dict, str | None]:
+        """(prediction, reason to skip or None)."""
+        pred = self.predict(spec)
+        if pred.fits is False and not self.run_anyway:
+            gib, source = self.capacity(spec)
+            return pred.to_dict(), (f"predicted {pred.total_gib:.1f} GiB per rank (model states "
+                                    f"{pred.model_states_gib:.1f}, activations {pred.activations_gib:.1f}, logits "
+                                    f"{pred.logits_gib:.1f}, reference {pred.reference_gib:.1f}) > {gib:.1f} GiB "
+                                    f"({source}); try a higher ZeRO stage, offload, more nodes or a smaller "
+                                    f"micro-batch, or --run-anyway")
+        return pred.to_dict(), None

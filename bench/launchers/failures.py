@@ -1,0 +1,69 @@
+"""Turn a run that wrote no record into one: exit codes and per-node logs -> (status, error).
+
+The trainer records what it can see itself (bad input, OOM raised in Python). What it cannot see
+is read here from the launcher's side: a deadline or heartbeat that expired, a rank killed by a
+signal (torchrun's failure summary names host, rank and exit code), an OOM killer, a crash.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from pathlib import Path
+
+from trainer import record
+
+_TORCHRUN_FAILURE = re.compile(r"host\s*:\s*(\S+)\s*\n\s*rank\s*:\s*(\d+).*?\n\s*exitcode\s*:\s*(-?\d+)", re.S)
+_OOM = re.compile(r"out of memory|OutOfMemoryError|oom-kill|Out Of Memory", re.I)
+_EXCEPTION = re.compile(r"^(?:\[rank(\d+)\]: )?([\w.]+(?:Error|Exception|Interrupt)): (.*)$", re.M)
+_TRAINER_ERROR = re.compile(r"^\[([^:\]]+):(\d+)\] error: (.*)$", re.M)  # the trainer's own line
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def describe_exit(code: int) -> str:
+    if code < 0 or code > 128:  # torchrun reports -N; shells and Slurm report 128 + N
+        sig = -code if code < 0 else code - 128
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        how = f"killed by {name}"
+        if sig == signal.SIGKILL:
+            how += " (the kernel's OOM killer, or someone killed it)"
+        return how
+    return f"exited with code {code}"
+
+
+def classify(logs: list[Path], killed_because: str | None = None, exit_codes: dict | None = None) -> tuple[str, dict]:
+    """(status, error) from per-node logs (index = node) and, when known, exit codes by node."""
+    texts = [p.read_text(errors="replace") if p.exists() else "" for p in logs]
+    log_paths = ", ".join(str(p) for p in logs)
+    if killed_because:
+        lasts = "\n".join(f"--- node {n} ({p.name}) ---\n{tail(p, 8)}" for n, p in enumerate(logs))
+        return "timeout", record.error("timeout", f"{killed_because}; last lines:\n{lasts}", log=log_paths)
+    for node, text in enumerate(texts):
+        m = _TRAINER_ERROR.search(text)
+        if m:
+            oom = bool(_OOM.search(m.group(3)))
+            return ("oom" if oom else "failed"), record.error(
+                "oom" if oom else "crash", m.group(3), rank=int(m.group(2)), host=m.group(1), log=str(logs[node]))
+    for node, text in enumerate(texts):
+        if _OOM.search(text):
+            return "oom", record.error("oom", "out of memory (see log)", log=str(logs[node]))
+        for host, rank, code in _TORCHRUN_FAILURE.findall(text):
+            how = describe_exit(int(code))
+            raised = [m for m in _EXCEPTION.findall(text) if not m[0] or m[0] == rank]
+            if raised:
+                how += f": {raised[-1][1]}: {raised[-1][2]}"
+            return "failed", record.error("crash", f"rank {rank} on {host} {how}", rank=int(rank), host=host,
+                                          log=str(logs[node]))
+    codes = ", ".join(f"node {n}: {describe_exit(c)}" for n, c in (exit_codes or {}).items() if c not in (None, 0))
+    first = next((p for p in logs if p.exists()), logs[0] if logs else Path("-"))
+    return "failed", record.error("crash", f"{codes or 'no exit code'}; last lines of {first.name}:\n{tail(first)}",
+                                  log=log_paths)

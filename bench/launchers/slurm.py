@@ -1,0 +1,197 @@
+"""slurm: one sbatch job per run; srun starts one torchrun per node, meeting (c10d) at the
+allocation's first host; stackbench submits the job, follows it, and cancels it at the deadline.
+
+Each job runs the preflight first (join + all-reduce across every rank of the allocation it got:
+later jobs may land on other nodes, so a per-sweep check would prove nothing about them); a host
+that does not join fails the job in seconds and is named in the record. `--script-only` prints
+the script for users who submit it themselves. With `--container-image`, srun runs each node's
+command in that image (pyxis/enroot), e.g. one built by `invoke build`.
+
+State comes from squeue while the job lives and `scontrol show job` after (sacct needs an
+accounting database many small clusters do not run; it is the fallback).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from bench.launchers import base
+from bench.launchers.failures import classify
+from bench.spec import RunSpec
+from trainer import record
+from trainer.errors import ConfigError
+
+EXIT_PREFLIGHT = 4
+
+
+def _slurm(*argv: str, check: bool = True, timeout: float = 60) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise ConfigError(f"{argv[0]} not found: this host is not a Slurm client", where="--launcher slurm",
+                          fix="run on a login node (sbatch, squeue, scontrol on PATH) or use --script-only") from None
+    if check and out.returncode != 0:
+        raise ConfigError(f"{' '.join(argv[:2])} failed: {out.stderr.strip() or out.stdout.strip()}",
+                          where="--launcher slurm", fix="check SLURM_CONF, the partition and the account")
+    return out.stdout
+
+
+class SlurmLauncher(base.Launcher):
+    name = "slurm"
+
+    def __init__(self, options: base.LaunchOptions | None = None, *, partition: str = "", account: str = "",
+                 exclusive: bool = False, sbatch_args: tuple[str, ...] = (), gpus: str = "auto",
+                 container_image: str = "", poll_s: float = 1.0):
+        super().__init__(options)
+        if gpus not in ("auto", "yes", "no"):
+            raise ConfigError(f"--slurm-gpus {gpus!r}", where="--slurm-gpus", fix="use auto, yes or no")
+        self.partition, self.account, self.exclusive = partition, account, exclusive
+        self.sbatch_args, self.gpus, self.container_image, self.poll_s = tuple(sbatch_args), gpus, container_image, poll_s
+        self._cluster_has_gpus: bool | None = None
+
+    def hosts(self, nodes: int) -> list[str]:
+        return [f"(allocation node {i})" for i in range(nodes)]  # known only inside the job
+
+    def rendezvous(self, spec: RunSpec, node: int, port: int) -> list[str]:
+        # evaluated by the batch shell: the same line for every node, c10d assigns node ranks
+        return ["--nnodes=$SLURM_NNODES", "--rdzv-backend=c10d", "--rdzv-endpoint=$MASTER_ADDR:$MASTER_PORT",
+                "--rdzv-id=$SLURM_JOB_ID", f"--rdzv-conf=join_timeout={int(self.options.preflight_deadline_s)}"]
+
+    def preflight(self, nodes: int, procs_per_node: int, sweep_dir: Path) -> dict | None:
+        return None  # inside every job, on the nodes it was given
+
+    def request_gpus(self) -> bool:
+        if self.gpus != "auto":
+            return self.gpus == "yes"
+        if self._cluster_has_gpus is None:  # does any node advertise a gpu GRES?
+            self._cluster_has_gpus = "gpu" in _slurm("sinfo", "-h", "-o", "%G", check=False)
+        return self._cluster_has_gpus
+
+    # --- the job script --------------------------------------------------------------------------
+
+    def script(self, spec: RunSpec, sweep_dir: Path, *, command: str = "") -> str:
+        sweep_dir = sweep_dir.resolve()
+        run_dir = sweep_dir / spec.run_id
+        minutes = math.ceil((self.options.deadline_s + 2 * self.options.preflight_deadline_s + 120) / 60)
+        sb = [f"--job-name=sb-{spec.run_id}"[:120], f"--nodes={spec.nodes}", "--ntasks-per-node=1",
+              f"--time={minutes}", f"--output={run_dir}/slurm-%j.out", f"--chdir={Path.cwd()}"]
+        if self.request_gpus():
+            sb.append(f"--gpus-per-node={spec.procs_per_node}")
+        sb += [f"--partition={self.partition}"] * bool(self.partition) + [f"--account={self.account}"] * bool(self.account)
+        sb += ["--exclusive"] * self.exclusive + list(self.sbatch_args)
+        srun = ["srun", f"--nodes={spec.nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
+        if self.container_image:
+            mounts = ",".join(sorted({f"{Path.cwd()}:{Path.cwd()}", f"{sweep_dir}:{sweep_dir}"}))
+            srun += [f"--container-image={self.container_image}", f"--container-mounts={mounts}",
+                     f"--container-workdir={Path.cwd()}"]
+        env = self.env({"STACKBENCH_HEARTBEAT": str(run_dir / "heartbeat")})
+        preflight = [base.python(), "-m", "bench.preflight", "--nnodes=$SLURM_NNODES",
+                     f"--nproc={spec.procs_per_node}", "--master=$MASTER_ADDR:$PREFLIGHT_PORT", "--hosts=$HOSTS",
+                     f"--deadline={self.options.preflight_deadline_s:g}", f"--out={run_dir}/preflight.json"]
+        train = self.commands(spec, sweep_dir, 0)[0] + (["--command", command] if command else [])
+        lines = ["#!/bin/bash", *(f"#SBATCH {a}" for a in sb),
+                 f"# stackbench {spec.run_id}: preflight, then one torchrun per node (c10d at the first host)",
+                 "set -euo pipefail",
+                 *(f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())),
+                 "export STACKBENCH_LAUNCHED_AT=$(date +%s.%N)",
+                 'HOSTS=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | paste -sd, -)',
+                 "MASTER_ADDR=${HOSTS%%,*}",
+                 "MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000))  # per job: jobs sharing a node do not collide",
+                 "PREFLIGHT_PORT=$((MASTER_PORT + 1))",
+                 f"mkdir -p {shlex.quote(str(run_dir))}",
+                 f"{_shell(srun + [f'--output={run_dir}/preflight-node%n.log'] + preflight)} || exit {EXIT_PREFLIGHT}",
+                 f"{_shell(srun + [f'--output={run_dir}/node%n.log'] + train)}", ""]
+        return "\n".join(lines)
+
+    # --- running ---------------------------------------------------------------------------------
+
+    def launch(self, spec: RunSpec, sweep_dir: Path) -> dict:
+        started = record.now()
+        out = sweep_dir / f"{spec.run_id}.json"
+        out.unlink(missing_ok=True)
+        run_dir = sweep_dir / spec.run_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in [*run_dir.glob("*.log"), run_dir / "heartbeat", run_dir / "preflight.json"]:
+            stale.unlink(missing_ok=True)
+        job_file = run_dir / "job.sbatch"
+        command = f"sbatch {job_file}"
+        job_file.write_text(self.script(spec, sweep_dir, command=command))
+        job = _slurm("sbatch", "--parsable", str(job_file)).strip().split(";")[0]
+        try:
+            killed_because = self._follow(job, run_dir / "heartbeat")
+        except BaseException:  # Ctrl-C: cancel this job only, record it, pass it on
+            _slurm("scancel", job, check=False)
+            record.write(out, base.interrupted(spec, sweep_dir, command, started))
+            raise
+        if out.exists():
+            rec = record.read(out)
+            rec["slurm_job_id"] = job
+            return record.write_and_return(out, rec)
+        state, code = job_state(job)
+        pf = run_dir / "preflight.json"
+        pf_logs = sorted(run_dir.glob("preflight-node*.log"))
+        if code == EXIT_PREFLIGHT and not killed_because:
+            result = base.read_preflight(pf, pf_logs, None)
+            host = (result.get("missing_hosts") or [result.get("host")])[0]
+            error = record.error("preflight", result.get("message", "preflight failed"), host=host, log=str(run_dir))
+            rec = record.new(spec.run_id, sweep_dir.name, "failed", config=base.spec_config(spec), command=command,
+                             started_at=started, error=error, preflight=result, slurm_job_id=job)
+            return record.write_and_return(out, rec)
+        logs = sorted(run_dir.glob("node*.log")) + sorted(run_dir.glob("slurm-*.out"))
+        status, error = classify(logs, killed_because or (f"Slurm ended the job: {state}" if state == "TIMEOUT" else None),
+                                 {"job": code})
+        if state == "OUT_OF_MEMORY":
+            status, error["kind"] = "oom", "oom"
+        error["message"] = f"Slurm job {job} {state}: {error['message']}"
+        rec = record.new(spec.run_id, sweep_dir.name, status, config=base.spec_config(spec), command=command,
+                         started_at=started, error=error, slurm_job_id=job)
+        return record.write_and_return(out, rec)
+
+    def _follow(self, job: str, heartbeat: Path) -> str | None:
+        t0 = time.monotonic()
+        limit = self.options.deadline_s + self.options.preflight_deadline_s * 2
+        while True:
+            state = _slurm("squeue", "-h", "-j", job, "-o", "%T", check=False).strip()
+            if not state:
+                return None
+            if state == "RUNNING" and time.monotonic() - t0 > limit:  # queue wait is not the run's fault
+                _cancel(job)
+                return f"deadline of {self.options.deadline_s:.0f} s passed"
+            if heartbeat.exists() and time.time() - heartbeat.stat().st_mtime > self.options.heartbeat_s:
+                _cancel(job)
+                return f"no step finished for {self.options.heartbeat_s:.0f} s (heartbeat {heartbeat})"
+            if state == "PENDING":
+                t0 = time.monotonic()
+            time.sleep(self.poll_s)
+
+
+def _cancel(job: str) -> None:
+    _slurm("scancel", job, check=False)
+    for _ in range(60):
+        if not _slurm("squeue", "-h", "-j", job, "-o", "%T", check=False).strip():
+            return
+        time.sleep(1)
+
+
+def job_state(job: str) -> tuple[str, int | None]:
+    """(state, exit code of the batch script) of a finished job."""
+    text = _slurm("scontrol", "show", "job", "-o", job, check=False)
+    state = re.search(r"JobState=(\S+)", text)
+    code = re.search(r"ExitCode=(\d+):(\d+)", text)
+    if not state and shutil.which("sacct"):
+        text = _slurm("sacct", "-n", "-P", "-X", "-j", job, "-o", "State,ExitCode", check=False).strip()
+        if "|" in text:
+            st, ec = text.splitlines()[0].split("|")
+            return st.split()[0], int(ec.split(":")[0])
+    return (state.group(1) if state else "UNKNOWN"), (int(code.group(1)) if code else None)
+
+
+def _shell(argv: list[str]) -> str:
+    """Quote for the batch shell, but let it expand the $VARIABLES the job defines."""
+    return " ".join(a if "$" in a and "'" not in a and " " not in a else shlex.quote(a) for a in argv)

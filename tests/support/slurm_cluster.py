@@ -1,0 +1,232 @@
+"""A real Slurm cluster on this machine: slurmctld on a private bridge, one slurmd per node, each
+node in its own network namespace with its own hostname and address (10.250.0.0/24).
+
+For tests (a fixture brings it up and always tears it down) and for trying the slurm launcher:
+
+    python -m tests.support.slurm_cluster up [--nodes 2] [--dir /tmp/sbslurm]   # prints SLURM_CONF
+    python -m tests.support.slurm_cluster down [--dir /tmp/sbslurm]
+
+Needs root, Debian's slurm-wlm, munge, iproute2 and iptables (installed when missing). How it is
+done and why (../shared/NOTES-MACHINE.md): nodes are entered with `nsenter --net=` (not `ip netns
+exec`, which remounts /sys and breaks slurmd), `unshare --uts --mount` gives each a hostname and a
+bind-mounted hosts file, and Docker's FORWARD policy DROP gets an ACCEPT rule for the bridge.
+Only addresses of namespaces created here are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BRIDGE, SUBNET, GATEWAY = "sbbr0", "10.250.0", "10.250.0.1"
+PACKAGES = {"slurmctld": "slurm-wlm", "slurmd": "slurm-wlm", "munged": "munge", "ip": "iproute2",
+            "iptables": "iptables", "nsenter": "util-linux", "unshare": "util-linux"}
+
+
+def sh(*argv: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, check=check, capture_output=True, text=True, **kw)
+
+
+def ensure_packages() -> None:
+    missing = sorted({pkg for tool, pkg in PACKAGES.items() if not shutil.which(tool)})
+    if not missing:
+        return
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    if sh("apt-get", "install", "-y", "-q", *missing, check=False, env=env).returncode != 0:
+        sh("apt-get", "update", "-q", env=env)
+        sh("apt-get", "install", "-y", "-q", *missing, env=env)
+
+
+def ensure_munge() -> None:
+    if sh("pgrep", "-x", "munged", check=False).returncode == 0:
+        return
+    Path("/run/munge").mkdir(exist_ok=True)
+    shutil.chown("/run/munge", "munge", "munge")
+    sh("runuser", "-u", "munge", "--", "/usr/sbin/munged")
+    for _ in range(50):
+        if Path("/run/munge/munge.socket.2").exists():
+            return
+        time.sleep(0.1)
+    raise RuntimeError("munged did not start (no /run/munge/munge.socket.2)")
+
+
+class SlurmCluster:
+    def __init__(self, nodes: int = 2, root: str | Path = "/tmp/sbslurm", cpus: int | None = None):
+        self.nodes, self.root = nodes, Path(root)
+        self.cpus = cpus or max(2, os.cpu_count() or 2)
+        self.ctl_host = socket.gethostname()
+        self.names = [f"sbnode{i}" for i in range(nodes)]
+        self.addrs = [f"{SUBNET}.{10 + i}" for i in range(nodes)]
+        self.conf = self.root / "slurm.conf"
+        self.state = self.root / "state.json"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"SLURM_CONF": str(self.conf)}
+
+    # --- up ----------------------------------------------------------------------------------------
+
+    def up(self, timeout: float = 60) -> "SlurmCluster":
+        ensure_packages()
+        ensure_munge()
+        self.down(quiet=True)  # leftovers of an earlier run that was killed
+        for d in ("state", "log", "spool"):
+            (self.root / d).mkdir(parents=True, exist_ok=True)
+        state: dict = {"pids": [], "netns": [], "iptables": []}
+        self.state.write_text(json.dumps(state))
+        self._network(state)
+        self._write_conf()
+        hosts = self.root / "hosts"
+        hosts.write_text("127.0.0.1 localhost\n" + f"{GATEWAY} {self.ctl_host}\n" +
+                         "".join(f"{a} {n}\n" for a, n in zip(self.addrs, self.names)))
+        # no DNS inside the nodes: lookups the hosts file cannot answer (c10d's reverse lookups of
+        # v4-mapped peers) fail at once instead of timing out for 10 s against an unreachable resolver
+        resolv = self.root / "resolv.conf"
+        resolv.write_text("options timeout:1 attempts:1\n")
+        log = (self.root / "log" / "slurmctld.log").open("w")
+        ctld = subprocess.Popen(["slurmctld", "-D", "-i", "-f", str(self.conf)], stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        state["pids"].append(ctld.pid)
+        for name in self.names:
+            log = (self.root / "log" / f"slurmd-{name}.log").open("w")
+            inner = f"hostname {name} && mount --bind {hosts} /etc/hosts && mount --bind {resolv} /etc/resolv.conf && exec slurmd -D -N {name} -f {self.conf}"
+            proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{name}", "unshare", "--uts", "--mount", "sh", "-c",
+                                     inner], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            state["pids"].append(proc.pid)
+        self.state.write_text(json.dumps(state))
+        self._wait_idle(timeout)
+        return self
+
+    def _network(self, state: dict) -> None:
+        sh("ip", "link", "add", BRIDGE, "type", "bridge")
+        sh("ip", "addr", "add", f"{GATEWAY}/24", "dev", BRIDGE)
+        sh("ip", "link", "set", BRIDGE, "up")
+        for i, (name, addr) in enumerate(zip(self.names, self.addrs)):
+            sh("ip", "netns", "add", name)
+            state["netns"].append(name)
+            self.state.write_text(json.dumps(state))
+            host_end, ns_end = f"sbv{i}", f"sbv{i}p"
+            sh("ip", "link", "add", host_end, "type", "veth", "peer", "name", ns_end)
+            sh("ip", "link", "set", host_end, "master", BRIDGE)
+            sh("ip", "link", "set", host_end, "up")
+            sh("ip", "link", "set", ns_end, "netns", name)
+            for cmd in (["ip", "addr", "add", f"{addr}/24", "dev", ns_end], ["ip", "link", "set", ns_end, "up"],
+                        ["ip", "link", "set", "lo", "up"], ["ip", "route", "add", "default", "via", GATEWAY]):
+                sh("nsenter", f"--net=/run/netns/{name}", *cmd)
+        if shutil.which("iptables"):  # Docker sets FORWARD to DROP; traffic between nodes crosses the bridge
+            for rule in (["-i", BRIDGE, "-j", "ACCEPT"], ["-o", BRIDGE, "-j", "ACCEPT"]):
+                if sh("iptables", "-I", "FORWARD", *rule, check=False).returncode == 0:
+                    state["iptables"].append(rule)
+        self.state.write_text(json.dumps(state))
+
+    def _write_conf(self) -> None:
+        r = self.root
+        nodes = "\n".join(f"NodeName={n} NodeAddr={a} NodeHostname={n} CPUs={self.cpus} RealMemory=2000 State=UNKNOWN"
+                          for n, a in zip(self.names, self.addrs))
+        self.conf.write_text(f"""\
+ClusterName=stackbench
+SlurmctldHost={self.ctl_host}({GATEWAY})
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+StateSaveLocation={r}/state
+SlurmdSpoolDir={r}/spool/%n
+SlurmctldPidFile={r}/slurmctld.pid
+SlurmdPidFile={r}/slurmd-%n.pid
+SlurmctldLogFile={r}/log/slurmctld.log
+SlurmdLogFile={r}/log/slurmd-%n.log
+SlurmctldPort=6817
+SlurmdPort=6818
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+SlurmdParameters=config_overrides
+ReturnToService=2
+MpiDefault=none
+MinJobAge=600
+KillWait=5
+{nodes}
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
+""")
+
+    def _wait_idle(self, timeout: float) -> None:
+        t0 = time.monotonic()
+        out = ""
+        while time.monotonic() - t0 < timeout:
+            out = sh("sinfo", "-h", "-N", "-o", "%N %t", check=False, env=dict(os.environ, **self.env)).stdout
+            states = dict(line.split() for line in out.splitlines() if line.strip())
+            if len(states) == self.nodes and all(s == "idle" for s in states.values()):
+                return
+            time.sleep(0.5)
+        logs = "\n".join(f"--- {p.name}\n" + p.read_text()[-1500:] for p in sorted((self.root / "log").glob("*.log")))
+        self.down(quiet=True)
+        raise RuntimeError(f"Slurm nodes not idle after {timeout:.0f} s: {out!r}\n{logs}")
+
+    # --- down --------------------------------------------------------------------------------------
+
+    def down(self, quiet: bool = False) -> None:
+        """Stop the daemons by saved PIDs and delete what up() created, also after a crash."""
+        state = json.loads(self.state.read_text()) if self.state.exists() else {"pids": [], "netns": [], "iptables": []}
+        for pid in state["pids"]:
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.3)
+        for pid in state["pids"]:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for rule in state["iptables"]:
+            sh("iptables", "-D", "FORWARD", *rule, check=False)
+        for name in set(state["netns"]) | set(self.names):
+            if Path(f"/run/netns/{name}").exists():
+                # whatever still runs in a node (slurmstepd, ranks) keeps its namespace alive
+                for pid in sh("ip", "netns", "pids", name, check=False).stdout.split():
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except (ProcessLookupError, ValueError):
+                        pass
+                sh("ip", "netns", "delete", name, check=False)  # also unmounts /run/netns/NAME
+        for i in range(len(self.names)):
+            sh("ip", "link", "delete", f"sbv{i}", check=False)
+        sh("ip", "link", "delete", BRIDGE, check=False)
+        self.state.unlink(missing_ok=True)
+        if not quiet:
+            print(f"stopped the cluster in {self.root}", file=sys.stderr)
+
+    def __enter__(self) -> "SlurmCluster":
+        return self.up()
+
+    def __exit__(self, *exc) -> None:
+        self.down(quiet=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tests.support.slurm_cluster")
+    p.add_argument("action", choices=["up", "down"])
+    p.add_argument("--nodes", type=int, default=2)
+    p.add_argument("--dir", default="/tmp/sbslurm")
+    args = p.parse_args(argv)
+    cluster = SlurmCluster(args.nodes, args.dir)
+    if args.action == "up":
+        cluster.up()
+        print(f"export SLURM_CONF={cluster.conf}")
+    else:
+        cluster.down()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
