@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 
 from invoke import Exit, task
@@ -35,6 +36,7 @@ def _run(fn, **kwargs) -> None:
     "grad_accum": "gradient accumulation steps",
     "dtype": "auto (bf16 on GPU, fp32 on CPU), bf16, fp32",
     "data": "JSONL dataset (default: the shipped sample set for each task)",
+    "repeat_data": "cycle over the dataset when the steps need more samples than it has",
     "launcher": "local (emulated nodes on this host), torchrun (hosts from --hostfile, over ssh) or slurm (sbatch)",
     "results": "directory for records and logs",
     "sweep": "sweep name (default: derived from the matrix, so re-running resumes)",
@@ -55,7 +57,7 @@ def _run(fn, **kwargs) -> None:
     "container_image": "slurm: run each node's command in this image (pyxis/enroot srun --container-image)",
 })
 def bench(c, tasks="sft,dpo", zero="0,1,2,3", offload="none", nodes="1", gpus_per_node="2", micro_batch="2",
-          seq_len="128", model="tiny", steps=8, warmup=2, grad_accum=1, dtype="auto", data="", launcher="local",
+          seq_len="128", model="tiny", steps=8, warmup=2, grad_accum=1, dtype="auto", data="", repeat_data=False, launcher="local",
           results="results", sweep="", deadline=900.0, dry_run=False, script_only=False, preflight=True,
           preflight_deadline=30.0, collective_timeout=300, gpu_mem=0.0, run_anyway=False, env=None, hostfile="",
           ssh_options="", partition="", account="", exclusive=False, sbatch_arg=None, slurm_gpus="auto",
@@ -65,8 +67,8 @@ def bench(c, tasks="sft,dpo", zero="0,1,2,3", offload="none", nodes="1", gpus_pe
 
     _run(run_bench, tasks=tasks, zero=zero, offload=offload, nodes=nodes, gpus_per_node=gpus_per_node,
          micro_batch=micro_batch, seq_len=seq_len, model=model, steps=int(steps), warmup=int(warmup),
-         grad_accum=int(grad_accum), dtype=dtype, data=data, launcher=launcher, results=results,
-         sweep_name=sweep, deadline=float(deadline), dry_run=dry_run, script_only=script_only, preflight=preflight,
+         grad_accum=int(grad_accum), dtype=dtype, data=data, repeat_data=repeat_data, launcher=launcher,
+         results=results, sweep_name=sweep, deadline=float(deadline), dry_run=dry_run, script_only=script_only, preflight=preflight,
          preflight_deadline=float(preflight_deadline), collective_timeout=int(collective_timeout),
          gpu_mem=float(gpu_mem), run_anyway=run_anyway, env=tuple(env or ()), hostfile=hostfile,
          ssh_options=ssh_options, partition=partition, account=account, exclusive=exclusive,
@@ -80,8 +82,8 @@ def test(c, k="", unit=False, args=""):
     cmd = [sys.executable, "-m", "pytest", "tests/unit" if unit else "tests", "--benchmark-disable"]
     if k:
         cmd += ["-k", k]
-    cmd += args.split()
-    c.run(" ".join(cmd), pty=sys.stdout.isatty(), env={"PYTHONPATH": os.getcwd()})
+    cmd += shlex.split(args)
+    c.run(shlex.join(cmd), pty=sys.stdout.isatty(), env={"PYTHONPATH": os.getcwd()})
 
 
 @task(help={"args": "extra pytest arguments"})

@@ -45,7 +45,7 @@ def make_launcher(name: str, options: LaunchOptions, *, hostfile: str = "", ssh_
 
 
 def bench(*, tasks: str, zero: str, offload: str, nodes: str, gpus_per_node: str, micro_batch: str, seq_len: str,
-          model: str, steps: int, warmup: int, grad_accum: int, dtype: str, data: str, launcher: str,
+          model: str, steps: int, warmup: int, grad_accum: int, dtype: str, data: str, launcher: str, repeat_data: bool = False,
           results: str, sweep_name: str, deadline: float, dry_run: bool = False, script_only: bool = False,
           preflight: bool = True, preflight_deadline: float = 30.0, collective_timeout: int = 300,
           gpu_mem: float = 0.0, run_anyway: bool = False, env: tuple = (), **launcher_args) -> int:
@@ -55,7 +55,7 @@ def bench(*, tasks: str, zero: str, offload: str, nodes: str, gpus_per_node: str
     specs, invalid = expand(tasks=csv(tasks), zero_stages=csv(zero, int), offloads=csv(offload), nodes=csv(nodes, int),
                             procs_per_node=csv(gpus_per_node, int), micro_batches=csv(micro_batch, int),
                             seq_lens=csv(seq_len, int), models=csv(model), steps=steps, warmup_steps=warmup,
-                            grad_accum=grad_accum, dtype=dtype, data=data, launcher=launcher)
+                            grad_accum=grad_accum, dtype=dtype, data=data, repeat_data=repeat_data, launcher=launcher)
     sweep_id = sweep_name or sweep.sweep_id_for(specs)
     sweep_dir = Path(results) / sweep_id
     fit = FitCheck(gpu_gib=gpu_mem or None, run_anyway=run_anyway)

@@ -31,6 +31,7 @@ class RunSpec:
     attn_impl: str = "sdpa"
     grad_checkpointing: bool = False
     data: str = ""
+    repeat_data: bool = False
     seed: int = 0
     launcher: str = "local"
 
@@ -41,7 +42,9 @@ class RunSpec:
     @property
     def run_id(self) -> str:
         """Readable prefix + a hash of every field: a resumed sweep finds its runs, twins never collide."""
-        digest = hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:8]
+        # only fields that differ from their defaults: adding a field later keeps existing ids
+        content = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) != f.default}
+        digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:8]
         off = {"none": "", "optimizer": "-offopt", "optimizer+params": "-offall"}[self.offload]
         return (f"{self.task}-z{self.zero_stage}{off}-n{self.nodes}x{self.procs_per_node}"
                 f"-mb{self.micro_batch}-s{self.seq_len}-{digest}")
@@ -54,6 +57,7 @@ class RunSpec:
                            micro_batch=self.micro_batch, grad_accum=self.grad_accum, seq_len=self.seq_len,
                            steps=self.steps, warmup_steps=self.warmup_steps, dtype=self.dtype,
                            attn_impl=self.attn_impl, grad_checkpointing=self.grad_checkpointing, seed=self.seed,
+                           repeat_data=self.repeat_data,
                            launcher=self.launcher, command=command)
 
 

@@ -67,6 +67,10 @@ class Launcher(ABC):
     def rendezvous(self, spec: RunSpec, node: int, port: int) -> list[str]:
         """torchrun's flags for node `node` to meet the others."""
 
+    def node_names(self, nodes: int) -> list[str]:
+        """The host each node's failures are reported against."""
+        return self.hosts(nodes)
+
     def wrap(self, node_host: str, argv: list[str], env: dict[str, str]) -> list[str]:
         """How to run argv on that host (ssh for a remote one); env is already in the process env."""
         return argv
@@ -75,7 +79,7 @@ class Launcher(ABC):
 
     def commands(self, spec: RunSpec, sweep_dir: Path, port: int) -> list[list[str]]:
         """The command for each node (what --dry-run and --script-only print, what launch runs)."""
-        worker = trainer_argv(spec, sweep_dir, sweep_dir.name, self.options.collective_timeout_s)
+        worker = trainer_argv(spec, sweep_dir, sweep_dir.name, self.name, self.options.collective_timeout_s)
         return [[python(), "-m", "torch.distributed.run", *self.rendezvous(spec, node, port),
                  f"--nproc_per_node={spec.procs_per_node}", *worker] for node in range(spec.nodes)]
 
@@ -142,7 +146,7 @@ class Launcher(ABC):
         if out.exists():  # the trainer wrote its own record (ok, bad input, oom)
             return record.read(out)
         status, error = classify([p.log for p in procs], killed_because,
-                                 {p.node: p.popen.returncode for p in procs})
+                                 {p.node: p.popen.returncode for p in procs}, self.node_names(spec.nodes))
         rec = record.new(spec.run_id, sweep_dir.name, status, config=spec_config(spec), command=command,
                          started_at=started, error=error)
         record.write(out, rec)
@@ -165,9 +169,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def trainer_argv(spec: RunSpec, sweep_dir: Path, sweep_id: str, collective_timeout_s: int = 300) -> list[str]:
+def trainer_argv(spec: RunSpec, sweep_dir: Path, sweep_id: str, launcher: str, collective_timeout_s: int = 300) -> list[str]:
     cfg = dataclasses.replace(spec.trainer_config(out=str(sweep_dir.resolve()), sweep_id=sweep_id),
-                              collective_timeout_s=collective_timeout_s)
+                              launcher=launcher, collective_timeout_s=collective_timeout_s)
     return ["-m", "trainer", *cfg.to_argv()]
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from trainer import record
 
-_TORCHRUN_FAILURE = re.compile(r"host\s*:\s*(\S+)\s*\n\s*rank\s*:\s*(\d+).*?\n\s*exitcode\s*:\s*(-?\d+)", re.S)
+_TORCHRUN_FAILURE = re.compile(r"time\s*:\s*(\S+)\s*\n\s*host\s*:\s*(\S+)\s*\n\s*rank\s*:\s*(\d+)[^\n]*\n"
+                               r"\s*exitcode\s*:\s*(-?\d+)")
 _OOM = re.compile(r"out of memory|OutOfMemoryError|oom-kill|Out Of Memory", re.I)
 _EXCEPTION = re.compile(r"^(?:\[rank(\d+)\]: )?([\w.]+(?:Error|Exception|Interrupt)): (.*)$", re.M)
 _TRAINER_ERROR = re.compile(r"^\[([^:\]]+):(\d+)\] error: (.*)$", re.M)  # the trainer's own line
@@ -40,8 +41,10 @@ def describe_exit(code: int) -> str:
     return f"exited with code {code}"
 
 
-def classify(logs: list[Path], killed_because: str | None = None, exit_codes: dict | None = None) -> tuple[str, dict]:
-    """(status, error) from per-node logs (index = node) and, when known, exit codes by node."""
+def classify(logs: list[Path], killed_because: str | None = None, exit_codes: dict | None = None,
+             hosts: list[str] | None = None) -> tuple[str, dict]:
+    """(status, error) from per-node logs (index = node), when known exit codes by node, and the
+    host of each node (torchrun's summary names a host by its FQDN, often just "localhost")."""
     texts = [p.read_text(errors="replace") if p.exists() else "" for p in logs]
     log_paths = ", ".join(str(p) for p in logs)
     if killed_because:
@@ -56,13 +59,19 @@ def classify(logs: list[Path], killed_because: str | None = None, exit_codes: di
     for node, text in enumerate(texts):
         if _OOM.search(text):
             return "oom", record.error("oom", "out of memory (see log)", log=str(logs[node]))
-        for host, rank, code in _TORCHRUN_FAILURE.findall(text):
-            how = describe_exit(int(code))
-            raised = [m for m in _EXCEPTION.findall(text) if not m[0] or m[0] == rank]
-            if raised:
-                how += f": {raised[-1][1]}: {raised[-1][2]}"
-            return "failed", record.error("crash", f"rank {rank} on {host} {how}", rank=int(rank), host=host,
-                                          log=str(logs[node]))
+    # torchrun's summaries: a rank killed by a signal is the cause; the others failing after it
+    # (their peer vanished from a collective) are consequences, so signals first, then the earliest
+    found = [(int(code) >= 0, when, node, host, int(rank), int(code))
+             for node, text in enumerate(texts) for when, host, rank, code in _TORCHRUN_FAILURE.findall(text)]
+    if found:
+        _, _, node, host, rank, code = min(found)
+        host = hosts[node] if hosts and node < len(hosts) else host
+        how = describe_exit(code)
+        raised = [m for m in _EXCEPTION.findall(texts[node]) if not m[0] or m[0] == str(rank)]
+        if raised and code >= 0:
+            how += f": {raised[-1][1]}: {raised[-1][2]}"
+        return "failed", record.error("crash", f"rank {rank} on {host} {how}", rank=rank, host=host,
+                                      log=str(logs[node]))
     codes = ", ".join(f"node {n}: {describe_exit(c)}" for n, c in (exit_codes or {}).items() if c not in (None, 0))
     first = next((p for p in logs if p.exists()), logs[0] if logs else Path("-"))
     return "failed", record.error("crash", f"{codes or 'no exit code'}; last lines of {first.name}:\n{tail(first)}",

@@ -6,6 +6,8 @@ code paths (node ranks, LOCAL_WORLD_SIZE, cross-node collectives) run for real.
 
 from __future__ import annotations
 
+import socket
+
 from bench.launchers import base
 from bench.spec import RunSpec
 
@@ -15,6 +17,9 @@ class LocalLauncher(base.Launcher):
 
     def hosts(self, nodes: int) -> list[str]:
         return ["127.0.0.1"] * nodes
+
+    def node_names(self, nodes: int) -> list[str]:
+        return [socket.gethostname()] * nodes
 
     def rendezvous(self, spec: RunSpec, node: int, port: int) -> list[str]:
         return [f"--nnodes={spec.nodes}", f"--node_rank={node}", "--master_addr=127.0.0.1", f"--master_port={port}"]

@@ -144,8 +144,9 @@ class SlurmLauncher(base.Launcher):
                              started_at=started, error=error, preflight=result, slurm_job_id=job)
             return record.write_and_return(out, rec)
         logs = sorted(run_dir.glob("node*.log")) + sorted(run_dir.glob("slurm-*.out"))
+        joined = record.read(pf).get("joined_hosts") if pf.exists() else None  # node i's host, from the preflight
         status, error = classify(logs, killed_because or (f"Slurm ended the job: {state}" if state == "TIMEOUT" else None),
-                                 {"job": code})
+                                 {"job": code}, joined)
         if state == "OUT_OF_MEMORY":
             status, error["kind"] = "oom", "oom"
         error["message"] = f"Slurm job {job} {state}: {error['message']}"

@@ -1,0 +1,136 @@
+"""Real launches: multi-node emulation, a rank killed mid-run, a node that never joins, and a real
+Slurm cluster (slurmctld + one slurmd per network namespace) brought up here and torn down after."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.launchers import LaunchOptions
+from bench.launchers.local import LocalLauncher
+from bench.launchers.torchrun import TorchrunLauncher
+from bench.spec import RunSpec
+from bench.sweep import run_sweep
+from tests.conftest import ROOT
+from trainer import record
+
+pytestmark = pytest.mark.deepspeed
+
+
+def _spec(**kw) -> RunSpec:
+    return RunSpec(**{"task": "sft", "model": "tiny", "zero_stage": 2, "procs_per_node": 1, "steps": 4,
+                      "warmup_steps": 1, **kw})
+
+
+@pytest.mark.parametrize("nodes", [2, 4])
+def test_multi_node_local_runs_of_zero2_and_zero3_are_ok(tmp_path, nodes):
+    specs = [_spec(zero_stage=z, nodes=nodes) for z in (2, 3)]
+    records = run_sweep(specs, LocalLauncher(LaunchOptions(deadline_s=400)), tmp_path / "sweep", quiet=True)
+    for rec in records:
+        assert rec["status"] == "ok", rec.get("error")
+        assert rec["config"]["nodes"] == nodes and rec["config"]["world_size"] == nodes
+        assert len(rec["environment"]["ranks"]) == nodes
+        startup = rec["metrics"]["startup_s"]
+        assert 0 < startup["python_started"] < startup["dist_ready"] < startup["first_step_done"]
+    # the same global batch on the same data: both stages see the same losses
+    a, b = (r["metrics"]["loss"]["per_step"] for r in records)
+    assert a == pytest.approx(b, rel=1e-4)
+    preflight = record.read(tmp_path / "sweep" / f"preflight-n{nodes}x1" / "preflight.json")
+    assert preflight["ok"] and len(preflight["joined_hosts"]) == nodes and preflight["world_size"] == nodes
+    assert preflight["allreduce"]["busbw_gbps"] > 0
+
+
+def _rank_pid(run_id: str, rank: int) -> int | None:
+    """The process of `rank` in run `run_id` (found by its environment, not by name)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            env = dict(kv.split("=", 1) for kv in (proc / "environ").read_text().split("\0") if "=" in kv)
+        except (OSError, ValueError):
+            continue
+        if env.get("RANK") == str(rank) and run_id in env.get("STACKBENCH_HEARTBEAT", ""):
+            return int(proc.name)
+    return None
+
+
+def test_a_rank_killed_mid_run_is_recorded_failed_and_the_sweep_goes_on(tmp_path):
+    victim = _spec(nodes=2, steps=400, warmup_steps=1, repeat_data=True)  # long enough to be killed mid-run
+    after = _spec(nodes=2, zero_stage=3)
+    sweep_dir = tmp_path / "sweep"
+    heartbeat = sweep_dir / victim.run_id / "heartbeat"
+    killed = {}
+
+    def kill_rank_1_after_step_3():
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if heartbeat.exists() and int(heartbeat.read_text().split("/")[0] or 0) >= 3:
+                pid = _rank_pid(victim.run_id, 1)
+                if pid:
+                    os.kill(pid, signal.SIGKILL)
+                    killed["at"] = time.monotonic()
+                    return
+            time.sleep(0.2)
+
+    threading.Thread(target=kill_rank_1_after_step_3, daemon=True).start()
+    opts = LaunchOptions(deadline_s=300)
+    records = run_sweep([victim, after], LocalLauncher(opts), sweep_dir, quiet=True)
+    assert "at" in killed, "rank 1 was never found to kill"
+    failed, ok = records
+    assert failed["status"] == "failed", failed
+    err = failed["error"]
+    assert err["kind"] == "crash" and err["rank"] == 1 and err["host"] == socket.gethostname()
+    assert "SIGKILL" in err["message"]
+    assert record.read(sweep_dir / f"{victim.run_id}.json")["status"] == "failed"
+    assert ok["status"] == "ok", ok.get("error")
+
+
+def test_a_node_that_never_joins_fails_the_preflight_and_is_named(tmp_path):
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("127.0.0.1 slots=1\nghost-node.invalid slots=1\n")  # .invalid never resolves (RFC 6761)
+    launcher = TorchrunLauncher(LaunchOptions(deadline_s=300, preflight_deadline_s=8), hostfile=str(hostfile))
+    t0 = time.monotonic()
+    records = run_sweep([_spec(nodes=2, launcher="torchrun"), _spec(nodes=1, launcher="torchrun")], launcher,
+                        tmp_path / "sweep", quiet=True)
+    two, one = records
+    assert two["status"] == "failed" and two["error"]["kind"] == "preflight"
+    assert two["error"]["host"] == "ghost-node.invalid" and "node 1 (ghost-node.invalid) did not join" in \
+        two["error"]["message"]
+    assert one["status"] == "ok", one.get("error")  # the sweep went on, through the torchrun launcher
+    assert "--rdzv-backend=c10d" in one["command"] and one["config"]["launcher"] == "torchrun"
+    assert time.monotonic() - t0 < 8 + 60 + 120  # the preflight deadline + imports + the one-node run
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(tmp_path_factory):
+    from tests.support.slurm_cluster import SlurmCluster
+
+    with SlurmCluster(nodes=2, root=tmp_path_factory.mktemp("slurm")) as cluster:
+        yield cluster
+
+
+@pytest.mark.slurm
+def test_bench_through_a_real_slurm_cluster_runs_one_and_two_nodes(slurm_cluster, tmp_path):
+    env = dict(os.environ, **slurm_cluster.env)
+    p = subprocess.run([sys.executable, "-m", "invoke", "bench", "--launcher", "slurm", "--nodes", "1,2",
+                        "--tasks", "sft", "--zero", "3", "--gpus-per-node", "1", "--steps", "4", "--warmup", "1",
+                        "--results", str(tmp_path), "--sweep", "slurm"],
+                       capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    recs = {r["config"]["nodes"]: r for r in map(record.read, (tmp_path / "slurm").glob("*.json"))
+            if "schema" in r}
+    assert set(recs) == {1, 2}
+    for nodes, rec in recs.items():
+        assert rec["status"] == "ok" and rec["config"]["launcher"] == "slurm" and rec["slurm_job_id"]
+        assert rec["command"].startswith("sbatch ") and Path(rec["command"].split()[1]).exists()
+    assert recs[2]["environment"]["hosts"] == ["sbnode0", "sbnode1"]  # a distinct hostname per node
+    assert len(recs[1]["environment"]["hosts"]) == 1 and recs[1]["environment"]["hosts"][0].startswith("sbnode")
+    run_dir = tmp_path / "slurm" / recs[2]["run_id"]
+    assert record.read(run_dir / "preflight.json")["joined_hosts"] == ["sbnode0", "sbnode1"]
+    assert (run_dir / "node0.log").exists() and (run_dir / "node1.log").exists()

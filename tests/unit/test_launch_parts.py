@@ -1,0 +1,143 @@
+"""Launchers without launching: sbatch scripts, hostfiles, ssh commands, failure classification,
+the fit check, and the CLI's handling of bad launcher settings."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bench.fit import FitCheck
+from bench.launchers import LaunchOptions
+from bench.launchers.failures import classify
+from bench.launchers.slurm import SlurmLauncher
+from bench.launchers.torchrun import TorchrunLauncher, read_hostfile
+from bench.spec import RunSpec
+from bench.sweep import run_sweep
+from tests.conftest import ROOT
+from trainer import record
+from trainer.errors import ConfigError
+
+SPEC = RunSpec(task="sft", model="tiny", zero_stage=3, nodes=2, procs_per_node=8)
+
+
+def test_sbatch_script_has_the_allocation_preflight_and_one_torchrun_per_node(tmp_path, monkeypatch):
+    monkeypatch.setenv("NCCL_SOCKET_IFNAME", "ib0")
+    monkeypatch.setenv("UNRELATED_SECRET", "x")
+    launcher = SlurmLauncher(LaunchOptions(deadline_s=600, env={"NCCL_DEBUG": "INFO"}), partition="gpu",
+                             account="proj", exclusive=True, sbatch_args=("--qos=high",), gpus="yes",
+                             container_image="/images/stack.sqsh")
+    script = launcher.script(SPEC, tmp_path / "sweep")
+    lines = script.splitlines()
+    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=8",
+                 "#SBATCH --partition=gpu", "#SBATCH --account=proj", "#SBATCH --exclusive", "#SBATCH --qos=high",
+                 "export NCCL_SOCKET_IFNAME=ib0", "export NCCL_DEBUG=INFO", "set -euo pipefail"):
+        assert line in lines, line
+    assert "UNRELATED_SECRET" not in script  # only multi-node settings pass through
+    assert 'HOSTS=$(scontrol show hostnames "$SLURM_JOB_NODELIST"' in script and "MASTER_ADDR=${HOSTS%%,*}" in script
+    preflight, train = [l for l in lines if l.startswith("srun ")]
+    assert "-m bench.preflight" in preflight and preflight.endswith("|| exit 4")
+    assert "--master=$MASTER_ADDR:$PREFLIGHT_PORT" in preflight and "--hosts=$HOSTS" in preflight
+    assert "--rdzv-endpoint=$MASTER_ADDR:$MASTER_PORT" in train and "--nproc_per_node=8" in train
+    assert "--container-image=/images/stack.sqsh" in train and "--kill-on-bad-exit=1" in train
+    assert f"--run-id {SPEC.run_id}" in train and "--launcher slurm" in train
+    assert int(next(l for l in lines if l.startswith("#SBATCH --time=")).split("=")[1]) >= 10  # deadline + margin
+    assert "--gpus-per-node" not in SlurmLauncher(gpus="no").script(SPEC, tmp_path)
+
+
+def test_hostfile_errors_name_file_and_line(tmp_path):
+    good = tmp_path / "hosts"
+    good.write_text("# cluster\nnode-a slots=8\nnode-b   # spare\n")
+    assert read_hostfile(str(good)) == [("node-a", 8), ("node-b", None)]
+    bad = tmp_path / "bad"
+    bad.write_text("node-a slots=8\nnode-b gpus=8\n")
+    with pytest.raises(ConfigError) as e:
+        read_hostfile(str(bad))
+    assert e.value.where == f"{bad}:2"
+    launcher = TorchrunLauncher(hostfile=str(good))
+    with pytest.raises(ConfigError, match="lists 2 hosts"):
+        launcher.hosts(3)
+    with pytest.raises(ConfigError, match="slots=8 but --gpus-per-node is 16"):
+        launcher.commands(RunSpec(task="sft", model="tiny", zero_stage=2, nodes=2, procs_per_node=16), tmp_path, 1)
+
+
+def test_torchrun_runs_remote_nodes_over_ssh_with_the_environment(tmp_path):
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 slots=8\nnode-b slots=8\n")
+    launcher = TorchrunLauncher(hostfile=str(hosts))
+    cmds = launcher.commands(SPEC, tmp_path, 29400)
+    assert all("--rdzv-endpoint=127.0.0.1:29400" in c for c in cmds)
+    env = launcher.env({"NCCL_DEBUG": "WARN"})
+    assert launcher.wrap("127.0.0.1", cmds[0], env) == cmds[0]  # this host: no ssh
+    remote = launcher.wrap("node-b", cmds[1], env)
+    assert remote[:2] == ["ssh", "-tt"] and "BatchMode=yes" in remote and remote[-2] == "node-b"
+    assert f"cd {os.getcwd()} && env " in remote[-1] and "NCCL_DEBUG=WARN" in remote[-1]
+
+
+def test_classify_names_rank_host_and_signal_from_torchrun_summary(tmp_path):
+    log = tmp_path / "node1.log"
+    log.write_text("""[rank1]: RuntimeError: boom
+torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-11-22_09:00:00
+  host      : node-b
+  rank      : 3 (local_rank: 1)
+  exitcode  : -9 (pid: 4242)
+  error_file: <N/A>
+  traceback : Signal 9 (SIGKILL) received by PID 4242
+""")
+    status, error = classify([tmp_path / "node0.log", log])
+    assert status == "failed" and error["rank"] == 3 and error["host"] == "node-b"
+    assert "rank 3 on node-b killed by SIGKILL" in error["message"]
+    status, error = classify([log], killed_because="deadline of 5 s passed")
+    assert status == "timeout" and "deadline of 5 s" in error["message"] and "exitcode" in error["message"]
+    oom = tmp_path / "oom.log"
+    oom.write_text("[node-c:5] error: out of memory: CUDA out of memory. Tried to allocate 2.00 GiB\n")
+    assert classify([oom])[0] == "oom"
+
+
+def test_runs_that_cannot_fit_are_recorded_skipped_with_the_prediction(tmp_path):
+    fit = FitCheck(gpu_gib=80)
+    big = RunSpec(task="sft", model="qwen3-8b", zero_stage=0, nodes=1, procs_per_node=8, seq_len=4096, micro_batch=1)
+    ok = RunSpec(task="sft", model="qwen3-8b", zero_stage=3, nodes=1, procs_per_node=8, seq_len=4096, micro_batch=1)
+    pred, why = fit.why_not(big)
+    assert pred["fits"] is False and pred["model_states_gib"] > 150 and "> 80.0 GiB (--gpu-mem)" in why
+    assert fit.why_not(ok) == (fit.predict(ok).to_dict(), None)
+    records = run_sweep([big], _no_launch(), tmp_path, quiet=True, fit=fit)
+    assert records[0]["status"] == "skipped" and records[0]["error"]["kind"] == "predicted_oom"
+    assert record.read(tmp_path / f"{big.run_id}.json")["prediction"]["fits"] is False
+    assert FitCheck(gpu_gib=80, run_anyway=True).why_not(big)[1] is None
+
+
+def _no_launch():
+    from bench.launchers.local import LocalLauncher
+
+    class MustNotLaunch(LocalLauncher):
+        def launch(self, spec, sweep_dir):
+            raise AssertionError(f"{spec.run_id} was launched although it cannot fit")
+
+    return MustNotLaunch(LaunchOptions(preflight=False))
+
+
+def _invoke(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "invoke", "bench", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["--launcher", "torchrun"], "the torchrun launcher needs a hostfile"),
+    (["--launcher", "mpi"], "unknown launcher 'mpi'"),
+    (["--env", "NCCL_DEBUG"], "cannot read --env 'NCCL_DEBUG'"),
+    (["--launcher", "slurm", "--slurm-gpus", "maybe"], "--slurm-gpus 'maybe'"),
+])
+def test_bad_launcher_settings_exit_2_without_traceback(args, expect):
+    p = _invoke("--dry-run", *args)
+    assert p.returncode == 2 and expect in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
+def test_script_only_prints_sbatch_scripts():
+    p = _invoke("--launcher", "slurm", "--slurm-gpus", "no", "--tasks", "sft", "--zero", "2,3", "--nodes", "2",
+                "--script-only")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.count("#!/bin/bash") == 2 and p.stdout.count("#SBATCH --nodes=2") == 2
