@@ -56,7 +56,7 @@ def _run(fn, **kwargs) -> None:
     "slurm_gpus": "slurm: request --gpus-per-node: auto (if the cluster has gpu GRES), yes, no",
     "container_image": "slurm: run each node's command in this image (pyxis/enroot srun --container-image)",
 })
-def bench(c, tasks="sft,dpo", zero="0,1,2,3", offload="none", nodes="1", gpus_per_node="2", micro_batch="2",
+def bench(c, tasks="sft,dpo", zero="0,1,2,3", offload="none", nodes="1,2", gpus_per_node="2", micro_batch="2",
           seq_len="128", model="tiny", steps=8, warmup=2, grad_accum=1, dtype="auto", data="", repeat_data=False, launcher="local",
           results="results", sweep="", deadline=900.0, dry_run=False, script_only=False, preflight=True,
           preflight_deadline=30.0, collective_timeout=300, gpu_mem=0.0, run_anyway=False, env=None, hostfile="",
