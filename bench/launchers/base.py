@@ -80,7 +80,9 @@ class Launcher(ABC):
     def commands(self, spec: RunSpec, sweep_dir: Path, port: int) -> list[list[str]]:
         """The command for each node (what --dry-run and --script-only print, what launch runs)."""
         worker = trainer_argv(spec, sweep_dir, sweep_dir.name, self.name, self.options.collective_timeout_s)
-        return [[python(), "-m", "torch.distributed.run", *self.rendezvous(spec, node, port),
+        # --tee: each rank's output also goes to its own file under <run>/ranks/, prefixed by local rank in the node log
+        ranks = ["--tee=3", f"--log-dir={sweep_dir.resolve() / spec.run_id / 'ranks'}"]
+        return [[python(), "-m", "torch.distributed.run", *self.rendezvous(spec, node, port), *ranks,
                  f"--nproc_per_node={spec.procs_per_node}", *worker] for node in range(spec.nodes)]
 
     def script(self, spec: RunSpec, sweep_dir: Path) -> str:

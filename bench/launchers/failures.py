@@ -16,8 +16,9 @@ from trainer import record
 _TORCHRUN_FAILURE = re.compile(r"time\s*:\s*(\S+)\s*\n\s*host\s*:\s*(\S+)\s*\n\s*rank\s*:\s*(\d+)[^\n]*\n"
                                r"\s*exitcode\s*:\s*(-?\d+)")
 _OOM = re.compile(r"out of memory|OutOfMemoryError|oom-kill|Out Of Memory", re.I)
-_EXCEPTION = re.compile(r"^(?:\[rank(\d+)\]: )?([\w.]+(?:Error|Exception|Interrupt)): (.*)$", re.M)
-_TRAINER_ERROR = re.compile(r"^\[([^:\]]+):(\d+)\] error: (.*)$", re.M)  # the trainer's own line
+_TEE = r"(?:\[default\d+\]:)?"  # torchrun --tee prefixes each line with the local rank
+_EXCEPTION = re.compile(rf"^{_TEE}(?:\[rank(\d+)\]: )?([\w.]+(?:Error|Exception|Interrupt)): (.*)$", re.M)
+_TRAINER_ERROR = re.compile(rf"^{_TEE}\[([^:\]]+):(\d+)\] error: (.*)$", re.M)  # the trainer's own line
 
 
 def tail(path: Path, lines: int = 15) -> str:

@@ -22,4 +22,5 @@ class LocalLauncher(base.Launcher):
         return [socket.gethostname()] * nodes
 
     def rendezvous(self, spec: RunSpec, node: int, port: int) -> list[str]:
-        return [f"--nnodes={spec.nodes}", f"--node_rank={node}", "--master_addr=127.0.0.1", f"--master_port={port}"]
+        return [f"--nnodes={spec.nodes}", f"--node_rank={node}", "--master_addr=127.0.0.1", f"--master_port={port}",
+                f"--rdzv-id={spec.run_id}"]

@@ -93,7 +93,7 @@ Root Cause (first observed failure):
     status, error = classify([log], killed_because="deadline of 5 s passed")
     assert status == "timeout" and "deadline of 5 s" in error["message"] and "exitcode" in error["message"]
     oom = tmp_path / "oom.log"
-    oom.write_text("[node-c:5] error: out of memory: CUDA out of memory. Tried to allocate 2.00 GiB\n")
+    oom.write_text("[default0]:[node-c:5] error: out of memory: CUDA out of memory. Tried to allocate 2.00 GiB\n")
     assert classify([oom])[0] == "oom"
 
 
