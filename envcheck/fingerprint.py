@@ -59,16 +59,26 @@ def _nvml_driver() -> str | None:
         return v.decode() if isinstance(v, bytes) else v
     except Exception:  # NVML absent: the driver is unknown, not an error here
         return None
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:  # noqa: BLE001 - not initialised
+            pass
 
 
-def fingerprint() -> dict:
-    """This process's host, Python, packages, devices, and the image it claims to be."""
+def fingerprint(with_devices: bool = True) -> dict:
+    """This process's host, Python, packages, devices, and the image it claims to be.
+    with_devices=False reads no torch (envcheck's one-second budget): the driver from NVML only."""
+    from envcheck.versions import torch_build, version
+
     return {
         "host": socket.gethostname(),
         "os": platform.platform(),
         "python": sys.version.split()[0],
         "packages": package_versions(),
-        "devices": devices(),
+        "torch_cuda": torch_build().get("cuda"),
+        "nccl": version("nvidia-nccl-cu12"),
+        "devices": devices() if with_devices else {"driver": _nvml_driver()},
         # set by images built by `invoke build` (labels copied into the environment)
         "image": os.environ.get("STACKBENCH_IMAGE"),
         "lock_hash": os.environ.get("STACKBENCH_LOCK_HASH"),

@@ -230,13 +230,29 @@ def start(cmds: list[list[str]], env: dict[str, str], log_dir: Path) -> list[Pro
 
 
 def kill(procs: list[Proc]) -> None:
-    """Kill each node process's own group (torchrun and its ranks, or ssh), nothing else."""
+    """Kill each node process, its group and every descendant, nothing else. torchrun puts each
+    worker in a session of its own, so killing torchrun's group alone would leave the ranks running."""
+    import psutil
+
+    victims: list[psutil.Process] = []
     for p in procs:
         if p.popen.poll() is None:
+            try:
+                root = psutil.Process(p.popen.pid)
+                victims += [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                pass
             try:
                 os.killpg(p.popen.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+    for v in victims:
+        try:
+            v.kill()
+        except psutil.NoSuchProcess:
+            pass
+    roots = {p.popen.pid for p in procs}
+    psutil.wait_procs([v for v in victims if v.pid not in roots], timeout=10)  # roots are reaped by Popen below
     for p in procs:
         try:
             p.popen.wait(timeout=10)

@@ -3,6 +3,7 @@ Slurm cluster (slurmctld + one slurmd per network namespace) brought up here and
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -134,3 +135,29 @@ def test_bench_through_a_real_slurm_cluster_runs_one_and_two_nodes(slurm_cluster
     run_dir = tmp_path / "slurm" / recs[2]["run_id"]
     assert record.read(run_dir / "preflight.json")["joined_hosts"] == ["sbnode0", "sbnode1"]
     assert (run_dir / "node0.log").exists() and (run_dir / "node1.log").exists()
+
+
+def test_ctrl_c_records_the_running_run_interrupted_and_keeps_the_others(tmp_path):
+    """SIGINT to `invoke bench` (what Ctrl-C sends) during its second run: that run is recorded
+    interrupted and its processes are gone; the first run's ok record stays as it was."""
+    args = [sys.executable, "-m", "invoke", "bench", "--tasks", "sft", "--zero", "0,2", "--nodes", "1", "--steps", "60",
+            "--repeat-data", "--results", str(tmp_path), "--sweep", "s", "--no-preflight"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sweep_dir, first_ok = tmp_path / "s", None
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        done = [p for p in sweep_dir.glob("sft-z0-*.json")]
+        beats = [p for p in sweep_dir.glob("sft-z2-*/heartbeat")]
+        if done and beats:
+            first_ok = done[0].read_text()
+            break
+        time.sleep(0.3)
+    assert first_ok, "the second run never started"
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    run_id = beats[0].parent.name
+    rec = record.read(sweep_dir / f"{run_id}.json")
+    assert rec["status"] == "interrupted" and rec["error"]["kind"] == "interrupted", out[-2000:]
+    assert _rank_pid(run_id, 0) is None and _rank_pid(run_id, 1) is None  # nothing left running
+    assert json.loads(first_ok)["status"] == "ok" and done[0].read_text() == first_ok

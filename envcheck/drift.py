@@ -1,0 +1,71 @@
+"""Drift: what is installed against the lock of the image this claims to be. The lock is the
+pip requirements file `invoke build` resolves (name==version with --hash lines); an image built
+by it carries the path in STACKBENCH_LOCK and the lock's hash in STACKBENCH_LOCK_HASH."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from importlib import metadata
+from pathlib import Path
+
+from envcheck.check import Check, area
+
+ok, warn, fail, skip = area("drift")
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)")
+
+
+def normalize(name: str) -> str:
+    """PEP 503: case and runs of -_. do not matter."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def read_lock(path: str | Path) -> dict[str, str]:
+    pins = {}
+    for line in Path(path).read_text().splitlines():
+        m = _PIN.match(line.strip())
+        if m:
+            pins[normalize(m.group(1))] = m.group(2)
+    return pins
+
+
+def lock_hash(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def installed() -> dict[str, str]:
+    return {normalize(d.metadata["Name"]): d.version for d in metadata.distributions() if d.metadata["Name"]}
+
+
+def differences(pins: dict[str, str], have: dict[str, str]) -> list[tuple[str, str, str | None]]:
+    """(package, locked, installed or None) for every pin that does not hold."""
+    out = []
+    for name, want in sorted(pins.items()):
+        got = have.get(name)
+        if got is None or got.split("+")[0] != want.split("+")[0] or ("+" in want and got != want):
+            out.append((name, want, got))
+    return out
+
+
+def check_drift(lock: str | None = None) -> list[Check]:
+    lock = lock or os.environ.get("STACKBENCH_LOCK")
+    if not lock:
+        return [skip("lock", "", "no lock given (--lock FILE), and STACKBENCH_LOCK is unset: not a stackbench image")]
+    if not Path(lock).is_file():
+        return [fail("lock", lock, "the lock file does not exist", "pass the lock the image was built from")]
+    out = []
+    claimed = os.environ.get("STACKBENCH_LOCK_HASH")
+    actual = lock_hash(lock)
+    if claimed and claimed != actual[: len(claimed)]:
+        out.append(fail("lock hash", actual[:12], f"the image claims lock {claimed[:12]}, the file is {actual[:12]}",
+                        "the lock was edited after the build: rebuild, or pass the original lock"))
+    diffs = differences(read_lock(lock), installed())
+    if not diffs:
+        return out + [ok("installed vs lock", f"{len(read_lock(lock))} pins hold", lock)]
+    listed = "; ".join(f"{n}: locked {w}, installed {g or 'missing'}" for n, w, g in diffs)
+    return out + [fail("installed vs lock", f"{len(diffs)} differ", listed,
+                       "reinstall from the lock (pip install --require-hashes -r LOCK) or rebuild the image")]
+
+
+CHECKS = [check_drift]
