@@ -75,6 +75,28 @@ def bench(c, tasks="sft,dpo", zero="0,1,2,3", offload="none", nodes="1,2", gpus_
          sbatch_args=tuple(sbatch_arg or ()), slurm_gpus=slurm_gpus, container_image=container_image)
 
 
+@task(help={
+    "json": "print JSON (schema stackbench.envcheck/1) instead of the table",
+    "strict": "exit 1 on warnings (failures always exit 2)",
+    "lock": "lock file to compare installed packages with (default: $STACKBENCH_LOCK in images)",
+    "nodes": "run the checks on N nodes through --launcher, compare them, time an all-reduce",
+    "gpus_per_node": "ranks per node for the all-reduce",
+    "launcher": "local, torchrun (--hostfile) or slurm",
+    "hostfile": "torchrun launcher: hosts, node 0 first",
+    "partition": "slurm: partition", "account": "slurm: account",
+    "out": "also write the JSON report to this file",
+    "work_dir": "with --nodes: where node reports and logs go",
+})
+def envcheck(c, json=False, strict=False, lock="", nodes=0, gpus_per_node=1, launcher="local", hostfile="",
+             partition="", account="", out="", work_dir="results/envcheck"):
+    """Check the training stack (versions, ABI, GPUs, toolchain, system, NCCL settings, drift) in about a second."""
+    from envcheck.main import envcheck as run_envcheck
+
+    _run(run_envcheck, as_json=json, strict=strict, lock=lock, nodes=int(nodes), gpus_per_node=int(gpus_per_node),
+         launcher=launcher, out=out, work_dir=work_dir, **({"hostfile": hostfile} if launcher == "torchrun" else {}),
+         **({"partition": partition, "account": account} if launcher == "slurm" else {}))
+
+
 @task(help={"k": "only tests matching this pytest -k expression", "unit": "only the fast unit tests",
             "args": "extra pytest arguments"})
 def test(c, k="", unit=False, args=""):

@@ -20,3 +20,12 @@ def tokenizer():
 def write_jsonl(path: Path, lines: list[str]) -> Path:
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A real 2-node Slurm cluster on this machine (tests/support/slurm_cluster.py), always torn down."""
+    from tests.support.slurm_cluster import SlurmCluster
+
+    with SlurmCluster(nodes=2, root=tmp_path_factory.mktemp("slurm")) as cluster:
+        yield cluster

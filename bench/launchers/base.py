@@ -126,6 +126,16 @@ class Launcher(ABC):
                            heartbeat=None)
         return read_preflight(out, [p.log for p in procs], killed)
 
+    def run_on_nodes(self, argv: list[str], nodes: int, procs_per_node: int, work_dir: Path,
+                     deadline_s: float) -> tuple[list[Path], dict | None]:
+        """argv once on every node ({node} in it becomes the node index), then the preflight;
+        per-node logs and the preflight result (envcheck --nodes)."""
+        env = self.env()
+        cmds = [self.wrap(h, [a.replace("{node}", str(i)) for a in argv], env) for i, h in enumerate(self.hosts(nodes))]
+        procs = start(cmds, env, work_dir)
+        supervise(procs, dataclasses.replace(self.options, deadline_s=deadline_s, grace_s=deadline_s), heartbeat=None)
+        return [p.log for p in procs], self.preflight(nodes, procs_per_node, work_dir)
+
     def launch(self, spec: RunSpec, sweep_dir: Path) -> dict:
         """Run one spec to completion or deadline; return its record (also written to sweep_dir)."""
         started = record.now()

@@ -75,39 +75,75 @@ class SlurmLauncher(base.Launcher):
 
     # --- the job script --------------------------------------------------------------------------
 
+    def batch(self, *, name: str, nodes: int, procs_per_node: int, run_dir: Path, minutes: int,
+              env: dict[str, str], steps: list[str], about: str) -> str:
+        """An sbatch script: the allocation, the environment, the rendezvous variables, then steps
+        (srun lines from `srun()`) in order."""
+        sb = [f"--job-name=sb-{name}"[:120], f"--nodes={nodes}", "--ntasks-per-node=1", f"--time={minutes}",
+              f"--output={run_dir}/slurm-%j.out", f"--chdir={Path.cwd()}"]
+        if self.request_gpus():
+            sb.append(f"--gpus-per-node={procs_per_node}")
+        sb += [f"--partition={self.partition}"] * bool(self.partition) + [f"--account={self.account}"] * bool(self.account)
+        sb += ["--exclusive"] * self.exclusive + list(self.sbatch_args)
+        return "\n".join(["#!/bin/bash", *(f"#SBATCH {a}" for a in sb), f"# stackbench {name}: {about}",
+                          "set -euo pipefail",
+                          *(f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())),
+                          "export STACKBENCH_LAUNCHED_AT=$(date +%s.%N)",
+                          'HOSTS=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | paste -sd, -)',
+                          "MASTER_ADDR=${HOSTS%%,*}",
+                          "MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000))  # per job: jobs sharing a node do not collide",
+                          "PREFLIGHT_PORT=$((MASTER_PORT + 1))",
+                          f"mkdir -p {shlex.quote(str(run_dir))}", *steps, ""])
+
+    def srun(self, nodes: int, log: str, argv: list[str], mounts: tuple[Path, ...] = (), all_or_none: bool = True) -> str:
+        """One srun step, one task per node, each node's output in its own log (%n: node index);
+        all_or_none: one node failing stops the others (training), else each finishes (checks)."""
+        cmd = ["srun", f"--nodes={nodes}", "--ntasks-per-node=1", f"--kill-on-bad-exit={int(all_or_none)}",
+               f"--output={log}"]
+        if self.container_image:
+            binds = ",".join(sorted({f"{p}:{p}" for p in (Path.cwd(), *mounts)}))
+            cmd += [f"--container-image={self.container_image}", f"--container-mounts={binds}",
+                    f"--container-workdir={Path.cwd()}"]
+        return _shell(cmd + argv)
+
+    def preflight_step(self, nodes: int, procs_per_node: int, run_dir: Path) -> str:
+        argv = [base.python(), "-m", "bench.preflight", "--nnodes=$SLURM_NNODES", f"--nproc={procs_per_node}",
+                "--master=$MASTER_ADDR:$PREFLIGHT_PORT", "--hosts=$HOSTS",
+                f"--deadline={self.options.preflight_deadline_s:g}", f"--out={run_dir}/preflight.json"]
+        return f"{self.srun(nodes, f'{run_dir}/preflight-node%n.log', argv, (run_dir,))} || exit {EXIT_PREFLIGHT}"
+
+    def minutes(self, seconds: float) -> int:
+        return math.ceil((seconds + 2 * self.options.preflight_deadline_s + 120) / 60)
+
     def script(self, spec: RunSpec, sweep_dir: Path, *, command: str = "") -> str:
         sweep_dir = sweep_dir.resolve()
         run_dir = sweep_dir / spec.run_id
-        minutes = math.ceil((self.options.deadline_s + 2 * self.options.preflight_deadline_s + 120) / 60)
-        sb = [f"--job-name=sb-{spec.run_id}"[:120], f"--nodes={spec.nodes}", "--ntasks-per-node=1",
-              f"--time={minutes}", f"--output={run_dir}/slurm-%j.out", f"--chdir={Path.cwd()}"]
-        if self.request_gpus():
-            sb.append(f"--gpus-per-node={spec.procs_per_node}")
-        sb += [f"--partition={self.partition}"] * bool(self.partition) + [f"--account={self.account}"] * bool(self.account)
-        sb += ["--exclusive"] * self.exclusive + list(self.sbatch_args)
-        srun = ["srun", f"--nodes={spec.nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
-        if self.container_image:
-            mounts = ",".join(sorted({f"{Path.cwd()}:{Path.cwd()}", f"{sweep_dir}:{sweep_dir}"}))
-            srun += [f"--container-image={self.container_image}", f"--container-mounts={mounts}",
-                     f"--container-workdir={Path.cwd()}"]
-        env = self.env({"STACKBENCH_HEARTBEAT": str(run_dir / "heartbeat")})
-        preflight = [base.python(), "-m", "bench.preflight", "--nnodes=$SLURM_NNODES",
-                     f"--nproc={spec.procs_per_node}", "--master=$MASTER_ADDR:$PREFLIGHT_PORT", "--hosts=$HOSTS",
-                     f"--deadline={self.options.preflight_deadline_s:g}", f"--out={run_dir}/preflight.json"]
         train = self.commands(spec, sweep_dir, 0)[0] + (["--command", command] if command else [])
-        lines = ["#!/bin/bash", *(f"#SBATCH {a}" for a in sb),
-                 f"# stackbench {spec.run_id}: preflight, then one torchrun per node (c10d at the first host)",
-                 "set -euo pipefail",
-                 *(f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())),
-                 "export STACKBENCH_LAUNCHED_AT=$(date +%s.%N)",
-                 'HOSTS=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | paste -sd, -)',
-                 "MASTER_ADDR=${HOSTS%%,*}",
-                 "MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000))  # per job: jobs sharing a node do not collide",
-                 "PREFLIGHT_PORT=$((MASTER_PORT + 1))",
-                 f"mkdir -p {shlex.quote(str(run_dir))}",
-                 f"{_shell(srun + [f'--output={run_dir}/preflight-node%n.log'] + preflight)} || exit {EXIT_PREFLIGHT}",
-                 f"{_shell(srun + [f'--output={run_dir}/node%n.log'] + train)}", ""]
-        return "\n".join(lines)
+        return self.batch(name=spec.run_id, nodes=spec.nodes, procs_per_node=spec.procs_per_node, run_dir=run_dir,
+                          minutes=self.minutes(self.options.deadline_s),
+                          env=self.env({"STACKBENCH_HEARTBEAT": str(run_dir / "heartbeat")}),
+                          about="preflight, then one torchrun per node (c10d at the first host)",
+                          steps=[self.preflight_step(spec.nodes, spec.procs_per_node, run_dir),
+                                 self.srun(spec.nodes, f"{run_dir}/node%n.log", train, (sweep_dir,))])
+
+    def run_on_nodes(self, argv: list[str], nodes: int, procs_per_node: int, work_dir: Path,
+                     deadline_s: float) -> tuple[list[Path], dict | None]:
+        """argv once on every node of one allocation ({node} is left to the command: $SLURM_NODEID),
+        then the preflight on the same nodes; per-node logs and the preflight result."""
+        work_dir = work_dir.resolve()
+        work_dir.mkdir(parents=True, exist_ok=True)
+        for stale in [*work_dir.glob("*.log"), work_dir / "preflight.json"]:
+            stale.unlink(missing_ok=True)
+        job_file = work_dir / "job.sbatch"
+        job_file.write_text(self.batch(
+            name=work_dir.name, nodes=nodes, procs_per_node=procs_per_node, run_dir=work_dir,
+            minutes=self.minutes(deadline_s), env=self.env(), about="a command on every node, then the preflight",
+            steps=[self.srun(nodes, f"{work_dir}/node%n.log", argv, (work_dir,), all_or_none=False) + " || true",
+                   self.preflight_step(nodes, procs_per_node, work_dir)]))
+        job = _slurm("sbatch", "--parsable", str(job_file)).strip().split(";")[0]
+        killed = self._follow(job, work_dir / "no-heartbeat", limit=deadline_s)
+        logs = sorted(work_dir.glob("node*.log"))
+        return logs, base.read_preflight(work_dir / "preflight.json", sorted(work_dir.glob("preflight-node*.log")), killed)
 
     # --- running ---------------------------------------------------------------------------------
 
@@ -154,16 +190,16 @@ class SlurmLauncher(base.Launcher):
                          started_at=started, error=error, slurm_job_id=job)
         return record.write_and_return(out, rec)
 
-    def _follow(self, job: str, heartbeat: Path) -> str | None:
+    def _follow(self, job: str, heartbeat: Path, limit: float | None = None) -> str | None:
         t0 = time.monotonic()
-        limit = self.options.deadline_s + self.options.preflight_deadline_s * 2
+        limit = (limit or self.options.deadline_s) + self.options.preflight_deadline_s * 2
         while True:
             state = _slurm("squeue", "-h", "-j", job, "-o", "%T", check=False).strip()
             if not state:
                 return None
             if state == "RUNNING" and time.monotonic() - t0 > limit:  # queue wait is not the run's fault
                 _cancel(job)
-                return f"deadline of {self.options.deadline_s:.0f} s passed"
+                return f"deadline of {limit:.0f} s passed"
             if heartbeat.exists() and time.time() - heartbeat.stat().st_mtime > self.options.heartbeat_s:
                 _cancel(job)
                 return f"no step finished for {self.options.heartbeat_s:.0f} s (heartbeat {heartbeat})"

@@ -108,14 +108,6 @@ def test_a_node_that_never_joins_fails_the_preflight_and_is_named(tmp_path):
     assert time.monotonic() - t0 < 8 + 60 + 120  # the preflight deadline + imports + the one-node run
 
 
-@pytest.fixture(scope="module")
-def slurm_cluster(tmp_path_factory):
-    from tests.support.slurm_cluster import SlurmCluster
-
-    with SlurmCluster(nodes=2, root=tmp_path_factory.mktemp("slurm")) as cluster:
-        yield cluster
-
-
 @pytest.mark.slurm
 def test_bench_through_a_real_slurm_cluster_runs_one_and_two_nodes(slurm_cluster, tmp_path):
     env = dict(os.environ, **slurm_cluster.env)
