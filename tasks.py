@@ -97,6 +97,51 @@ def envcheck(c, json=False, strict=False, lock="", nodes=0, gpus_per_node=1, lau
          **({"partition": partition, "account": account} if launcher == "slurm" else {}))
 
 
+@task(help={
+    "cuda": "CUDA version: picks the profile for it (12.4)",
+    "profile": "a profile by name (docker/profiles/*.toml), e.g. cpu-small, cuda12.4-megatron",
+    "torch": "override torch's version (a derived profile; its lock is resolved first)",
+    "deepspeed": "override DeepSpeed's version", "flash_attn": "override flash-attn's version",
+    "base": "override the base image (your registry, NGC)",
+    "wheelhouse": "build with no network from this directory (invoke wheelhouse fills it)",
+    "extra_ca": "directory of *.crt CA certificates the image must trust (TLS-inspecting proxies)",
+    "export": "also write the image as a tar (docker save) here",
+    "render_only": "write the Dockerfile and context, build nothing",
+    "no_cache": "build every step again",
+})
+def build(c, cuda="12.4", profile="", torch="", deepspeed="", flash_attn="", base="", wheelhouse="", extra_ca="",
+          export="", render_only=False, no_cache=False):
+    """Build a pinned, verified training image (profile -> rules -> lock -> Docker engine)."""
+    from imagebuild.main import build as run_build
+
+    _run(run_build, profile=profile, cuda=cuda, torch=torch, deepspeed=deepspeed, flash_attn=flash_attn, base=base,
+         wheelhouse_dir=wheelhouse, extra_ca=extra_ca, export=export, render_only=render_only, nocache=no_cache)
+
+
+@task(help={"profile": "profile name", "cuda": "or the CUDA version's profile"})
+def lock(c, profile="", cuda=""):
+    """Resolve a profile into its hashed lock under docker/locks/ (needs PyPI)."""
+    from imagebuild.main import lock as run_lock
+
+    _run(run_lock, profile=profile, cuda=cuda)
+
+
+@task(help={"profile": "profile name", "cuda": "or the CUDA version's profile", "out": "directory"})
+def wheelhouse(c, profile="", cuda="", out=""):
+    """Fetch every locked wheel and sdist (on a connected machine) for builds with no network."""
+    from imagebuild.main import wheelhouse as run_wheelhouse
+
+    _run(run_wheelhouse, profile=profile, cuda=cuda, out=out)
+
+
+@task(help={"tag": "the tag to give the imported image"})
+def base_image(c, tag="local/bookworm:minbase"):
+    """Make a Debian base image here (debootstrap + docker import), for hosts without a registry."""
+    from imagebuild.main import base_image as run_base
+
+    _run(run_base, tag=tag)
+
+
 @task(help={"k": "only tests matching this pytest -k expression", "unit": "only the fast unit tests",
             "args": "extra pytest arguments"})
 def test(c, k="", unit=False, args=""):

@@ -1,6 +1,7 @@
-"""Drift: what is installed against the lock of the image this claims to be. The lock is the
-pip requirements file `invoke build` resolves (name==version with --hash lines); an image built
-by it carries the path in STACKBENCH_LOCK and the lock's hash in STACKBENCH_LOCK_HASH."""
+"""Drift: what is installed against the lock of the image this claims to be. A lock is a pip
+requirements file (name==version with --hash lines) or the directory `invoke build` resolves
+(docker/locks/<profile>/: wheels.txt, sdists.txt, overrides.txt, git.txt; overrides win). An
+image built from one carries its path in STACKBENCH_LOCK and its hash in STACKBENCH_LOCK_HASH."""
 
 from __future__ import annotations
 
@@ -21,9 +22,20 @@ def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+LOCK_PARTS = ("wheels.txt", "sdists.txt", "overrides.txt", "git.txt")
+
+
 def read_lock(path: str | Path) -> dict[str, str]:
+    """name -> version; a lock directory merges its parts, overrides last (they win)."""
+    path = Path(path)
+    if path.is_dir():
+        pins: dict[str, str] = {}
+        for part in LOCK_PARTS[:3]:
+            if (path / part).exists():
+                pins.update(read_lock(path / part))
+        return pins
     pins = {}
-    for line in Path(path).read_text().splitlines():
+    for line in path.read_text().splitlines():
         m = _PIN.match(line.strip())
         if m:
             pins[normalize(m.group(1))] = m.group(2)
@@ -31,7 +43,15 @@ def read_lock(path: str | Path) -> dict[str, str]:
 
 
 def lock_hash(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """sha256 of a lock file, or of a lock directory's parts in a fixed order."""
+    path = Path(path)
+    if not path.is_dir():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    h = hashlib.sha256()
+    for part in LOCK_PARTS:
+        f = path / part
+        h.update(part.encode() + b"\0" + (f.read_bytes() if f.exists() else b"") + b"\0")
+    return h.hexdigest()
 
 
 def installed() -> dict[str, str]:
@@ -52,8 +72,8 @@ def check_drift(lock: str | None = None) -> list[Check]:
     lock = lock or os.environ.get("STACKBENCH_LOCK")
     if not lock:
         return [skip("lock", "", "no lock given (--lock FILE), and STACKBENCH_LOCK is unset: not a stackbench image")]
-    if not Path(lock).is_file():
-        return [fail("lock", lock, "the lock file does not exist", "pass the lock the image was built from")]
+    if not Path(lock).exists():
+        return [fail("lock", lock, "the lock does not exist", "pass the lock the image was built from")]
     out = []
     claimed = os.environ.get("STACKBENCH_LOCK_HASH")
     actual = lock_hash(lock)

@@ -6,8 +6,10 @@ class UserError(Exception):
 
     kind = "bad_input"
 
-    def __init__(self, what: str, *, where: str = "", fix: str = ""):
+    def __init__(self, what: str, *, where: str = "", fix: str = "", kind: str | None = None):
         self.what, self.where, self.fix = what, where, fix
+        if kind:
+            self.kind = kind
         super().__init__(self.render())
 
     def render(self) -> str:

@@ -1,0 +1,125 @@
+"""The Docker engine through the docker SDK: connect with errors people can act on, build with
+streamed progress and per-stage timings, and export. The legacy builder API streams every step
+(`client.api.build(decode=True)`); the Dockerfile needs nothing BuildKit-only."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from trainer.errors import UserError
+
+
+def errors():
+    import docker.errors
+
+    return docker.errors
+
+
+def connect():
+    try:
+        import docker
+    except ImportError:
+        raise UserError("the docker SDK is not installed", where="invoke build",
+                        fix="pip install 'stackbench[build]' (./sb installs it)") from None
+    try:
+        client = docker.from_env(timeout=600)
+        client.ping()
+    except Exception as e:  # noqa: BLE001 - DockerException wraps connection refused / missing socket
+        raise UserError(f"no Docker engine answers ({str(e).splitlines()[0][:200]})", where="DOCKER_HOST / "
+                        "/var/run/docker.sock", fix="start one: `sudo systemctl start docker`, or `dockerd &` as root; "
+                        "or point DOCKER_HOST at a running engine", kind="no_engine") from None
+    return client
+
+
+def explain(message: str) -> tuple[str, str]:
+    """(what, fix) for the engine errors people meet."""
+    if "could not select device driver" in message:
+        return ("no NVIDIA container runtime: the engine cannot give containers a GPU",
+                "install nvidia-container-toolkit and run `nvidia-ctk runtime configure --runtime=docker`, "
+                "then restart the engine")
+    if re.search(r"pull access denied|manifest unknown|i/o timeout|no such host|TLS handshake|connection refused|"
+                 r"dial tcp", message):
+        return (f"the registry cannot be reached or has no such image: {message.strip()[:300]}",
+                "check the network / proxy (--extra-ca for a TLS-inspecting proxy), or pass --base an image the "
+                "engine already has (docker images)")
+    if "No space left on device" in message:
+        return ("the engine ran out of disk", "docker system prune, or move its data-root")
+    return message.strip()[:2000], "see the build log above"
+
+
+@dataclass
+class BuildResult:
+    image_id: str
+    steps: int = 0
+    cached_steps: int = 0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def fully_cached(self) -> bool:
+        return self.steps > 0 and self.cached_steps == self.steps
+
+
+def build(context: Path, tag: str, labels: dict[str, str], say: Callable[[str], None], nocache: bool = False) -> BuildResult:
+    client = connect()
+    t0 = time.monotonic()
+    result = BuildResult(image_id="")
+    stage, stage_t0 = "start", time.monotonic()
+    for chunk in client.api.build(path=str(context), tag=tag, labels=labels, rm=True, forcerm=True, decode=True,
+                                  nocache=nocache, pull=False):
+        if "error" in chunk:
+            what, fix = explain(chunk.get("error", ""))
+            raise UserError(f"the build failed in stage {stage}: {what}", where=f"{context}/Dockerfile", fix=fix,
+                            kind="build_failed")
+        text = chunk.get("stream", "")
+        for line in text.splitlines():
+            result.log.append(line)
+            m = re.match(r"^Step (\d+)/(\d+) : (.*)$", line)
+            if m:
+                result.steps = int(m.group(2))
+                say(f"[{m.group(1)}/{m.group(2)}] {m.group(3)[:150]}")
+            elif line.strip() == "---> Using cache":
+                result.cached_steps += 1
+            elif line.startswith("STACKBENCH-STAGE "):  # the template echoes each stage's name as it starts
+                result.stage_seconds[stage] = round(time.monotonic() - stage_t0, 2)
+                stage, stage_t0 = line.split()[1], time.monotonic()
+            elif line.strip() and not line.startswith(" ---> "):
+                say("    " + line[:200])
+        if "aux" in chunk and "ID" in chunk["aux"]:
+            result.image_id = chunk["aux"]["ID"]
+    result.stage_seconds[stage] = round(time.monotonic() - stage_t0, 2)
+    result.seconds = round(time.monotonic() - t0, 2)
+    if not result.image_id:
+        result.image_id = client.images.get(tag).id
+    return result
+
+
+def image_info(tag: str) -> dict:
+    img = connect().images.get(tag)
+    return {"id": img.id, "size_bytes": img.attrs.get("Size"), "labels": img.labels, "created": img.attrs.get("Created")}
+
+
+def run(tag: str, command: list[str], **kwargs) -> tuple[int, str]:
+    """Run a command in a fresh container of the image; (exit code, output)."""
+    client = connect()
+    container = client.containers.run(tag, command, detach=True, **kwargs)
+    try:
+        code = container.wait(timeout=1800)["StatusCode"]
+        return code, container.logs().decode(errors="replace")
+    finally:
+        container.remove(force=True)
+
+
+def export(tag: str, out: Path) -> Path:
+    """docker save, for clusters without a registry (then `docker load`, or `enroot import docker-archive://...`)."""
+    image = connect().images.get(tag)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("wb") as f:
+        for chunk in image.save(named=True):
+            f.write(chunk)
+    return out

@@ -1,0 +1,90 @@
+"""Profile + lock -> a build context: the rendered Dockerfile, the lock, the wheelhouse (or an empty
+one: the image then installs from PyPI), extra CA certificates, stackbench's own code. The tag is
+content-addressed (profile name + lock hash); the labels carry the resolved versions."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+from pathlib import Path
+
+import jinja2
+
+from envcheck.drift import normalize
+from imagebuild.lock import Lock
+from imagebuild.profile import ROOT, Profile
+
+TEMPLATE = ROOT / "docker" / "Dockerfile.j2"
+SOURCES = ("trainer", "bench", "envcheck", "tasks.py", "pyproject.toml")  # what runs inside the image
+LABELLED = ("torch", "deepspeed", "flash-attn", "transformers", "accelerate", "trl", "peft", "megatron-core",
+            "transformer-engine-cu12", "nvidia-cudnn-cu12", "nvidia-nccl-cu12", "triton")
+
+
+def tag(profile: Profile, lock: Lock) -> str:
+    return f"stackbench/{profile.name}:{lock.hash[:12]}"
+
+
+def labels(profile: Profile, lock: Lock) -> dict[str, str]:
+    pins = lock.pins()
+    out = {
+        "org.opencontainers.image.title": f"stackbench {profile.name}",
+        "org.opencontainers.image.description": profile.description,
+        "org.opencontainers.image.version": lock.hash[:12],
+        "org.opencontainers.image.base.name": profile.base,
+        "stackbench.profile": profile.name,
+        "stackbench.lock_hash": lock.hash,
+        "stackbench.cuda": profile.cuda or "none",
+        "stackbench.python": profile.python,
+        "stackbench.versions": json.dumps(pins, sort_keys=True, separators=(",", ":")),
+    }
+    out.update({f"stackbench.version.{name}": pins[name] for name in LABELLED if name in pins})
+    out.update({f"stackbench.git.{name}": spec["commit"] for name, spec in profile.git.items()})
+    return out
+
+
+def dockerfile(profile: Profile, lock: Lock, *, offline: bool) -> str:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE.parent)), undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters["shell_quote"] = shlex.quote
+    sdists = [(normalize(req.split("==")[0]), profile.build_env) for req in profile.sdists]
+    return env.get_template(TEMPLATE.name).render(
+        p=profile, tag=tag(profile, lock), lock_hash=lock.hash, labels=labels(profile, lock), sdists=sdists,
+        has_overrides=bool(profile.overrides),
+        pip_source="--no-index --find-links /wheelhouse" if offline else "")
+
+
+def context(profile: Profile, lock: Lock, out: Path, *, wheelhouse: Path | None = None,
+            extra_ca: Path | None = None) -> Path:
+    """Write the build context to `out` (replaced). Files are copied in a fixed order with fixed
+    content, so an unchanged profile, lock and code give the engine an unchanged context (a cache hit)."""
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    (out / "Dockerfile").write_text(dockerfile(profile, lock, offline=wheelhouse is not None))
+    shutil.copytree(lock.path, out / "lock")
+    (out / "wheelhouse").mkdir()
+    if wheelhouse is not None:
+        for f in sorted(wheelhouse.iterdir()):
+            if f.is_file():
+                _link_or_copy(f, out / "wheelhouse" / f.name)
+    (out / "ca").mkdir()
+    if extra_ca is not None:
+        for f in sorted(extra_ca.glob("*.crt")):
+            shutil.copy2(f, out / "ca" / f.name)
+    src = out / "stackbench"
+    src.mkdir()
+    for name in SOURCES:
+        path = ROOT / name
+        if path.is_dir():
+            shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(path, src / name)
+    return out
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        dst.hardlink_to(src)  # a GB of wheels need not be copied
+    except OSError:
+        shutil.copy2(src, dst)
