@@ -65,12 +65,13 @@ class BuildResult:
         return self.steps > 0 and self.cached_steps == self.steps
 
 
-def build(context: Path, tag: str, labels: dict[str, str], say: Callable[[str], None], nocache: bool = False) -> BuildResult:
+def build(context: Path, tag: str, say: Callable[[str], None], nocache: bool = False) -> BuildResult:
+    """Build the context's Dockerfile (its LABEL line carries the labels, so the file alone says what the image is)."""
     client = connect()
     t0 = time.monotonic()
     result = BuildResult(image_id="")
     stage, stage_t0 = "start", time.monotonic()
-    for chunk in client.api.build(path=str(context), tag=tag, labels=labels, rm=True, forcerm=True, decode=True,
+    for chunk in client.api.build(path=str(context), tag=tag, rm=True, forcerm=True, decode=True,
                                   nocache=nocache, pull=False):
         if "error" in chunk:
             what, fix = explain(chunk.get("error", ""))
@@ -82,6 +83,8 @@ def build(context: Path, tag: str, labels: dict[str, str], say: Callable[[str], 
             m = re.match(r"^Step (\d+)/(\d+) : (.*)$", line)
             if m:
                 result.steps = int(m.group(2))
+                if m.group(3).startswith("FROM "):  # the base image itself: nothing to rebuild
+                    result.cached_steps += 1
                 say(f"[{m.group(1)}/{m.group(2)}] {m.group(3)[:150]}")
             elif line.strip() == "---> Using cache":
                 result.cached_steps += 1

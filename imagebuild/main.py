@@ -87,7 +87,7 @@ def build(*, profile: str = "", cuda: str = "", torch: str = "", deepspeed: str 
         _say(f"{tag}: context in {ctx} (Dockerfile: {ctx / 'Dockerfile'})")
         return 0
     _say(f"building {tag} from {prof.base} (lock {lock.hash[:12]}, {'wheelhouse' if wheelhouse_dir else 'PyPI'})")
-    result = engine.build(ctx, tag, render.labels(prof, lock), _say, nocache=nocache)
+    result = engine.build(ctx, tag, _say, nocache=nocache)
     info = engine.image_info(tag)
     manifest = {
         "schema": "stackbench.image/1", "profile": prof.name, "tag": tag, "image_id": result.image_id,
