@@ -108,14 +108,16 @@ def envcheck(c, json=False, strict=False, lock="", nodes=0, gpus_per_node=1, lau
     "export": "also write the image as a tar (docker save) here",
     "render_only": "write the Dockerfile and context, build nothing",
     "no_cache": "build every step again",
+    "results": "where the image manifest goes (<results>/images/)",
 })
 def build(c, cuda="12.4", profile="", torch="", deepspeed="", flash_attn="", base="", wheelhouse="", extra_ca="",
-          export="", render_only=False, no_cache=False):
+          export="", render_only=False, no_cache=False, results="results"):
     """Build a pinned, verified training image (profile -> rules -> lock -> Docker engine)."""
     from imagebuild.main import build as run_build
 
     _run(run_build, profile=profile, cuda=cuda, torch=torch, deepspeed=deepspeed, flash_attn=flash_attn, base=base,
-         wheelhouse_dir=wheelhouse, extra_ca=extra_ca, export=export, render_only=render_only, nocache=no_cache)
+         wheelhouse_dir=wheelhouse, extra_ca=extra_ca, export=export, render_only=render_only, nocache=no_cache,
+         results=results)
 
 
 @task(help={"profile": "profile name", "cuda": "or the CUDA version's profile"})

@@ -75,8 +75,9 @@ def build(context: Path, tag: str, say: Callable[[str], None], nocache: bool = F
                                   nocache=nocache, pull=False):
         if "error" in chunk:
             what, fix = explain(chunk.get("error", ""))
-            raise UserError(f"the build failed in stage {stage}: {what}", where=f"{context}/Dockerfile", fix=fix,
-                            kind="build_failed")
+            last = "\n".join(f"    {line}" for line in result.log[-15:] if line.strip())
+            raise UserError(f"the build failed in stage {stage}: {what}\n  last lines:\n{last}",
+                            where=f"{context}/Dockerfile", fix=fix, kind="build_failed")
         text = chunk.get("stream", "")
         for line in text.splitlines():
             result.log.append(line)
@@ -107,10 +108,19 @@ def image_info(tag: str) -> dict:
     return {"id": img.id, "size_bytes": img.attrs.get("Size"), "labels": img.labels, "created": img.attrs.get("Created")}
 
 
-def run(tag: str, command: list[str], **kwargs) -> tuple[int, str]:
-    """Run a command in a fresh container of the image; (exit code, output)."""
+def run(tag: str, command: list[str], *, gpus: bool = False, **kwargs) -> tuple[int, str]:
+    """Run a command in a fresh container of the image; (exit code, output). Engine errors
+    (no NVIDIA runtime for gpus=True, a missing image) become UserErrors that say what to do."""
+    import docker
+
     client = connect()
-    container = client.containers.run(tag, command, detach=True, **kwargs)
+    if gpus:
+        kwargs["device_requests"] = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    try:
+        container = client.containers.run(tag, command, detach=True, **kwargs)
+    except docker.errors.APIError as e:
+        what, fix = explain(str(e.explanation or e))
+        raise UserError(what, where=f"docker run {tag}", fix=fix, kind="engine") from None
     try:
         code = container.wait(timeout=1800)["StatusCode"]
         return code, container.logs().decode(errors="replace")

@@ -1,0 +1,98 @@
+"""The build without an engine: the CUDA 12.4 profile and its Megatron variant resolve (their
+committed locks), pass the compatibility rules and render their Dockerfiles; bad combinations are
+refused before anything is built; an edited lock is refused."""
+
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from imagebuild import lock, main, profile, render
+from tests.conftest import ROOT
+from trainer.errors import UserError
+
+
+@pytest.mark.parametrize("name", ["cuda12.4", "cuda12.4-megatron", "cpu-small"])
+def test_committed_locks_hold_and_pass_the_rules(name):
+    prof = profile.load(name)
+    lk = main.plan(prof)  # stamp checked, rules checked on pins and on the resolved lock
+    pins = lk.pins()
+    for req in prof.stack + prof.sdists + prof.overrides:
+        m = re.match(r"^([A-Za-z0-9._-]+)==(\S+)$", req)
+        if m:
+            assert pins[re.sub(r"[-_.]+", "-", m.group(1)).lower()] == m.group(2), req
+    for part in ("wheels.txt", "sdists.txt", "overrides.txt"):
+        text = (lk.path / part).read_text()
+        assert text.count("==") == text.count("--hash=sha256:")  # every pin hashed
+
+
+def test_the_cuda124_known_good_set():
+    lk = lock.load(profile.load("cuda12.4"))
+    pins = lk.pins()
+    assert pins["torch"] == "2.6.0" and pins["nvidia-cudnn-cu12"] == "9.1.0.70" and pins["nvidia-nccl-cu12"] == "2.21.5"
+    assert pins["deepspeed"] == "0.16.9" and pins["flash-attn"] == "2.7.4.post1"
+    assert pins["nvidia-cuda-runtime-cu12"].startswith("12.4.")
+
+
+def test_the_cuda124_dockerfile():
+    prof = profile.load("cuda12.4")
+    text = render.dockerfile(prof, lock.load(prof), offline=False)
+    assert text.startswith("# Rendered by `invoke build`") and "FROM nvidia/cuda:12.4.1-cudnn-devel-ubuntu22.04" in text
+    assert 'SHELL ["/bin/bash", "-euo", "pipefail", "-c"]' in text
+    assert "pip install --require-hashes --no-deps  -r /opt/stackbench-lock/wheels.txt" in text
+    assert 'TORCH_CUDA_ARCH_LIST="9.0" FLASH_ATTN_CUDA_ARCHS="90"' in text and "MAX_JOBS" in text
+    assert "export DS_BUILD_OPS=1" in text and "grep -A1 -i '^flash-attn==' " in text
+    assert "python -c 'import flash_attn_2_cuda'" in text and "python -m envcheck" in text
+    assert 'stackbench.version.torch="2.6.0"' in text and 'stackbench.version.nvidia-cudnn-cu12="9.1.0.70"' in text
+    assert "--no-index" not in text  # online build: from PyPI, hashes still required
+    offline = render.dockerfile(prof, lock.load(prof), offline=True)
+    assert "--no-index --find-links /wheelhouse" in offline
+
+
+def test_the_megatron_variant_dockerfile():
+    prof = profile.load("cuda12.4-megatron")
+    lk = lock.load(prof)
+    text = render.dockerfile(prof, lk, offline=False)
+    assert "overrides.txt" in text and "export NVTE_FRAMEWORK=pytorch" in text
+    assert "git+https://github.com/NVIDIA/apex@e13873debc4699d39c6861074b9a3b2a02327f92" in text
+    assert lk.pins()["nvidia-cudnn-cu12"] == "9.5.1.17"  # the override wins over torch's 9.1.0.70
+    assert lk.versions_for_rules(prof)["transformer-engine"] == "2.4.0"
+    assert "stackbench.git.apex" in render.labels(prof, lk)
+
+
+def test_megatron_without_the_cudnn_override_is_refused():
+    prof = profile.load("cuda12.4-megatron")
+    versions = lock.load(prof).versions_for_rules(prof)
+    versions["cudnn"] = "9.1.0.70"
+    with pytest.raises(UserError, match="needs cuDNN 9.3 or newer"):
+        main.check_rules(prof, versions, "test")
+
+
+def test_a_bad_combination_is_refused_before_anything_is_built():
+    p = subprocess.run([sys.executable, "-m", "invoke", "build", "--cuda", "12.4", "--flash-attn", "2.8.3"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert p.returncode == 2 and "flash-attn 2.8.3 with torch 2.6.0" in p.stderr
+    assert "open-r1/issues/684" in p.stderr and "Traceback" not in p.stderr
+    assert not (ROOT / "docker/locks/cuda12.4+flash-attn2.8.3").exists()  # nothing resolved, nothing built
+
+
+def test_an_edited_lock_is_refused(tmp_path, monkeypatch):
+    shutil.copytree(ROOT / "docker" / "profiles", tmp_path / "profiles")
+    shutil.copytree(ROOT / "docker" / "locks", tmp_path / "locks")
+    monkeypatch.setattr(profile, "PROFILES", tmp_path / "profiles")
+    monkeypatch.setattr(profile, "LOCKS", tmp_path / "locks")
+    wheels = tmp_path / "locks" / "cuda12.4" / "wheels.txt"
+    wheels.write_text(wheels.read_text().replace("torch==2.6.0", "torch==2.6.1"))
+    with pytest.raises(UserError, match="does not match its lock.sha256") as e:
+        lock.load(profile.load("cuda12.4"))
+    assert "invoke lock --profile cuda12.4" in e.value.fix
+
+
+def test_profile_errors_name_the_place():
+    with pytest.raises(UserError, match="no profile 'cuda99'"):
+        profile.load("cuda99")
+    with pytest.raises(UserError, match="no profile for CUDA 11.8"):
+        profile.for_cuda("11.8")
+    assert profile.for_cuda("12.4") == "cuda12.4"
