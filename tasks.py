@@ -144,6 +144,30 @@ def base_image(c, tag="local/bookworm:minbase"):
     _run(run_base, tag=tag)
 
 
+@task(help={"results": "directory of records (searched recursively)", "out": "output directory (default: <results>/report)",
+            "baseline": "a results directory to compare with: deltas, and regressions beyond the runs' own spread"})
+def report(c, results="results", out="", baseline=""):
+    """Records to Markdown, self-contained HTML and CSV, with plots and a baseline comparison."""
+    from report.main import report as run_report
+
+    _run(run_report, results=results, out=out, baseline=baseline)
+
+
+@task(help={"model": "preset (qwen3-8b ...) or a local HF directory", "gpus_per_node": "GPUs per node",
+            "gpu_mem": "GiB of one GPU (H100 80, H200 141)", "nodes": "comma list of node counts",
+            "task": "sft, dpo or pt", "seq_len": "sequence length", "micro_batch": "sequences (pairs) per GPU",
+            "device": "GPU name for the peak-FLOPs bound (H100, H200, A100 ...)",
+            "grad_checkpointing": "recompute activations", "json": "print JSON rows"})
+def plan(c, model="qwen3-8b", gpus_per_node=8, gpu_mem=80.0, nodes="1,2,4", task="sft", seq_len=4096, micro_batch=1,
+         device="H100", grad_checkpointing=False, json=False):
+    """Will it fit? Predicted memory per GPU for every ZeRO stage and offload, ranked, before any GPU-hour."""
+    from bench.plan_cli import plan as run_plan
+
+    _run(run_plan, model=model, gpus_per_node=int(gpus_per_node), gpu_mem=float(gpu_mem), nodes=nodes, task=task,
+         seq_len=int(seq_len), micro_batch=int(micro_batch), device=device, grad_checkpointing=grad_checkpointing,
+         as_json=json)
+
+
 @task(help={"k": "only tests matching this pytest -k expression", "unit": "only the fast unit tests",
             "args": "extra pytest arguments"})
 def test(c, k="", unit=False, args=""):

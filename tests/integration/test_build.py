@@ -61,7 +61,8 @@ def test_the_image_carries_its_versions_and_lock_hash(built):
     assert labels["stackbench.version.deepspeed"] == lk.pins()["deepspeed"]
     assert json.loads(labels["stackbench.versions"]) == lk.pins()
     stages = set(manifest["stage_seconds"])  # stages whose steps ran (a warm engine caches the early ones)
-    assert stages <= {"start", "system", "stack", "build-deepspeed", "verify"} and "verify" in stages
+    assert stages <= {"start", "system", "stack", "build-deepspeed", "verify"}
+    assert "verify" in stages or manifest["fully_cached"]
     assert manifest["size_bytes"] > 500 * 2**20
 
 

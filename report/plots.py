@@ -1,0 +1,93 @@
+"""Figures (matplotlib, Agg): each function takes the runs table and returns a Figure, or None
+when the data cannot show it (one node count: no scaling to draw)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from report import tables  # noqa: E402
+
+
+def _label(row) -> str:
+    return f"ZeRO-{row.zero_stage}" + ("" if row.offload == "none" else f" +{row.offload}")
+
+
+def throughput_vs_nodes(df: pd.DataFrame):
+    runs = tables.ok(df)
+    if runs.empty or runs["nodes"].nunique() < 2:
+        return None
+    tasks = sorted(runs["task"].unique())
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for label, g in runs[runs["task"] == task].assign(label=lambda d: d.apply(_label, axis=1)).groupby("label"):
+            g = g.groupby("nodes")["tokens_per_s"].max()
+            ax.plot(g.index, g.values, marker="o", label=label)
+        ax.set(title=f"{task}: throughput", xlabel="nodes", ylabel="tokens/s (all devices)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def scaling_efficiency(df: pd.DataFrame):
+    runs = tables.scaling(df)
+    if runs.empty or runs["nodes"].nunique() < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for (task, label), g in runs.assign(label=lambda d: d.apply(_label, axis=1)).groupby(["task", "label"]):
+        g = g.groupby("nodes")["scaling_efficiency"].mean()
+        ax.plot(g.index, 100 * g.values, marker="o", label=f"{task} {label}")
+    ax.axhline(100, color="grey", lw=0.8, ls="--")
+    ax.set(title="scaling efficiency vs the smallest node count", xlabel="nodes", ylabel="%")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def memory_vs_prediction(df: pd.DataFrame):
+    runs = df.dropna(subset=["peak_gib", "predicted_gib"])
+    if runs.empty:
+        return None
+    g = runs.assign(label=runs.apply(lambda r: f"{r.task} {_label(r)} n{r.nodes}", axis=1)).groupby("label")[
+        ["peak_gib", "predicted_gib"]].max()
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(g)), 3.8))
+    x = range(len(g))
+    ax.bar([i - 0.2 for i in x], g["peak_gib"], 0.4, label="measured peak")
+    ax.bar([i + 0.2 for i in x], g["predicted_gib"], 0.4, label="predicted (memory model)")
+    ax.set_xticks(list(x), g.index, rotation=60, ha="right", fontsize=7)
+    ax.set(title="peak memory per rank: measured vs predicted", ylabel="GiB")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def task_cost(df: pd.DataFrame):
+    runs = tables.ok(df)
+    if runs.empty or runs["task"].nunique() < 2:
+        return None
+    g = runs.groupby(["zero_stage", "task"])["tokens_per_s_per_device"].mean().unstack("task")
+    ax = g.plot.bar(figsize=(5.5, 3.6), rot=0)
+    ax.set(title="cost by task: tokens/s per device", xlabel="ZeRO stage", ylabel="tokens/s/device")
+    ax.figure.tight_layout()
+    return ax.figure
+
+
+def step_spread(df: pd.DataFrame):
+    runs = tables.ok(df).dropna(subset=["step_s"]).head(60)
+    if runs.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.22 * len(runs)), 3.6))
+    x = range(len(runs))
+    ax.errorbar(list(x), runs["step_s"], yerr=[runs["step_s"] - runs["step_p10_s"], runs["step_p90_s"] - runs["step_s"]],
+                fmt="o", ms=3, capsize=2)
+    ax.set_xticks(list(x), [r.rsplit("-", 1)[0] for r in runs["run_id"]], rotation=75, ha="right", fontsize=6)
+    ax.set(title="step time: median with p10-p90", ylabel="s")
+    fig.tight_layout()
+    return fig
+
+
+FIGURES = {"throughput": throughput_vs_nodes, "scaling": scaling_efficiency, "memory": memory_vs_prediction,
+           "task_cost": task_cost, "step_spread": step_spread}

@@ -1,0 +1,119 @@
+"""invoke report on constructed records (tables by hand, skipped files named, baseline regressions
+beyond the runs' own spread) and invoke plan against DeepSpeed's estimators and hand counts."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from bench import memory_model, plan
+from report import load, render, tables
+from tests.conftest import ROOT
+from trainer import record
+
+
+def make_record(task="sft", stage=2, nodes=1, tps=1000.0, step=0.1, spread=0.01, status="ok", gpus=8, run=None,
+                peak=40.0, predicted=38.0):
+    cfg = {"task": task, "backend": "native", "model": {"name": "qwen3-8b", "params": 8_190_735_360},
+           "zero_stage": stage, "offload_optimizer": False, "offload_param": False, "nodes": nodes,
+           "gpus_per_node": gpus, "world_size": nodes * gpus, "micro_batch": 1, "seq_len": 4096, "dtype": "bf16",
+           "launcher": "slurm"}
+    metrics = None if status != "ok" else {
+        "step_time_s": {"median": step, "p10": step * (1 - spread), "p90": step * (1 + spread), "cv": spread},
+        "tokens_per_s": tps, "tokens_per_s_per_device": tps / (nodes * gpus), "samples_per_s": tps / 4096,
+        "tflops_per_device": 400.0, "mfu": 0.4, "memory": {"max_allocated_gib": peak}, "loss": {"first": 2.0, "last": 1.5}}
+    error = None if status == "ok" else record.error("oom", "CUDA out of memory", rank=3, host="gpu-17")
+    run = run or f"{task}-z{stage}-n{nodes}"
+    return record.new(run, "s", status, config=cfg, command="x", started_at="t", metrics=metrics, error=error,
+                      prediction={"total_gib": predicted, "fits": True}, environment={})
+
+
+@pytest.fixture
+def results(tmp_path):
+    d = tmp_path / "results" / "s"
+    d.mkdir(parents=True)
+    recs = [make_record(nodes=1, tps=8000), make_record(nodes=2, tps=14400), make_record(nodes=4, tps=25600),
+            make_record(stage=3, nodes=1, tps=6000), make_record(stage=3, nodes=2, tps=12000),
+            make_record(task="dpo", nodes=1, tps=3000), make_record(stage=0, nodes=1, status="oom")]
+    for r in recs:
+        record.write(d / f"{r['run_id']}.json", r)
+    (d / "broken.json").write_text("{not json")
+    bad = make_record(run="bad-status")
+    bad["status"] = "finished"
+    record.write(d / "bad-status.json", bad)
+    (d / "sweep.json").write_text(json.dumps({"specs": []}))  # not a record: neither loaded nor "skipped"
+    return tmp_path / "results"
+
+
+def test_load_names_what_it_skipped(results):
+    df, skipped = load.load(results)
+    assert len(df) == 7 and set(df["status"]) == {"ok", "oom"}
+    why = dict(skipped)
+    assert any("not JSON" in w for w in why.values()) and any("status 'finished'" in w for w in why.values())
+    assert len(skipped) == 2
+
+
+def test_scaling_efficiency_and_best_by_hand(results):
+    df, _ = load.load(results)
+    sc = tables.scaling(df).set_index(["task", "zero_stage", "nodes"])["scaling_efficiency"]
+    assert sc[("sft", 2, 2)] == pytest.approx(14400 / (8000 * 2))   # 0.9
+    assert sc[("sft", 2, 4)] == pytest.approx(25600 / (8000 * 4))   # 0.8
+    assert sc[("sft", 3, 2)] == pytest.approx(1.0)
+    best = tables.best(df).set_index(["task", "nodes"])
+    assert best.loc[("sft", 1), "zero_stage"] == 2 and best.loc[("sft", 2), "zero_stage"] == 2
+    fails = tables.failures(df)
+    assert list(fails["error_host"]) == ["gpu-17"] and list(fails["status"]) == ["oom"]
+    mem = tables.memory(df)
+    assert mem["prediction_error_pct"].iloc[0] == pytest.approx(100 * (38 - 40) / 40)
+
+
+def test_baseline_flags_only_drops_beyond_the_spread():
+    base = pd.DataFrame([load.row(make_record(nodes=1, tps=8000, spread=0.01)),
+                         load.row(make_record(nodes=2, tps=16000, spread=0.05))])
+    cur = pd.DataFrame([load.row(make_record(nodes=1, tps=7200, spread=0.01)),    # -10%, spread 2%: regression
+                        load.row(make_record(nodes=2, tps=15500, spread=0.05))])  # -3%, spread 10%: noise
+    verdicts = tables.compare(cur, base).set_index("nodes")
+    assert verdicts.loc[1, "verdict"] == "REGRESSION" and verdicts.loc[1, "delta_pct"] == pytest.approx(-10)
+    assert verdicts.loc[2, "verdict"] == "same"
+
+
+def test_report_files(results, tmp_path):
+    df, skipped = load.load(results)
+    paths = render.write(df, skipped, tmp_path / "out", baseline=df)
+    md, html = paths["md"].read_text(), paths["html"].read_text()
+    assert "qwen3-8b / sft: tokens/s per device" in md and "Against the baseline" in md and "broken.json" in md
+    assert html.count("data:image/png;base64,") >= 4 and "REGRESSION" not in html  # itself as baseline: no change
+    assert len(pd.read_csv(paths["csv"])) == 7
+
+
+def test_report_cli_errors_and_success(results, tmp_path):
+    run = lambda *a: subprocess.run([sys.executable, "-m", "invoke", "report", *a], capture_output=True, text=True,
+                                    cwd=ROOT, timeout=120)
+    p = run("--results", str(tmp_path / "nothing"))
+    assert p.returncode == 2 and "no results directory" in p.stderr and "Traceback" not in p.stderr
+    p = run("--results", str(results), "--out", str(tmp_path / "rep"))
+    assert p.returncode == 0 and "skipped" in p.stdout and (tmp_path / "rep" / "report.html").exists()
+
+
+def test_plan_uses_deepspeeds_model_state_figures_and_hand_counted_activations():
+    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+
+    rows = plan.plan(model="qwen3-8b", gpus_per_node=8, gpu_mem_gib=80, nodes=[1], task="sft", seq_len=4096,
+                     micro_batch=1)
+    by = {(r["zero_stage"], r["offload"]): r for r in rows}
+    from trainer import models
+
+    shape = models.shape(models.resolve("qwen3-8b"))
+    ds_gpu = estimate_zero3_model_states_mem_needs(shape.params, shape.largest_layer, 8, 1, cpu_offload=False)[1]
+    assert by[(3, "none")]["model_states_gib"] * 2**30 == pytest.approx(ds_gpu, abs=1)
+    # activations, Korthikanti eq. 2 with fused attention, bf16: 34 s b h L bytes; logits 2 s b V 4 bytes
+    acts = 34 * 4096 * 1 * shape.hidden * shape.layers + 2 * 4096 * 1 * shape.vocab * 4
+    assert by[(3, "none")]["activations_gib"] * 2**30 == pytest.approx(acts)
+    assert not by[(0, "none")]["fits"] and by[(3, "none")]["fits"]  # 8B full fine-tune: 16 bytes/param do not fit
+    assert rows[0]["fits"] and rows[-1]["fits"] is False  # ranked: what fits first
+    assert plan.recommend(rows)[0].startswith("1 node(s): ZeRO-")
+    assert memory_model.predict_for(shape, task="sft", stage=3, ranks=8, micro_batch=1, seq_len=4096,
+                                    offload_optimizer=False, offload_param=False, dtype="bf16", attn_impl="sdpa",
+                                    grad_checkpointing=False, device_gib=None).fits is None
