@@ -31,7 +31,9 @@ def row(rec: dict, path: str = "") -> dict:
     pred = rec.get("prediction") or {}
     err = rec.get("error") or {}
     gpu_peak = mem.get("max_allocated_gib")
-    peak = gpu_peak if gpu_peak is not None else mem.get("host_rss_peak_gib")
+    # CPU: what the run added above its pre-model RSS (older records: the whole RSS, libraries included)
+    host = mem.get("host_training_gib") if mem.get("host_training_gib") is not None else mem.get("host_rss_peak_gib")
+    peak = gpu_peak if gpu_peak is not None else host
     model = cfg.get("model")
     out = {
         "run_id": rec.get("run_id"), "sweep_id": rec.get("sweep_id"), "status": rec.get("status"),
@@ -48,7 +50,9 @@ def row(rec: dict, path: str = "") -> dict:
         "step_s": step.get("median"), "step_p10_s": step.get("p10"), "step_p90_s": step.get("p90"), "step_cv": step.get("cv"),
         "tokens_per_s": m.get("tokens_per_s"), "tokens_per_s_per_device": m.get("tokens_per_s_per_device"),
         "samples_per_s": m.get("samples_per_s"), "tflops_per_device": m.get("tflops_per_device"), "mfu": m.get("mfu"),
-        "peak_gib": peak, "peak_source": "device" if gpu_peak is not None else ("host RSS" if peak is not None else None),
+        "peak_gib": peak, "peak_source": "device" if gpu_peak is not None else (
+            "host RSS above pre-model" if mem.get("host_training_gib") is not None else "host RSS" if peak is not None
+            else None),
         "predicted_gib": pred.get("total_gib"), "fits": pred.get("fits"),
         "loss_first": (m.get("loss") or {}).get("first"), "loss_last": (m.get("loss") or {}).get("last"),
         "first_step_s": (m.get("startup_s") or {}).get("first_step_done"),

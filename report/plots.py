@@ -12,10 +12,6 @@ import pandas as pd  # noqa: E402
 from report import tables  # noqa: E402
 
 
-def _label(row) -> str:
-    return f"ZeRO-{row.zero_stage}" + ("" if row.offload == "none" else f" +{row.offload}")
-
-
 def throughput_vs_nodes(df: pd.DataFrame):
     runs = tables.ok(df)
     if runs.empty or runs["nodes"].nunique() < 2:
@@ -23,7 +19,7 @@ def throughput_vs_nodes(df: pd.DataFrame):
     tasks = sorted(runs["task"].unique())
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.6), squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        for label, g in runs[runs["task"] == task].assign(label=lambda d: d.apply(_label, axis=1)).groupby("label"):
+        for label, g in runs[runs["task"] == task].assign(label=tables.label).groupby("label"):
             g = g.groupby("nodes")["tokens_per_s"].max()
             ax.plot(g.index, g.values, marker="o", label=label)
         ax.set(title=f"{task}: throughput", xlabel="nodes", ylabel="tokens/s (all devices)")
@@ -37,7 +33,7 @@ def scaling_efficiency(df: pd.DataFrame):
     if runs.empty or runs["nodes"].nunique() < 2:
         return None
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for (task, label), g in runs.assign(label=lambda d: d.apply(_label, axis=1)).groupby(["task", "label"]):
+    for (task, label), g in runs.assign(label=tables.label).groupby(["task", "label"]):
         g = g.groupby("nodes")["scaling_efficiency"].mean()
         ax.plot(g.index, 100 * g.values, marker="o", label=f"{task} {label}")
     ax.axhline(100, color="grey", lw=0.8, ls="--")
@@ -51,8 +47,8 @@ def memory_vs_prediction(df: pd.DataFrame):
     runs = df.dropna(subset=["peak_gib", "predicted_gib"])
     if runs.empty:
         return None
-    g = runs.assign(label=runs.apply(lambda r: f"{r.task} {_label(r)} n{r.nodes}", axis=1)).groupby("label")[
-        ["peak_gib", "predicted_gib"]].max()
+    labels = runs["task"] + " " + tables.label(runs) + " n" + runs["nodes"].astype(str)
+    g = runs.assign(label=labels).groupby("label")[["peak_gib", "predicted_gib"]].median().head(40)
     fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(g)), 3.8))
     x = range(len(g))
     ax.bar([i - 0.2 for i in x], g["peak_gib"], 0.4, label="measured peak")

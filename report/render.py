@@ -27,9 +27,9 @@ def sections(df: pd.DataFrame, skipped: list, baseline: pd.DataFrame | None) -> 
         out.append((f"{model} / {task}: tokens/s per device (ZeRO stage x nodes)", m))
     sc = tables.scaling(df)
     if not sc.empty and sc["nodes"].nunique() > 1:
-        out.append(("Scaling efficiency vs the smallest node count",
-                    sc[["model", "task", "zero_stage", "offload", "nodes", "tokens_per_s", "scaling_efficiency"]]
-                    .sort_values(["model", "task", "zero_stage", "nodes"])))
+        out.append(("Scaling efficiency vs the smallest node count (median over repeated runs)",
+                    sc[["model", "task", "zero_stage", "offload", "nodes", "runs", "tokens_per_s", "scaling_efficiency"]]
+                    .sort_values(["model", "task", "zero_stage", "offload", "nodes"])))
     out.append(("Best configuration per node count", tables.best(df)))
     out.append(("Memory: predicted vs measured (per rank)", tables.memory(df)))
     out.append(("Failures and their causes", tables.failures(df)))

@@ -16,69 +16,95 @@ def ok(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["status"] == "ok"] if not df.empty else df
 
 
+def label(df: pd.DataFrame) -> pd.Series:
+    """'ZeRO-3 +optimizer' per row, vectorised (reports over thousands of runs)."""
+    off = df["offload"].map({"none": "", "optimizer": " +opt offload", "optimizer+params": " +opt+param offload"})
+    return "ZeRO-" + df["zero_stage"].astype(str) + off.fillna("")
+
+
 def scaling(df: pd.DataFrame) -> pd.DataFrame:
-    """tokens/s at N nodes over (tokens/s at the smallest N0 x N/N0), per configuration and ZeRO stage."""
-    runs = ok(df).copy()
+    """Per configuration and node count: median tokens/s and its ratio to (tokens/s at the smallest
+    node count N0) x N / N0; repeated runs of a configuration are reduced by their median."""
+    runs = ok(df)
     if runs.empty:
-        return runs.assign(scaling_efficiency=[])
+        return pd.DataFrame(columns=GROUP + ["zero_stage", "nodes", "runs", "tokens_per_s", "scaling_efficiency"])
     keys = GROUP + ["zero_stage"]
-    base = runs.loc[runs.groupby(keys, dropna=False)["nodes"].idxmin(), keys + ["nodes", "tokens_per_s"]]
+    agg = (runs.groupby(keys + ["nodes"], dropna=False)["tokens_per_s"].agg(["median", "size"]).reset_index()
+           .rename(columns={"median": "tokens_per_s", "size": "runs"}))
+    base = agg.loc[agg.groupby(keys, dropna=False)["nodes"].idxmin(), keys + ["nodes", "tokens_per_s"]]
     base = base.rename(columns={"nodes": "base_nodes", "tokens_per_s": "base_tokens_per_s"})
-    runs = runs.merge(base, on=keys, how="left")
-    runs["scaling_efficiency"] = runs["tokens_per_s"] / (runs["base_tokens_per_s"] * runs["nodes"] / runs["base_nodes"])
-    return runs
+    agg = agg.merge(base, on=keys, how="left")
+    agg["scaling_efficiency"] = agg["tokens_per_s"] / (agg["base_tokens_per_s"] * agg["nodes"] / agg["base_nodes"])
+    return agg.drop(columns=["base_nodes", "base_tokens_per_s"])
 
 
 def matrix(df: pd.DataFrame, value: str = "tokens_per_s_per_device") -> dict[tuple, pd.DataFrame]:
-    """(model, task) -> ZeRO stage (rows) x nodes (columns) of `value`, status where not ok."""
+    """(model, task) -> ZeRO stage (rows) x nodes (columns): the median of `value` over ok runs,
+    else the status of the configuration's runs (oom, failed, ...)."""
     out = {}
-    for (model, task), g in df.groupby(["model", "task"], dropna=False):
-        cell = g.apply(lambda r: f"{r[value]:.4g}" if r["status"] == "ok" and pd.notna(r[value]) else r["status"], axis=1)
-        g = g.assign(cell=cell, stage=g["zero_stage"].astype(str) + g["offload"].map(
-            {"none": "", "optimizer": " +opt offload", "optimizer+params": " +opt+param offload"}).fillna(""))
-        out[(model, task)] = g.pivot_table(index="stage", columns="nodes", values="cell", aggfunc="first")
+    frame = df.assign(stage=label(df), ok_value=df[value].where(df["status"] == "ok"))
+    for (model, task), g in frame.groupby(["model", "task"], dropna=False):
+        values = g.pivot_table(index="stage", columns="nodes", values="ok_value", aggfunc="median")
+        status = g.pivot_table(index="stage", columns="nodes", values="status", aggfunc="first")
+        cells = values.map(lambda v: f"{v:.4g}" if pd.notna(v) else None)
+        out[(model, task)] = cells.combine_first(status).reindex(index=status.index, columns=status.columns)
     return out
 
 
 def best(df: pd.DataFrame) -> pd.DataFrame:
-    """The fastest ok configuration (tokens/s per device) per model, task and node count."""
+    """The fastest ok configuration (median tokens/s per device) per model, task and node count."""
     runs = ok(df).dropna(subset=["tokens_per_s_per_device"])
     if runs.empty:
         return runs
-    idx = runs.groupby(["model", "task", "nodes"])["tokens_per_s_per_device"].idxmax()
-    cols = ["model", "task", "nodes", "zero_stage", "offload", "micro_batch", "seq_len", "tokens_per_s_per_device",
-            "mfu", "peak_gib", "run_id"]
-    return runs.loc[idx, cols].sort_values(["model", "task", "nodes"])
+    conf = ["model", "task", "nodes", "zero_stage", "offload", "micro_batch", "seq_len"]
+    agg = runs.groupby(conf, dropna=False).agg(tokens_per_s_per_device=("tokens_per_s_per_device", "median"),
+                                              mfu=("mfu", "median"), peak_gib=("peak_gib", "max"),
+                                              runs=("run_id", "size"), example=("run_id", "first")).reset_index()
+    idx = agg.groupby(["model", "task", "nodes"])["tokens_per_s_per_device"].idxmax()
+    return agg.loc[idx].sort_values(["model", "task", "nodes"])
 
 
 def failures(df: pd.DataFrame) -> pd.DataFrame:
-    cols = ["run_id", "status", "error_kind", "error_host", "error_rank", "error"]
-    return df[df["status"] != "ok"][cols] if not df.empty else df
+    """Failed runs grouped by cause: status, kind, host and message, with a count and an example."""
+    bad = df[df["status"] != "ok"] if not df.empty else df
+    if bad.empty:
+        return pd.DataFrame(columns=["status", "error_kind", "error_host", "error", "runs", "example"])
+    return (bad.fillna({"error_kind": "", "error_host": "", "error": ""})
+            .groupby(["status", "error_kind", "error_host", "error"])
+            .agg(runs=("run_id", "size"), example=("run_id", "first"), rank=("error_rank", "first")).reset_index()
+            .sort_values("runs", ascending=False))
 
 
 def memory(df: pd.DataFrame) -> pd.DataFrame:
-    """Predicted next to measured for every run that has both, with the error in percent."""
+    """Predicted next to measured per configuration (median over its runs), with the error in percent."""
     runs = df.dropna(subset=["peak_gib", "predicted_gib"])
-    cols = ["run_id", "task", "zero_stage", "offload", "world_size", "predicted_gib", "peak_gib", "peak_source",
-            "prediction_error_pct"]
-    return runs[cols]
+    keys = ["model", "task", "zero_stage", "offload", "world_size", "micro_batch", "seq_len", "peak_source"]
+    if runs.empty:
+        return pd.DataFrame(columns=keys + ["runs", "predicted_gib", "peak_gib", "prediction_error_pct"])
+    return (runs.groupby(keys, dropna=False)
+            .agg(runs=("run_id", "size"), predicted_gib=("predicted_gib", "median"), peak_gib=("peak_gib", "median"),
+                 prediction_error_pct=("prediction_error_pct", "median")).reset_index())
 
 
 def compare(current: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:
-    """Runs matched by configuration; a regression is a drop larger than either run's own spread
-    ((p90 - p10) / median of its step times), and at least 2%."""
+    """Configurations matched between the two (median over repeated runs); a regression is a drop
+    larger than either side's own spread ((p90 - p10) / median of its step times), and at least 2%."""
+    cols = KEY + ["tokens_per_s_per_device", "baseline", "delta_pct", "noise_pct", "verdict"]
     cur, base = ok(current), ok(baseline)
     if cur.empty or base.empty:
-        return pd.DataFrame(columns=KEY + ["tokens_per_s_per_device", "baseline", "delta_pct", "noise_pct", "verdict"])
-    merged = cur.merge(base, on=KEY, suffixes=("", "_base"))
+        return pd.DataFrame(columns=cols)
 
-    def spread(prefix: str) -> pd.Series:
-        return (merged[f"step_p90_s{prefix}"] - merged[f"step_p10_s{prefix}"]) / merged[f"step_s{prefix}"]
+    def reduce(runs: pd.DataFrame) -> pd.DataFrame:
+        spread = (runs["step_p90_s"] - runs["step_p10_s"]) / runs["step_s"]
+        return (runs.assign(spread=spread).groupby(KEY, dropna=False)
+                .agg(tokens_per_s_per_device=("tokens_per_s_per_device", "median"), spread=("spread", "max"))
+                .reset_index())
 
-    merged["delta_pct"] = 100 * (merged["tokens_per_s_per_device"] / merged["tokens_per_s_per_device_base"] - 1)
-    merged["noise_pct"] = 100 * pd.concat([spread(""), spread("_base")], axis=1).max(axis=1).clip(lower=0.02)
+    merged = reduce(cur).merge(reduce(base), on=KEY, suffixes=("", "_base"))
+    merged["baseline"] = merged["tokens_per_s_per_device_base"]
+    merged["delta_pct"] = 100 * (merged["tokens_per_s_per_device"] / merged["baseline"] - 1)
+    merged["noise_pct"] = 100 * merged[["spread", "spread_base"]].max(axis=1).clip(lower=0.02)
     merged["verdict"] = "same"
     merged.loc[merged["delta_pct"] < -merged["noise_pct"], "verdict"] = "REGRESSION"
     merged.loc[merged["delta_pct"] > merged["noise_pct"], "verdict"] = "faster"
-    return merged[KEY + ["tokens_per_s_per_device", "tokens_per_s_per_device_base", "delta_pct", "noise_pct",
-                         "verdict"]].rename(columns={"tokens_per_s_per_device_base": "baseline"})
+    return merged[cols]

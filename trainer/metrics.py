@@ -93,6 +93,12 @@ def host_rss_peak_gib() -> float:
     return peak / GIB if sys.platform == "darwin" else peak * 1024 / GIB
 
 
+def host_rss_now_gib() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / GIB
+
+
 class MemoryTracker:
     """Device allocator peaks and retries (CUDA), NVML per-process peak, host RSS peak.
 
@@ -100,10 +106,13 @@ class MemoryTracker:
     not absent, so device figures are None unless the device is CUDA. NVML is sampled at every
     step end (a per-process reading; None where NVML or the process entry is missing)."""
 
-    def __init__(self, device):
+    def __init__(self, device, host_baseline_gib: float | None = None):
         import torch
 
         self.device, self._torch = device, torch
+        # RSS before the model was built (interpreter, torch, DeepSpeed): what the run itself adds is
+        # the peak minus this, the figure the memory model predicts on CPU
+        self.host_baseline_gib = host_baseline_gib
         self.nvml_peak: float | None = None
         self._nvml = None
         if device.type == "cuda":
@@ -136,7 +145,10 @@ class MemoryTracker:
     def summary(self) -> dict[str, float | int | None]:
         out: dict[str, float | int | None] = {"max_allocated_gib": None, "max_reserved_gib": None,
                                                "nvml_peak_gib": self.nvml_peak, "alloc_retries": None,
-                                               "host_rss_peak_gib": host_rss_peak_gib()}
+                                               "host_rss_peak_gib": host_rss_peak_gib(),
+                                               "host_rss_baseline_gib": self.host_baseline_gib}
+        if self.host_baseline_gib is not None:
+            out["host_training_gib"] = out["host_rss_peak_gib"] - self.host_baseline_gib
         if self.device.type == "cuda":
             stats = self._torch.cuda.memory_stats(self.device)
             out.update(max_allocated_gib=stats.get("allocated_bytes.all.peak", 0) / GIB,

@@ -185,13 +185,14 @@ def run(cfg: TrainConfig) -> dict:
         weights = str(embedded.materialize())
 
     # 3. models and engines
+    rss_before_model = metrics.host_rss_now_gib()
     ds_config = deepspeed_config(cfg, topo.world, dtype, device.type)
     engine, reference, leaves = _engines(cfg, ref, ds_config, torch_dtype, weights)
     phases.mark("engines_ready")
     pad_id = tokenizer.pad_token_id
 
     # 4. timed steps
-    timer, memory = metrics.StepTimer(device), metrics.MemoryTracker(device)
+    timer, memory = metrics.StepTimer(device), metrics.MemoryTracker(device, rss_before_model)
     batches = data_mod.micro_batches(dataset, rank=topo.rank, world=topo.world, micro_batch=cfg.micro_batch,
                                      grad_accum=cfg.grad_accum, pad_id=pad_id, seq_len=cfg.seq_len,
                                      padding=cfg.padding)
