@@ -37,6 +37,7 @@ def _run(fn, **kwargs) -> None:
     "dtype": "auto (bf16 on GPU, fp32 on CPU), bf16, fp32",
     "data": "JSONL dataset (default: the shipped sample set for each task)",
     "repeat_data": "cycle over the dataset when the steps need more samples than it has",
+    "backend": "comma list of native (stackbench's DeepSpeed loop) and hf (transformers' Trainer, same config)",
     "launcher": "local (emulated nodes on this host), torchrun (hosts from --hostfile, over ssh) or slurm (sbatch)",
     "results": "directory for records and logs",
     "sweep": "sweep name (default: derived from the matrix, so re-running resumes)",
@@ -57,7 +58,8 @@ def _run(fn, **kwargs) -> None:
     "container_image": "slurm: run each node's command in this image (pyxis/enroot srun --container-image)",
 })
 def bench(c, tasks="sft,dpo", zero="0,1,2,3", offload="none", nodes="1,2", gpus_per_node="2", micro_batch="2",
-          seq_len="128", model="tiny", steps=8, warmup=2, grad_accum=1, dtype="auto", data="", repeat_data=False, launcher="local",
+          seq_len="128", model="tiny", steps=8, warmup=2, grad_accum=1, dtype="auto", data="", repeat_data=False,
+          backend="native", launcher="local",
           results="results", sweep="", deadline=900.0, dry_run=False, script_only=False, preflight=True,
           preflight_deadline=30.0, collective_timeout=300, gpu_mem=0.0, run_anyway=False, env=None, hostfile="",
           ssh_options="", partition="", account="", exclusive=False, sbatch_arg=None, slurm_gpus="auto",
@@ -67,7 +69,7 @@ def bench(c, tasks="sft,dpo", zero="0,1,2,3", offload="none", nodes="1,2", gpus_
 
     _run(run_bench, tasks=tasks, zero=zero, offload=offload, nodes=nodes, gpus_per_node=gpus_per_node,
          micro_batch=micro_batch, seq_len=seq_len, model=model, steps=int(steps), warmup=int(warmup),
-         grad_accum=int(grad_accum), dtype=dtype, data=data, repeat_data=repeat_data, launcher=launcher,
+         grad_accum=int(grad_accum), dtype=dtype, data=data, repeat_data=repeat_data, backend=backend, launcher=launcher,
          results=results, sweep_name=sweep, deadline=float(deadline), dry_run=dry_run, script_only=script_only, preflight=preflight,
          preflight_deadline=float(preflight_deadline), collective_timeout=int(collective_timeout),
          gpu_mem=float(gpu_mem), run_anyway=run_anyway, env=tuple(env or ()), hostfile=hostfile,

@@ -48,13 +48,14 @@ def bench(*, tasks: str, zero: str, offload: str, nodes: str, gpus_per_node: str
           model: str, steps: int, warmup: int, grad_accum: int, dtype: str, data: str, launcher: str, repeat_data: bool = False,
           results: str, sweep_name: str, deadline: float, dry_run: bool = False, script_only: bool = False,
           preflight: bool = True, preflight_deadline: float = 30.0, collective_timeout: int = 300,
-          gpu_mem: float = 0.0, run_anyway: bool = False, env: tuple = (), **launcher_args) -> int:
+          gpu_mem: float = 0.0, run_anyway: bool = False, env: tuple = (), backend: str = "native",
+          **launcher_args) -> int:
     options = LaunchOptions(deadline_s=deadline, preflight=preflight, preflight_deadline_s=preflight_deadline,
                             collective_timeout_s=collective_timeout, env=env_pairs(list(env)))
     runner = make_launcher(launcher, options, **launcher_args)
     specs, invalid = expand(tasks=csv(tasks), zero_stages=csv(zero, int), offloads=csv(offload), nodes=csv(nodes, int),
                             procs_per_node=csv(gpus_per_node, int), micro_batches=csv(micro_batch, int),
-                            seq_lens=csv(seq_len, int), models=csv(model), steps=steps, warmup_steps=warmup,
+                            seq_lens=csv(seq_len, int), models=csv(model), backends=csv(backend), steps=steps, warmup_steps=warmup,
                             grad_accum=grad_accum, dtype=dtype, data=data, repeat_data=repeat_data, launcher=launcher)
     sweep_id = sweep_name or sweep.sweep_id_for(specs)
     sweep_dir = Path(results) / sweep_id

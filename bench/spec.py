@@ -19,6 +19,7 @@ class RunSpec:
     task: str
     model: str
     zero_stage: int
+    backend: str = "native"    # native | hf
     offload: str = "none"      # none | optimizer | optimizer+params
     nodes: int = 1
     procs_per_node: int = 2    # GPUs per node (CPU: processes per emulated node)
@@ -46,7 +47,8 @@ class RunSpec:
         content = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) != f.default}
         digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:8]
         off = {"none": "", "optimizer": "-offopt", "optimizer+params": "-offall"}[self.offload]
-        return (f"{self.task}-z{self.zero_stage}{off}-n{self.nodes}x{self.procs_per_node}"
+        backend = "" if self.backend == "native" else f"-{self.backend}"
+        return (f"{self.task}{backend}-z{self.zero_stage}{off}-n{self.nodes}x{self.procs_per_node}"
                 f"-mb{self.micro_batch}-s{self.seq_len}-{digest}")
 
     def trainer_config(self, out: str, sweep_id: str, command: str = "") -> TrainConfig:
@@ -57,21 +59,21 @@ class RunSpec:
                            micro_batch=self.micro_batch, grad_accum=self.grad_accum, seq_len=self.seq_len,
                            steps=self.steps, warmup_steps=self.warmup_steps, dtype=self.dtype,
                            attn_impl=self.attn_impl, grad_checkpointing=self.grad_checkpointing, seed=self.seed,
-                           repeat_data=self.repeat_data,
+                           repeat_data=self.repeat_data, backend=self.backend,
                            launcher=self.launcher, command=command)
 
 
 def expand(*, tasks, zero_stages, offloads=("none",), nodes=(1,), procs_per_node=(2,), micro_batches=(2,),
-           seq_lens=(128,), models=("tiny",), **fixed) -> tuple[list[RunSpec], list[tuple[RunSpec, str]]]:
+           seq_lens=(128,), models=("tiny",), backends=("native",), **fixed) -> tuple[list[RunSpec], list[tuple[RunSpec, str]]]:
     """The matrix as run specs, and the combinations left out with the reason (e.g. parameter
     offload without ZeRO-3). Order: model, task, nodes, stage, offload... so one node count's
     runs are together (a preflight per node count, issue 3)."""
     specs, invalid = [], []
-    for model, task, n, ppn, mb, seq, stage, off in itertools.product(
-            models, tasks, nodes, procs_per_node, micro_batches, seq_lens, zero_stages, offloads):
+    for model, task, n, ppn, mb, seq, stage, off, backend in itertools.product(
+            models, tasks, nodes, procs_per_node, micro_batches, seq_lens, zero_stages, offloads, backends):
         if off not in OFFLOADS:
             raise ConfigError(f"unknown offload {off!r}", where="--offload", fix=f"use {', '.join(OFFLOADS)}")
-        spec = RunSpec(task=task, model=model, zero_stage=int(stage), offload=off, nodes=int(n),
+        spec = RunSpec(task=task, model=model, zero_stage=int(stage), backend=backend, offload=off, nodes=int(n),
                        procs_per_node=int(ppn), micro_batch=int(mb), seq_len=int(seq), **fixed)
         try:
             spec.trainer_config(out="", sweep_id="")

@@ -31,6 +31,9 @@ def sections(df: pd.DataFrame, skipped: list, baseline: pd.DataFrame | None) -> 
                     sc[["model", "task", "zero_stage", "offload", "nodes", "runs", "tokens_per_s", "scaling_efficiency"]]
                     .sort_values(["model", "task", "zero_stage", "offload", "nodes"])))
     out.append(("Best configuration per node count", tables.best(df)))
+    side = tables.backends(df)
+    if not side.empty:
+        out.append(("Backends side by side: tokens/s per device and the ratio to native", side))
     out.append(("Memory: predicted vs measured (per rank)", tables.memory(df)))
     out.append(("Failures and their causes", tables.failures(df)))
     if baseline is not None:

@@ -108,3 +108,16 @@ def compare(current: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:
     merged.loc[merged["delta_pct"] < -merged["noise_pct"], "verdict"] = "REGRESSION"
     merged.loc[merged["delta_pct"] > merged["noise_pct"], "verdict"] = "faster"
     return merged[cols]
+
+
+def backends(df: pd.DataFrame) -> pd.DataFrame:
+    """Backends side by side per configuration: tokens/s per device and the ratio to native."""
+    runs = ok(df)
+    if runs.empty or runs["backend"].nunique() < 2:
+        return pd.DataFrame()
+    conf = [k for k in KEY if k != "backend"]
+    wide = runs.pivot_table(index=conf, columns="backend", values="tokens_per_s_per_device", aggfunc="median")
+    if "native" in wide:
+        for b in [c for c in wide.columns if c != "native"]:
+            wide[f"{b} / native"] = wide[b] / wide["native"]
+    return wide.reset_index()

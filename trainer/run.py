@@ -184,30 +184,34 @@ def run(cfg: TrainConfig) -> dict:
         dist.barrier()
         weights = str(embedded.materialize())
 
-    # 3. models and engines
+    # 3-4. models, engines and timed steps: stackbench's own loop, or a backend's trainer driven
+    # with the same batches, DeepSpeed config and per-step timing
     rss_before_model = metrics.host_rss_now_gib()
     ds_config = deepspeed_config(cfg, topo.world, dtype, device.type)
-    engine, reference, leaves = _engines(cfg, ref, ds_config, torch_dtype, weights)
-    phases.mark("engines_ready")
-    pad_id = tokenizer.pad_token_id
-
-    # 4. timed steps
     timer, memory = metrics.StepTimer(device), metrics.MemoryTracker(device, rss_before_model)
     batches = data_mod.micro_batches(dataset, rank=topo.rank, world=topo.world, micro_batch=cfg.micro_batch,
-                                     grad_accum=cfg.grad_accum, pad_id=pad_id, seq_len=cfg.seq_len,
+                                     grad_accum=cfg.grad_accum, pad_id=tokenizer.pad_token_id, seq_len=cfg.seq_len,
                                      padding=cfg.padding)
-    per_step: list[dict[str, Any]] = []
-    log(topo, f"{cfg.task} ZeRO-{cfg.zero_stage} on {topo.world} ranks: {cfg.warmup_steps} warm-up + {cfg.steps} "
-              f"measured steps")
-    for step in range(total_steps):
-        timer.start()
-        stats = optimizer_step(engine, reference, batches, cfg, device)
-        timer.stop()
-        memory.sample()
-        per_step.append({k: float(v) if hasattr(v, "item") else v for k, v in stats.items()})
-        heartbeat(step, total_steps)
-        if step == 0:
-            phases.mark("first_step_done")
+    log(topo, f"{cfg.task} ZeRO-{cfg.zero_stage} on {topo.world} ranks ({cfg.backend}): {cfg.warmup_steps} warm-up + "
+              f"{cfg.steps} measured steps")
+    if cfg.backend == "hf":
+        from trainer import hf_backend
+
+        per_step, leaves = hf_backend.train(cfg, ref, ds_config, torch_dtype, weights, batches, device, total_steps,
+                                            timer, memory, phases)
+    else:
+        engine, reference, leaves = _engines(cfg, ref, ds_config, torch_dtype, weights)
+        phases.mark("engines_ready")
+        per_step = []
+        for step in range(total_steps):
+            timer.start()
+            stats = optimizer_step(engine, reference, batches, cfg, device)
+            timer.stop()
+            memory.sample()
+            per_step.append({k: float(v) if hasattr(v, "item") else v for k, v in stats.items()})
+            heartbeat(step, total_steps)
+            if step == 0:
+                phases.mark("first_step_done")
 
     # 5. gather and reduce
     mine = {"host": HOST, "rank": topo.rank, "times": timer.seconds(), "steps": per_step, "memory": memory.summary(),
@@ -342,7 +346,7 @@ def _record(cfg, topo, run_id, started, everyone, ref, shape, dataset, dtype, le
         attn_impl=cfg.attn_impl, grad_checkpointing=cfg.grad_checkpointing,
         device_gib=env["devices"].get("memory_gib") or fit.host_gib_per_rank(topo.local_world)).to_dict()
     config = {
-        "task": cfg.task, "backend": "native",
+        "task": cfg.task, "backend": cfg.backend,
         "model": {"name": ref.name, "path": ref.path or None, "kind": ref.kind, **shape.to_dict()},
         "zero_stage": cfg.zero_stage, "offload_optimizer": cfg.offload_optimizer, "offload_param": cfg.offload_param,
         "nodes": topo.nodes, "gpus_per_node": topo.local_world, "world_size": topo.world,
@@ -353,6 +357,11 @@ def _record(cfg, topo, run_id, started, everyone, ref, shape, dataset, dtype, le
         "lr": cfg.lr, "beta": cfg.beta if cfg.task == "dpo" else None, "seed": cfg.seed,
         "moe_leaf_modules": leaves, "data": dataset.summary(), "deepspeed": ds_config,
     }
+    if cfg.backend == "hf":  # how the harness made the Trainer run (see trainer/hf_backend.py)
+        config["backend_setup"] = {"trainer": "transformers.Trainer", "batches": "stackbench's, per rank, unshuffled",
+                                   "timing": "stackbench StepTimer in a TrainerCallback",
+                                   "accelerate_state": f"PartialState(backend={'nccl' if dtype != 'fp32' else 'gloo'}) + "
+                                                       "use_configured_state"}
     rec = record.new(run_id, cfg.sweep_id, "ok", config=config, command=cfg.command or default_command(cfg, topo),
                      started_at=started, metrics=metrics_out, prediction=prediction, environment=env,
                      trainer_argv=sys.argv[1:])

@@ -194,7 +194,7 @@ def join_commands(cmds: list[list[str]]) -> str:
 
 def spec_config(spec: RunSpec) -> dict:
     """The config block of a record the trainer did not write itself."""
-    return {"spec": dataclasses.asdict(spec), "task": spec.task, "zero_stage": spec.zero_stage,
+    return {"spec": dataclasses.asdict(spec), "task": spec.task, "backend": spec.backend, "zero_stage": spec.zero_stage,
             "nodes": spec.nodes, "gpus_per_node": spec.procs_per_node, "world_size": spec.world_size,
             "launcher": spec.launcher}
 
