@@ -12,6 +12,14 @@ import pandas as pd  # noqa: E402
 from report import tables  # noqa: E402
 
 
+def _finish(fig, ax, **labels):
+    """Titles and axis labels, a small legend, a tight layout: every figure ends the same way."""
+    ax.set(**labels)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def throughput_vs_nodes(df: pd.DataFrame):
     runs = tables.ok(df)
     if runs.empty or runs["nodes"].nunique() < 2:
@@ -22,9 +30,7 @@ def throughput_vs_nodes(df: pd.DataFrame):
         for label, g in runs[runs["task"] == task].assign(label=tables.label).groupby("label"):
             g = g.groupby("nodes")["tokens_per_s"].max()
             ax.plot(g.index, g.values, marker="o", label=label)
-        ax.set(title=f"{task}: throughput", xlabel="nodes", ylabel="tokens/s (all devices)")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+        _finish(fig, ax, title=f"{task}: throughput", xlabel="nodes", ylabel="tokens/s (all devices)")
     return fig
 
 
@@ -37,10 +43,7 @@ def scaling_efficiency(df: pd.DataFrame):
         g = g.groupby("nodes")["scaling_efficiency"].mean()
         ax.plot(g.index, 100 * g.values, marker="o", label=f"{task} {label}")
     ax.axhline(100, color="grey", lw=0.8, ls="--")
-    ax.set(title="scaling efficiency vs the smallest node count", xlabel="nodes", ylabel="%")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, title="scaling efficiency vs the smallest node count", xlabel="nodes", ylabel="%")
 
 
 def memory_vs_prediction(df: pd.DataFrame):
@@ -54,10 +57,7 @@ def memory_vs_prediction(df: pd.DataFrame):
     ax.bar([i - 0.2 for i in x], g["peak_gib"], 0.4, label="measured peak")
     ax.bar([i + 0.2 for i in x], g["predicted_gib"], 0.4, label="predicted (memory model)")
     ax.set_xticks(list(x), g.index, rotation=60, ha="right", fontsize=7)
-    ax.set(title="peak memory per rank: measured vs predicted", ylabel="GiB")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, title="peak memory per rank: measured vs predicted", ylabel="GiB")
 
 
 def task_cost(df: pd.DataFrame):
