@@ -45,7 +45,7 @@ class TrainConfig:
     dtype: str = _opt("auto (bf16 on GPU, fp32 on CPU), bf16, fp16 or fp32", default="auto")
     attn_impl: str = _opt("attention kernel: sdpa, flash_attention_2 (needs flash-attn) or eager", default="sdpa")
     grad_checkpointing: bool = _opt("recompute activations in the backward pass (saves memory, costs ~1/3 more compute)", default=False)
-    backend: str = _opt("native (stackbench's DeepSpeed loop) or hf (transformers' Trainer with the same DeepSpeed config, batches and timing)", default="native")
+    backend: str = _opt("native (stackbench's DeepSpeed loop) or hf (transformers' Trainer / TRL's DPOTrainer with the same DeepSpeed config, batches and timing)", default="native")
     collective_timeout_s: int = _opt("seconds a collective may wait before the run fails (a hang fails in minutes, not after torch's 30)", default=300)
     launcher: str = _opt("the launcher that started this run (recorded, not used)", default="manual")
     command: str = _opt("the exact command that reproduces this run (recorded; the launcher fills it in)", default="")
@@ -73,8 +73,6 @@ class TrainConfig:
         need(self.dtype in DTYPES, f"unknown --dtype {self.dtype!r}", f"use one of {', '.join(DTYPES)}")
         need(self.attn_impl in ATTN_IMPLS, f"unknown --attn-impl {self.attn_impl!r}", f"use one of {', '.join(ATTN_IMPLS)}")
         need(self.backend in ("native", "hf"), f"unknown --backend {self.backend!r}", "use native or hf")
-        need(self.backend != "hf" or self.task in ("sft", "pt"), "--backend hf runs sft and pt (DPO through TRL is "
-             "not wired yet)", "use --backend native for dpo")
         need(self.collective_timeout_s >= 10, "--collective-timeout-s must be at least 10", "give seconds, e.g. 300")
         need(self.lr > 0 and self.beta > 0, "--lr and --beta must be positive", "give positive numbers")
 

@@ -1,4 +1,5 @@
-"""--backend hf: transformers' Trainer doing the training, stackbench doing the measuring.
+"""--backend hf: transformers' Trainer (SFT, PT) or TRL's DPOTrainer (DPO) doing the training,
+stackbench doing the measuring.
 
 The Trainer gets exactly what the native loop gets: the DeepSpeed config (its values mirrored in
 TrainingArguments, which the HF integration checks), the same model weights, and the same
@@ -18,8 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 
-def train(cfg, ref, ds_config: dict, torch_dtype, weights: str | None, batches, device, total_steps: int, timer,
-          memory, phases) -> tuple[list[dict[str, Any]], list[str]]:
+def train(cfg, ref, tokenizer, ds_config: dict, torch_dtype, weights: str | None, batches, device, total_steps: int,
+          timer, memory, phases) -> tuple[list[dict[str, Any]], list[str]]:
     import torch
     from accelerate import PartialState
     from transformers import Trainer, TrainerCallback, TrainingArguments
@@ -32,7 +33,7 @@ def train(cfg, ref, ds_config: dict, torch_dtype, weights: str | None, batches, 
     os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"  # the state is DeepSpeed's, as TrainingArguments then checks
     PartialState(backend="nccl" if device.type == "cuda" else "gloo")  # reuses the process group deepspeed made
     optim = ds_config["optimizer"]["params"]
-    args = TrainingArguments(
+    common = dict(
         output_dir=f"{cfg.out}/{cfg.run_id or 'hf'}-hf", max_steps=total_steps, per_device_train_batch_size=cfg.micro_batch,
         gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr, lr_scheduler_type="constant",
         adam_beta1=optim["betas"][0], adam_beta2=optim["betas"][1], adam_epsilon=optim["eps"],
@@ -41,6 +42,12 @@ def train(cfg, ref, ds_config: dict, torch_dtype, weights: str | None, batches, 
         logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True, remove_unused_columns=False,
         dataloader_num_workers=0, average_tokens_across_devices=False,  # a per-rank token mean, as the native loss
         accelerator_config={"use_configured_state": True}, gradient_checkpointing=cfg.grad_checkpointing)
+    if cfg.task == "dpo":  # TRL's DPOTrainer: sigmoid loss, a frozen reference model, as the native loop
+        from trl import DPOConfig
+
+        args = DPOConfig(**common, beta=cfg.beta, loss_type=["sigmoid"], precompute_ref_log_probs=False)
+    else:
+        args = TrainingArguments(**common)
     # built after TrainingArguments: under ZeRO-3 that is what makes from_pretrained partition it
     model = models.build(ref, dtype=torch_dtype, attn_impl=cfg.attn_impl, seed=cfg.seed, weights_dir=weights)
     leaves = models.set_moe_leaves(model, model.config.model_type) if cfg.zero_stage == 3 else []
@@ -67,19 +74,41 @@ def train(cfg, ref, ds_config: dict, torch_dtype, weights: str | None, batches, 
                 phases.mark("first_step_done")
 
         def on_log(self, args, state, control, logs=None, **k):
-            if logs and "loss" in logs and per_step:  # this step's loss, averaged over ranks by the Trainer
-                per_step[-1]["loss"] = float(logs["loss"])
+            if logs and "loss" in logs and per_step:  # this step's figures, averaged over ranks by the Trainer
+                for ours, theirs in LOGGED.items():
+                    if theirs in logs:
+                        per_step[-1][ours] = float(logs[theirs])
 
-    class FixedBatches(Trainer):
+    if cfg.task == "dpo":
+        from trl import DPOTrainer
+
+        # TRL's batch: chosen rows then rejected rows, as the native batches, and which tokens are completion
+        feed = [{"input_ids": b.input_ids, "attention_mask": b.attention_mask,
+                 "completion_mask": (b.labels != -100).long()} for b in fed]
+        reference = models.build(ref, dtype=torch_dtype, attn_impl=cfg.attn_impl, seed=cfg.seed, weights_dir=weights)
+        reference.requires_grad_(False)
+        if cfg.zero_stage == 3:
+            models.set_moe_leaves(reference, reference.config.model_type)
+        from datasets import Dataset
+
+        placeholder = Dataset.from_dict({"prompt": ["a"], "chosen": ["b"], "rejected": ["c"]})  # batches come from feed
+        base, kwargs = DPOTrainer, {"ref_model": reference, "train_dataset": placeholder, "processing_class": tokenizer}
+    else:
+        feed = [{"input_ids": b.input_ids, "attention_mask": b.attention_mask, "labels": b.labels} for b in fed]
+        base, kwargs = Trainer, {}
+
+    class FixedBatches(base):
         def get_train_dataloader(self):
-            return torch.utils.data.DataLoader(
-                [{"input_ids": b.input_ids, "attention_mask": b.attention_mask, "labels": b.labels} for b in fed],
-                batch_size=None, shuffle=False)
+            return torch.utils.data.DataLoader(feed, batch_size=None, shuffle=False)
 
-    FixedBatches(model=model, args=args, callbacks=[Measure()]).train()
-    # the Trainer logs each step's loss (already the mean over ranks) on the main process only
-    losses = [[s["loss"] for s in per_step]]
-    torch.distributed.broadcast_object_list(losses, src=0)
-    for s, loss in zip(per_step, losses[0]):
-        s["loss"] = loss
+    FixedBatches(model=model, args=args, callbacks=[Measure()], **kwargs).train()
+    # the Trainer logs each step's figures (already means over ranks) on the main process only
+    logged = [[{k: s.get(k) for k in LOGGED} for s in per_step]]
+    torch.distributed.broadcast_object_list(logged, src=0)
+    for s, values in zip(per_step, logged[0]):
+        s.update(values)
     return per_step, leaves
+
+
+# our per-step key -> the Trainer's (TRL's) log key
+LOGGED = {"loss": "loss", "reward_accuracy": "rewards/accuracies", "reward_margin": "rewards/margins"}

@@ -197,8 +197,8 @@ def run(cfg: TrainConfig) -> dict:
     if cfg.backend == "hf":
         from trainer import hf_backend
 
-        per_step, leaves = hf_backend.train(cfg, ref, ds_config, torch_dtype, weights, batches, device, total_steps,
-                                            timer, memory, phases)
+        per_step, leaves = hf_backend.train(cfg, ref, tokenizer, ds_config, torch_dtype, weights, batches, device,
+                                            total_steps, timer, memory, phases)
     else:
         engine, reference, leaves = _engines(cfg, ref, ds_config, torch_dtype, weights)
         phases.mark("engines_ready")
@@ -358,7 +358,8 @@ def _record(cfg, topo, run_id, started, everyone, ref, shape, dataset, dtype, le
         "moe_leaf_modules": leaves, "data": dataset.summary(), "deepspeed": ds_config,
     }
     if cfg.backend == "hf":  # how the harness made the Trainer run (see trainer/hf_backend.py)
-        config["backend_setup"] = {"trainer": "transformers.Trainer", "batches": "stackbench's, per rank, unshuffled",
+        config["backend_setup"] = {"trainer": "trl.DPOTrainer" if cfg.task == "dpo" else "transformers.Trainer",
+                                   "batches": "stackbench's, per rank, unshuffled",
                                    "timing": "stackbench StepTimer in a TrainerCallback",
                                    "accelerate_state": f"PartialState(backend={'nccl' if dtype != 'fp32' else 'gloo'}) + "
                                                        "use_configured_state"}
