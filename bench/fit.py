@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from bench import memory_model
 from bench.spec import OFFLOADS, RunSpec
@@ -42,12 +43,16 @@ class FitCheck:
     run_anyway: bool = False
     _shapes: dict = field(default_factory=dict)
 
+    @cached_property
+    def local_gpu(self) -> float | None:
+        """This host's GPU memory, probed once per sweep (NVML init is not free)."""
+        return local_gpu_gib()
+
     def capacity(self, spec: RunSpec) -> tuple[float, str]:
         if self.gpu_gib:
             return self.gpu_gib, "--gpu-mem"
-        gpu = local_gpu_gib()
-        if gpu:
-            return gpu, "this host's GPU (NVML)"
+        if self.local_gpu:
+            return self.local_gpu, "this host's GPU (NVML)"
         return host_gib_per_rank(spec.procs_per_node), f"host RAM / {spec.procs_per_node} ranks per node"
 
     def predict(self, spec: RunSpec) -> memory_model.MemoryPrediction:
@@ -56,7 +61,7 @@ class FitCheck:
         if spec.model not in self._shapes:
             self._shapes[spec.model] = models.shape(models.resolve(spec.model))
         gib, _ = self.capacity(spec)
-        gpu = bool(self.gpu_gib) or local_gpu_gib() is not None
+        gpu = bool(self.gpu_gib) or self.local_gpu is not None
         dtype = spec.dtype if spec.dtype != "auto" else ("bf16" if gpu else "fp32")
         opt, par = OFFLOADS[spec.offload]
         return memory_model.predict_for(

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench.fit import FitCheck
 from bench.launchers import Launcher
-from bench.launchers.base import spec_config
+from bench.launchers.base import preflight_failed, spec_config
 from bench.spec import RunSpec
 from trainer import record
 
@@ -96,10 +96,7 @@ def _not_runnable(spec: RunSpec, sweep_dir: Path, launcher: Launcher, fit: FitCh
                 if pf["ok"] else f"FAILED: {pf['message']}"))
     pf = preflights.get(key)
     if pf is not None and not pf["ok"]:
-        host = (pf.get("missing_hosts") or [pf.get("host")])[0]
-        return record.write_and_return(sweep_dir / f"{spec.run_id}.json", record.new(
-            spec.run_id, sweep_dir.name, "failed", config=spec_config(spec), command="", started_at=started,
-            error=record.error("preflight", pf["message"], host=host), preflight=pf))
+        return preflight_failed(spec, sweep_dir, pf, "", started)
     return None
 
 

@@ -7,7 +7,7 @@ with --strict, 2 failures. `invoke envcheck` is the same plus `--nodes N` across
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 
 
@@ -23,21 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     from envcheck import runner
 
     report = runner.run(lock=args.lock)
-    code = runner.exit_code(report, args.strict)
-    report["exit_code"] = code
-    if args.out:
-        import os
-
-        from trainer import record
-
+    out = ""
+    if args.out:  # one file per node when every node runs this command
         node = os.environ.get("SLURM_NODEID", os.environ.get("NODE_RANK", "0"))
-        record.write(args.out.replace("{node}", node), dict(report, node=int(node)))
-    if args.json:
-        print(json.dumps(report, indent=1))
-    else:
-        runner.print_table(report)
-    return code
-
+        report["node"], out = int(node), args.out.replace("{node}", node)
+    return runner.emit(report, strict=args.strict, as_json=args.json, out=out)
 
 if __name__ == "__main__":
     sys.exit(main())

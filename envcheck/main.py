@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
@@ -20,13 +19,4 @@ def envcheck(*, as_json: bool = False, strict: bool = False, lock: str = "", nod
         report = nodes_mod.across(runner_, nodes, gpus_per_node, Path(work_dir) / f"{launcher}-n{nodes}", deadline)
     else:
         report = runner.run(lock=lock or None)
-    report["exit_code"] = runner.exit_code(report, strict)
-    if out:
-        from trainer import record
-
-        record.write(out, report)
-    if as_json:
-        print(json.dumps(report, indent=1))
-    else:
-        runner.print_table(report)
-    return report["exit_code"]
+    return runner.emit(report, strict=strict, as_json=as_json, out=out)

@@ -56,6 +56,22 @@ def exit_code(report: dict, strict: bool = False) -> int:
     return 2 if worst == 2 else 1 if worst == 1 and strict else 0
 
 
+def emit(report: dict, *, strict: bool = False, as_json: bool = False, out: str = "") -> int:
+    """Decide the exit code, write the report to `out` if given, print JSON or the table."""
+    import json
+
+    report["exit_code"] = exit_code(report, strict)
+    if out:
+        from trainer import record
+
+        record.write(out, report)
+    if as_json:
+        print(json.dumps(report, indent=1))
+    else:
+        print_table(report)
+    return report["exit_code"]
+
+
 def print_table(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table

@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from envcheck.drift import normalize
 from trainer.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -47,12 +48,8 @@ class Profile:
         for req in self.stack + self.sdists + self.overrides:
             m = re.match(r"^([A-Za-z0-9._-]+)==([^;\s]+)$", req.strip())
             if m:
-                out[_norm(m.group(1))] = m.group(2)
+                out[normalize(m.group(1))] = m.group(2)
         return out
-
-
-def _norm(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _merge(parent: dict, child: dict) -> dict:
@@ -104,13 +101,13 @@ def load(name: str, overrides: dict[str, str] | None = None) -> Profile:
             prof.name = value
         else:  # a package pin: replace it wherever it is
             prof.stack, prof.sdists = (_replace(reqs, key, value) for reqs in (prof.stack, prof.sdists))
-            if _norm(key) not in (_norm(r.split("=")[0]) for r in prof.stack + prof.sdists):
+            if normalize(key) not in (normalize(r.split("=")[0]) for r in prof.stack + prof.sdists):
                 prof.stack.append(f"{key}=={value}")
     return prof
 
 
 def _replace(reqs: list[str], dist: str, version: str) -> list[str]:
-    return [f"{dist}=={version}" if _norm(re.split(r"[=<>!~;\[ ]", r, 1)[0]) == _norm(dist) else r for r in reqs]
+    return [f"{dist}=={version}" if normalize(re.split(r"[=<>!~;\[ ]", r, 1)[0]) == normalize(dist) else r for r in reqs]
 
 
 def for_cuda(cuda: str) -> str:

@@ -16,6 +16,7 @@ record says so.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 
@@ -25,10 +26,7 @@ def train(cfg, ref, tokenizer, ds_config: dict, torch_dtype, weights: str | None
     from accelerate import PartialState
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from trainer import models
-    from trainer.run import heartbeat
-
-    import os
+    from trainer.run import build_model, heartbeat
 
     os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"  # the state is DeepSpeed's, as TrainingArguments then checks
     PartialState(backend="nccl" if device.type == "cuda" else "gloo")  # reuses the process group deepspeed made
@@ -49,8 +47,7 @@ def train(cfg, ref, tokenizer, ds_config: dict, torch_dtype, weights: str | None
     else:
         args = TrainingArguments(**common)
     # built after TrainingArguments: under ZeRO-3 that is what makes from_pretrained partition it
-    model = models.build(ref, dtype=torch_dtype, attn_impl=cfg.attn_impl, seed=cfg.seed, weights_dir=weights)
-    leaves = models.set_moe_leaves(model, model.config.model_type) if cfg.zero_stage == 3 else []
+    model, leaves = build_model(cfg, ref, torch_dtype, weights)
     model.config.use_cache = False
     fed = [next(batches) for _ in range(total_steps * cfg.grad_accum)]
     per_step: list[dict[str, Any]] = []
@@ -85,10 +82,7 @@ def train(cfg, ref, tokenizer, ds_config: dict, torch_dtype, weights: str | None
         # TRL's batch: chosen rows then rejected rows, as the native batches, and which tokens are completion
         feed = [{"input_ids": b.input_ids, "attention_mask": b.attention_mask,
                  "completion_mask": (b.labels != -100).long()} for b in fed]
-        reference = models.build(ref, dtype=torch_dtype, attn_impl=cfg.attn_impl, seed=cfg.seed, weights_dir=weights)
-        reference.requires_grad_(False)
-        if cfg.zero_stage == 3:
-            models.set_moe_leaves(reference, reference.config.model_type)
+        reference, _ = build_model(cfg, ref, torch_dtype, weights, frozen=True)
         from datasets import Dataset
 
         placeholder = Dataset.from_dict({"prompt": ["a"], "chosen": ["b"], "rejected": ["c"]})  # batches come from feed

@@ -260,6 +260,17 @@ def heartbeat(step: int, total: int) -> None:
             f.write(f"{step + 1}/{total} {time.time():.3f}\n")
 
 
+def build_model(cfg: TrainConfig, ref: models.ModelRef, torch_dtype, weights: str | None, frozen: bool = False):
+    """(model, MoE leaf classes): the policy, or with frozen=True DPO's reference. Under ZeRO-3
+    the caller keeps a HfDeepSpeedConfig alive so this builds inside zero.Init, and MoE blocks
+    become leaf modules (DeepSpeed issue 7461)."""
+    model = models.build(ref, dtype=torch_dtype, attn_impl=cfg.attn_impl, seed=cfg.seed, weights_dir=weights)
+    leaves = models.set_moe_leaves(model, model.config.model_type) if cfg.zero_stage == 3 else []
+    if frozen:
+        model.requires_grad_(False)
+    return model, leaves
+
+
 def _engines(cfg: TrainConfig, ref: models.ModelRef, ds_config: dict, torch_dtype, weights: str | None):
     import deepspeed
 
@@ -268,8 +279,7 @@ def _engines(cfg: TrainConfig, ref: models.ModelRef, ds_config: dict, torch_dtyp
         from transformers.integrations import HfDeepSpeedConfig
 
         keep_alive = HfDeepSpeedConfig(ds_config)
-    model = models.build(ref, dtype=torch_dtype, attn_impl=cfg.attn_impl, seed=cfg.seed, weights_dir=weights)
-    leaves = models.set_moe_leaves(model, model.config.model_type) if cfg.zero_stage == 3 else []
+    model, leaves = build_model(cfg, ref, torch_dtype, weights)
     if cfg.grad_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
@@ -280,10 +290,7 @@ def _engines(cfg: TrainConfig, ref: models.ModelRef, ds_config: dict, torch_dtyp
         ref_config = reference_config(ds_config)
         if cfg.zero_stage == 3:
             keep_alive = HfDeepSpeedConfig(ref_config)
-        ref_model = models.build(ref, dtype=torch_dtype, attn_impl=cfg.attn_impl, seed=cfg.seed, weights_dir=weights)
-        if cfg.zero_stage == 3:
-            models.set_moe_leaves(ref_model, ref_model.config.model_type)
-        ref_model.requires_grad_(False)
+        ref_model, _ = build_model(cfg, ref, torch_dtype, weights, frozen=True)
         reference, *_ = deepspeed.initialize(model=ref_model, config=ref_config)
         reference.eval()
     del keep_alive

@@ -204,6 +204,16 @@ def interrupted(spec: RunSpec, sweep_dir: Path, command: str, started: str) -> d
                       started_at=started, error=record.error("interrupted", "stopped by the user (Ctrl-C)"))
 
 
+def preflight_failed(spec: RunSpec, sweep_dir: Path, result: dict, command: str, started: str, **extra) -> dict:
+    """The record of a run that did not start because its nodes failed the preflight (host named)."""
+    host = (result.get("missing_hosts") or [result.get("host")])[0]
+    error = record.error("preflight", result.get("message", "preflight failed"), host=host,
+                         log=str(sweep_dir / spec.run_id))
+    return record.write_and_return(sweep_dir / f"{spec.run_id}.json", record.new(
+        spec.run_id, sweep_dir.name, "failed", config=spec_config(spec), command=command, started_at=started,
+        error=error, preflight=result, **extra))
+
+
 def read_preflight(out: Path, logs: list[Path], killed_because: str | None) -> dict:
     """Node 0's JSON, else the first failure a node printed, else why it was stopped."""
     if out.exists():

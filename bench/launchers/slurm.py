@@ -173,12 +173,8 @@ class SlurmLauncher(base.Launcher):
         pf = run_dir / "preflight.json"
         pf_logs = sorted(run_dir.glob("preflight-node*.log"))
         if code == EXIT_PREFLIGHT and not killed_because:
-            result = base.read_preflight(pf, pf_logs, None)
-            host = (result.get("missing_hosts") or [result.get("host")])[0]
-            error = record.error("preflight", result.get("message", "preflight failed"), host=host, log=str(run_dir))
-            rec = record.new(spec.run_id, sweep_dir.name, "failed", config=base.spec_config(spec), command=command,
-                             started_at=started, error=error, preflight=result, slurm_job_id=job)
-            return record.write_and_return(out, rec)
+            return base.preflight_failed(spec, sweep_dir, base.read_preflight(pf, pf_logs, None), command, started,
+                                         slurm_job_id=job)
         logs = sorted(run_dir.glob("node*.log")) + sorted(run_dir.glob("slurm-*.out"))
         joined = record.read(pf).get("joined_hosts") if pf.exists() else None  # node i's host, from the preflight
         status, error = classify(logs, killed_because or (f"Slurm ended the job: {state}" if state == "TIMEOUT" else None),

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from envcheck.drift import normalize
 from imagebuild import lock, main, profile, render
 from tests.conftest import ROOT
 from trainer.errors import UserError
@@ -22,7 +23,7 @@ def test_committed_locks_hold_and_pass_the_rules(name):
     for req in prof.stack + prof.sdists + prof.overrides:
         m = re.match(r"^([A-Za-z0-9._-]+)==(\S+)$", req)
         if m:
-            assert pins[re.sub(r"[-_.]+", "-", m.group(1)).lower()] == m.group(2), req
+            assert pins[normalize(m.group(1))] == m.group(2), req
     for part in ("wheels.txt", "sdists.txt", "overrides.txt"):
         text = (lk.path / part).read_text()
         assert text.count("==") == text.count("--hash=sha256:")  # every pin hashed
