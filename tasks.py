@@ -37,7 +37,7 @@ def _run(fn, **kwargs) -> None:
     "dtype": "auto (bf16 on GPU, fp32 on CPU), bf16, fp32",
     "data": "JSONL dataset (default: the shipped sample set for each task)",
     "repeat_data": "cycle over the dataset when the steps need more samples than it has",
-    "backend": "comma list of native (stackbench's DeepSpeed loop) and hf (transformers' Trainer, same config)",
+    "backend": "comma list of native (stackbench's DeepSpeed loop), hf (transformers' Trainer / TRL) and swift (ms-swift; ./sb swift-env first)",
     "launcher": "local (emulated nodes on this host), torchrun (hosts from --hostfile, over ssh) or slurm (sbatch)",
     "results": "directory for records and logs",
     "sweep": "sweep name (default: derived from the matrix, so re-running resumes)",
@@ -179,6 +179,16 @@ def test(c, k="", unit=False, args=""):
         cmd += ["-k", k]
     cmd += shlex.split(args)
     c.run(shlex.join(cmd), pty=sys.stdout.isatty(), env={"PYTHONPATH": os.getcwd()})
+
+
+@task
+def swift_env(c):
+    """Set up ms-swift's own environment (.venv-swift; --backend swift runs there): its pins differ from the hf backend's."""
+    from bench.backends import SWIFT_VENV
+
+    env = {"STACKBENCH_VENV": str(SWIFT_VENV), "STACKBENCH_EXTRAS": "train,gpu,swift"}
+    c.run(shlex.join(["bash", "sb", "--version"]), env=env, pty=sys.stdout.isatty())
+    print(f"ms-swift environment ready: {SWIFT_VENV}")
 
 
 @task(help={"args": "extra pytest arguments"})

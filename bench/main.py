@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench import summary, sweep
+from bench import backends, summary, sweep
 from bench.fit import FitCheck
 from bench.launchers import LAUNCHERS, LaunchOptions, Launcher
 from bench.launchers.base import join_commands
@@ -76,6 +76,7 @@ def bench(*, tasks: str, zero: str, offload: str, nodes: str, gpus_per_node: str
         return 0
     if not specs:
         raise ConfigError("the matrix is empty", fix="check --tasks, --zero and --offload")
+    backends.check(sorted({s.backend for s in specs}))
     records = sweep.run_sweep(specs, runner, sweep_dir, fit=fit)
     ok = sum(r["status"] == "ok" for r in records)
     skipped = sum(r["status"] == "skipped" for r in records)

@@ -19,7 +19,7 @@ class RunSpec:
     task: str
     model: str
     zero_stage: int
-    backend: str = "native"    # native | hf
+    backend: str = "native"    # native | hf | swift
     offload: str = "none"      # none | optimizer | optimizer+params
     nodes: int = 1
     procs_per_node: int = 2    # GPUs per node (CPU: processes per emulated node)

@@ -29,3 +29,17 @@ def slurm_cluster(tmp_path_factory):
 
     with SlurmCluster(nodes=2, root=tmp_path_factory.mktemp("slurm")) as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def swift_python():
+    """ms-swift's own environment (`invoke swift-env` -> .venv-swift), made once: minutes on a fresh
+    machine (pip), seconds when it is up to date. --backend swift runs its ranks with this python."""
+    import subprocess
+
+    from bench import backends
+
+    subprocess.run([sys.executable, "-m", "invoke", "swift-env"], cwd=ROOT, check=True, timeout=1200)
+    python = backends.python_for("swift")
+    assert backends.swift_version(python), f"ms-swift did not install for {python}"
+    return python

@@ -13,6 +13,7 @@ TASKS = ("sft", "dpo", "pt")
 ZERO_STAGES = (0, 1, 2, 3)
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 ATTN_IMPLS = ("sdpa", "flash_attention_2", "eager")
+BACKENDS = ("native", "hf", "swift")
 
 
 def _opt(help: str, **kw: Any) -> Any:
@@ -45,7 +46,7 @@ class TrainConfig:
     dtype: str = _opt("auto (bf16 on GPU, fp32 on CPU), bf16, fp16 or fp32", default="auto")
     attn_impl: str = _opt("attention kernel: sdpa, flash_attention_2 (needs flash-attn) or eager", default="sdpa")
     grad_checkpointing: bool = _opt("recompute activations in the backward pass (saves memory, costs ~1/3 more compute)", default=False)
-    backend: str = _opt("native (stackbench's DeepSpeed loop) or hf (transformers' Trainer / TRL's DPOTrainer with the same DeepSpeed config, batches and timing)", default="native")
+    backend: str = _opt("native (stackbench's DeepSpeed loop), hf (transformers' Trainer / TRL's DPOTrainer) or swift (ms-swift's sft / pt / rlhf pipeline, in its own environment), each with the same DeepSpeed config, data and timing", default="native")
     collective_timeout_s: int = _opt("seconds a collective may wait before the run fails (a hang fails in minutes, not after torch's 30)", default=300)
     launcher: str = _opt("the launcher that started this run (recorded, not used)", default="manual")
     command: str = _opt("the exact command that reproduces this run (recorded; the launcher fills it in)", default="")
@@ -72,7 +73,7 @@ class TrainConfig:
              "drop --packing or use --task pt")
         need(self.dtype in DTYPES, f"unknown --dtype {self.dtype!r}", f"use one of {', '.join(DTYPES)}")
         need(self.attn_impl in ATTN_IMPLS, f"unknown --attn-impl {self.attn_impl!r}", f"use one of {', '.join(ATTN_IMPLS)}")
-        need(self.backend in ("native", "hf"), f"unknown --backend {self.backend!r}", "use native or hf")
+        need(self.backend in BACKENDS, f"unknown --backend {self.backend!r}", f"use one of {', '.join(BACKENDS)}")
         need(self.collective_timeout_s >= 10, "--collective-timeout-s must be at least 10", "give seconds, e.g. 300")
         need(self.lr > 0 and self.beta > 0, "--lr and --beta must be positive", "give positive numbers")
 

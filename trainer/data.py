@@ -41,6 +41,7 @@ class Sample:
     labels: list[int]
     rejected_ids: list[int] | None = None
     rejected_labels: list[int] | None = None
+    row: int = -1  # index of the row it came from in Dataset.source (-1: a packed block)
 
 
 @dataclass(slots=True)
@@ -51,6 +52,7 @@ class Dataset:
     dropped_too_long: int = 0
     truncated: int = 0
     stats: dict[str, Any] = field(default_factory=dict)
+    source: list[Row] = field(default_factory=list)  # the validated rows, for backends that tokenize themselves
 
     def summary(self) -> dict[str, Any]:
         return {"path": self.path, "rows": self.rows, "samples": len(self.samples),
@@ -180,7 +182,7 @@ def _fit(ids: list[int], labels: list[int], seq_len: int, too_long: str) -> tupl
 
 
 def tokenize(rows: list[Row], tokenizer, task: str, seq_len: int, too_long: str, packing: bool, path: str) -> Dataset:
-    ds = Dataset(samples=[], path=path, rows=len(rows))
+    ds = Dataset(samples=[], path=path, rows=len(rows), source=rows)
     if task == "pt":
         eos = tokenizer.eos_token_id
         docs = [tokenizer("\n\n".join(m["content"] for m in r.messages), add_special_tokens=False)["input_ids"] + [eos]
@@ -200,7 +202,7 @@ def tokenize(rows: list[Row], tokenizer, task: str, seq_len: int, too_long: str,
         fitted = _fit(ids, labels, seq_len, too_long)
         sample = None
         if fitted:
-            sample = Sample(*fitted)
+            sample = Sample(*fitted, row=i)
             if task == "dpo":
                 r = rows[i]
                 rej_msgs = r.messages[:-1] + [{"role": "assistant", "content": r.rejected}]

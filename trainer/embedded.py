@@ -68,28 +68,37 @@ def cache_root() -> Path:
 
 def materialize(dest: Path | None = None) -> Path:
     """The tiny model as a complete HF directory (config, tokenizer, seeded weights); built once."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    import hashlib
+
+    from transformers import AutoConfig
 
     # The asset files' content names the directory, so a changed config never reuses old weights.
-    import hashlib
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(ASSET_DIR.iterdir()))).hexdigest()[:12]
     dest = dest or cache_root() / f"tiny-qwen3-{digest}-seed{SEED}"
-    if (dest / "model.safetensors").exists():
+    return save_seeded(AutoConfig.from_pretrained(ASSET_DIR), SEED, dest)
+
+
+def save_seeded(config, seed: int, dest: Path, dtype: str = "float32", tokenizer_dir: Path = ASSET_DIR) -> Path:
+    """`config` with weights initialised from `seed`, plus the tokenizer files of tokenizer_dir, as
+    one HF directory at dest: written once, atomically (ranks of one host may race to it)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if (dest / "model.safetensors").exists() or (dest / "model.safetensors.index.json").exists():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".tmp-"))
     try:
-        torch.manual_seed(SEED)
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(ASSET_DIR), dtype=torch.float32)
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
         model.save_pretrained(tmp)
-        for f in ASSET_DIR.iterdir():
+        for f in tokenizer_dir.iterdir():
             if f.name != "config.json":
                 shutil.copy(f, tmp / f.name)
         try:
             os.rename(tmp, dest)  # atomic; another process may have won the race: theirs is identical
         except OSError:
-            if not (dest / "model.safetensors").exists():
+            if not dest.exists():
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

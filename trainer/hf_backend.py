@@ -1,5 +1,6 @@
 """--backend hf: transformers' Trainer (SFT, PT) or TRL's DPOTrainer (DPO) doing the training,
-stackbench doing the measuring.
+stackbench doing the measuring. Also the pieces the swift backend shares (ms-swift's trainers are
+Trainer subclasses): the accelerate state on gloo, the measuring callback, the logged losses.
 
 The Trainer gets exactly what the native loop gets: the DeepSpeed config (its values mirrored in
 TrainingArguments, which the HF integration checks), the same model weights, and the same
@@ -17,19 +18,76 @@ record says so.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
+
+from transformers import TrainerCallback
+
+# our per-step key -> the Trainer's (TRL's) log key
+LOGGED = {"loss": "loss", "reward_accuracy": "rewards/accuracies", "reward_margin": "rewards/margins"}
+
+
+def use_process_group(device) -> str:
+    """Make accelerate adopt the process group stackbench already made; returns what the record
+    says about it. Must run before TrainingArguments are built."""
+    from accelerate import PartialState
+
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"  # the state is DeepSpeed's, as TrainingArguments then checks
+    PartialState(backend=backend)  # reuses the process group deepspeed made
+    return f"PartialState(backend={backend}) + use_configured_state"
+
+
+class Measure(TrainerCallback):
+    """Times every optimizer step with stackbench's StepTimer, samples memory, beats the heartbeat
+    and keeps each step's figures; `tokens(step)` gives (real, padded, sequences) of that step."""
+
+    def __init__(self, timer, memory, phases, total_steps: int, tokens: Callable[[int], tuple[int, int, int]]):
+        self.timer, self.memory, self.phases, self.total_steps, self.tokens = timer, memory, phases, total_steps, tokens
+        self.per_step: list[dict[str, Any]] = []
+
+    def on_train_begin(self, *a, **k):
+        self.phases.mark("engines_ready")
+
+    def on_step_begin(self, *a, **k):
+        self.timer.start()
+
+    def on_step_end(self, args, state, control, **k):
+        from trainer.run import heartbeat
+
+        self.timer.stop()
+        self.memory.sample()
+        step = state.global_step - 1
+        real, padded, seqs = self.tokens(step)
+        self.per_step.append({"loss": None, "real": real, "padded": padded, "seqs": seqs})
+        heartbeat(step, self.total_steps)
+        if step == 0:
+            self.phases.mark("first_step_done")
+
+    def on_log(self, args, state, control, logs=None, **k):
+        if logs and "loss" in logs and self.per_step:  # this step's figures, averaged over ranks by the Trainer
+            for ours, theirs in LOGGED.items():
+                if theirs in logs:
+                    self.per_step[-1][ours] = float(logs[theirs])
+
+    def steps(self) -> list[dict[str, Any]]:
+        """Per-step figures on every rank: the Trainer logs (means over ranks) on rank 0 only."""
+        import torch
+
+        logged = [[{k: s.get(k) for k in LOGGED} for s in self.per_step]]
+        torch.distributed.broadcast_object_list(logged, src=0)
+        for s, values in zip(self.per_step, logged[0]):
+            s.update(values)
+        return self.per_step
 
 
 def train(cfg, ref, tokenizer, ds_config: dict, torch_dtype, weights: str | None, batches, device, total_steps: int,
-          timer, memory, phases) -> tuple[list[dict[str, Any]], list[str]]:
+          timer, memory, phases) -> tuple[list[dict[str, Any]], list[str], dict[str, Any]]:
     import torch
-    from accelerate import PartialState
-    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers import Trainer, TrainingArguments
 
-    from trainer.run import build_model, heartbeat
+    from trainer.run import build_model
 
-    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"  # the state is DeepSpeed's, as TrainingArguments then checks
-    PartialState(backend="nccl" if device.type == "cuda" else "gloo")  # reuses the process group deepspeed made
+    state = use_process_group(device)
     optim = ds_config["optimizer"]["params"]
     common = dict(
         output_dir=f"{cfg.out}/{cfg.run_id or 'hf'}-hf", max_steps=total_steps, per_device_train_batch_size=cfg.micro_batch,
@@ -50,32 +108,12 @@ def train(cfg, ref, tokenizer, ds_config: dict, torch_dtype, weights: str | None
     model, leaves = build_model(cfg, ref, torch_dtype, weights)
     model.config.use_cache = False
     fed = [next(batches) for _ in range(total_steps * cfg.grad_accum)]
-    per_step: list[dict[str, Any]] = []
 
-    class Measure(TrainerCallback):
-        def on_train_begin(self, *a, **k):
-            phases.mark("engines_ready")
+    def tokens(step: int) -> tuple[int, int, int]:
+        mb = fed[step * cfg.grad_accum:(step + 1) * cfg.grad_accum]
+        return sum(b.real_tokens for b in mb), sum(b.padded_tokens for b in mb), sum(b.sequences for b in mb)
 
-        def on_step_begin(self, *a, **k):
-            timer.start()
-
-        def on_step_end(self, args, state, control, **k):
-            timer.stop()
-            memory.sample()
-            step = state.global_step - 1
-            mb = fed[step * cfg.grad_accum:(step + 1) * cfg.grad_accum]
-            per_step.append({"loss": None, "real": sum(b.real_tokens for b in mb),
-                             "padded": sum(b.padded_tokens for b in mb), "seqs": sum(b.sequences for b in mb)})
-            heartbeat(step, total_steps)
-            if step == 0:
-                phases.mark("first_step_done")
-
-        def on_log(self, args, state, control, logs=None, **k):
-            if logs and "loss" in logs and per_step:  # this step's figures, averaged over ranks by the Trainer
-                for ours, theirs in LOGGED.items():
-                    if theirs in logs:
-                        per_step[-1][ours] = float(logs[theirs])
-
+    measure = Measure(timer, memory, phases, total_steps, tokens)
     if cfg.task == "dpo":
         from trl import DPOTrainer
 
@@ -95,14 +133,8 @@ def train(cfg, ref, tokenizer, ds_config: dict, torch_dtype, weights: str | None
         def get_train_dataloader(self):
             return torch.utils.data.DataLoader(feed, batch_size=None, shuffle=False)
 
-    FixedBatches(model=model, args=args, callbacks=[Measure()], **kwargs).train()
-    # the Trainer logs each step's figures (already means over ranks) on the main process only
-    logged = [[{k: s.get(k) for k in LOGGED} for s in per_step]]
-    torch.distributed.broadcast_object_list(logged, src=0)
-    for s, values in zip(per_step, logged[0]):
-        s.update(values)
-    return per_step, leaves
-
-
-# our per-step key -> the Trainer's (TRL's) log key
-LOGGED = {"loss": "loss", "reward_accuracy": "rewards/accuracies", "reward_margin": "rewards/margins"}
+    FixedBatches(model=model, args=args, callbacks=[measure], **kwargs).train()
+    setup = {"trainer": "trl.DPOTrainer" if cfg.task == "dpo" else "transformers.Trainer",
+             "batches": "stackbench's, per rank, unshuffled", "timing": "stackbench StepTimer in a TrainerCallback",
+             "accelerate_state": state}
+    return measure.steps(), leaves, setup

@@ -194,11 +194,17 @@ def run(cfg: TrainConfig) -> dict:
                                      padding=cfg.padding)
     log(topo, f"{cfg.task} ZeRO-{cfg.zero_stage} on {topo.world} ranks ({cfg.backend}): {cfg.warmup_steps} warm-up + "
               f"{cfg.steps} measured steps")
+    setup = None  # how a backend's trainer was made to run, for the record
     if cfg.backend == "hf":
         from trainer import hf_backend
 
-        per_step, leaves = hf_backend.train(cfg, ref, tokenizer, ds_config, torch_dtype, weights, batches, device,
-                                            total_steps, timer, memory, phases)
+        per_step, leaves, setup = hf_backend.train(cfg, ref, tokenizer, ds_config, torch_dtype, weights, batches,
+                                                   device, total_steps, timer, memory, phases)
+    elif cfg.backend == "swift":
+        from trainer import swift_backend
+
+        per_step, leaves, setup = swift_backend.train(cfg, ref, dataset, ds_config, dtype, weights, topo, device,
+                                                      total_steps, timer, memory, phases)
     else:
         engine, reference, leaves = _engines(cfg, ref, ds_config, torch_dtype, weights)
         phases.mark("engines_ready")
@@ -221,7 +227,7 @@ def run(cfg: TrainConfig) -> dict:
     dist.all_gather_object(everyone, mine)
     result = None
     if topo.rank == 0:
-        result = _record(cfg, topo, run_id, started, everyone, ref, shape, dataset, dtype, leaves, ds_config)
+        result = _record(cfg, topo, run_id, started, everyone, ref, shape, dataset, dtype, leaves, ds_config, setup)
     dist.barrier()
     return result or {}
 
@@ -297,7 +303,7 @@ def _engines(cfg: TrainConfig, ref: models.ModelRef, ds_config: dict, torch_dtyp
     return engine, reference, leaves
 
 
-def _record(cfg, topo, run_id, started, everyone, ref, shape, dataset, dtype, leaves, ds_config) -> dict:
+def _record(cfg, topo, run_id, started, everyone, ref, shape, dataset, dtype, leaves, ds_config, setup) -> dict:
     from envcheck.fingerprint import fingerprint
 
     warm = cfg.warmup_steps
@@ -364,12 +370,8 @@ def _record(cfg, topo, run_id, started, everyone, ref, shape, dataset, dtype, le
         "lr": cfg.lr, "beta": cfg.beta if cfg.task == "dpo" else None, "seed": cfg.seed,
         "moe_leaf_modules": leaves, "data": dataset.summary(), "deepspeed": ds_config,
     }
-    if cfg.backend == "hf":  # how the harness made the Trainer run (see trainer/hf_backend.py)
-        config["backend_setup"] = {"trainer": "trl.DPOTrainer" if cfg.task == "dpo" else "transformers.Trainer",
-                                   "batches": "stackbench's, per rank, unshuffled",
-                                   "timing": "stackbench StepTimer in a TrainerCallback",
-                                   "accelerate_state": f"PartialState(backend={'nccl' if dtype != 'fp32' else 'gloo'}) + "
-                                                       "use_configured_state"}
+    if setup:  # how the harness made the backend's trainer run (trainer/hf_backend.py, swift_backend.py)
+        config["backend_setup"] = setup
     rec = record.new(run_id, cfg.sweep_id, "ok", config=config, command=cfg.command or default_command(cfg, topo),
                      started_at=started, metrics=metrics_out, prediction=prediction, environment=env,
                      trainer_argv=sys.argv[1:])

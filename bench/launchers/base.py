@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import preflight as preflight_mod
+from bench.backends import env_for, python_for
 from bench.launchers.failures import classify
 from bench.spec import RunSpec
 from trainer import record
@@ -82,7 +83,7 @@ class Launcher(ABC):
         worker = trainer_argv(spec, sweep_dir, sweep_dir.name, self.name, self.options.collective_timeout_s)
         # --tee: each rank's output also goes to its own file under <run>/ranks/, prefixed by local rank in the node log
         ranks = ["--tee=3", f"--log-dir={sweep_dir.resolve() / spec.run_id / 'ranks'}"]
-        return [[python(), "-m", "torch.distributed.run", *self.rendezvous(spec, node, port), *ranks,
+        return [[python_for(spec.backend), "-m", "torch.distributed.run", *self.rendezvous(spec, node, port), *ranks,
                  f"--nproc_per_node={spec.procs_per_node}", *worker] for node in range(spec.nodes)]
 
     def script(self, spec: RunSpec, sweep_dir: Path) -> str:
@@ -116,7 +117,7 @@ class Launcher(ABC):
         out.unlink(missing_ok=True)
         hosts = self.hosts(nodes)
         port = free_port()
-        argv = [[python(), "-m", "bench.preflight", f"--node-rank={node}", f"--nnodes={nodes}",
+        argv = [[sys.executable, "-m", "bench.preflight", f"--node-rank={node}", f"--nnodes={nodes}",
                  f"--nproc={procs_per_node}", f"--master={hosts[0]}:{port}", f"--hosts={','.join(hosts)}",
                  f"--deadline={deadline:g}"] + ([f"--out={out}"] if node == 0 else []) for node in range(nodes)]
         env = self.env()
@@ -147,7 +148,8 @@ class Launcher(ABC):
         cmds = self.commands(spec, sweep_dir, free_port())
         command = join_commands(cmds)
         cmds = [c + ["--command", command] for c in cmds]  # the record says how to reproduce it
-        env = self.env({"STACKBENCH_HEARTBEAT": str(heartbeat), "STACKBENCH_LAUNCHED_AT": f"{time.time():.3f}"})
+        env = self.env({"STACKBENCH_HEARTBEAT": str(heartbeat), "STACKBENCH_LAUNCHED_AT": f"{time.time():.3f}",
+                        **env_for(spec.backend)})
         procs = start([self.wrap(h, c, env) for h, c in zip(self.hosts(spec.nodes), cmds)], env, run_dir)
         try:
             killed_because = supervise(procs, self.options, heartbeat)
@@ -169,10 +171,6 @@ class Launcher(ABC):
 
 def has_cuda() -> bool:
     return Path("/dev/nvidiactl").exists()
-
-
-def python() -> str:
-    return sys.executable
 
 
 def free_port() -> int:

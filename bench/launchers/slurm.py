@@ -18,9 +18,11 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+from bench.backends import env_for
 from bench.launchers import base
 from bench.launchers.failures import classify
 from bench.spec import RunSpec
@@ -107,7 +109,7 @@ class SlurmLauncher(base.Launcher):
         return _shell(cmd + argv)
 
     def preflight_step(self, nodes: int, procs_per_node: int, run_dir: Path) -> str:
-        argv = [base.python(), "-m", "bench.preflight", "--nnodes=$SLURM_NNODES", f"--nproc={procs_per_node}",
+        argv = [sys.executable, "-m", "bench.preflight", "--nnodes=$SLURM_NNODES", f"--nproc={procs_per_node}",
                 "--master=$MASTER_ADDR:$PREFLIGHT_PORT", "--hosts=$HOSTS",
                 f"--deadline={self.options.preflight_deadline_s:g}", f"--out={run_dir}/preflight.json"]
         return f"{self.srun(nodes, f'{run_dir}/preflight-node%n.log', argv, (run_dir,))} || exit {EXIT_PREFLIGHT}"
@@ -121,7 +123,7 @@ class SlurmLauncher(base.Launcher):
         train = self.commands(spec, sweep_dir, 0)[0] + (["--command", command] if command else [])
         return self.batch(name=spec.run_id, nodes=spec.nodes, procs_per_node=spec.procs_per_node, run_dir=run_dir,
                           minutes=self.minutes(self.options.deadline_s),
-                          env=self.env({"STACKBENCH_HEARTBEAT": str(run_dir / "heartbeat")}),
+                          env=self.env({"STACKBENCH_HEARTBEAT": str(run_dir / "heartbeat"), **env_for(spec.backend)}),
                           about="preflight, then one torchrun per node (c10d at the first host)",
                           steps=[self.preflight_step(spec.nodes, spec.procs_per_node, run_dir),
                                  self.srun(spec.nodes, f"{run_dir}/node%n.log", train, (sweep_dir,))])

@@ -1,6 +1,7 @@
-"""--backend hf: transformers' Trainer (SFT) and TRL's DPOTrainer (DPO) fed the same DeepSpeed
-config, weights and batches as the native loop, timed by stackbench. A backend that is fast but computes something else must not
-win: the fp32 losses must agree with native's."""
+"""--backend hf (transformers' Trainer, TRL's DPOTrainer, fed stackbench's batches) and --backend
+swift (ms-swift's own sft / rlhf pipeline in its own environment, fed the same rows) against the
+native loop: same DeepSpeed stage, weights and data, timed by stackbench. A backend that is fast
+but computes something else must not win: fp32 losses must agree with native's to 1e-5."""
 
 import pytest
 
@@ -13,23 +14,37 @@ from report import load, tables
 pytestmark = pytest.mark.deepspeed
 
 
-def test_hf_trainer_matches_native_losses_and_is_measured_the_same_way(tmp_path):
-    specs, _ = expand(tasks=["sft", "dpo"], zero_stages=[2, 3], backends=["native", "hf"], steps=5, warmup_steps=1)
+def test_backends_match_native_losses_and_are_measured_the_same_way(tmp_path, swift_python):
+    specs, _ = expand(tasks=["sft", "dpo"], zero_stages=[2, 3], backends=["native", "hf", "swift"], steps=5,
+                      warmup_steps=1)
+    # ms-swift once per task (its runs cost a pipeline start-up each): SFT under ZeRO-3, DPO under ZeRO-2
+    specs = [s for s in specs if s.backend != "swift" or (s.task, s.zero_stage) in {("sft", 3), ("dpo", 2)}]
     records = run_sweep(specs, LocalLauncher(LaunchOptions(deadline_s=400, preflight=False)), tmp_path / "s", quiet=True)
     by = {(r["config"]["task"], r["config"]["backend"], r["config"]["zero_stage"]): r for r in records}
+    assert len(by) == 10
     for key, rec in by.items():
         assert rec["status"] == "ok", (key, rec.get("error"))
-    for task, stage in [("sft", 2), ("sft", 3), ("dpo", 2), ("dpo", 3)]:
-        native, hf = by[(task, "native", stage)]["metrics"], by[(task, "hf", stage)]["metrics"]
-        assert hf["loss"]["per_step"] == pytest.approx(native["loss"]["per_step"], rel=1e-5)  # fp32, same batches
-        if task == "dpo":  # TRL's DPOTrainer against the native sigmoid DPO with its frozen reference
-            assert hf["loss"]["per_step"][0] == pytest.approx(0.693147, abs=1e-5)
-            assert hf["reward_accuracy"]["per_step"] == pytest.approx(native["reward_accuracy"]["per_step"])
-        assert hf["tokens_per_s"] / hf["padded_tokens_per_s"] == pytest.approx(
-            native["tokens_per_s"] / native["padded_tokens_per_s"])  # the same tokens were fed
-        assert len(hf["step_times_s"]) == 5 and hf["step_time_s"]["median"] > 0
+    for (task, backend, stage), rec in by.items():
+        if backend == "native":
+            continue
+        theirs, native = rec["metrics"], by[(task, "native", stage)]["metrics"]
+        assert theirs["loss"]["per_step"] == pytest.approx(native["loss"]["per_step"], rel=1e-5), (task, backend, stage)
+        if task == "dpo":  # TRL's / ms-swift's DPO against the native sigmoid DPO with its frozen reference
+            assert theirs["loss"]["per_step"][0] == pytest.approx(0.693147, abs=1e-5)
+            assert theirs["reward_accuracy"]["per_step"] == pytest.approx(native["reward_accuracy"]["per_step"])
+        # the same tokens were fed (ms-swift's are counted at its collator)
+        assert theirs["tokens_per_s"] / theirs["padded_tokens_per_s"] == pytest.approx(
+            native["tokens_per_s"] / native["padded_tokens_per_s"])
+        assert len(theirs["step_times_s"]) == 5 and theirs["step_time_s"]["median"] > 0
     setup = by[("sft", "hf", 2)]["config"]["backend_setup"]
     assert "use_configured_state" in setup["accelerate_state"] and "TrainerCallback" in setup["timing"]
+    swift = by[("sft", "swift", 3)]
+    assert swift["config"]["backend_setup"]["command"].startswith("swift sft --tuner_type full")
+    assert "use_configured_state" in swift["config"]["backend_setup"]["accelerate_state"]
+    assert swift["command"].startswith(swift_python)  # bench started its ranks in ms-swift's environment
+    assert swift["environment"]["packages"]["ms-swift"] and not by[("sft", "hf", 3)]["environment"]["packages"]["ms-swift"]
+    assert "optimizer" not in swift["config"]["deepspeed"]  # ms-swift's trainer builds AdamW itself: recorded as given
     df, _ = load.load(tmp_path / "s")
     side = tables.backends(df)
-    assert "hf / native" in side.columns and len(side) == 4 and (side["hf / native"] > 0).all()
+    assert {"hf / native", "swift / native"} <= set(side.columns) and len(side) == 4
+    assert (side["hf / native"] > 0).all() and side["swift / native"].notna().sum() == 2

@@ -1,0 +1,86 @@
+"""The swift backend's plumbing without ms-swift: the row order its sampler must see, the argv it
+gets, and which interpreter bench starts it with (tests/integration/test_backends.py runs it)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import backends
+from tests.conftest import ROOT
+from trainer import data, models
+from trainer.config import TrainConfig
+from trainer.errors import UserError
+from trainer.swift_backend import ordered_rows, swift_argv
+
+
+def swift_sampler(rows: list, rank: int, world: int, micro_batch: int) -> list[list]:
+    """ms-swift 4.6's BatchSamplerShard without shuffling: rank r takes positions r, r+world, ...
+    in batches of micro_batch (swift/dataloader/shard.py)."""
+    mine = rows[rank:(len(rows) // world) * world:world]
+    return [mine[i:i + micro_batch] for i in range(0, len(mine) - micro_batch + 1, micro_batch)]
+
+
+@pytest.mark.parametrize("world, micro_batch, grad_accum", [(2, 2, 1), (4, 1, 2), (3, 2, 2)])
+def test_rows_reach_each_rank_in_the_native_order(tokenizer, world, micro_batch, grad_accum):
+    ds = data.load("", tokenizer, "sft", 256, "drop", False)
+    steps = 40  # more than the dataset holds: rows cycle as the native batches do
+    rows = ordered_rows(ds, world, micro_batch, steps * grad_accum)
+    for rank in range(world):
+        native = data.micro_batches(ds, rank=rank, world=world, micro_batch=micro_batch, grad_accum=grad_accum,
+                                    pad_id=0, seq_len=256, padding="longest")
+        for got in swift_sampler(rows, rank, world, micro_batch):
+            want = next(native)
+            texts = [tokenizer.apply_chat_template(r["messages"], tokenize=False) for r in got]
+            native_ids = [ids[mask.bool()].tolist() for ids, mask in zip(want.input_ids, want.attention_mask)]
+            assert [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts] == native_ids
+
+
+def test_dpo_rows_carry_the_rejected_response(tokenizer):
+    ds = data.load("", tokenizer, "dpo", 256, "drop", False)
+    rows = ordered_rows(ds, 2, 2, 3)
+    assert len(rows) == 12 and all(r["rejected_response"] and r["messages"][-1]["role"] == "assistant" for r in rows)
+
+
+def test_swift_argv_mirrors_the_run_spec(tmp_path):
+    cfg = TrainConfig(task="dpo", zero_stage=3, micro_batch=4, grad_accum=2, seq_len=512, lr=2e-5, beta=0.2,
+                      padding="longest", grad_checkpointing=True)
+    argv = swift_argv(cfg, models.resolve("tiny"), "/m", tmp_path / "d.jsonl", tmp_path / "ds.json", tmp_path / "o",
+                      "bf16", 10, {"betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.0})
+    assert argv[:3] == ["rlhf", "--rlhf_type", "dpo"]
+    flags = dict(zip(argv[3::2], argv[4::2]))
+    assert flags["--tuner_type"] == "full" and flags["--torch_dtype"] == "bfloat16"
+    assert (flags["--bf16"], flags["--fp16"]) == ("true", "false")
+    assert flags["--per_device_train_batch_size"] == "4" and flags["--gradient_accumulation_steps"] == "2"
+    assert flags["--max_steps"] == "10" and flags["--max_length"] == "512" and flags["--learning_rate"] == "2e-05"
+    assert flags["--dataset_shuffle"] == flags["--train_dataloader_shuffle"] == "false"
+    assert flags["--lr_scheduler_type"] == "constant" and flags["--adam_beta2"] == "0.95"
+    assert flags["--beta"] == "0.2" and flags["--loss_type"] == "sigmoid" and flags["--gradient_checkpointing"] == "true"
+    assert json.loads(flags["--accelerator_config"]) == {"use_configured_state": True}
+    assert flags["--template"] == "chatml" and flags["--model_type"] == "qwen3"
+
+
+def test_swift_runs_use_their_own_interpreter(monkeypatch, tmp_path):
+    monkeypatch.setenv("STACKBENCH_SWIFT_PYTHON", str(tmp_path / "nope" / "python"))
+    assert backends.python_for("native") == backends.python_for("hf") == sys.executable
+    assert backends.python_for("swift") == str(tmp_path / "nope" / "python")
+    assert backends.env_for("swift")["TORCH_EXTENSIONS_DIR"].endswith("-swift") and backends.env_for("hf") == {}
+    backends.check(["native", "hf"])  # nothing to check
+    with pytest.raises(UserError, match="does not exist") as e:
+        backends.check(["native", "swift"])
+    assert "./sb swift-env" in e.value.render()
+    monkeypatch.setenv("STACKBENCH_SWIFT_PYTHON", sys.executable)  # a python without ms-swift
+    with pytest.raises(UserError, match="ms-swift is not installed"):
+        backends.check(["swift"])
+
+
+def test_bench_without_the_swift_environment_exits_2_before_running(tmp_path):
+    env = dict(os.environ, STACKBENCH_SWIFT_PYTHON=str(tmp_path / "missing" / "python"))
+    p = subprocess.run([sys.executable, "-m", "invoke", "bench", "--backend", "native,swift", "--tasks", "sft",
+                        "--zero", "2", "--nodes", "1", "--results", str(tmp_path / "r")],
+                       capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert p.returncode == 2 and "./sb swift-env" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert not any(Path(tmp_path / "r").rglob("*.json"))  # nothing ran, nothing recorded

@@ -1,0 +1,192 @@
+"""--backend swift: ms-swift's own pipeline (`swift sft`, `swift pt`, `swift rlhf --rlhf_type dpo`,
+full-parameter) doing the training, stackbench doing the measuring.
+
+What ms-swift gets is what its CLI would get (the argv is recorded as a `swift ...` command):
+- the run's DeepSpeed config, written to a JSON file;
+- the same weights (the tiny model's seeded directory; a preset is written once with seeded
+  weights, since ms-swift loads a directory);
+- the rows stackbench validated and kept, as messages JSONL (alpaca rows converted), laid out so
+  that ms-swift's unshuffled sampler (rank r takes every world-th sample) hands each rank the
+  samples stackbench's batches give it, cycled to cover the steps. ms-swift's own template
+  tokenizes them; for the tiny model's ChatML template its ids and loss masks are stackbench's
+  (tests/integration/test_backends.py compares the losses);
+- its collator pads to --seq-len with --padding fixed (its `padding_to`), else to the longest.
+
+Measured by the harness, never read from ms-swift: a TrainerCallback times each optimizer step
+with the native loop's StepTimer; a wrapper around ms-swift's collator counts each micro-batch's
+real and padded tokens; losses come from the trainer's per-step logs. ms-swift's `train_speed` is
+a cumulative average and its `memory(GiB)` a sum over devices (ms-swift issue 9801): not used.
+
+ms-swift pins older transformers / trl / peft, so it lives in its own environment (`invoke
+swift-env`); bench starts these ranks with that environment's python (bench/backends.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from trainer.errors import UserError
+
+DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+TOO_LONG = {"drop": "delete", "truncate": "right"}  # stackbench's --too-long -> ms-swift's --truncation_strategy
+SUBCOMMAND = {"sft": "sft", "pt": "pt", "dpo": "rlhf"}
+
+
+def check_installed() -> str:
+    """ms-swift's version, or a UserError that says how to get the environment it needs."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("ms-swift")
+    except metadata.PackageNotFoundError:
+        import sys
+
+        raise UserError(f"ms-swift is not installed for {sys.executable}", where="--backend swift",
+                        fix="run `./sb swift-env` (its own virtualenv, .venv-swift) and start the ranks with that "
+                            "python; `invoke bench --backend swift` does this by itself") from None
+
+
+def ordered_rows(dataset, world: int, micro_batch: int, micro_steps: int) -> list[dict[str, Any]]:
+    """The kept rows in the order ms-swift's sampler must see them: within each block of
+    world x micro_batch samples (one micro-step of every rank), stackbench gives rank r the slice
+    [r*mb, (r+1)*mb) and ms-swift gives it positions r, r+world, ... (BatchSamplerShard, no shuffle)."""
+    samples, block = dataset.samples, world * micro_batch
+    order = [(k * block + r * micro_batch + j) % len(samples)
+             for k in range(micro_steps) for j in range(micro_batch) for r in range(world)]
+    return [_as_messages(dataset.source[samples[i].row]) for i in order]
+
+
+def _as_messages(row) -> dict[str, Any]:
+    out: dict[str, Any] = {"messages": row.messages}
+    if row.rejected is not None:
+        out["rejected_response"] = row.rejected
+    return out
+
+
+def swift_argv(cfg, ref, model_dir: str, data_file: Path, ds_file: Path, out_dir: Path, dtype: str,
+               total_steps: int, optim: dict[str, Any]) -> list[str]:
+    """The `swift <subcommand>` arguments for this run (subcommand first); optim: the AdamW settings."""
+    argv = [SUBCOMMAND[cfg.task]] + (["--rlhf_type", "dpo"] if cfg.task == "dpo" else []) + [
+        "--tuner_type", "full", "--model", model_dir, "--check_model", "false",
+        "--torch_dtype", DTYPE_NAMES[dtype], "--attn_impl", cfg.attn_impl,
+        "--bf16", str(dtype == "bf16").lower(), "--fp16", str(dtype == "fp16").lower(),  # else it picks mixed precision
+        "--dataset", str(data_file), "--dataset_shuffle", "false", "--train_dataloader_shuffle", "false",
+        "--split_dataset_ratio", "0", "--load_from_cache_file", "false", "--dataset_num_proc", "1",
+        "--max_length", str(cfg.seq_len), "--truncation_strategy", TOO_LONG[cfg.too_long],
+        "--per_device_train_batch_size", str(cfg.micro_batch), "--gradient_accumulation_steps", str(cfg.grad_accum),
+        "--max_steps", str(total_steps), "--learning_rate", str(cfg.lr), "--lr_scheduler_type", "constant",
+        "--warmup_ratio", "0", "--optim", "adamw_torch", "--adam_beta1", str(optim["betas"][0]), "--adam_beta2", str(optim["betas"][1]),
+        "--adam_epsilon", str(optim["eps"]), "--weight_decay", str(optim["weight_decay"]), "--max_grad_norm", "1.0",
+        "--deepspeed", str(ds_file), "--seed", str(cfg.seed), "--data_seed", str(cfg.seed),
+        "--gradient_checkpointing", str(cfg.grad_checkpointing).lower(),
+        "--average_tokens_across_devices", "false",  # a per-rank token mean, as the native loss
+        "--accelerator_config", json.dumps({"use_configured_state": True}),
+        "--logging_steps", "1", "--save_strategy", "no", "--eval_strategy", "no", "--report_to", "none",
+        "--dataloader_num_workers", "0", "--disable_tqdm", "true", "--add_version", "false",
+        "--output_dir", str(out_dir)]
+    if ref.kind in ("tiny", "preset"):  # the embedded tokenizer: ChatML; ms-swift cannot guess either
+        argv += ["--model_type", ref.config["model_type"], "--template", "chatml"]
+    if cfg.task == "dpo":
+        argv += ["--beta", str(cfg.beta), "--loss_type", "sigmoid"]
+    return argv
+
+
+def model_dir(cfg, ref, weights: str | None, dtype: str, topo) -> str:
+    """A directory ms-swift can load. Presets are random-init: written once per host from the seed."""
+    if weights:
+        return weights
+    from deepspeed import comm as dist
+
+    from trainer import embedded, models
+
+    dest = embedded.cache_root() / f"{ref.name}-seed{cfg.seed}-{DTYPE_NAMES[dtype]}"
+    if topo.local_rank == 0:
+        embedded.save_seeded(models.hf_config(ref), cfg.seed, dest, DTYPE_NAMES[dtype])
+    dist.barrier()
+    return str(dest)
+
+
+def train(cfg, ref, dataset, ds_config: dict, dtype: str, weights: str | None, topo, device, total_steps: int,
+          timer, memory, phases) -> tuple[list[dict[str, Any]], list[str], dict[str, Any]]:
+    version = check_installed()
+    if cfg.packing:
+        raise UserError("--packing with --backend swift", where="--backend swift",
+                        fix="ms-swift packs with its own algorithm (--packing true), not comparable: drop --packing")
+    from deepspeed import comm as dist
+
+    from trainer import hf_backend, models
+
+    state = hf_backend.use_process_group(device)
+    work = Path(cfg.out) / f"{cfg.run_id or 'swift'}-swift"
+    data_file, ds_file = work / f"data.rank{topo.rank}.jsonl", work / f"deepspeed.rank{topo.rank}.json"
+    work.mkdir(parents=True, exist_ok=True)
+    rows = ordered_rows(dataset, topo.world, cfg.micro_batch, total_steps * cfg.grad_accum)
+    data_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    # ms-swift's trainer builds the optimizer itself (it fails on DeepSpeed's DummyOptim): the
+    # same AdamW settings go in as Trainer arguments, and the record's config shows what DeepSpeed got
+    optim = ds_config.pop("optimizer")["params"]
+    ds_file.write_text(json.dumps(ds_config, indent=1))
+    argv = swift_argv(cfg, ref, model_dir(cfg, ref, weights, dtype, topo), data_file, ds_file, work / "out", dtype,
+                      total_steps, optim)
+
+    counts: deque[tuple[int, int, int]] = deque()  # (real, padded, sequences) per micro-batch, in feeding order
+    pairs = cfg.task == "dpo"
+
+    def tokens(step: int) -> tuple[int, int, int]:
+        mb = [counts.popleft() for _ in range(cfg.grad_accum)]
+        return sum(c[0] for c in mb), sum(c[1] for c in mb), sum(c[2] for c in mb)
+
+    measure = hf_backend.Measure(timer, memory, phases, total_steps, tokens)
+    pipeline = _measured_pipeline(cfg.task)(argv[1:])  # parsed by ms-swift's own argument classes
+    pipeline.stackbench = (measure, counts, cfg.seq_len if cfg.padding == "fixed" else None, pairs)
+    pipeline.main()
+    dist.barrier()
+    setup = {"trainer": f"ms-swift {version}: swift {argv[0]}", "command": "swift " + " ".join(_quote(a) for a in argv),
+             "batches": "ms-swift's template and collator over stackbench's kept rows, in stackbench's per-rank order",
+             "timing": "stackbench StepTimer in a TrainerCallback; tokens counted at ms-swift's collator",
+             "accelerate_state": state, "optimizer": "the Trainer's adamw_torch, same settings as DeepSpeed's AdamW",
+             "model_dir": argv[argv.index("--model") + 1]}
+    return measure.steps(), pipeline.leaves, setup
+
+
+def _quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)
+
+
+def _measured_pipeline(task: str):
+    """ms-swift's pipeline class for the task, with the measuring callback and the counting collator."""
+    if task == "dpo":
+        from swift.pipelines.train.rlhf import SwiftRLHF as base
+    elif task == "pt":
+        from swift.pipelines.train.pretrain import SwiftPretrain as base
+    else:
+        from swift.pipelines.train.sft import SwiftSft as base
+
+    class Measured(base):
+        def train(self, trainer):
+            measure, counts, padding_to, pairs = self.stackbench
+            collate = trainer.data_collator
+            inner = getattr(collate, "func", collate)  # ms-swift: partial(template.data_collator, padding_to=...)
+
+            def counting(batch):
+                out = inner(batch, padding_to=padding_to)
+                ids = out["input_ids"]
+                mask = out.get("attention_mask")
+                real = int(mask.sum()) if mask is not None else int(ids.numel())
+                counts.append((real, int(ids.numel()), ids.shape[0] // 2 if pairs else ids.shape[0]))
+                return out
+
+            trainer.data_collator = counting
+            trainer.add_callback(measure)
+            try:
+                return super().train(trainer)
+            finally:  # ms-swift registers MoE blocks as ZeRO-3 leaves itself: record which it did
+                self.leaves = sorted({type(m).__name__ for m in trainer.model.modules() if getattr(m, "_z3_leaf", False)})
+
+    return Measured
