@@ -8,7 +8,6 @@ or, on a CPU-only host, its RAM divided among the ranks of one node.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -20,7 +19,9 @@ GIB = 1024**3
 
 def host_gib_per_rank(ranks_per_node: int) -> float:
     """Physical RAM of this host shared by the ranks of one node."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB / max(1, ranks_per_node)
+    from envcheck.system import host_memory_gib
+
+    return host_memory_gib() / max(1, ranks_per_node)
 
 
 def local_gpu_gib() -> float | None:

@@ -22,7 +22,6 @@ import socket
 import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 
 PREFIX = "stackbench-preflight:"  # the line launchers look for in node logs
 EXIT_FAILED = 4

@@ -81,8 +81,13 @@ def check_disk(paths: tuple[str, ...] = ()) -> list[Check]:
     return out
 
 
+def host_memory_gib() -> float:
+    """Physical RAM of this host (the fit check's capacity on CPU, too)."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
+
+
 def check_host() -> list[Check]:
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
+    mem = host_memory_gib()
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return [ok("cpus", cpus, f"usable by this process (of {os.cpu_count()})"), ok("memory", f"{mem:.0f} GiB", "physical")]
 

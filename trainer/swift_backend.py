@@ -24,7 +24,6 @@ swift-env`); bench starts these ranks with that environment's python (bench/back
 from __future__ import annotations
 
 import json
-import os
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -118,7 +117,7 @@ def train(cfg, ref, dataset, ds_config: dict, dtype: str, weights: str | None, t
                         fix="ms-swift packs with its own algorithm (--packing true), not comparable: drop --packing")
     from deepspeed import comm as dist
 
-    from trainer import hf_backend, models
+    from trainer import hf_backend
 
     state = hf_backend.use_process_group(device)
     work = Path(cfg.out) / f"{cfg.run_id or 'swift'}-swift"
