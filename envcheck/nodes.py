@@ -6,6 +6,7 @@ that does not answer within its deadline."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -47,11 +48,10 @@ def compare(reports: dict[int, dict]) -> list[Check]:
 
 def across(launcher, nodes: int, procs_per_node: int, work_dir: Path, deadline_s: float = 120.0) -> dict:
     """The multi-node report: per-node reports, the comparison, the all-reduce."""
-    from bench.launchers.base import python
     from envcheck import runner
 
     t0 = time.perf_counter()
-    argv = [python(), "-m", "envcheck", "--json", "--out", str(work_dir.resolve() / "node{node}.json")]
+    argv = [sys.executable, "-m", "envcheck", "--json", "--out", str(work_dir.resolve() / "node{node}.json")]
     logs, preflight = launcher.run_on_nodes(argv, nodes, procs_per_node, work_dir, deadline_s)
     reports = {}
     for i in range(nodes):

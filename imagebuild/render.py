@@ -16,7 +16,7 @@ from imagebuild.lock import Lock
 from imagebuild.profile import ROOT, Profile
 
 TEMPLATE = ROOT / "docker" / "Dockerfile.j2"
-SOURCES = ("trainer", "bench", "envcheck", "tasks.py", "pyproject.toml")  # what runs inside the image
+SOURCES = ("trainer", "bench", "envcheck", "report", "tasks.py", "pyproject.toml")  # what runs inside the image
 LABELLED = ("torch", "deepspeed", "flash-attn", "transformers", "accelerate", "trl", "peft", "megatron-core",
             "transformer-engine-cu12", "nvidia-cudnn-cu12", "nvidia-nccl-cu12", "triton")
 

@@ -32,6 +32,19 @@ from trainer.errors import ConfigError
 EXIT_PREFLIGHT = 4
 
 
+JOB_FILE = "job.sbatch"
+
+
+def _submit(work_dir: Path, script: str) -> str:
+    """Clear what an earlier job in this directory left (logs, heartbeat, preflight result), write
+    the script beside them, submit it; the job id."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    for stale in [*work_dir.glob("*.log"), work_dir / "heartbeat", work_dir / "preflight.json"]:
+        stale.unlink(missing_ok=True)
+    (work_dir / JOB_FILE).write_text(script)
+    return _slurm("sbatch", "--parsable", str(work_dir / JOB_FILE)).strip().split(";")[0]
+
+
 def _slurm(*argv: str, check: bool = True, timeout: float = 60) -> str:
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
@@ -133,16 +146,11 @@ class SlurmLauncher(base.Launcher):
         """argv once on every node of one allocation ({node} is left to the command: $SLURM_NODEID),
         then the preflight on the same nodes; per-node logs and the preflight result."""
         work_dir = work_dir.resolve()
-        work_dir.mkdir(parents=True, exist_ok=True)
-        for stale in [*work_dir.glob("*.log"), work_dir / "preflight.json"]:
-            stale.unlink(missing_ok=True)
-        job_file = work_dir / "job.sbatch"
-        job_file.write_text(self.batch(
+        job = _submit(work_dir, self.batch(
             name=work_dir.name, nodes=nodes, procs_per_node=procs_per_node, run_dir=work_dir,
             minutes=self.minutes(deadline_s), env=self.env(), about="a command on every node, then the preflight",
             steps=[self.srun(nodes, f"{work_dir}/node%n.log", argv, (work_dir,), all_or_none=False) + " || true",
                    self.preflight_step(nodes, procs_per_node, work_dir)]))
-        job = _slurm("sbatch", "--parsable", str(job_file)).strip().split(";")[0]
         killed = self._follow(job, work_dir / "no-heartbeat", limit=deadline_s)
         logs = sorted(work_dir.glob("node*.log"))
         return logs, base.read_preflight(work_dir / "preflight.json", sorted(work_dir.glob("preflight-node*.log")), killed)
@@ -154,13 +162,8 @@ class SlurmLauncher(base.Launcher):
         out = sweep_dir / f"{spec.run_id}.json"
         out.unlink(missing_ok=True)
         run_dir = sweep_dir / spec.run_id
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in [*run_dir.glob("*.log"), run_dir / "heartbeat", run_dir / "preflight.json"]:
-            stale.unlink(missing_ok=True)
-        job_file = run_dir / "job.sbatch"
-        command = f"sbatch {job_file}"
-        job_file.write_text(self.script(spec, sweep_dir, command=command))
-        job = _slurm("sbatch", "--parsable", str(job_file)).strip().split(";")[0]
+        command = f"sbatch {run_dir / JOB_FILE}"
+        job = _submit(run_dir, self.script(spec, sweep_dir, command=command))
         try:
             killed_because = self._follow(job, run_dir / "heartbeat")
         except BaseException:  # Ctrl-C: cancel this job only, record it, pass it on

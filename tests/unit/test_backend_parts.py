@@ -84,3 +84,22 @@ def test_bench_without_the_swift_environment_exits_2_before_running(tmp_path):
                        capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     assert p.returncode == 2 and "./sb swift-env" in p.stderr and "Traceback" not in p.stderr, p.stderr
     assert not any(Path(tmp_path / "r").rglob("*.json"))  # nothing ran, nothing recorded
+
+
+def test_every_launcher_starts_swift_ranks_in_its_environment(tmp_path, monkeypatch):
+    from bench.launchers import LaunchOptions
+    from bench.launchers.local import LocalLauncher
+    from bench.launchers.slurm import SlurmLauncher
+    from bench.spec import RunSpec
+
+    monkeypatch.setenv("STACKBENCH_SWIFT_PYTHON", "/opt/swift-env/bin/python")
+    swift, native = (RunSpec(task="sft", model="tiny", zero_stage=3, nodes=2, backend=b) for b in ("swift", "native"))
+    for cmd in LocalLauncher(LaunchOptions()).commands(swift, tmp_path, 29500):
+        assert cmd[:3] == ["/opt/swift-env/bin/python", "-m", "torch.distributed.run"] and "--backend" in cmd
+    assert LocalLauncher(LaunchOptions()).commands(native, tmp_path, 29500)[0][0] == sys.executable
+    script = SlurmLauncher(LaunchOptions(), gpus="no").script(swift, tmp_path)
+    train = [line for line in script.splitlines() if line.startswith("srun ")][-1]
+    assert "/opt/swift-env/bin/python -m torch.distributed.run" in train and "--backend swift" in train
+    assert "export TORCH_EXTENSIONS_DIR=" in script and "-swift" in script  # its own compiled-op cache
+    preflight = [line for line in script.splitlines() if "bench.preflight" in line][0]
+    assert sys.executable in preflight  # the preflight needs no ms-swift
