@@ -74,6 +74,8 @@ class TrainConfig:
         need(self.dtype in DTYPES, f"unknown --dtype {self.dtype!r}", f"use one of {', '.join(DTYPES)}")
         need(self.attn_impl in ATTN_IMPLS, f"unknown --attn-impl {self.attn_impl!r}", f"use one of {', '.join(ATTN_IMPLS)}")
         need(self.backend in BACKENDS, f"unknown --backend {self.backend!r}", f"use one of {', '.join(BACKENDS)}")
+        need(not (self.packing and self.backend == "swift"), "--packing with --backend swift",
+             "drop --packing: ms-swift packs with its own algorithm, so the runs would not be comparable")
         need(self.collective_timeout_s >= 10, "--collective-timeout-s must be at least 10", "give seconds, e.g. 300")
         need(self.lr > 0 and self.beta > 0, "--lr and --beta must be positive", "give positive numbers")
 

@@ -145,6 +145,10 @@ def run(cfg: TrainConfig) -> dict:
 
     # 1. everything that can be wrong with the input, before any collective
     ref = models.resolve(cfg.model)
+    if cfg.backend == "swift":
+        from trainer.swift_backend import check_installed
+
+        check_installed()
     tokenizer = models.load_tokenizer(ref)
     dataset = data_mod.load(cfg.data, tokenizer, cfg.task, cfg.seq_len, cfg.too_long, cfg.packing)
     phases.mark("input_ready")
@@ -171,6 +175,12 @@ def run(cfg: TrainConfig) -> dict:
         torch.cuda.set_device(device)
     dtype = resolve_dtype(cfg.dtype, device.type)
     torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
+    if "WORLD_SIZE" not in os.environ:  # started without a launcher: a world of one (DeepSpeed would look for MPI)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=str(port))
     # A hang must fail in minutes, not after the 30-minute default.
     deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", timeout=timedelta(seconds=cfg.collective_timeout_s))
     phases.mark("dist_ready")

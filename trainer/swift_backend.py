@@ -112,9 +112,6 @@ def model_dir(cfg, ref, weights: str | None, dtype: str, topo) -> str:
 def train(cfg, ref, dataset, ds_config: dict, dtype: str, weights: str | None, topo, device, total_steps: int,
           timer, memory, phases) -> tuple[list[dict[str, Any]], list[str], dict[str, Any]]:
     version = check_installed()
-    if cfg.packing:
-        raise UserError("--packing with --backend swift", where="--backend swift",
-                        fix="ms-swift packs with its own algorithm (--packing true), not comparable: drop --packing")
     from deepspeed import comm as dist
 
     from trainer import hf_backend

@@ -109,10 +109,19 @@ def test_corrupted_dataset_line_fails_fast_with_file_and_line(tmp_path):
     (["--zero-stage", "2", "--offload-param"], "parameter offload needs ZeRO-3"),
     (["--micro-batch", "0"], "--micro-batch must be at least 1"),
     (["--steps", "500"], "need 1004"),  # 502 steps x global batch 2: more than the 108 samples
+    (["--backend", "swift", "--task", "pt", "--packing"], "--packing with --backend swift"),
+    (["--backend", "swift"], "ms-swift is not installed"),  # this environment has none: said before any collective
 ])
 def test_bad_settings_exit_2_with_a_message(tmp_path, args, expect):
     p = _trainer(args, tmp_path)
     assert p.returncode == 2 and expect in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
+def test_without_a_launcher_the_trainer_runs_as_a_world_of_one(tmp_path):
+    p = _trainer(["--steps", "1", "--warmup-steps", "0", "--zero-stage", "0"], tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]  # DeepSpeed alone would look for MPI
+    rec = json.loads((tmp_path / "r.json").read_text())
+    assert rec["status"] == "ok" and rec["config"]["world_size"] == 1 and rec["metrics"]["tokens_per_s"] > 0
 
 
 def test_moe_under_zero3_registers_its_leaf_modules(tmp_path):
