@@ -24,6 +24,7 @@ swift-env`); bench starts these ranks with that environment's python (bench/back
 from __future__ import annotations
 
 import json
+import shlex
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -137,11 +138,11 @@ def train(cfg, ref, dataset, ds_config: dict, dtype: str, weights: str | None, t
         return sum(c[0] for c in mb), sum(c[1] for c in mb), sum(c[2] for c in mb)
 
     measure = hf_backend.Measure(timer, memory, phases, total_steps, tokens)
-    pipeline = _measured_pipeline(cfg.task)(argv[1:])  # parsed by ms-swift's own argument classes
-    pipeline.stackbench = (measure, counts, cfg.seq_len if cfg.padding == "fixed" else None, pairs)
+    pipeline_cls = _measured_pipeline(cfg.task, measure, counts, cfg.seq_len if cfg.padding == "fixed" else None, pairs)
+    pipeline = pipeline_cls(argv[1:])  # parsed by ms-swift's own argument classes
     pipeline.main()
     dist.barrier()
-    setup = {"trainer": f"ms-swift {version}: swift {argv[0]}", "command": "swift " + " ".join(_quote(a) for a in argv),
+    setup = {"trainer": f"ms-swift {version}: swift {argv[0]}", "command": shlex.join(["swift", *argv]),
              "batches": "ms-swift's template and collator over stackbench's kept rows, in stackbench's per-rank order",
              "timing": "stackbench StepTimer in a TrainerCallback; tokens counted at ms-swift's collator",
              "accelerate_state": state, "optimizer": "the Trainer's adamw_torch, same settings as DeepSpeed's AdamW",
@@ -149,14 +150,9 @@ def train(cfg, ref, dataset, ds_config: dict, dtype: str, weights: str | None, t
     return measure.steps(), pipeline.leaves, setup
 
 
-def _quote(arg: str) -> str:
-    import shlex
-
-    return shlex.quote(arg)
-
-
-def _measured_pipeline(task: str):
-    """ms-swift's pipeline class for the task, with the measuring callback and the counting collator."""
+def _measured_pipeline(task: str, measure, counts: deque, padding_to: int | None, pairs: bool):
+    """ms-swift's pipeline class for the task, with the measuring callback and a collator that
+    pads as asked and counts each micro-batch's tokens into `counts`."""
     if task == "dpo":
         from swift.pipelines.train.rlhf import SwiftRLHF as base
     elif task == "pt":
@@ -165,8 +161,9 @@ def _measured_pipeline(task: str):
         from swift.pipelines.train.sft import SwiftSft as base
 
     class Measured(base):
+        leaves: list[str] = []
+
         def train(self, trainer):
-            measure, counts, padding_to, pairs = self.stackbench
             collate = trainer.data_collator
             inner = getattr(collate, "func", collate)  # ms-swift: partial(template.data_collator, padding_to=...)
 
