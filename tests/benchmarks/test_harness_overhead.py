@@ -18,8 +18,13 @@ pytestmark = pytest.mark.deepspeed
 
 @pytest.fixture(scope="module")
 def setup():
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("STACKBENCH_BENCH_PORT", "29571"),
-                      RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
+    # a world of one in this process; put back afterwards, or later subprocesses would inherit it
+    from bench.launchers.base import free_port
+
+    world = dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1",
+                 LOCAL_WORLD_SIZE="1")
+    saved = {k: os.environ.get(k) for k in world}
+    os.environ.update(world)
     import deepspeed
     import torch
 
@@ -37,7 +42,13 @@ def setup():
     batches = data.micro_batches(ds, rank=0, world=1, micro_batch=cfg.micro_batch, grad_accum=1,
                                  pad_id=tok.pad_token_id, seq_len=cfg.seq_len, padding="fixed")
     fixed = [next(batches) for _ in range(len(ds.samples) // cfg.micro_batch)]
-    return engine, cfg, batches, fixed
+    yield engine, cfg, batches, fixed
+    torch.distributed.destroy_process_group()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 def test_trainer_step(benchmark, setup):
