@@ -18,7 +18,7 @@ from trainer.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 SWIFT_VENV = ROOT / ".venv-swift"
-SETUP_HINT = "run `./sb swift-env` (about 3 minutes, once), or set STACKBENCH_SWIFT_PYTHON to a python with ms-swift"
+SETUP_HINT = "run `./sb swift-env` (about 2 minutes, once), or set STACKBENCH_SWIFT_PYTHON to a python with ms-swift"
 
 
 def python_for(backend: str) -> str:
