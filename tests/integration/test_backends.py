@@ -3,6 +3,10 @@ swift (ms-swift's own sft / rlhf pipeline in its own environment, fed the same r
 native loop: same DeepSpeed stage, weights and data, timed by stackbench. A backend that is fast
 but computes something else must not win: fp32 losses must agree with native's to 1e-5."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from bench.launchers import LaunchOptions
@@ -10,6 +14,8 @@ from bench.launchers.local import LocalLauncher
 from bench.spec import expand
 from bench.sweep import run_sweep
 from report import load, tables
+from tests.conftest import ROOT
+from trainer import record
 
 pytestmark = pytest.mark.deepspeed
 
@@ -48,3 +54,23 @@ def test_backends_match_native_losses_and_are_measured_the_same_way(tmp_path, sw
     side = tables.backends(df)
     assert {"hf / native", "swift / native"} <= set(side.columns) and len(side) == 4
     assert (side["hf / native"] > 0).all() and side["swift / native"].notna().sum() == 2
+
+
+@pytest.mark.slurm
+def test_swift_runs_across_two_slurm_nodes_with_native_losses(slurm_cluster, swift_python, tmp_path):
+    """The same launchers: a 2-node job on the Slurm test cluster (a distinct host per node) starts
+    ms-swift's ranks in its environment on both nodes; native's losses, same spec, come out equal."""
+    env = dict(os.environ, **slurm_cluster.env)
+    p = subprocess.run([sys.executable, "-m", "invoke", "bench", "--launcher", "slurm", "--nodes", "2",
+                        "--backend", "native,swift", "--tasks", "sft", "--zero", "3", "--gpus-per-node", "1",
+                        "--steps", "3", "--warmup", "1", "--results", str(tmp_path), "--sweep", "slurm"],
+                       capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    recs = {r["config"]["backend"]: r for r in map(record.read, (tmp_path / "slurm").glob("*.json")) if "schema" in r}
+    assert set(recs) == {"native", "swift"}
+    for rec in recs.values():
+        assert rec["status"] == "ok" and rec["environment"]["hosts"] == ["sbnode0", "sbnode1"]
+    assert recs["swift"]["metrics"]["loss"]["per_step"] == pytest.approx(recs["native"]["metrics"]["loss"]["per_step"],
+                                                                         rel=1e-5)
+    job = (tmp_path / "slurm" / recs["swift"]["run_id"] / "job.sbatch").read_text()
+    assert f"{swift_python} -m torch.distributed.run" in job
