@@ -176,11 +176,10 @@ def run(cfg: TrainConfig) -> dict:
     dtype = resolve_dtype(cfg.dtype, device.type)
     torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
     if "WORLD_SIZE" not in os.environ:  # started without a launcher: a world of one (DeepSpeed would look for MPI)
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        from bench.launchers.base import free_port
+
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=str(port))
+                          MASTER_PORT=str(free_port()))
     # A hang must fail in minutes, not after the 30-minute default.
     deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", timeout=timedelta(seconds=cfg.collective_timeout_s))
     phases.mark("dist_ready")

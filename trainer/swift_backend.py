@@ -68,8 +68,10 @@ def _as_messages(row) -> dict[str, Any]:
 
 
 def swift_argv(cfg, ref, model_dir: str, data_file: Path, ds_file: Path, out_dir: Path, dtype: str,
-               total_steps: int, optim: dict[str, Any]) -> list[str]:
-    """The `swift <subcommand>` arguments for this run (subcommand first); optim: the AdamW settings."""
+               total_steps: int, ds_config: dict[str, Any]) -> list[str]:
+    """The `swift <subcommand>` arguments for this run (subcommand first). The optimizer and
+    clipping settings are ds_config's (the run's DeepSpeed config), given as Trainer arguments."""
+    optim = ds_config["optimizer"]["params"]
     argv = [SUBCOMMAND[cfg.task]] + (["--rlhf_type", "dpo"] if cfg.task == "dpo" else []) + [
         "--tuner_type", "full", "--model", model_dir, "--check_model", "false",
         "--torch_dtype", DTYPE_NAMES[dtype], "--attn_impl", cfg.attn_impl,
@@ -79,8 +81,9 @@ def swift_argv(cfg, ref, model_dir: str, data_file: Path, ds_file: Path, out_dir
         "--max_length", str(cfg.seq_len), "--truncation_strategy", TOO_LONG[cfg.too_long],
         "--per_device_train_batch_size", str(cfg.micro_batch), "--gradient_accumulation_steps", str(cfg.grad_accum),
         "--max_steps", str(total_steps), "--learning_rate", str(cfg.lr), "--lr_scheduler_type", "constant",
-        "--warmup_ratio", "0", "--optim", "adamw_torch", "--adam_beta1", str(optim["betas"][0]), "--adam_beta2", str(optim["betas"][1]),
-        "--adam_epsilon", str(optim["eps"]), "--weight_decay", str(optim["weight_decay"]), "--max_grad_norm", "1.0",
+        "--warmup_ratio", "0", "--optim", "adamw_torch", "--adam_beta1", str(optim["betas"][0]),
+        "--adam_beta2", str(optim["betas"][1]), "--adam_epsilon", str(optim["eps"]),
+        "--weight_decay", str(optim["weight_decay"]), "--max_grad_norm", str(ds_config["gradient_clipping"]),
         "--deepspeed", str(ds_file), "--seed", str(cfg.seed), "--data_seed", str(cfg.seed),
         "--gradient_checkpointing", str(cfg.grad_checkpointing).lower(),
         "--average_tokens_across_devices", "false",  # a per-rank token mean, as the native loss
@@ -113,8 +116,6 @@ def model_dir(cfg, ref, weights: str | None, dtype: str, topo) -> str:
 def train(cfg, ref, dataset, ds_config: dict, dtype: str, weights: str | None, topo, device, total_steps: int,
           timer, memory, phases) -> tuple[list[dict[str, Any]], list[str], dict[str, Any]]:
     version = check_installed()
-    from deepspeed import comm as dist
-
     from trainer import hf_backend
 
     state = hf_backend.use_process_group(device)
@@ -123,12 +124,12 @@ def train(cfg, ref, dataset, ds_config: dict, dtype: str, weights: str | None, t
     work.mkdir(parents=True, exist_ok=True)
     rows = ordered_rows(dataset, topo.world, cfg.micro_batch, total_steps * cfg.grad_accum)
     data_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    # ms-swift's trainer builds the optimizer itself (it fails on DeepSpeed's DummyOptim): the
-    # same AdamW settings go in as Trainer arguments, and the record's config shows what DeepSpeed got
-    optim = ds_config.pop("optimizer")["params"]
-    ds_file.write_text(json.dumps(ds_config, indent=1))
     argv = swift_argv(cfg, ref, model_dir(cfg, ref, weights, dtype, topo), data_file, ds_file, work / "out", dtype,
-                      total_steps, optim)
+                      total_steps, ds_config)
+    # ms-swift's trainer builds the optimizer itself (it fails on DeepSpeed's DummyOptim): the
+    # AdamW settings went in as Trainer arguments, and the record's config shows what DeepSpeed got
+    del ds_config["optimizer"]
+    ds_file.write_text(json.dumps(ds_config, indent=1))
 
     counts: deque[tuple[int, int, int]] = deque()  # (real, padded, sequences) per micro-batch, in feeding order
     pairs = cfg.task == "dpo"
@@ -141,7 +142,6 @@ def train(cfg, ref, dataset, ds_config: dict, dtype: str, weights: str | None, t
     pipeline_cls = _measured_pipeline(cfg.task, measure, counts, cfg.seq_len if cfg.padding == "fixed" else None, pairs)
     pipeline = pipeline_cls(argv[1:])  # parsed by ms-swift's own argument classes
     pipeline.main()
-    dist.barrier()
     setup = {"trainer": f"ms-swift {version}: swift {argv[0]}", "command": shlex.join(["swift", *argv]),
              "batches": "ms-swift's template and collator over stackbench's kept rows, in stackbench's per-rank order",
              "timing": "stackbench StepTimer in a TrainerCallback; tokens counted at ms-swift's collator",

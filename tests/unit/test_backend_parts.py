@@ -49,7 +49,8 @@ def test_swift_argv_mirrors_the_run_spec(tmp_path):
     cfg = TrainConfig(task="dpo", zero_stage=3, micro_batch=4, grad_accum=2, seq_len=512, lr=2e-5, beta=0.2,
                       padding="longest", grad_checkpointing=True)
     argv = swift_argv(cfg, models.resolve("tiny"), "/m", tmp_path / "d.jsonl", tmp_path / "ds.json", tmp_path / "o",
-                      "bf16", 10, {"betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.0})
+                      "bf16", 10, {"optimizer": {"params": {"betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.0}},
+                                   "gradient_clipping": 1.0})
     assert argv[:3] == ["rlhf", "--rlhf_type", "dpo"]
     flags = dict(zip(argv[3::2], argv[4::2]))
     assert flags["--tuner_type"] == "full" and flags["--torch_dtype"] == "bfloat16"
