@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import shlex
 import sys
@@ -11,70 +12,46 @@ from invoke import Exit, task
 
 def _run(fn, **kwargs) -> None:
     """Call a library function; a user mistake prints its message and exits 2, never a traceback."""
-    from trainer.errors import UserError
+    from core.errors import EXIT_BAD_INPUT, UserError
 
     try:
         code = fn(**kwargs)
     except UserError as e:
         print(f"error: {e.render()}", file=sys.stderr)
-        raise Exit(code=2)
+        raise Exit(code=EXIT_BAD_INPUT)
     if code:
         raise Exit(code=code)
 
 
-@task(iterable=["env", "sbatch_arg"], help={
-    "tasks": "comma list of sft, dpo, pt",
-    "zero": "comma list of ZeRO stages 0-3",
-    "offload": "comma list of none, optimizer, optimizer+params (ZeRO-3)",
-    "nodes": "comma list of node counts (local launcher: emulated nodes on this host)",
-    "gpus_per_node": "comma list of GPUs (CPU: processes) per node",
-    "micro_batch": "comma list of micro-batch sizes (sequences, DPO pairs, per rank)",
-    "seq_len": "comma list of sequence lengths",
-    "model": "comma list of models: tiny (embedded), a preset (qwen3-8b ...) or a local HF directory",
-    "steps": "measured optimizer steps per run",
-    "warmup": "warm-up steps per run, excluded from timings",
-    "grad_accum": "gradient accumulation steps",
-    "dtype": "auto (bf16 on GPU, fp32 on CPU), bf16, fp32",
-    "data": "JSONL dataset (default: the shipped sample set for each task)",
-    "repeat_data": "cycle over the dataset when the steps need more samples than it has",
-    "backend": "comma list of native (stackbench's DeepSpeed loop), hf (transformers' Trainer / TRL) and swift (ms-swift; ./sb swift-env first)",
-    "launcher": "local (emulated nodes on this host), torchrun (hosts from --hostfile, over ssh) or slurm (sbatch)",
-    "results": "directory for records and logs",
-    "sweep": "sweep name (default: derived from the matrix, so re-running resumes)",
-    "deadline": "seconds one run may take before it is killed and recorded as timeout",
-    "dry_run": "print the plan and the launch commands, run nothing",
-    "script_only": "print each run's script (sbatch for slurm, per-node commands otherwise), run nothing",
-    "preflight": "join + all-reduce check of every node before each node count's runs (--no-preflight skips)",
-    "preflight_deadline": "seconds every node gets to join the preflight (and for its all-reduce)",
-    "collective_timeout": "seconds a collective may wait before the run fails (torch's default: 1800)",
-    "gpu_mem": "GiB of one GPU for the fit check (default: this host's GPU; CPU: RAM per rank)",
-    "run_anyway": "run configurations the memory model says cannot fit (default: record them skipped)",
-    "env": "KEY=VALUE for every rank on every host (repeatable); NCCL_*, GLOO_* ... pass through by themselves",
-    "hostfile": "torchrun launcher: one host per line ('host slots=8'), node 0 first",
-    "ssh_options": "torchrun launcher: options for ssh (default: BatchMode, ConnectTimeout=10)",
-    "partition": "slurm: partition", "account": "slurm: account", "exclusive": "slurm: whole nodes",
-    "sbatch_arg": "slurm: extra sbatch option (repeatable), e.g. --sbatch-arg=--qos=high",
-    "slurm_gpus": "slurm: request --gpus-per-node: auto (if the cluster has gpu GRES), yes, no",
-    "container_image": "slurm: run each node's command in this image (pyxis/enroot srun --container-image)",
-})
-def bench(c, tasks="sft,dpo", zero="0,1,2,3", offload="none", nodes="1,2", gpus_per_node="2", micro_batch="2",
-          seq_len="128", model="tiny", steps=8, warmup=2, grad_accum=1, dtype="auto", data="", repeat_data=False,
-          backend="native", launcher="local",
-          results="results", sweep="", deadline=900.0, dry_run=False, script_only=False, preflight=True,
-          preflight_deadline=30.0, collective_timeout=300, gpu_mem=0.0, run_anyway=False, env=None, hostfile="",
-          ssh_options="", partition="", account="", exclusive=False, sbatch_arg=None, slurm_gpus="auto",
-          container_image=""):
+def _bench_signature() -> tuple[inspect.Signature, dict[str, str], list[str]]:
+    """`invoke bench`'s flags, derived: every knob of the run config (core/config.py), then every
+    option of the sweep (bench/options.py). Returns (signature, help, repeatable flags)."""
+    from bench.options import BenchOptions
+    from core.config import bench_default, bench_flag, is_axis, knob_fields
+
+    params = [inspect.Parameter("c", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    helps, iterable = {}, []
+    for f in knob_fields():
+        params.append(inspect.Parameter(bench_flag(f), inspect.Parameter.POSITIONAL_OR_KEYWORD, default=bench_default(f)))
+        helps[bench_flag(f)] = f.metadata["help"] + (" (comma list: a sweep axis)" if is_axis(f) else "")
+    for f in BenchOptions.fields():
+        iterable += [f.name] if f.metadata["iterable"] else []
+        params.append(inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                        default=None if f.metadata["iterable"] else f.default))
+        helps[f.name] = f.metadata["help"]
+    return inspect.Signature(params), helps, iterable
+
+
+def _bench(c, **flags):
     """Sweep full-parameter SFT / DPO / PT across ZeRO stages and node counts; records under results/."""
     from bench.main import bench as run_bench
 
-    _run(run_bench, tasks=tasks, zero=zero, offload=offload, nodes=nodes, gpus_per_node=gpus_per_node,
-         micro_batch=micro_batch, seq_len=seq_len, model=model, steps=int(steps), warmup=int(warmup),
-         grad_accum=int(grad_accum), dtype=dtype, data=data, repeat_data=repeat_data, backend=backend, launcher=launcher,
-         results=results, sweep_name=sweep, deadline=float(deadline), dry_run=dry_run, script_only=script_only, preflight=preflight,
-         preflight_deadline=float(preflight_deadline), collective_timeout=int(collective_timeout),
-         gpu_mem=float(gpu_mem), run_anyway=run_anyway, env=tuple(env or ()), hostfile=hostfile,
-         ssh_options=ssh_options, partition=partition, account=account, exclusive=exclusive,
-         sbatch_args=tuple(sbatch_arg or ()), slurm_gpus=slurm_gpus, container_image=container_image)
+    _run(run_bench, **{k: tuple(v or ()) if k in _BENCH_ITERABLE else v for k, v in flags.items()})
+
+
+_bench.__signature__, _BENCH_HELP, _BENCH_ITERABLE = _bench_signature()
+# no generated short flags: invoke would hand out -h, -1 and "--" to knobs (keep -h for help)
+bench = task(_bench, name="bench", help=_BENCH_HELP, iterable=_BENCH_ITERABLE, auto_shortflags=False)
 
 
 @task(help={

@@ -1,4 +1,4 @@
-"""Will a run fit? The memory model's prediction for a spec against the memory one rank has.
+"""Will a run fit? The memory model's prediction for a run config against the memory one rank has.
 
 Runs predicted not to fit are recorded as `skipped` with the prediction instead of spending
 minutes to find the OOM (`--run-anyway` runs them). The capacity per rank is, in this order: the
@@ -11,17 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from bench import memory_model
-from bench.spec import OFFLOADS, RunSpec
-
-GIB = 1024**3
-
-
-def host_gib_per_rank(ranks_per_node: int) -> float:
-    """Physical RAM of this host shared by the ranks of one node."""
-    from envcheck.system import host_memory_gib
-
-    return host_memory_gib() / max(1, ranks_per_node)
+from core import memory_model
+from core.config import RunConfig, resolve_dtype
+from core.host import GIB, host_gib_per_rank
 
 
 def local_gpu_gib() -> float | None:
@@ -49,32 +41,28 @@ class FitCheck:
         """This host's GPU memory, probed once per sweep (NVML init is not free)."""
         return local_gpu_gib()
 
-    def capacity(self, spec: RunSpec) -> tuple[float, str]:
+    def capacity(self, cfg: RunConfig) -> tuple[float, str]:
         if self.gpu_gib:
             return self.gpu_gib, "--gpu-mem"
         if self.local_gpu:
             return self.local_gpu, "this host's GPU (NVML)"
-        return host_gib_per_rank(spec.procs_per_node), f"host RAM / {spec.procs_per_node} ranks per node"
+        return host_gib_per_rank(cfg.gpus_per_node), f"host RAM / {cfg.gpus_per_node} ranks per node"
 
-    def predict(self, spec: RunSpec) -> memory_model.MemoryPrediction:
+    def predict(self, cfg: RunConfig) -> memory_model.MemoryPrediction:
         from trainer import models
 
-        if spec.model not in self._shapes:
-            self._shapes[spec.model] = models.shape(models.resolve(spec.model))
-        gib, _ = self.capacity(spec)
+        if cfg.model not in self._shapes:
+            self._shapes[cfg.model] = models.shape(models.resolve(cfg.model))
+        gib, _ = self.capacity(cfg)
         gpu = bool(self.gpu_gib) or self.local_gpu is not None
-        dtype = spec.dtype if spec.dtype != "auto" else ("bf16" if gpu else "fp32")
-        opt, par = OFFLOADS[spec.offload]
-        return memory_model.predict_for(
-            self._shapes[spec.model], task=spec.task, stage=spec.zero_stage, ranks=spec.world_size,
-            micro_batch=spec.micro_batch, seq_len=spec.seq_len, offload_optimizer=opt, offload_param=par, dtype=dtype,
-            attn_impl=spec.attn_impl, grad_checkpointing=spec.grad_checkpointing, device_gib=gib)
+        dtype = resolve_dtype(cfg.dtype, "cuda" if gpu else "cpu")
+        return memory_model.predict_for(self._shapes[cfg.model], cfg, dtype=dtype, device_gib=gib)
 
-    def why_not(self, spec: RunSpec) -> tuple[dict, str | None]:
+    def why_not(self, cfg: RunConfig) -> tuple[dict, str | None]:
         """(prediction, reason to skip or None)."""
-        pred = self.predict(spec)
+        pred = self.predict(cfg)
         if pred.fits is False and not self.run_anyway:
-            gib, source = self.capacity(spec)
+            gib, source = self.capacity(cfg)
             return pred.to_dict(), (f"predicted {pred.total_gib:.1f} GiB per rank (model states "
                                     f"{pred.model_states_gib:.1f}, activations {pred.activations_gib:.1f}, logits "
                                     f"{pred.logits_gib:.1f}, reference {pred.reference_gib:.1f}) > {gib:.1f} GiB "

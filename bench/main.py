@@ -1,27 +1,23 @@
-"""`invoke bench`: expand the matrix, print the plan (or the scripts) or run it, end with the table."""
+"""`invoke bench`: the flags -> the matrix of run configs -> the plan (or the scripts) or the
+sweep, ending with the table. The flags are the run config's knobs (core.config.RunConfig, every
+non-boolean one a comma list) and the sweep's options (bench.options.BenchOptions)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from bench import backends, summary, sweep
 from bench.fit import FitCheck
 from bench.launchers import LAUNCHERS, LaunchOptions, Launcher
-from bench.launchers.base import join_commands
-from bench.spec import expand
-from trainer.errors import ConfigError
+from bench.launchers.contract import join_commands
+from bench.matrix import expand, sweep_id_for
+from bench.options import BenchOptions
+from core.config import bench_flag, is_axis, knob_fields, parse_axis
+from core.errors import EXIT_FAILED, EXIT_OK, ConfigError
 
 
-def csv(value: str, kind=str) -> list:
-    """'0,1,2' -> [0, 1, 2]; errors name the flag value."""
-    items = [v.strip() for v in str(value).split(",") if v.strip()]
-    try:
-        return [kind(v) for v in items]
-    except ValueError:
-        raise ConfigError(f"cannot read {value!r} as a comma list of {kind.__name__}", fix="e.g. 0,1,2,3") from None
-
-
-def env_pairs(items: list[str]) -> dict[str, str]:
+def env_pairs(items: tuple[str, ...]) -> dict[str, str]:
     out = {}
     for item in items:
         key, eq, value = item.partition("=")
@@ -31,55 +27,59 @@ def env_pairs(items: list[str]) -> dict[str, str]:
     return out
 
 
-def make_launcher(name: str, options: LaunchOptions, *, hostfile: str = "", ssh_options: str = "",
-                  partition: str = "", account: str = "", exclusive: bool = False, sbatch_args: tuple = (),
-                  slurm_gpus: str = "auto", container_image: str = "") -> Launcher:
-    if name not in LAUNCHERS:
-        raise ConfigError(f"unknown launcher {name!r}", where="--launcher", fix=f"use {', '.join(LAUNCHERS)}")
-    if name == "torchrun":
-        return LAUNCHERS[name](options, hostfile=hostfile, ssh_options=ssh_options)
-    if name == "slurm":
-        return LAUNCHERS[name](options, partition=partition, account=account, exclusive=exclusive,
-                               sbatch_args=tuple(sbatch_args), gpus=slurm_gpus, container_image=container_image)
-    return LAUNCHERS[name](options)
+def launch_options(opts: BenchOptions) -> LaunchOptions:
+    return LaunchOptions(deadline_s=opts.deadline, preflight=opts.preflight, preflight_deadline_s=opts.preflight_deadline,
+                         collective_timeout_s=opts.collective_timeout, env=env_pairs(tuple(opts.env)))
 
 
-def bench(*, tasks: str, zero: str, offload: str, nodes: str, gpus_per_node: str, micro_batch: str, seq_len: str,
-          model: str, steps: int, warmup: int, grad_accum: int, dtype: str, data: str, launcher: str, repeat_data: bool = False,
-          results: str, sweep_name: str, deadline: float, dry_run: bool = False, script_only: bool = False,
-          preflight: bool = True, preflight_deadline: float = 30.0, collective_timeout: int = 300,
-          gpu_mem: float = 0.0, run_anyway: bool = False, env: tuple = (), backend: str = "native",
-          **launcher_args) -> int:
-    options = LaunchOptions(deadline_s=deadline, preflight=preflight, preflight_deadline_s=preflight_deadline,
-                            collective_timeout_s=collective_timeout, env=env_pairs(list(env)))
-    runner = make_launcher(launcher, options, **launcher_args)
-    specs, invalid = expand(tasks=csv(tasks), zero_stages=csv(zero, int), offloads=csv(offload), nodes=csv(nodes, int),
-                            procs_per_node=csv(gpus_per_node, int), micro_batches=csv(micro_batch, int),
-                            seq_lens=csv(seq_len, int), models=csv(model), backends=csv(backend), steps=steps, warmup_steps=warmup,
-                            grad_accum=grad_accum, dtype=dtype, data=data, repeat_data=repeat_data, launcher=launcher)
-    sweep_id = sweep_name or sweep.sweep_id_for(specs)
-    sweep_dir = Path(results) / sweep_id
-    fit = FitCheck(gpu_gib=gpu_mem or None, run_anyway=run_anyway)
-    for spec, why in invalid:
-        print(f"left out {spec.run_id}: {why}")
-    if script_only:
-        for spec in specs:
-            print(runner.script(spec, sweep_dir))
-        return 0
-    if dry_run:
-        print(f"sweep {sweep_id}: {len(specs)} runs -> {sweep_dir}")
-        for spec in specs:
-            _, why = fit.why_not(spec)
-            state = ("done (ok), will be skipped" if sweep.done(sweep_dir, spec)
+def make_launcher(opts: BenchOptions) -> Launcher:
+    if opts.launcher not in LAUNCHERS:
+        raise ConfigError(f"unknown launcher {opts.launcher!r}", where="--launcher", fix=f"use {', '.join(LAUNCHERS)}")
+    settings: dict[str, Any] = {
+        "torchrun": dict(hostfile=opts.hostfile, ssh_options=opts.ssh_options),
+        "slurm": dict(partition=opts.partition, account=opts.account, exclusive=opts.exclusive,
+                      sbatch_args=tuple(opts.sbatch_arg), gpus=opts.slurm_gpus, container_image=opts.container_image),
+    }.get(opts.launcher, {})
+    return LAUNCHERS[opts.launcher](launch_options(opts), **settings)
+
+
+def split_flags(flags: dict[str, Any]) -> tuple[dict[str, list], BenchOptions]:
+    """`invoke bench`'s keyword arguments -> (knob name -> values, the sweep's options)."""
+    axes = {}
+    for f in knob_fields():
+        value = flags.pop(bench_flag(f), None)
+        if value is not None:
+            axes[f.name] = parse_axis(f, value) if is_axis(f) else [value]
+    return axes, BenchOptions(**flags)
+
+
+def bench(**flags: Any) -> int:
+    axes, opts = split_flags(dict(flags))
+    runner = make_launcher(opts)
+    configs, invalid = expand(axes)
+    sweep_id = opts.sweep or sweep_id_for(configs, runner.name)
+    sweep_dir = Path(opts.results) / sweep_id
+    fit = FitCheck(gpu_gib=opts.gpu_mem or None, run_anyway=opts.run_anyway)
+    for combination, why in invalid:
+        print(f"left out {combination}: {why}")
+    if opts.script_only:
+        for cfg in configs:
+            print(runner.script(cfg, sweep_dir))
+        return EXIT_OK
+    if opts.dry_run:
+        print(f"sweep {sweep_id}: {len(configs)} runs -> {sweep_dir}")
+        for cfg in configs:
+            _, why = fit.why_not(cfg)
+            state = ("done (ok), will be skipped" if sweep.done(sweep_dir, cfg)
                      else f"will be skipped: {why}" if why else "to run")
-            print(f"\n# {spec.run_id}: {state}\n{join_commands(runner.commands(spec, sweep_dir, 29500))}")
-        return 0
-    if not specs:
+            print(f"\n# {cfg.run_id}: {state}\n{join_commands(runner.commands(cfg, sweep_dir, 29500))}")
+        return EXIT_OK
+    if not configs:
         raise ConfigError("the matrix is empty", fix="check --tasks, --zero and --offload")
-    backends.check(sorted({s.backend for s in specs}))
-    records = sweep.run_sweep(specs, runner, sweep_dir, fit=fit)
+    backends.check(sorted({c.backend for c in configs}))
+    records = sweep.run_sweep(configs, runner, sweep_dir, fit=fit)
     ok = sum(r["status"] == "ok" for r in records)
     skipped = sum(r["status"] == "skipped" for r in records)
     summary.print_table(records, title=f"{sweep_id}: {ok}/{len(records)} ok" + (f", {skipped} skipped (cannot fit)"
                                        if skipped else "") + f" -> {sweep_dir}")
-    return 0 if all(r["status"] in ("ok", "skipped") for r in records) else 1
+    return EXIT_OK if all(r["status"] in ("ok", "skipped") for r in records) else EXIT_FAILED

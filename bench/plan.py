@@ -7,9 +7,9 @@ per step); then the most headroom. bench's fit check uses the same memory model.
 
 from __future__ import annotations
 
-from bench import formulas, memory_model
-from bench.spec import OFFLOADS
-from trainer.errors import ConfigError
+from core import formulas, memory_model
+from core.config import OFFLOADS, RunConfig, offload_problem
+from core.errors import ConfigError
 
 HEADROOM = 0.9  # leave 10% of the device for the allocator's fragmentation, NCCL buffers, the CUDA context
 
@@ -27,17 +27,16 @@ def plan(*, model: str, gpus_per_node: int, gpu_mem_gib: float, nodes: list[int]
                                            seq_len, grad_checkpointing)
     rows = []
     for n in nodes:
-        world = n * gpus_per_node
         for stage in (0, 1, 2, 3):
-            for offload, (opt, par) in OFFLOADS.items():
-                if (par and stage != 3) or (opt and stage == 0):
+            for offload in OFFLOADS:
+                if offload_problem(stage, offload):
                     continue
-                pred = memory_model.predict_for(shape, task=task, stage=stage, ranks=world, micro_batch=micro_batch,
-                                                seq_len=seq_len, offload_optimizer=opt, offload_param=par, dtype=dtype,
-                                                attn_impl="sdpa", grad_checkpointing=grad_checkpointing,
-                                                device_gib=gpu_mem_gib * HEADROOM)
+                cfg = RunConfig(model=model, task=task, nodes=n, gpus_per_node=gpus_per_node, micro_batch=micro_batch,
+                                seq_len=seq_len, zero_stage=stage, offload=offload, dtype=dtype,
+                                grad_checkpointing=grad_checkpointing)
+                pred = memory_model.predict_for(shape, cfg, dtype=dtype, device_gib=gpu_mem_gib * HEADROOM)
                 rows.append({
-                    "nodes": n, "world_size": world, "zero_stage": stage, "offload": offload,
+                    "nodes": n, "world_size": cfg.world_size, "zero_stage": stage, "offload": offload,
                     "predicted_gib": pred.total_gib, "model_states_gib": pred.model_states_gib,
                     "activations_gib": pred.activations_gib + pred.logits_gib, "reference_gib": pred.reference_gib,
                     "host_gib_per_rank": pred.host_gib, "fits": bool(pred.fits),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from core import record
+from core.config import OFFLOADS
+
 
 def _fmt(value, spec: str = ".3g", none: str = "–") -> str:
     return none if value is None else format(value, spec)
@@ -9,12 +12,10 @@ def _fmt(value, spec: str = ".3g", none: str = "–") -> str:
 
 def rows(records: list[dict]) -> list[dict[str, str]]:
     """Formatted cells per run, from the same flattening the report uses (report/load.py)."""
-    from report.load import row
-
     out = []
     for rec in records:
-        r, loss = row(rec), (rec.get("metrics") or {}).get("loss") or {}
-        offload = {"none": "", "optimizer": "+opt", "optimizer+params": "+opt+param"}.get(r["offload"], "")
+        r, loss = record.to_row(rec), (rec.get("metrics") or {}).get("loss") or {}
+        offload = OFFLOADS[r["offload"]].short
         out.append({
             "run": rec["run_id"].rsplit("-", 1)[0],
             "status": r["status"] if r["status"] == "ok" else f"{r['status']}: {r['error_kind'] or ''}",

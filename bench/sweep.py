@@ -1,4 +1,4 @@
-"""Run a list of specs through a launcher, one record per run, never losing a sweep.
+"""Run a list of run configs through a launcher, one record per run, never losing a sweep.
 
 Resume: a run whose record says ok is not run again. Every other outcome is a record too, and
 the sweep goes on. Ctrl-C marks the running run interrupted and leaves the others as they are.
@@ -9,28 +9,20 @@ sweep goes on with the others. Runs the memory model says cannot fit are recorde
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from bench.fit import FitCheck
 from bench.launchers import Launcher
-from bench.launchers.base import preflight_failed, spec_config
-from bench.spec import RunSpec
-from trainer import record
+from bench.launchers.outcomes import preflight_failed
+from core import record
+from core.config import RunConfig
 
 
-def sweep_id_for(specs: list[RunSpec]) -> str:
-    """The same matrix gives the same id, so running the same command again resumes it."""
-    digest = hashlib.sha256(json.dumps([asdict(s) for s in specs], sort_keys=True).encode()).hexdigest()[:8]
-    return f"sweep-{digest}"
-
-
-def done(sweep_dir: Path, spec: RunSpec) -> dict | None:
-    path = sweep_dir / f"{spec.run_id}.json"
+def done(sweep_dir: Path, cfg: RunConfig) -> dict | None:
+    path = sweep_dir / f"{cfg.run_id}.json"
     if path.exists():
         try:
             rec = record.read(path)
@@ -41,13 +33,14 @@ def done(sweep_dir: Path, spec: RunSpec) -> dict | None:
     return None
 
 
-def run_sweep(specs: list[RunSpec], launcher: Launcher, sweep_dir: Path, *, quiet: bool | None = None,
+def run_sweep(configs: list[RunConfig], launcher: Launcher, sweep_dir: Path, *, quiet: bool | None = None,
               fit: FitCheck | None = None) -> list[dict]:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    (sweep_dir / "sweep.json").write_text(json.dumps({"specs": [asdict(s) for s in specs]}, indent=1) + "\n")
+    (sweep_dir / "sweep.json").write_text(json.dumps({"launcher": launcher.name, "runs": [c.to_dict() for c in configs]},
+                                                     indent=1) + "\n")
     console = Console(stderr=True)
     quiet = not sys.stderr.isatty() if quiet is None else quiet
     records: list[dict] = []
@@ -55,48 +48,50 @@ def run_sweep(specs: list[RunSpec], launcher: Launcher, sweep_dir: Path, *, quie
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=quiet)
     with progress:
-        bar = progress.add_task("sweep", total=len(specs))
-        for i, spec in enumerate(specs, 1):
-            prior = done(sweep_dir, spec)
+        bar = progress.add_task("sweep", total=len(configs))
+        for i, cfg in enumerate(configs, 1):
+            prior = done(sweep_dir, cfg)
             if prior:
                 records.append(prior)
-                _say(progress, quiet, f"[{i}/{len(specs)}] {spec.run_id}: already ok, skipped (resume)")
+                _say(progress, quiet, f"[{i}/{len(configs)}] {cfg.run_id}: already ok, skipped (resume)")
                 progress.advance(bar)
                 continue
-            progress.update(bar, description=f"{spec.run_id}")
+            progress.update(bar, description=f"{cfg.run_id}")
             t0 = time.monotonic()
-            rec = _not_runnable(spec, sweep_dir, launcher, fit, preflights, lambda line: _say(progress, quiet, line))
-            rec = rec or launcher.launch(spec, sweep_dir)
+            rec = _not_runnable(cfg, sweep_dir, launcher, fit, preflights, lambda line: _say(progress, quiet, line))
+            rec = rec or launcher.launch(cfg, sweep_dir)
             records.append(rec)
             why = f": {rec['error']['kind']}: {rec['error']['message'].splitlines()[0]}" if rec.get("error") else ""
             _say(progress, quiet,
-                 f"[{i}/{len(specs)}] {spec.run_id}: {rec['status']} in {time.monotonic() - t0:.0f} s{why}")
+                 f"[{i}/{len(configs)}] {cfg.run_id}: {rec['status']} in {time.monotonic() - t0:.0f} s{why}")
             progress.advance(bar)
     return records
 
 
-def _not_runnable(spec: RunSpec, sweep_dir: Path, launcher: Launcher, fit: FitCheck | None,
+def _not_runnable(cfg: RunConfig, sweep_dir: Path, launcher: Launcher, fit: FitCheck | None,
                   preflights: dict, say) -> dict | None:
     """A skipped or failed record when the run must not start (cannot fit; its nodes failed the preflight)."""
     started = record.now()
+    launch = launcher.bookkeeping(cfg, sweep_dir)
     if fit is not None:
-        prediction, why = fit.why_not(spec)
+        prediction, why = fit.why_not(cfg)
         if why:
-            return record.write_and_return(sweep_dir / f"{spec.run_id}.json", record.new(
-                spec.run_id, sweep_dir.name, "skipped", config=spec_config(spec), command="", started_at=started,
-                prediction=prediction, error=record.error("predicted_oom", why)))
-    key = (spec.nodes, spec.procs_per_node)
+            rec = record.new("skipped", cfg, launch, started_at=started, prediction=prediction,
+                             error=record.error("predicted_oom", why))
+            record.write(sweep_dir / f"{cfg.run_id}.json", rec)
+            return rec
+    key = (cfg.nodes, cfg.gpus_per_node)
     if launcher.options.preflight and key not in preflights:
         pf = preflights[key] = launcher.preflight(*key, sweep_dir)
         if pf is not None:
             ar = pf.get("allreduce") or {}
-            say(f"preflight {spec.nodes} node(s) x {spec.procs_per_node}: " + (
+            say(f"preflight {cfg.nodes} node(s) x {cfg.gpus_per_node}: " + (
                 f"ok, {len(pf.get('joined_hosts', []))} nodes joined in {pf.get('join_s', 0):.1f} s, all-reduce "
                 f"{ar.get('bytes', 0) / 2**20:.0f} MiB busbw {ar.get('busbw_gbps', 0):.2f} GB/s ({pf.get('backend')})"
                 if pf["ok"] else f"FAILED: {pf['message']}"))
     pf = preflights.get(key)
     if pf is not None and not pf["ok"]:
-        return preflight_failed(spec, sweep_dir, pf, "", started)
+        return preflight_failed(cfg, launch, pf, started)
     return None
 
 

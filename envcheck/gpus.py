@@ -96,7 +96,7 @@ def _nvlink(pynvml, count: int) -> list[Check]:
 
 
 def _torch_cuda() -> str | None:
-    from envcheck.versions import torch_build
+    from core.stack import torch_build
 
     return torch_build().get("cuda")
 

@@ -11,11 +11,11 @@ def envcheck(*, as_json: bool = False, strict: bool = False, lock: str = "", nod
     from envcheck import runner
 
     if nodes:
-        from bench.launchers import LaunchOptions
         from bench.main import make_launcher
+        from bench.options import BenchOptions
         from envcheck import nodes as nodes_mod
 
-        runner_ = make_launcher(launcher, LaunchOptions(preflight_deadline_s=preflight_deadline), **launcher_args)
+        runner_ = make_launcher(BenchOptions(launcher=launcher, preflight_deadline=preflight_deadline, **launcher_args))
         report = nodes_mod.across(runner_, nodes, gpus_per_node, Path(work_dir) / f"{launcher}-n{nodes}", deadline)
     else:
         report = runner.run(lock=lock or None)

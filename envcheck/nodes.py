@@ -10,15 +10,17 @@ import sys
 import time
 from pathlib import Path
 
+from core.stack import dists
 from envcheck.check import Check, area
 
 ok, warn, fail, skip = area("nodes")
 
-# what must be equal on every node, as paths into a fingerprint
+# what must be equal on every node, as paths into a fingerprint: the packages core/stack.py marks
+# same_on_every_node, and what is not a package
 SAME_EVERYWHERE = {
     "image": ("image",), "lock hash": ("lock_hash",), "driver": ("devices", "driver"), "nccl": ("nccl",),
-    "torch": ("packages", "torch"), "torch CUDA": ("torch_cuda",), "deepspeed": ("packages", "deepspeed"),
-    "transformers": ("packages", "transformers"), "flash-attn": ("packages", "flash-attn"), "python": ("python",),
+    "torch CUDA": ("torch_cuda",), "python": ("python",),
+    **{dist: ("packages", dist) for dist in dists("same_on_every_node")},
 }
 
 

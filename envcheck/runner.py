@@ -43,7 +43,7 @@ def run(lock: str | None = None, checks: list[Callable[[], list[Check]]] | None 
         results = [c for group in pool.map(_safe, fns) for c in group]
     results.sort(key=lambda c: AREAS.index(c.area) if c.area in AREAS else len(AREAS))
     summary = {s: sum(c.status == s for c in results) for s in ("ok", "warn", "fail", "skip")}
-    from envcheck.fingerprint import fingerprint
+    from core.fingerprint import fingerprint
 
     return {"schema": SCHEMA, "host": socket.gethostname(), "started_at": started,
             "duration_s": round(time.perf_counter() - t0, 3), "summary": summary,
@@ -62,7 +62,7 @@ def emit(report: dict, *, strict: bool = False, as_json: bool = False, out: str 
 
     report["exit_code"] = exit_code(report, strict)
     if out:
-        from trainer import record
+        from core import record
 
         record.write(out, report)
     if as_json:

@@ -9,10 +9,10 @@ import resource
 import shutil
 from pathlib import Path
 
+from core.host import GIB, host_memory_gib
 from envcheck.check import Check, area
 
 ok, warn, fail, skip = area("system")
-GIB = 1024**3
 SHM_MIN_GIB = 1.0   # NCCL's shared-memory transport and DataLoader workers; docker's default is 64 MiB
 DISK_MIN_GIB = 50.0  # one 8B checkpoint with optimizer states is ~100 GiB; below this, warn
 
@@ -79,11 +79,6 @@ def check_disk(paths: tuple[str, ...] = ()) -> list[Check]:
         out.append(make(label, f"{free:.0f} GiB free", str(path),
                         "" if free >= DISK_MIN_GIB else "checkpoints of an 8B model with optimizer states take ~100 GiB"))
     return out
-
-
-def host_memory_gib() -> float:
-    """Physical RAM of this host (the fit check's capacity on CPU, too)."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
 
 
 def check_host() -> list[Check]:

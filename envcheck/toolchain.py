@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 from envcheck.check import Check, area
-from envcheck.versions import torch_build
+from core.stack import torch_build
 
 ok, warn, fail, skip = area("toolchain")
 

@@ -1,64 +1,22 @@
-"""Versions of the stack, read without importing it where possible (importing torch alone takes
-1.5-3 s): package metadata, torch's own version.py and TorchConfig.cmake, DeepSpeed's
-git_version_info_installed.py, the NVIDIA wheels torch loads (NCCL, cuDNN). Compiled extensions
+"""Versions of the stack (the packages of core/stack.py), read without importing it where possible
+(importing torch alone takes 1.5-3 s): package metadata, torch's own files (core.stack.torch_build),
+DeepSpeed's git_version_info_installed.py, the NVIDIA wheels torch loads (NCCL, cuDNN). Compiled extensions
 (flash-attn) are imported for real: metadata says nothing about an undefined symbol."""
 
 from __future__ import annotations
 
 import ast
-import importlib.util
 import os
-import re
 import sys
-from importlib import metadata
 from pathlib import Path
 
+from core.stack import NVIDIA_WHEELS, PACKAGES, package_dir, torch_build, version
 from envcheck import compat
 from envcheck.check import Check, area
 
 ok, warn, fail, skip = area("versions")
 
-# distribution name -> what it is for (the table's detail column)
-STACK = {
-    "torch": "PyTorch", "deepspeed": "ZeRO", "transformers": "models", "accelerate": "HF launcher",
-    "flash-attn": "attention kernels", "trl": "DPO trainer", "peft": "adapters", "ms-swift": "ms-swift CLI",
-    "megatron-core": "Megatron", "transformer-engine": "FP8 / fused layers", "apex": "fused optimizers",
-    "nvidia-ml-py": "NVML bindings",
-}
-NVIDIA_WHEELS = {"nccl": "nvidia-nccl-cu12", "cudnn": "nvidia-cudnn-cu12"}
-
-
-def version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def package_dir(name: str) -> Path | None:
-    spec = importlib.util.find_spec(name)
-    return Path(spec.origin).parent if spec and spec.origin else None
-
-
-def torch_build() -> dict:
-    """torch's version, CUDA build and C++ ABI from its files (no import)."""
-    root = package_dir("torch")
-    if root is None:
-        return {}
-    out: dict = {"version": version("torch")}
-    text = (root / "version.py").read_text() if (root / "version.py").exists() else ""
-    m = re.search(r"^cuda\s*(?::\s*\S+)?\s*=\s*'([^']*)'", text, re.M)
-    out["cuda"] = m.group(1) if m else None
-    out["cxx11_abi"] = None
-    cmake = root / "share/cmake/Torch/TorchConfig.cmake"
-    m = re.search(r"_GLIBCXX_USE_CXX11_ABI=(\d)", cmake.read_text()) if cmake.exists() else None
-    if m:  # torch <= 2.6 wheels say it here (pre-C++11 ABI: flash-attn wheels tagged cxx11abiFALSE)
-        out["cxx11_abi"] = bool(int(m.group(1)))
-    else:  # torch >= 2.7 is always built with the C++11 ABI and says so in Python
-        init = (root / "__init__.py").read_text()
-        m = re.search(r"def compiled_with_cxx11_abi\(\).*?return (True|False)\b", init, re.S)
-        out["cxx11_abi"] = (m.group(1) == "True") if m else None
-    return out
+STACK = {p.dist: p.role for p in PACKAGES if p.checked}  # distribution -> what it is for (the table's detail)
 
 
 def deepspeed_ops() -> dict | None:

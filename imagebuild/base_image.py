@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from trainer.errors import UserError
+from core.errors import UserError
 
 PACKAGES = "python3,python3-venv,python3-dev,ca-certificates,g++"
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from trainer.errors import UserError
+from core.errors import UserError
 
 
 def errors():

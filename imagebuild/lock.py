@@ -26,7 +26,7 @@ from pathlib import Path
 
 from envcheck.drift import lock_hash, normalize, read_lock
 from imagebuild.profile import Profile
-from trainer.errors import ConfigError, UserError
+from core.errors import ConfigError, UserError
 
 SIMPLE = "https://pypi.org/simple/{name}/"  # PEP 691 JSON: every file with its sha256
 

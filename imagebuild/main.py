@@ -13,8 +13,8 @@ from imagebuild import lock as lock_mod
 from imagebuild import profile as profile_mod
 from imagebuild import render
 from imagebuild.profile import ROOT, Profile
-from trainer import record
-from trainer.errors import UserError
+from core import record
+from core.errors import UserError
 
 
 def _say(line: str) -> None:

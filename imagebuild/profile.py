@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from envcheck.drift import normalize
-from trainer.errors import ConfigError
+from core.errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib

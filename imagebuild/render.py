@@ -11,14 +11,14 @@ from pathlib import Path
 
 import jinja2
 
+from core.stack import dists
 from envcheck.drift import normalize
 from imagebuild.lock import Lock
 from imagebuild.profile import ROOT, Profile
 
 TEMPLATE = ROOT / "docker" / "Dockerfile.j2"
-SOURCES = ("trainer", "bench", "envcheck", "report", "tasks.py", "pyproject.toml")  # what runs inside the image
-LABELLED = ("torch", "deepspeed", "flash-attn", "transformers", "accelerate", "trl", "peft", "megatron-core",
-            "transformer-engine-cu12", "nvidia-cudnn-cu12", "nvidia-nccl-cu12", "triton")
+SOURCES = ("core", "trainer", "bench", "envcheck", "report", "tasks.py", "pyproject.toml")  # what runs inside the image
+LABELLED = dists("labelled")  # core/stack.py: the one list of packages
 
 
 def tag(profile: Profile, lock: Lock) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from report import load, render
-from trainer.errors import ConfigError
+from core.errors import ConfigError
 
 
 def report(results: str = "results", out: str = "", baseline: str = "") -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from core.config import stage_label
 from report.load import KEY
 
 GROUP = ["model", "task", "backend", "offload", "gpus_per_node", "micro_batch", "seq_len", "dtype"]
@@ -17,9 +18,10 @@ def ok(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def label(df: pd.DataFrame) -> pd.Series:
-    """'ZeRO-3 +optimizer' per row, vectorised (reports over thousands of runs)."""
-    off = df["offload"].map({"none": "", "optimizer": " +opt offload", "optimizer+params": " +opt+param offload"})
-    return "ZeRO-" + df["zero_stage"].astype(str) + off.fillna("")
+    """'ZeRO-3 +opt offload' per row (core.config.stage_label), once per distinct configuration:
+    reports over thousands of runs."""
+    labels = {pair: stage_label(*pair) for pair in set(zip(df["zero_stage"], df["offload"]))}
+    return pd.Series([labels[pair] for pair in zip(df["zero_stage"], df["offload"])], index=df.index, dtype=object)
 
 
 def scaling(df: pd.DataFrame) -> pd.DataFrame:

@@ -1,51 +1,59 @@
 """python -m trainer [--task sft|dpo|pt] [--model ...] [--zero-stage N] ... — the rank worker.
 
 Start it under a distributed launcher (torchrun, srun + torchrun); `invoke bench` does that and
-fills in --run-id, --out, --launcher and --command. Exit codes: 0 ok, 2 bad input (a record with
-status failed / kind bad_input is written by rank 0), 3 out of memory, 1 anything else.
+fills in --run-id, --out, --launcher and --command. Every flag is a field of core.config.RunConfig
+(what the run is) or core.config.Launch (bookkeeping). Exit codes: 0 ok, 2 bad input (a record
+with status failed / kind bad_input is written by rank 0), 3 out of memory, 1 anything else.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 
-from trainer.errors import UserError
+from core.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_OOM, UserError
+
+# CUDA's and torch's CPU allocator's words for running out of memory
+OUT_OF_MEMORY = re.compile(r"out of memory|not enough memory|can't allocate memory|Cannot allocate memory", re.I)
 
 
-def _failure_record(cfg, kind: str, message: str, status: str = "failed") -> None:
+def _failure_record(cfg, launch, status: str, kind: str, message: str) -> None:
     """Rank 0 records what stopped the run, so a sweep keeps it as a result."""
-    if int(os.environ.get("RANK", 0)) != 0 or cfg is None or not cfg.run_id:
+    if int(os.environ.get("RANK", 0)) != 0 or cfg is None or launch is None:
         return
-    from trainer import record
+    from core import record
 
-    rec = record.new(cfg.run_id, cfg.sweep_id, status, config={"task": cfg.task, "trainer": cfg.to_dict()},
-                     command=cfg.command, started_at=record.now(),
+    rec = record.new(status, cfg, launch, started_at=record.now(),
                      error=record.error(kind, message, rank=0, host=socket.gethostname()))
-    record.write(os.path.join(cfg.out, f"{cfg.run_id}.json"), rec)
+    record.write(os.path.join(launch.out, f"{rec['run_id']}.json"), rec)
 
 
 def main(argv: list[str] | None = None) -> int:
     prefix = f"[{socket.gethostname()}:{os.environ.get('RANK', 0)}]"
-    cfg = None
+    cfg = launch = None
     try:
-        from trainer.config import parse_args
+        from core.config import parse_trainer_args
 
-        cfg = parse_args(argv)
-        from trainer.run import run
+        cfg, launch, given = parse_trainer_args(argv)
+        from trainer.backends.base import Topology
+        from trainer.run import run, with_topology
 
-        run(cfg)
-        return 0
+        cfg = with_topology(cfg, given, Topology.from_env())  # before anything can fail: records say what ran
+        launch = launch.replace(run_id=launch.run_id or cfg.run_id)
+        run(cfg, launch)
+        return EXIT_OK
     except UserError as e:
         print(f"{prefix} error: {e.render()}", file=sys.stderr, flush=True)
-        _failure_record(cfg, e.kind, e.render())
-        return 2
+        _failure_record(cfg, launch, "failed", e.kind, e.render())
+        return EXIT_BAD_INPUT
     except Exception as e:  # OOM is a result, not a crash; anything else keeps its traceback
-        if type(e).__name__ == "OutOfMemoryError" or "out of memory" in str(e).lower():
-            print(f"{prefix} error: out of memory: {str(e).splitlines()[0]}", file=sys.stderr, flush=True)
-            _failure_record(cfg, "oom", str(e).splitlines()[0], status="oom")
-            return 3
+        if type(e).__name__ == "OutOfMemoryError" or OUT_OF_MEMORY.search(str(e)):
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            print(f"{prefix} error: out of memory: {first}", file=sys.stderr, flush=True)
+            _failure_record(cfg, launch, "oom", "oom", first)
+            return EXIT_OOM
         raise
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from trainer.errors import DataError
+from core.errors import DataError
 
 IGNORE = -100  # label of a token that carries no loss (torch cross_entropy's ignore_index)
 ROLES = ("system", "user", "assistant")

@@ -1,6 +1,8 @@
-"""Measurement: per-step timing with device synchronisation, memory peaks, and their summaries.
+"""Measurement, shared by every backend: per-step timing with device synchronisation, memory
+peaks, the heartbeat, start-up phases (one `Meter` per run), and the reduction over ranks into
+the record's metrics.
 
-Rules (DESIGN.md): warm-up steps are run and excluded; each optimizer step is timed on its own
+Rules (README, "How it measures"): warm-up steps are run and excluded; each optimizer step is timed on its own
 (CUDA events on GPU, a monotonic clock after a synchronise elsewhere); we report the median and
 the spread, never a cumulative average. Memory is the peak of the whole run (the optimizer
 states appear at the first step, inside warm-up) and is reduced across ranks by MAX.
@@ -15,7 +17,8 @@ import sys
 import time
 from typing import Any
 
-GIB = 1024**3
+from core import formulas
+from core.host import GIB
 
 
 class Phases:
@@ -164,4 +167,89 @@ def max_over_ranks(per_rank: list[dict[str, Any]]) -> dict[str, Any]:
     for k in keys:
         vals = [r[k] for r in per_rank if r.get(k) is not None]
         out[k] = max(vals) if vals else None
+    return out
+
+
+def heartbeat(step: int, total: int) -> None:
+    """Rank 0 touches the file the launcher's watchdog follows."""
+    path = os.environ.get("STACKBENCH_HEARTBEAT")
+    if path and os.environ.get("RANK", "0") == "0":
+        with open(path, "w") as f:
+            f.write(f"{step + 1}/{total} {time.time():.3f}\n")
+
+
+class Meter:
+    """What every backend calls around each optimizer step: the step timer, memory sampling, the
+    heartbeat and the start-up phases, and each step's figures (loss, real / padded tokens and
+    sequences fed; DPO adds reward_accuracy and reward_margin)."""
+
+    def __init__(self, device, phases: Phases, total_steps: int, host_baseline_gib: float | None = None):
+        self.timer, self.memory = StepTimer(device), MemoryTracker(device, host_baseline_gib)
+        self.phases, self.total_steps = phases, total_steps
+        self.steps: list[dict[str, Any]] = []
+
+    def engines_ready(self) -> None:
+        self.phases.mark("engines_ready")
+
+    def step_begin(self) -> None:
+        self.timer.start()
+
+    def step_end(self, figures: dict[str, Any]) -> None:
+        """Closes the step's timing first; reading device values back (float()) comes after."""
+        self.timer.stop()
+        self.memory.sample()
+        self.steps.append({k: float(v) if hasattr(v, "item") else v for k, v in figures.items()})
+        heartbeat(len(self.steps) - 1, self.total_steps)
+        if len(self.steps) == 1:
+            self.phases.mark("first_step_done")
+
+    def mine(self, host: str, rank: int, device_name: str | None) -> dict[str, Any]:
+        """This rank's share of the record, to be gathered on rank 0."""
+        return {"host": host, "rank": rank, "times": self.timer.seconds(), "steps": self.steps,
+                "memory": self.memory.summary(), "startup_s": self.phases.since_launch(), "device": device_name}
+
+
+def reduce(everyone: list[dict[str, Any]], *, task: str, warmup: int, flops_per_token: tuple[int, int],
+           peak: float | None) -> dict[str, Any]:
+    """The record's metrics from every rank's share: a step lasts as long as its slowest rank,
+    tokens are summed over ranks, losses averaged, memory is the MAX over ranks."""
+    world = len(everyone)
+    times = [max(r["times"][i] for r in everyone) for i in range(len(everyone[0]["times"]))][warmup:]
+    measured = [r["steps"][warmup:] for r in everyone]
+    total_s = sum(times)
+    real = sum(s["real"] for r in measured for s in r)
+    padded = sum(s["padded"] for r in measured for s in r)
+    seqs = sum(s["seqs"] for r in measured for s in r)
+
+    def rank_mean(key: str) -> list[float]:  # per step, the mean of each rank's value
+        return [sum(r["steps"][i][key] for r in everyone) / world for i in range(len(everyone[0]["steps"]))]
+
+    losses = rank_mean("loss")
+    tokens_per_s = real / total_s
+    per_device = tokens_per_s / world
+    padded_per_device = padded / total_s / world
+    model_fpt, hw_fpt = flops_per_token
+    out: dict[str, Any] = {
+        "step_time_s": spread(times),
+        "step_times_s": times,
+        "tokens_per_s": tokens_per_s,
+        "padded_tokens_per_s": padded / total_s,
+        "tokens_per_s_per_device": per_device,
+        "samples_per_s": seqs / total_s,
+        "flops_per_token": model_fpt,
+        # model FLOPs are counted on the real tokens (useful work); hardware FLOPs on every token fed
+        "tflops_per_device": model_fpt * per_device / 1e12,
+        "mfu": formulas.utilization(model_fpt, per_device, peak),
+        "hfu": formulas.utilization(hw_fpt, padded_per_device, peak),
+        "peak_flops": peak,
+        "memory": max_over_ranks([r["memory"] for r in everyone]),
+        "memory_per_rank": [dict(r["memory"], rank=r["rank"], host=r["host"]) for r in everyone],
+        # seconds from the launcher starting the processes to each phase; the slowest rank counts
+        "startup_s": {k: max(r["startup_s"][k] for r in everyone) for k in everyone[0]["startup_s"]},
+        "loss": {"first": losses[0], "last": losses[-1], "per_step": losses},
+    }
+    if task == "dpo":
+        for key in ("reward_accuracy", "reward_margin"):
+            series = rank_mean(key)
+            out[key] = {"first": series[0], "last": series[-1], "per_step": series}
     return out

@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer.errors import ConfigError
+from core.config import RunConfig
+from core.errors import ConfigError
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -177,3 +178,14 @@ def set_moe_leaves(model, model_type: str) -> list[str]:
         from deepspeed.utils import set_z3_leaf_modules
         set_z3_leaf_modules(model, list(classes))
     return sorted(c.__name__ for c in classes)
+
+
+def build_for(cfg: RunConfig, ref: ModelRef, torch_dtype, weights: str | None, frozen: bool = False):
+    """(model, MoE leaf classes) for a run: the policy, or with frozen=True DPO's reference. Under
+    ZeRO-3 the caller keeps a HfDeepSpeedConfig alive so this builds inside zero.Init, and MoE
+    blocks become leaf modules (DeepSpeed issue 7461)."""
+    model = build(ref, dtype=torch_dtype, attn_impl=cfg.attn_impl, seed=cfg.seed, weights_dir=weights)
+    leaves = set_moe_leaves(model, model.config.model_type) if cfg.zero_stage == 3 else []
+    if frozen:
+        model.requires_grad_(False)
+    return model, leaves

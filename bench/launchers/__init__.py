@@ -1,6 +1,7 @@
 """Launchers behind one contract (base.Launcher). A plain dict registry, no string imports."""
 
-from bench.launchers.base import LaunchOptions, Launcher
+from bench.launchers.contract import Launcher
+from bench.launchers.options import LaunchOptions
 from bench.launchers.local import LocalLauncher
 from bench.launchers.slurm import SlurmLauncher
 from bench.launchers.torchrun import TorchrunLauncher

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import socket
 
-from bench.launchers import base
-from bench.spec import RunSpec
+from bench.launchers.contract import Launcher
+from core.config import RunConfig
 
 
-class LocalLauncher(base.Launcher):
+class LocalLauncher(Launcher):
     name = "local"
 
     def hosts(self, nodes: int) -> list[str]:
@@ -21,6 +21,6 @@ class LocalLauncher(base.Launcher):
     def node_names(self, nodes: int) -> list[str]:
         return [socket.gethostname()] * nodes
 
-    def rendezvous(self, spec: RunSpec, node: int, port: int) -> list[str]:
-        return [f"--nnodes={spec.nodes}", f"--node_rank={node}", "--master_addr=127.0.0.1", f"--master_port={port}",
-                f"--rdzv-id={spec.run_id}"]
+    def rendezvous(self, cfg: RunConfig, node: int, port: int) -> list[str]:
+        return [f"--nnodes={cfg.nodes}", f"--node_rank={node}", "--master_addr=127.0.0.1", f"--master_port={port}",
+                f"--rdzv-id={cfg.run_id}"]

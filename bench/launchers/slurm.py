@@ -23,13 +23,12 @@ import time
 from pathlib import Path
 
 from bench.backends import env_for
-from bench.launchers import base
-from bench.launchers.failures import classify
-from bench.spec import RunSpec
-from trainer import record
-from trainer.errors import ConfigError
-
-EXIT_PREFLIGHT = 4
+from bench.launchers import outcomes
+from bench.launchers.contract import Launcher
+from bench.launchers.options import LaunchOptions
+from core import record
+from core.config import RunConfig
+from core.errors import EXIT_PREFLIGHT, ConfigError
 
 
 JOB_FILE = "job.sbatch"
@@ -57,10 +56,10 @@ def _slurm(*argv: str, check: bool = True, timeout: float = 60) -> str:
     return out.stdout
 
 
-class SlurmLauncher(base.Launcher):
+class SlurmLauncher(Launcher):
     name = "slurm"
 
-    def __init__(self, options: base.LaunchOptions | None = None, *, partition: str = "", account: str = "",
+    def __init__(self, options: LaunchOptions | None = None, *, partition: str = "", account: str = "",
                  exclusive: bool = False, sbatch_args: tuple[str, ...] = (), gpus: str = "auto",
                  container_image: str = "", poll_s: float = 1.0):
         super().__init__(options)
@@ -73,7 +72,7 @@ class SlurmLauncher(base.Launcher):
     def hosts(self, nodes: int) -> list[str]:
         return [f"(allocation node {i})" for i in range(nodes)]  # known only inside the job
 
-    def rendezvous(self, spec: RunSpec, node: int, port: int) -> list[str]:
+    def rendezvous(self, cfg: RunConfig, node: int, port: int) -> list[str]:
         # evaluated by the batch shell: the same line for every node, c10d assigns node ranks
         return ["--nnodes=$SLURM_NNODES", "--rdzv-backend=c10d", "--rdzv-endpoint=$MASTER_ADDR:$MASTER_PORT",
                 "--rdzv-id=$SLURM_JOB_ID", f"--rdzv-conf=join_timeout={int(self.options.preflight_deadline_s)}"]
@@ -130,16 +129,16 @@ class SlurmLauncher(base.Launcher):
     def minutes(self, seconds: float) -> int:
         return math.ceil((seconds + 2 * self.options.preflight_deadline_s + 120) / 60)
 
-    def script(self, spec: RunSpec, sweep_dir: Path, *, command: str = "") -> str:
+    def script(self, cfg: RunConfig, sweep_dir: Path, *, command: str = "") -> str:
         sweep_dir = sweep_dir.resolve()
-        run_dir = sweep_dir / spec.run_id
-        train = self.commands(spec, sweep_dir, 0)[0] + (["--command", command] if command else [])
-        return self.batch(name=spec.run_id, nodes=spec.nodes, procs_per_node=spec.procs_per_node, run_dir=run_dir,
+        run_dir = sweep_dir / cfg.run_id
+        train = self.commands(cfg, sweep_dir, 0)[0] + (["--command", command] if command else [])
+        return self.batch(name=cfg.run_id, nodes=cfg.nodes, procs_per_node=cfg.gpus_per_node, run_dir=run_dir,
                           minutes=self.minutes(self.options.deadline_s),
-                          env=self.env({"STACKBENCH_HEARTBEAT": str(run_dir / "heartbeat"), **env_for(spec.backend)}),
+                          env=self.env({"STACKBENCH_HEARTBEAT": str(run_dir / "heartbeat"), **env_for(cfg.backend)}),
                           about="preflight, then one torchrun per node (c10d at the first host)",
-                          steps=[self.preflight_step(spec.nodes, spec.procs_per_node, run_dir),
-                                 self.srun(spec.nodes, f"{run_dir}/node%n.log", train, (sweep_dir,))])
+                          steps=[self.preflight_step(cfg.nodes, cfg.gpus_per_node, run_dir),
+                                 self.srun(cfg.nodes, f"{run_dir}/node%n.log", train, (sweep_dir,))])
 
     def run_on_nodes(self, argv: list[str], nodes: int, procs_per_node: int, work_dir: Path,
                      deadline_s: float) -> tuple[list[Path], dict | None]:
@@ -153,43 +152,46 @@ class SlurmLauncher(base.Launcher):
                    self.preflight_step(nodes, procs_per_node, work_dir)]))
         killed = self._follow(job, work_dir / "no-heartbeat", limit=deadline_s)
         logs = sorted(work_dir.glob("node*.log"))
-        return logs, base.read_preflight(work_dir / "preflight.json", sorted(work_dir.glob("preflight-node*.log")), killed)
+        return logs, outcomes.read_preflight(work_dir / "preflight.json", sorted(work_dir.glob("preflight-node*.log")), killed)
 
     # --- running ---------------------------------------------------------------------------------
 
-    def launch(self, spec: RunSpec, sweep_dir: Path) -> dict:
+    def launch(self, cfg: RunConfig, sweep_dir: Path) -> dict:
         started = record.now()
-        out = sweep_dir / f"{spec.run_id}.json"
+        out = sweep_dir / f"{cfg.run_id}.json"
         out.unlink(missing_ok=True)
-        run_dir = sweep_dir / spec.run_id
+        run_dir = sweep_dir / cfg.run_id
         command = f"sbatch {run_dir / JOB_FILE}"
-        job = _submit(run_dir, self.script(spec, sweep_dir, command=command))
+        launch = self.bookkeeping(cfg, sweep_dir, command)
+        job = _submit(run_dir, self.script(cfg, sweep_dir, command=command))
         try:
             killed_because = self._follow(job, run_dir / "heartbeat")
         except BaseException:  # Ctrl-C: cancel this job only, record it, pass it on
             _slurm("scancel", job, check=False)
-            record.write(out, base.interrupted(spec, sweep_dir, command, started))
+            record.write(out, outcomes.interrupted(cfg, launch, started))
             raise
         if out.exists():
             rec = record.read(out)
             rec["slurm_job_id"] = job
-            return record.write_and_return(out, rec)
+            record.write(out, rec)
+            return rec
         state, code = job_state(job)
         pf = run_dir / "preflight.json"
         pf_logs = sorted(run_dir.glob("preflight-node*.log"))
         if code == EXIT_PREFLIGHT and not killed_because:
-            return base.preflight_failed(spec, sweep_dir, base.read_preflight(pf, pf_logs, None), command, started,
-                                         slurm_job_id=job)
+            return outcomes.preflight_failed(cfg, launch, outcomes.read_preflight(pf, pf_logs, None), started,
+                                             slurm_job_id=job)
         logs = sorted(run_dir.glob("node*.log")) + sorted(run_dir.glob("slurm-*.out"))
         joined = record.read(pf).get("joined_hosts") if pf.exists() else None  # node i's host, from the preflight
-        status, error = classify(logs, killed_because or (f"Slurm ended the job: {state}" if state == "TIMEOUT" else None),
-                                 {"job": code}, joined)
+        status, error = outcomes.classify(
+            logs, killed_because or (f"Slurm ended the job: {state}" if state == "TIMEOUT" else None), {"job": code},
+            joined)
         if state == "OUT_OF_MEMORY":
             status, error["kind"] = "oom", "oom"
         error["message"] = f"Slurm job {job} {state}: {error['message']}"
-        rec = record.new(spec.run_id, sweep_dir.name, status, config=base.spec_config(spec), command=command,
-                         started_at=started, error=error, slurm_job_id=job)
-        return record.write_and_return(out, rec)
+        rec = record.new(status, cfg, launch, started_at=started, error=error, slurm_job_id=job)
+        record.write(out, rec)
+        return rec
 
     def _follow(self, job: str, heartbeat: Path, limit: float | None = None) -> str | None:
         t0 = time.monotonic()

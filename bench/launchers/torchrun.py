@@ -16,9 +16,10 @@ import shlex
 import socket
 from pathlib import Path
 
-from bench.launchers import base
-from bench.spec import RunSpec
-from trainer.errors import ConfigError
+from bench.launchers.contract import Launcher
+from bench.launchers.options import LaunchOptions
+from core.config import RunConfig
+from core.errors import ConfigError
 
 
 def read_hostfile(path: str) -> list[tuple[str, int | None]]:
@@ -49,10 +50,10 @@ def is_local(host: str) -> bool:
     return host in {"localhost", "127.0.0.1", socket.gethostname(), socket.getfqdn()}
 
 
-class TorchrunLauncher(base.Launcher):
+class TorchrunLauncher(Launcher):
     name = "torchrun"
 
-    def __init__(self, options: base.LaunchOptions | None = None, *, hostfile: str = "", ssh_options: str = ""):
+    def __init__(self, options: LaunchOptions | None = None, *, hostfile: str = "", ssh_options: str = ""):
         super().__init__(options)
         if not hostfile:
             raise ConfigError("the torchrun launcher needs a hostfile", where="--hostfile",
@@ -68,17 +69,17 @@ class TorchrunLauncher(base.Launcher):
                               where="--nodes", fix=f"add hosts to {self.hostfile} or ask for fewer nodes")
         return [h for h, _ in self.entries[:nodes]]
 
-    def check(self, spec: RunSpec) -> None:
-        for host, slots in self.entries[:spec.nodes]:
-            if slots is not None and slots < spec.procs_per_node:
-                raise ConfigError(f"{host} has slots={slots} but --gpus-per-node is {spec.procs_per_node}",
+    def check(self, cfg: RunConfig) -> None:
+        for host, slots in self.entries[:cfg.nodes]:
+            if slots is not None and slots < cfg.gpus_per_node:
+                raise ConfigError(f"{host} has slots={slots} but --gpus-per-node is {cfg.gpus_per_node}",
                                   where=self.hostfile, fix="lower --gpus-per-node or raise the slots")
 
-    def rendezvous(self, spec: RunSpec, node: int, port: int) -> list[str]:
-        self.check(spec)
-        master = self.hosts(spec.nodes)[0]
-        return [f"--nnodes={spec.nodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={master}:{port}",
-                f"--rdzv-id={spec.run_id}", f"--rdzv-conf=join_timeout={int(self.options.preflight_deadline_s)}"]
+    def rendezvous(self, cfg: RunConfig, node: int, port: int) -> list[str]:
+        self.check(cfg)
+        master = self.hosts(cfg.nodes)[0]
+        return [f"--nnodes={cfg.nodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={master}:{port}",
+                f"--rdzv-id={cfg.run_id}", f"--rdzv-conf=join_timeout={int(self.options.preflight_deadline_s)}"]
 
     def wrap(self, node_host: str, argv: list[str], env: dict[str, str]) -> list[str]:
         if is_local(node_host):

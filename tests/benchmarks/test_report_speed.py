@@ -7,7 +7,7 @@ import pytest
 
 from report import load, render
 from tests.unit.test_report_and_plan import make_record
-from trainer import record
+from core import record
 
 
 @pytest.fixture(scope="module")

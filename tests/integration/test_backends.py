@@ -11,17 +11,17 @@ import pytest
 
 from bench.launchers import LaunchOptions
 from bench.launchers.local import LocalLauncher
-from bench.spec import expand
+from bench.matrix import expand
 from bench.sweep import run_sweep
 from report import load, tables
 from tests.conftest import ROOT
-from trainer import record
+from core import record
 
 pytestmark = pytest.mark.deepspeed
 
 
 def test_backends_match_native_losses_and_are_measured_the_same_way(tmp_path, swift_python):
-    specs, _ = expand(tasks=["sft", "dpo"], zero_stages=[2, 3], backends=["native", "hf", "swift"], steps=5,
+    specs, _ = expand(task=["sft", "dpo"], zero_stage=[2, 3], backend=["native", "hf", "swift"], steps=5,
                       warmup_steps=1)
     # ms-swift once per task (its runs cost a pipeline start-up each): SFT under ZeRO-3, DPO under ZeRO-2
     specs = [s for s in specs if s.backend != "swift" or (s.task, s.zero_stage) in {("sft", 3), ("dpo", 2)}]
@@ -42,14 +42,14 @@ def test_backends_match_native_losses_and_are_measured_the_same_way(tmp_path, sw
         assert theirs["tokens_per_s"] / theirs["padded_tokens_per_s"] == pytest.approx(
             native["tokens_per_s"] / native["padded_tokens_per_s"])
         assert len(theirs["step_times_s"]) == 5 and theirs["step_time_s"]["median"] > 0
-    setup = by[("sft", "hf", 2)]["config"]["backend_setup"]
+    setup = by[("sft", "hf", 2)]["resolved"]["backend_setup"]
     assert "use_configured_state" in setup["accelerate_state"] and "TrainerCallback" in setup["timing"]
     swift = by[("sft", "swift", 3)]
-    assert swift["config"]["backend_setup"]["command"].startswith("swift sft --tuner_type full")
-    assert "use_configured_state" in swift["config"]["backend_setup"]["accelerate_state"]
+    assert swift["resolved"]["backend_setup"]["command"].startswith("swift sft --tuner_type full")
+    assert "use_configured_state" in swift["resolved"]["backend_setup"]["accelerate_state"]
     assert swift["command"].startswith(swift_python)  # bench started its ranks in ms-swift's environment
     assert swift["environment"]["packages"]["ms-swift"] and not by[("sft", "hf", 3)]["environment"]["packages"]["ms-swift"]
-    assert "optimizer" not in swift["config"]["deepspeed"]  # ms-swift's trainer builds AdamW itself: recorded as given
+    assert "optimizer" not in swift["resolved"]["deepspeed"]  # ms-swift's trainer builds AdamW itself: recorded as given
     df, _ = load.load(tmp_path / "s")
     side = tables.backends(df)
     assert {"hf / native", "swift / native"} <= set(side.columns) and len(side) == 4

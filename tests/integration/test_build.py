@@ -119,7 +119,7 @@ def _tamper_torch_hash(lock_dir: Path) -> None:
 
 def test_a_tampered_lock_fails_the_build(built, scratch_profiles):
     from imagebuild import main
-    from trainer.errors import UserError
+    from core.errors import UserError
 
     _, results, wheels, _ = built
     _tamper_torch_hash(scratch_profiles)
@@ -137,7 +137,7 @@ def test_a_tampered_lock_fails_the_build(built, scratch_profiles):
 
 def test_no_nvidia_runtime_is_named_as_such(built):
     from imagebuild import engine
-    from trainer.errors import UserError
+    from core.errors import UserError
 
     with pytest.raises(UserError, match="no NVIDIA container runtime") as e:
         engine.run(built[0]["tag"], ["true"], gpus=True)

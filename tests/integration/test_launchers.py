@@ -18,16 +18,16 @@ import pytest
 from bench.launchers import LaunchOptions
 from bench.launchers.local import LocalLauncher
 from bench.launchers.torchrun import TorchrunLauncher
-from bench.spec import RunSpec
+from core.config import RunConfig
 from bench.sweep import run_sweep
 from tests.conftest import ROOT
-from trainer import record
+from core import record
 
 pytestmark = pytest.mark.deepspeed
 
 
-def _spec(**kw) -> RunSpec:
-    return RunSpec(**{"task": "sft", "model": "tiny", "zero_stage": 2, "procs_per_node": 1, "steps": 4,
+def _spec(**kw) -> RunConfig:
+    return RunConfig(**{"task": "sft", "model": "tiny", "zero_stage": 2, "procs_per_node": 1, "steps": 4,
                       "warmup_steps": 1, **kw})
 
 
@@ -37,7 +37,7 @@ def test_multi_node_local_runs_of_zero2_and_zero3_are_ok(tmp_path, nodes):
     records = run_sweep(specs, LocalLauncher(LaunchOptions(deadline_s=400)), tmp_path / "sweep", quiet=True)
     for rec in records:
         assert rec["status"] == "ok", rec.get("error")
-        assert rec["config"]["nodes"] == nodes and rec["config"]["world_size"] == nodes
+        assert rec["config"]["nodes"] == nodes and rec["resolved"]["world_size"] == nodes
         assert len(rec["environment"]["ranks"]) == nodes
         startup = rec["metrics"]["startup_s"]
         assert 0 < startup["python_started"] < startup["dist_ready"] < startup["first_step_done"]
@@ -97,14 +97,14 @@ def test_a_node_that_never_joins_fails_the_preflight_and_is_named(tmp_path):
     hostfile.write_text("127.0.0.1 slots=1\nghost-node.invalid slots=1\n")  # .invalid never resolves (RFC 6761)
     launcher = TorchrunLauncher(LaunchOptions(deadline_s=300, preflight_deadline_s=8), hostfile=str(hostfile))
     t0 = time.monotonic()
-    records = run_sweep([_spec(nodes=2, launcher="torchrun"), _spec(nodes=1, launcher="torchrun")], launcher,
+    records = run_sweep([_spec(nodes=2), _spec(nodes=1)], launcher,
                         tmp_path / "sweep", quiet=True)
     two, one = records
     assert two["status"] == "failed" and two["error"]["kind"] == "preflight"
     assert two["error"]["host"] == "ghost-node.invalid" and "node 1 (ghost-node.invalid) did not join" in \
         two["error"]["message"]
     assert one["status"] == "ok", one.get("error")  # the sweep went on, through the torchrun launcher
-    assert "--rdzv-backend=c10d" in one["command"] and one["config"]["launcher"] == "torchrun"
+    assert "--rdzv-backend=c10d" in one["command"] and one["launch"]["launcher"] == "torchrun"
     assert time.monotonic() - t0 < 8 + 60 + 120  # the preflight deadline + imports + the one-node run
 
 
@@ -120,7 +120,7 @@ def test_bench_through_a_real_slurm_cluster_runs_one_and_two_nodes(slurm_cluster
             if "schema" in r}
     assert set(recs) == {1, 2}
     for nodes, rec in recs.items():
-        assert rec["status"] == "ok" and rec["config"]["launcher"] == "slurm" and rec["slurm_job_id"]
+        assert rec["status"] == "ok" and rec["launch"]["launcher"] == "slurm" and rec["slurm_job_id"]
         assert rec["command"].startswith("sbatch ") and Path(rec["command"].split()[1]).exists()
     assert recs[2]["environment"]["hosts"] == ["sbnode0", "sbnode1"]  # a distinct hostname per node
     assert len(recs[1]["environment"]["hosts"]) == 1 and recs[1]["environment"]["hosts"][0].startswith("sbnode")

@@ -16,10 +16,11 @@ import pytest
 
 from bench.launchers import LaunchOptions
 from bench.launchers.local import LocalLauncher
-from bench.spec import RunSpec, expand
+from bench.matrix import expand
+from core.config import RunConfig
 from bench.sweep import run_sweep
 from tests.conftest import ROOT, write_jsonl
-from trainer import record
+from core import record
 
 pytestmark = pytest.mark.deepspeed
 STEPS, WARMUP = 8, 2
@@ -27,13 +28,13 @@ STEPS, WARMUP = 8, 2
 
 @pytest.fixture(scope="session")
 def sweep(tmp_path_factory):
-    specs, invalid = expand(tasks=["sft", "dpo"], zero_stages=[0, 1, 2, 3], steps=STEPS, warmup_steps=WARMUP)
+    specs, invalid = expand(task=["sft", "dpo"], zero_stage=[0, 1, 2, 3], steps=STEPS, warmup_steps=WARMUP)
     assert not invalid and len(specs) == 8
-    specs.append(RunSpec(task="sft", model="tiny", zero_stage=2, offload="optimizer", steps=STEPS,
+    specs.append(RunConfig(task="sft", model="tiny", zero_stage=2, offload="optimizer", steps=STEPS,
                          warmup_steps=WARMUP))
     sweep_dir = tmp_path_factory.mktemp("results") / "sweep-test"
     records = run_sweep(specs, LocalLauncher(LaunchOptions(deadline_s=600)), sweep_dir, quiet=True)
-    return {(r["config"]["task"], r["config"]["zero_stage"], r["config"].get("offload_optimizer", False)): r
+    return {(r["config"]["task"], r["config"]["zero_stage"], r["config"]["offload"] != "none"): r
             for r in records}, sweep_dir
 
 
@@ -52,7 +53,7 @@ def test_default_sweep_writes_ok_records_with_real_metrics(sweep):
         assert m["memory"]["max_allocated_gib"] is None  # torch's CUDA counters read 0 on CPU: not reported
         assert m["memory"]["host_rss_peak_gib"] > 0.1
         assert len(m["memory_per_rank"]) == 2
-        assert rec["config"]["world_size"] == 2 and rec["config"]["dtype"] == "fp32"
+        assert rec["resolved"]["world_size"] == 2 and rec["resolved"]["dtype"] == "fp32"
         assert "torch.distributed.run" in rec["command"] and rec["run_id"] in rec["command"]
         assert rec["environment"]["packages"]["deepspeed"] and len(rec["environment"]["ranks"]) == 2
         assert rec["prediction"]["total_gib"] > 0
@@ -82,7 +83,7 @@ def test_dpo_starts_at_ln2_and_learns(sweep, stage):
 
 def test_a_resumed_sweep_skips_what_is_done(sweep):
     records, sweep_dir = sweep
-    spec = RunSpec(task="sft", model="tiny", zero_stage=0, steps=STEPS, warmup_steps=WARMUP)
+    spec = RunConfig(task="sft", model="tiny", zero_stage=0, steps=STEPS, warmup_steps=WARMUP)
     before = (sweep_dir / f"{spec.run_id}.json").read_text()
     again = run_sweep([spec], LocalLauncher(), sweep_dir, quiet=True)
     assert again[0]["run_id"] == spec.run_id and (sweep_dir / f"{spec.run_id}.json").read_text() == before
@@ -106,7 +107,7 @@ def test_corrupted_dataset_line_fails_fast_with_file_and_line(tmp_path):
 @pytest.mark.parametrize("args, expect", [
     (["--model", "/nonexistent/model"], "neither a preset nor an existing directory"),
     (["--zero-stage", "4"], "invalid ZeRO stage 4"),
-    (["--zero-stage", "2", "--offload-param"], "parameter offload needs ZeRO-3"),
+    (["--zero-stage", "2", "--offload", "optimizer+params"], "parameter offload needs ZeRO-3"),
     (["--micro-batch", "0"], "--micro-batch must be at least 1"),
     (["--steps", "500"], "need 1004"),  # 502 steps x global batch 2: more than the 108 samples
     (["--backend", "swift", "--task", "pt", "--packing"], "--packing with --backend swift"),
@@ -121,7 +122,7 @@ def test_without_a_launcher_the_trainer_runs_as_a_world_of_one(tmp_path):
     p = _trainer(["--steps", "1", "--warmup-steps", "0", "--zero-stage", "0"], tmp_path)
     assert p.returncode == 0, p.stderr[-2000:]  # DeepSpeed alone would look for MPI
     rec = json.loads((tmp_path / "r.json").read_text())
-    assert rec["status"] == "ok" and rec["config"]["world_size"] == 1 and rec["metrics"]["tokens_per_s"] > 0
+    assert rec["status"] == "ok" and rec["resolved"]["world_size"] == 1 and rec["metrics"]["tokens_per_s"] > 0
 
 
 def test_moe_under_zero3_registers_its_leaf_modules(tmp_path):
@@ -132,9 +133,9 @@ def test_moe_under_zero3_registers_its_leaf_modules(tmp_path):
     cfg.update(architectures=["Qwen3MoeForCausalLM"], model_type="qwen3_moe", num_experts=8, num_experts_per_tok=2,
                moe_intermediate_size=128, decoder_sparse_step=1, mlp_only_layers=[], norm_topk_prob=True)
     (model_dir / "config.json").write_text(json.dumps(cfg))
-    spec = RunSpec(task="sft", model=str(model_dir), zero_stage=3, steps=3, warmup_steps=1)
+    spec = RunConfig(task="sft", model=str(model_dir), zero_stage=3, steps=3, warmup_steps=1)
     rec = LocalLauncher(LaunchOptions(deadline_s=300)).launch(spec, tmp_path / "sweep")
     assert rec["status"] == "ok", rec.get("error")
-    assert rec["config"]["moe_leaf_modules"] == ["Qwen3MoeSparseMoeBlock"]
-    assert rec["config"]["model"]["moe"] == {"experts": 8, "top_k": 2}
-    assert rec["config"]["model"]["active"] < rec["config"]["model"]["params"]
+    assert rec["resolved"]["moe_leaf_modules"] == ["Qwen3MoeSparseMoeBlock"]
+    assert rec["resolved"]["model"]["moe"] == {"experts": 8, "top_k": 2}
+    assert rec["resolved"]["model"]["active"] < rec["resolved"]["model"]["params"]

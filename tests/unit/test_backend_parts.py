@@ -12,9 +12,9 @@ import pytest
 from bench import backends
 from tests.conftest import ROOT
 from trainer import data, models
-from trainer.config import TrainConfig
-from trainer.errors import UserError
-from trainer.swift_backend import ordered_rows, swift_argv
+from core.config import RunConfig
+from core.errors import UserError
+from trainer.backends.swift import ordered_rows, swift_argv
 
 
 def swift_sampler(rows: list, rank: int, world: int, micro_batch: int) -> list[list]:
@@ -46,11 +46,10 @@ def test_dpo_rows_carry_the_rejected_response(tokenizer):
 
 
 def test_swift_argv_mirrors_the_run_spec(tmp_path):
-    cfg = TrainConfig(task="dpo", zero_stage=3, micro_batch=4, grad_accum=2, seq_len=512, lr=2e-5, beta=0.2,
-                      padding="longest", grad_checkpointing=True)
+    cfg = RunConfig(task="dpo", zero_stage=3, micro_batch=4, grad_accum=2, seq_len=512, lr=2e-5, beta=0.2,
+                    padding="longest", grad_checkpointing=True, max_grad_norm=0.2, too_long="truncate")
     argv = swift_argv(cfg, models.resolve("tiny"), "/m", tmp_path / "d.jsonl", tmp_path / "ds.json", tmp_path / "o",
-                      "bf16", 10, {"optimizer": {"params": {"betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.0}},
-                                   "gradient_clipping": 1.0})
+                      "bf16")
     assert argv[:3] == ["rlhf", "--rlhf_type", "dpo"]
     flags = dict(zip(argv[3::2], argv[4::2]))
     assert flags["--tuner_type"] == "full" and flags["--torch_dtype"] == "bfloat16"
@@ -62,6 +61,7 @@ def test_swift_argv_mirrors_the_run_spec(tmp_path):
     assert flags["--beta"] == "0.2" and flags["--loss_type"] == "sigmoid" and flags["--gradient_checkpointing"] == "true"
     assert json.loads(flags["--accelerator_config"]) == {"use_configured_state": True}
     assert flags["--template"] == "chatml" and flags["--model_type"] == "qwen3"
+    assert flags["--max_grad_norm"] == "0.2" and flags["--truncation_strategy"] == "right"
 
 
 def test_swift_runs_use_their_own_interpreter(monkeypatch, tmp_path):
@@ -91,10 +91,10 @@ def test_every_launcher_starts_swift_ranks_in_its_environment(tmp_path, monkeypa
     from bench.launchers import LaunchOptions
     from bench.launchers.local import LocalLauncher
     from bench.launchers.slurm import SlurmLauncher
-    from bench.spec import RunSpec
+    from core.config import RunConfig
 
     monkeypatch.setenv("STACKBENCH_SWIFT_PYTHON", "/opt/swift-env/bin/python")
-    swift, native = (RunSpec(task="sft", model="tiny", zero_stage=3, nodes=2, backend=b) for b in ("swift", "native"))
+    swift, native = (RunConfig(task="sft", model="tiny", zero_stage=3, nodes=2, backend=b) for b in ("swift", "native"))
     for cmd in LocalLauncher(LaunchOptions()).commands(swift, tmp_path, 29500):
         assert cmd[:3] == ["/opt/swift-env/bin/python", "-m", "torch.distributed.run"] and "--backend" in cmd
     assert LocalLauncher(LaunchOptions()).commands(native, tmp_path, 29500)[0][0] == sys.executable

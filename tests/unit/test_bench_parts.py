@@ -4,9 +4,10 @@ import json
 
 import pytest
 
-from bench import memory_model
-from bench.spec import RunSpec, expand
-from trainer import metrics, record
+from bench.matrix import expand
+from core import memory_model, record
+from core.config import Launch, RunConfig, parse_trainer_args
+from trainer import metrics
 
 SHAPES = [(596_049_920, 155_582_464), (8_190_735_360, 622_329_856), (70_553_706_496, 1_050_673_152)]
 
@@ -47,34 +48,39 @@ def test_prediction_says_whether_it_fits():
 
 
 def test_run_ids_follow_content():
-    a = RunSpec(task="sft", model="tiny", zero_stage=2)
-    assert a.run_id == RunSpec(task="sft", model="tiny", zero_stage=2).run_id
-    assert a.run_id != RunSpec(task="sft", model="tiny", zero_stage=2, seq_len=256).run_id
+    a = RunConfig(task="sft", model="tiny", zero_stage=2)
+    assert a.run_id == RunConfig(task="sft", model="tiny", zero_stage=2).run_id
+    assert a.run_id != RunConfig(task="sft", model="tiny", zero_stage=2, seq_len=256).run_id
     assert a.run_id.startswith("sft-z2-n1x2-mb2-s128-")
 
 
 def test_expand_leaves_out_impossible_combinations_with_the_reason():
-    specs, invalid = expand(tasks=["sft", "dpo"], zero_stages=[0, 2, 3], offloads=["none", "optimizer+params"],
-                            nodes=[1, 2])
-    assert len(specs) == 2 * 2 * (3 + 1)
+    configs, invalid = expand(task=["sft", "dpo"], zero_stage=[0, 2, 3], offload=["none", "optimizer+params"],
+                              nodes=[1, 2])
+    assert len(configs) == 2 * 2 * (3 + 1)
     assert len(invalid) == 2 * 2 * 2 and all("needs ZeRO-3" in why for _, why in invalid)
+    assert expand(zero_stage=[2, 2, 3])[0] == [RunConfig(zero_stage=2), RunConfig(zero_stage=3)]  # twice runs once
 
 
 def test_trainer_config_round_trips_through_argv():
-    from trainer.config import parse_args
-
-    cfg = RunSpec(task="dpo", model="qwen3-8b", zero_stage=3, offload="optimizer+params", grad_checkpointing=True,
-                  micro_batch=4).trainer_config(out="o", sweep_id="s")
-    assert parse_args(cfg.to_argv()) == cfg
+    cfg = RunConfig(task="dpo", model="qwen3-8b", zero_stage=3, offload="optimizer+params", grad_checkpointing=True,
+                    micro_batch=4, max_grad_norm=0.2)
+    launch = Launch(out="o", sweep_id="s", launcher="local", run_id=cfg.run_id)
+    back, launch_back, given = parse_trainer_args(cfg.to_argv() + launch.to_argv())
+    assert (back, launch_back) == (cfg, launch) and "max_grad_norm" in given and "seed" not in given
 
 
 def test_records_are_written_atomically_and_validated(tmp_path):
-    rec = record.new("r", "s", "ok", config={}, command="c", started_at=record.now(), metrics={"x": 1})
+    cfg, launch = RunConfig(), Launch(command="c")
+    rec = record.new("ok", cfg, launch, started_at=record.now(), metrics={"x": 1})
     path = record.write(tmp_path / "r.json", rec)
     assert json.loads(path.read_text()) == rec and record.validate(rec) == []
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temp file left behind
+    assert RunConfig.from_dict(rec["config"]) == cfg and rec["run_id"] == cfg.run_id
     assert "status ok without metrics" in record.validate(dict(rec, metrics=None))
     assert any("schema" in p for p in record.validate(dict(rec, schema="other/9")))
+    with pytest.raises(ValueError, match="error kind"):  # the factory refuses what validate refuses
+        record.new("failed", cfg, launch, started_at="t", error=record.error("predicted_oom", "x"))
 
 
 def test_spread_by_hand():

@@ -12,7 +12,7 @@ import pytest
 from envcheck.drift import normalize
 from imagebuild import lock, main, profile, render
 from tests.conftest import ROOT
-from trainer.errors import UserError
+from core.errors import UserError
 
 
 @pytest.mark.parametrize("name", ["cuda12.4", "cuda12.4-megatron", "cpu-small"])

@@ -6,7 +6,7 @@ import pytest
 
 from tests.conftest import write_jsonl
 from trainer import data
-from trainer.errors import DataError
+from core.errors import DataError
 
 CONVO = [{"role": "system", "content": "Be brief."},
          {"role": "user", "content": "What is 2 + 2?"},

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bench import formulas
+from core import formulas
 
 # Qwen3-8B: L=36, h=4096, 32 heads x 128, 8 KV heads, MLP 12288, vocab 151936, untied.
 #   per layer: q 4096*4096 + k 4096*1024 + v 4096*1024 + o 4096*4096 = 41,943,040

@@ -9,16 +9,17 @@ import pytest
 
 from bench.fit import FitCheck
 from bench.launchers import LaunchOptions
-from bench.launchers.failures import classify
+from bench.launchers.outcomes import classify
 from bench.launchers.slurm import SlurmLauncher
 from bench.launchers.torchrun import TorchrunLauncher, read_hostfile
-from bench.spec import RunSpec
 from bench.sweep import run_sweep
+from core import record
+from core.config import RunConfig
+from core.errors import ConfigError
 from tests.conftest import ROOT
-from trainer import record
-from trainer.errors import ConfigError
+from tests.support.rows import assert_row_filled
 
-SPEC = RunSpec(task="sft", model="tiny", zero_stage=3, nodes=2, procs_per_node=8)
+SPEC = RunConfig(task="sft", model="tiny", zero_stage=3, nodes=2, gpus_per_node=8)
 
 
 def test_sbatch_script_has_the_allocation_preflight_and_one_torchrun_per_node(tmp_path, monkeypatch):
@@ -42,7 +43,7 @@ def test_sbatch_script_has_the_allocation_preflight_and_one_torchrun_per_node(tm
     assert "--container-image=/images/stack.sqsh" in train and "--kill-on-bad-exit=1" in train
     assert f"--run-id {SPEC.run_id}" in train and "--launcher slurm" in train
     assert int(next(l for l in lines if l.startswith("#SBATCH --time=")).split("=")[1]) >= 10  # deadline + margin
-    assert "--gpus-per-node" not in SlurmLauncher(gpus="no").script(SPEC, tmp_path)
+    assert "#SBATCH --gpus-per-node" not in SlurmLauncher(gpus="no").script(SPEC, tmp_path)
 
 
 def test_hostfile_errors_name_file_and_line(tmp_path):
@@ -58,7 +59,7 @@ def test_hostfile_errors_name_file_and_line(tmp_path):
     with pytest.raises(ConfigError, match="lists 2 hosts"):
         launcher.hosts(3)
     with pytest.raises(ConfigError, match="slots=8 but --gpus-per-node is 16"):
-        launcher.commands(RunSpec(task="sft", model="tiny", zero_stage=2, nodes=2, procs_per_node=16), tmp_path, 1)
+        launcher.commands(RunConfig(task="sft", model="tiny", zero_stage=2, nodes=2, gpus_per_node=16), tmp_path, 1)
 
 
 def test_torchrun_runs_remote_nodes_over_ssh_with_the_environment(tmp_path):
@@ -99,13 +100,14 @@ Root Cause (first observed failure):
 
 def test_runs_that_cannot_fit_are_recorded_skipped_with_the_prediction(tmp_path):
     fit = FitCheck(gpu_gib=80)
-    big = RunSpec(task="sft", model="qwen3-8b", zero_stage=0, nodes=1, procs_per_node=8, seq_len=4096, micro_batch=1)
-    ok = RunSpec(task="sft", model="qwen3-8b", zero_stage=3, nodes=1, procs_per_node=8, seq_len=4096, micro_batch=1)
+    big = RunConfig(task="sft", model="qwen3-8b", zero_stage=0, nodes=1, gpus_per_node=8, seq_len=4096, micro_batch=1)
+    ok = RunConfig(task="sft", model="qwen3-8b", zero_stage=3, nodes=1, gpus_per_node=8, seq_len=4096, micro_batch=1)
     pred, why = fit.why_not(big)
     assert pred["fits"] is False and pred["model_states_gib"] > 150 and "> 80.0 GiB (--gpu-mem)" in why
     assert fit.why_not(ok) == (fit.predict(ok).to_dict(), None)
     records = run_sweep([big], _no_launch(), tmp_path, quiet=True, fit=fit)
     assert records[0]["status"] == "skipped" and records[0]["error"]["kind"] == "predicted_oom"
+    assert_row_filled(records[0], model="qwen3-8b", task="sft", zero_stage=0, nodes=1, gpus_per_node=8)
     assert record.read(tmp_path / f"{big.run_id}.json")["prediction"]["fits"] is False
     assert FitCheck(gpu_gib=80, run_anyway=True).why_not(big)[1] is None
 

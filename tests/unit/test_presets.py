@@ -28,7 +28,7 @@ def test_moe_active_parameters_count_top_k_experts():
 
 
 def test_unknown_model_names_the_presets():
-    from trainer.errors import ConfigError
+    from core.errors import ConfigError
 
     with pytest.raises(ConfigError) as e:
         models.resolve("qwen9-1t")

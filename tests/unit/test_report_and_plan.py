@@ -8,25 +8,25 @@ import sys
 import pandas as pd
 import pytest
 
-from bench import memory_model, plan
+from bench import plan
+from core import memory_model, record
+from core.config import Launch, RunConfig
 from report import load, render, tables
 from tests.conftest import ROOT
-from trainer import record
 
 
 def make_record(task="sft", stage=2, nodes=1, tps=1000.0, step=0.1, spread=0.01, status="ok", gpus=8, run=None,
                 peak=40.0, predicted=38.0):
-    cfg = {"task": task, "backend": "native", "model": {"name": "qwen3-8b", "params": 8_190_735_360},
-           "zero_stage": stage, "offload_optimizer": False, "offload_param": False, "nodes": nodes,
-           "gpus_per_node": gpus, "world_size": nodes * gpus, "micro_batch": 1, "seq_len": 4096, "dtype": "bf16",
-           "launcher": "slurm"}
+    cfg = RunConfig(task=task, model="qwen3-8b", zero_stage=stage, nodes=nodes, gpus_per_node=gpus, micro_batch=1,
+                    seq_len=4096, dtype="bf16")
     metrics = None if status != "ok" else {
         "step_time_s": {"median": step, "p10": step * (1 - spread), "p90": step * (1 + spread), "cv": spread},
         "tokens_per_s": tps, "tokens_per_s_per_device": tps / (nodes * gpus), "samples_per_s": tps / 4096,
         "tflops_per_device": 400.0, "mfu": 0.4, "memory": {"max_allocated_gib": peak}, "loss": {"first": 2.0, "last": 1.5}}
     error = None if status == "ok" else record.error("oom", "CUDA out of memory", rank=3, host="gpu-17")
-    run = run or f"{task}-z{stage}-n{nodes}"
-    return record.new(run, "s", status, config=cfg, command="x", started_at="t", metrics=metrics, error=error,
+    launch = Launch(run_id=run or f"{task}-z{stage}-n{nodes}", sweep_id="s", launcher="slurm", command="x")
+    return record.new(status, cfg, launch, started_at="t", metrics=metrics, error=error,
+                      resolved={"model": {"name": "Qwen3-8B", "params": 8_190_735_360}, "dtype": "bf16"},
                       prediction={"total_gib": predicted, "fits": True}, environment={})
 
 
@@ -41,7 +41,7 @@ def results(tmp_path):
         record.write(d / f"{r['run_id']}.json", r)
     (d / "broken.json").write_text("{not json")
     bad = make_record(run="bad-status")
-    bad["status"] = "finished"
+    bad["status"] = "finished"  # written by hand, not by the factory
     record.write(d / "bad-status.json", bad)
     (d / "sweep.json").write_text(json.dumps({"specs": []}))  # not a record: neither loaded nor "skipped"
     return tmp_path / "results"
@@ -70,10 +70,10 @@ def test_scaling_efficiency_and_best_by_hand(results):
 
 
 def test_baseline_flags_only_drops_beyond_the_spread():
-    base = pd.DataFrame([load.row(make_record(nodes=1, tps=8000, spread=0.01)),
-                         load.row(make_record(nodes=2, tps=16000, spread=0.05))])
-    cur = pd.DataFrame([load.row(make_record(nodes=1, tps=7200, spread=0.01)),    # -10%, spread 2%: regression
-                        load.row(make_record(nodes=2, tps=15500, spread=0.05))])  # -3%, spread 10%: noise
+    base = pd.DataFrame([record.to_row(make_record(nodes=1, tps=8000, spread=0.01)),
+                         record.to_row(make_record(nodes=2, tps=16000, spread=0.05))])
+    cur = pd.DataFrame([record.to_row(make_record(nodes=1, tps=7200, spread=0.01)),    # -10%, spread 2%: regression
+                        record.to_row(make_record(nodes=2, tps=15500, spread=0.05))])  # -3%, spread 10%: noise
     verdicts = tables.compare(cur, base).set_index("nodes")
     assert verdicts.loc[1, "verdict"] == "REGRESSION" and verdicts.loc[1, "delta_pct"] == pytest.approx(-10)
     assert verdicts.loc[2, "verdict"] == "same"
@@ -114,6 +114,5 @@ def test_plan_uses_deepspeeds_model_state_figures_and_hand_counted_activations()
     assert not by[(0, "none")]["fits"] and by[(3, "none")]["fits"]  # 8B full fine-tune: 16 bytes/param do not fit
     assert rows[0]["fits"] and rows[-1]["fits"] is False  # ranked: what fits first
     assert plan.recommend(rows)[0].startswith("1 node(s): ZeRO-")
-    assert memory_model.predict_for(shape, task="sft", stage=3, ranks=8, micro_batch=1, seq_len=4096,
-                                    offload_optimizer=False, offload_param=False, dtype="bf16", attn_impl="sdpa",
-                                    grad_checkpointing=False, device_gib=None).fits is None
+    cfg = RunConfig(model="qwen3-8b", zero_stage=3, gpus_per_node=8, micro_batch=1, seq_len=4096)
+    assert memory_model.predict_for(shape, cfg, dtype="bf16", device_gib=None).fits is None

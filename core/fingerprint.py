@@ -10,20 +10,8 @@ import os
 import platform
 import socket
 import sys
-from importlib import metadata
 
-PACKAGES = ("torch", "deepspeed", "transformers", "accelerate", "flash-attn", "trl", "peft", "ms-swift",
-            "megatron-core", "transformer-engine", "nvidia-ml-py")
-
-
-def package_versions() -> dict[str, str | None]:
-    out = {}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+from core.stack import NVIDIA_WHEELS, package_versions, torch_build, version
 
 
 def cpu_model() -> str:
@@ -69,15 +57,13 @@ def _nvml_driver() -> str | None:
 def fingerprint(with_devices: bool = True) -> dict:
     """This process's host, Python, packages, devices, and the image it claims to be.
     with_devices=False reads no torch (envcheck's one-second budget): the driver from NVML only."""
-    from envcheck.versions import torch_build, version
-
     return {
         "host": socket.gethostname(),
         "os": platform.platform(),
         "python": sys.version.split()[0],
         "packages": package_versions(),
         "torch_cuda": torch_build().get("cuda"),
-        "nccl": version("nvidia-nccl-cu12"),
+        "nccl": version(NVIDIA_WHEELS["nccl"]),
         "devices": devices() if with_devices else {"driver": _nvml_driver()},
         # set by images built by `invoke build` (labels copied into the environment)
         "image": os.environ.get("STACKBENCH_IMAGE"),

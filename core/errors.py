@@ -1,4 +1,11 @@
-"""Errors meant for people: what was wrong, where, and what to do. Never shown as a traceback."""
+"""Errors meant for people: what was wrong, where, and what to do. Never shown as a traceback.
+And the exit codes every entry point shares."""
+
+EXIT_OK = 0
+EXIT_FAILED = 1      # bench: some run failed (still recorded); anything unexpected
+EXIT_BAD_INPUT = 2   # a user mistake, said before anything is launched
+EXIT_OOM = 3         # the trainer ran out of memory (recorded as status oom)
+EXIT_PREFLIGHT = 4   # a node did not join the preflight, or its all-reduce failed
 
 
 class UserError(Exception):

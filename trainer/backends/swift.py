@@ -29,10 +29,10 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from trainer.errors import UserError
+from core.errors import UserError
+from trainer.backends.base import Context, Result
 
 DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-TOO_LONG = {"drop": "delete", "truncate": "right"}  # stackbench's --too-long -> ms-swift's --truncation_strategy
 SUBCOMMAND = {"sft": "sft", "pt": "pt", "dpo": "rlhf"}
 
 
@@ -67,34 +67,28 @@ def _as_messages(row) -> dict[str, Any]:
     return out
 
 
-def swift_argv(cfg, ref, model_dir: str, data_file: Path, ds_file: Path, out_dir: Path, dtype: str,
-               total_steps: int, ds_config: dict[str, Any]) -> list[str]:
-    """The `swift <subcommand>` arguments for this run (subcommand first). The optimizer and
-    clipping settings are ds_config's (the run's DeepSpeed config), given as Trainer arguments."""
-    optim = ds_config["optimizer"]["params"]
+def swift_argv(cfg, ref, model_dir: str, data_file: Path, ds_file: Path, out_dir: Path, dtype: str) -> list[str]:
+    """The `swift <subcommand>` arguments for this run (subcommand first): the knobs ms-swift has a
+    flag for (core/config.py names them), then what this harness decides (files, dtype, schedule)."""
     argv = [SUBCOMMAND[cfg.task]] + (["--rlhf_type", "dpo"] if cfg.task == "dpo" else []) + [
         "--tuner_type", "full", "--model", model_dir, "--check_model", "false",
-        "--torch_dtype", DTYPE_NAMES[dtype], "--attn_impl", cfg.attn_impl,
+        "--torch_dtype", DTYPE_NAMES[dtype],
         "--bf16", str(dtype == "bf16").lower(), "--fp16", str(dtype == "fp16").lower(),  # else it picks mixed precision
         "--dataset", str(data_file), "--dataset_shuffle", "false", "--train_dataloader_shuffle", "false",
         "--split_dataset_ratio", "0", "--load_from_cache_file", "false", "--dataset_num_proc", "1",
-        "--max_length", str(cfg.seq_len), "--truncation_strategy", TOO_LONG[cfg.too_long],
-        "--per_device_train_batch_size", str(cfg.micro_batch), "--gradient_accumulation_steps", str(cfg.grad_accum),
-        "--max_steps", str(total_steps), "--learning_rate", str(cfg.lr), "--lr_scheduler_type", "constant",
-        "--warmup_ratio", "0", "--optim", "adamw_torch", "--adam_beta1", str(optim["betas"][0]),
-        "--adam_beta2", str(optim["betas"][1]), "--adam_epsilon", str(optim["eps"]),
-        "--weight_decay", str(optim["weight_decay"]), "--max_grad_norm", str(ds_config["gradient_clipping"]),
-        "--deepspeed", str(ds_file), "--seed", str(cfg.seed), "--data_seed", str(cfg.seed),
-        "--gradient_checkpointing", str(cfg.grad_checkpointing).lower(),
+        "--max_steps", str(cfg.total_steps), "--lr_scheduler_type", "constant", "--warmup_ratio", "0",
+        "--optim", "adamw_torch", "--deepspeed", str(ds_file),
         "--average_tokens_across_devices", "false",  # a per-rank token mean, as the native loss
         "--accelerator_config", json.dumps({"use_configured_state": True}),
         "--logging_steps", "1", "--save_strategy", "no", "--eval_strategy", "no", "--report_to", "none",
         "--dataloader_num_workers", "0", "--disable_tqdm", "true", "--add_version", "false",
         "--output_dir", str(out_dir)]
+    for flag, value in cfg.backend_args("swift").items():
+        argv += [flag, value]
     if ref.kind in ("tiny", "preset"):  # the embedded tokenizer: ChatML; ms-swift cannot guess either
         argv += ["--model_type", ref.config["model_type"], "--template", "chatml"]
     if cfg.task == "dpo":
-        argv += ["--beta", str(cfg.beta), "--loss_type", "sigmoid"]
+        argv += ["--loss_type", "sigmoid"]
     return argv
 
 
@@ -113,23 +107,23 @@ def model_dir(cfg, ref, weights: str | None, dtype: str, topo) -> str:
     return str(dest)
 
 
-def train(cfg, ref, dataset, ds_config: dict, dtype: str, weights: str | None, topo, device, total_steps: int,
-          timer, memory, phases) -> tuple[list[dict[str, Any]], list[str], dict[str, Any]]:
+def train(ctx: Context) -> Result:
     version = check_installed()
-    from trainer import hf_backend
+    from trainer.backends.hf import Measure, use_process_group
 
-    state = hf_backend.use_process_group(device)
-    work = Path(cfg.out) / f"{cfg.run_id or 'swift'}-swift"
+    cfg, topo = ctx.cfg, ctx.topo
+    state = use_process_group(ctx.device)
+    work = Path(ctx.work_dir)
     data_file, ds_file = work / f"data.rank{topo.rank}.jsonl", work / f"deepspeed.rank{topo.rank}.json"
     work.mkdir(parents=True, exist_ok=True)
-    rows = ordered_rows(dataset, topo.world, cfg.micro_batch, total_steps * cfg.grad_accum)
+    rows = ordered_rows(ctx.dataset, topo.world, cfg.micro_batch, cfg.total_steps * cfg.grad_accum)
     data_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    argv = swift_argv(cfg, ref, model_dir(cfg, ref, weights, dtype, topo), data_file, ds_file, work / "out", dtype,
-                      total_steps, ds_config)
+    argv = swift_argv(cfg, ctx.ref, model_dir(cfg, ctx.ref, ctx.weights, ctx.dtype, topo), data_file, ds_file,
+                      work / "out", ctx.dtype)
     # ms-swift's trainer builds the optimizer itself (it fails on DeepSpeed's DummyOptim): the
     # AdamW settings went in as Trainer arguments, and the record's config shows what DeepSpeed got
-    del ds_config["optimizer"]
-    ds_file.write_text(json.dumps(ds_config, indent=1))
+    del ctx.ds_config["optimizer"]
+    ds_file.write_text(json.dumps(ctx.ds_config, indent=1))
 
     counts: deque[tuple[int, int, int]] = deque()  # (real, padded, sequences) per micro-batch, in feeding order
     pairs = cfg.task == "dpo"
@@ -138,7 +132,7 @@ def train(cfg, ref, dataset, ds_config: dict, dtype: str, weights: str | None, t
         mb = [counts.popleft() for _ in range(cfg.grad_accum)]
         return sum(c[0] for c in mb), sum(c[1] for c in mb), sum(c[2] for c in mb)
 
-    measure = hf_backend.Measure(timer, memory, phases, total_steps, tokens)
+    measure = Measure(ctx.meter, tokens)
     pipeline_cls = _measured_pipeline(cfg.task, measure, counts, cfg.seq_len if cfg.padding == "fixed" else None, pairs)
     pipeline = pipeline_cls(argv[1:])  # parsed by ms-swift's own argument classes
     pipeline.main()
@@ -147,7 +141,7 @@ def train(cfg, ref, dataset, ds_config: dict, dtype: str, weights: str | None, t
              "timing": "stackbench StepTimer in a TrainerCallback; tokens counted at ms-swift's collator",
              "accelerate_state": state, "optimizer": "the Trainer's adamw_torch, same settings as DeepSpeed's AdamW",
              "model_dir": argv[argv.index("--model") + 1]}
-    return measure.steps(), pipeline.leaves, setup
+    return Result(measure.steps(), pipeline.leaves, setup)
 
 
 def _measured_pipeline(task: str, measure, counts: deque, padding_to: int | None, pairs: bool):

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-GIB = 1024**3
+from core.config import RunConfig
+from core.host import GIB
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +88,7 @@ def logits_bytes(seq_len: int, micro_batch: int, vocab: int) -> float:
 def predict(*, params: int, largest_layer: int, layers: int, hidden: int, heads: int, vocab: int,
             task: str, stage: int, ranks: int, micro_batch: int, seq_len: int, offload_optimizer: bool = False,
             offload_param: bool = False, mixed_precision: bool = True, fused_attention: bool = True,
-            recompute: bool = False, device_gib: float | None = None) -> MemoryPrediction:
+            recompute: bool = False, device_gib: float | None = None, ref_stage: int | None = None) -> MemoryPrediction:
     value_bytes = 2 if mixed_precision else 4
     dev, host = model_states_bytes(params, largest_layer, ranks, stage, offload_optimizer, offload_param,
                                    value_bytes)
@@ -97,7 +98,8 @@ def predict(*, params: int, largest_layer: int, layers: int, hidden: int, heads:
     ref = 0.0
     if task == "dpo":
         ref_weights = value_bytes * params
-        ref = (ref_weights / ranks + 2 * largest_layer if stage == 3 else ref_weights)
+        ref_stage = (3 if stage == 3 else 0) if ref_stage is None else ref_stage
+        ref = (ref_weights / ranks + 2 * largest_layer if ref_stage == 3 else ref_weights)
         ref += logits / 2  # its forward's logits, no gradient
     total = dev + acts + logits + ref
     fits = None if device_gib is None else total <= device_gib * GIB
@@ -107,13 +109,12 @@ def predict(*, params: int, largest_layer: int, layers: int, hidden: int, heads:
                             paper_model_states_gib=paper / GIB, fits=fits)
 
 
-def predict_for(shape, *, task: str, stage: int, ranks: int, micro_batch: int, seq_len: int,
-                offload_optimizer: bool, offload_param: bool, dtype: str, attn_impl: str, grad_checkpointing: bool,
-                device_gib: float | None) -> MemoryPrediction:
-    """`predict` for a model shape (trainer.models.ModelShape) and a run's settings: the one call
-    the trainer's record and bench's fit check share."""
+def predict_for(shape, cfg: RunConfig, *, dtype: str, device_gib: float | None) -> MemoryPrediction:
+    """`predict` for a model shape (trainer.models.ModelShape) and a run config, in the resolved
+    dtype: the one call the trainer's record, bench's fit check and the planner share."""
     return predict(params=shape.params, largest_layer=shape.largest_layer, layers=shape.layers, hidden=shape.hidden,
-                   heads=shape.heads, vocab=shape.vocab, task=task, stage=stage, ranks=ranks, micro_batch=micro_batch,
-                   seq_len=seq_len, offload_optimizer=offload_optimizer, offload_param=offload_param,
-                   mixed_precision=dtype != "fp32", fused_attention=attn_impl != "eager", recompute=grad_checkpointing,
-                   device_gib=device_gib)
+                   heads=shape.heads, vocab=shape.vocab, task=cfg.task, stage=cfg.zero_stage, ranks=cfg.world_size,
+                   micro_batch=cfg.micro_batch, seq_len=cfg.seq_len, offload_optimizer=cfg.offload_optimizer,
+                   offload_param=cfg.offload_param, mixed_precision=dtype != "fp32",
+                   fused_attention=cfg.attn_impl != "eager", recompute=cfg.grad_checkpointing, device_gib=device_gib,
+                   ref_stage=cfg.ref_zero_stage)

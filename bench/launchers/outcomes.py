@@ -1,17 +1,21 @@
-"""Turn a run that wrote no record into one: exit codes and per-node logs -> (status, error).
+"""What happened to a run the trainer could not record itself, as a record.
 
-The trainer records what it can see itself (bad input, OOM raised in Python). What it cannot see
-is read here from the launcher's side: a deadline or heartbeat that expired, a rank killed by a
-signal (torchrun's failure summary names host, rank and exit code), an OOM killer, a crash.
+The trainer records what it can see (bad input, OOM raised in Python). What it cannot see is read
+here from the launcher's side: a deadline or heartbeat that expired, a rank killed by a signal
+(torchrun's failure summary names host, rank and exit code), an OOM killer, a crash; and the
+runs that never started: interrupted (Ctrl-C), or nodes that failed the preflight.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 from pathlib import Path
 
-from trainer import record
+from bench import preflight as preflight_mod
+from core import record
+from core.config import Launch, RunConfig
 
 _TORCHRUN_FAILURE = re.compile(r"time\s*:\s*(\S+)\s*\n\s*host\s*:\s*(\S+)\s*\n\s*rank\s*:\s*(\d+)[^\n]*\n"
                                r"\s*exitcode\s*:\s*(-?\d+)")
@@ -77,3 +81,34 @@ def classify(logs: list[Path], killed_because: str | None = None, exit_codes: di
     first = next((p for p in logs if p.exists()), logs[0] if logs else Path("-"))
     return "failed", record.error("crash", f"{codes or 'no exit code'}; last lines of {first.name}:\n{tail(first)}",
                                   log=log_paths)
+
+
+def interrupted(cfg: RunConfig, launch: Launch, started: str) -> dict:
+    return record.new("interrupted", cfg, launch, started_at=started,
+                      error=record.error("interrupted", "stopped by the user (Ctrl-C)"))
+
+
+def preflight_failed(cfg: RunConfig, launch: Launch, result: dict, started: str, **extra) -> dict:
+    """The record of a run that did not start because its nodes failed the preflight (host named);
+    written beside the others."""
+    host = (result.get("missing_hosts") or [result.get("host")])[0]
+    error = record.error("preflight", result.get("message", "preflight failed"), host=host,
+                         log=str(Path(launch.out) / cfg.run_id))
+    rec = record.new("failed", cfg, launch, started_at=started, error=error, preflight=result, **extra)
+    record.write(Path(launch.out) / f"{rec['run_id']}.json", rec)
+    return rec
+
+
+def read_preflight(out: Path, logs: list[Path], killed_because: str | None) -> dict:
+    """Node 0's JSON, else the first failure a node printed, else why it was stopped."""
+    if out.exists():
+        return json.loads(out.read_text())
+    for log in logs:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        for line in text.splitlines():
+            if line.startswith(preflight_mod.PREFIX):
+                result = json.loads(line[len(preflight_mod.PREFIX):])
+                if not result.get("ok"):
+                    return result
+    why = killed_because or "the preflight exited without a result"
+    return {"ok": False, "error": "preflight", "message": f"{why}; logs: {', '.join(str(p) for p in logs)}"}

@@ -22,6 +22,9 @@ from typing import Any, Callable
 
 from transformers import TrainerCallback
 
+from trainer import models
+from trainer.backends.base import Context, Result
+
 # our per-step key -> the Trainer's (TRL's) log key
 LOGGED = {"loss": "loss", "reward_accuracy": "rewards/accuracies", "reward_margin": "rewards/margins"}
 
@@ -38,93 +41,81 @@ def use_process_group(device) -> str:
 
 
 class Measure(TrainerCallback):
-    """Times every optimizer step with stackbench's StepTimer, samples memory, beats the heartbeat
-    and keeps each step's figures; `tokens(step)` gives (real, padded, sequences) of that step."""
+    """Drives the run's Meter from a Trainer's callbacks (step timing, memory, heartbeat, phases);
+    `tokens(step)` gives (real, padded, sequences) of that step; losses come from the Trainer's logs."""
 
-    def __init__(self, timer, memory, phases, total_steps: int, tokens: Callable[[int], tuple[int, int, int]]):
-        self.timer, self.memory, self.phases, self.total_steps, self.tokens = timer, memory, phases, total_steps, tokens
-        self.per_step: list[dict[str, Any]] = []
+    def __init__(self, meter, tokens: Callable[[int], tuple[int, int, int]]):
+        self.meter, self.tokens = meter, tokens
 
     def on_train_begin(self, *a, **k):
-        self.phases.mark("engines_ready")
+        self.meter.engines_ready()
 
     def on_step_begin(self, *a, **k):
-        self.timer.start()
+        self.meter.step_begin()
 
     def on_step_end(self, args, state, control, **k):
-        from trainer.run import heartbeat
-
-        self.timer.stop()
-        self.memory.sample()
-        step = state.global_step - 1
-        real, padded, seqs = self.tokens(step)
-        self.per_step.append({"loss": None, "real": real, "padded": padded, "seqs": seqs})
-        heartbeat(step, self.total_steps)
-        if step == 0:
-            self.phases.mark("first_step_done")
+        real, padded, seqs = self.tokens(state.global_step - 1)
+        self.meter.step_end({"loss": None, "real": real, "padded": padded, "seqs": seqs})
 
     def on_log(self, args, state, control, logs=None, **k):
-        if logs and "loss" in logs and self.per_step:  # this step's figures, averaged over ranks by the Trainer
+        if logs and "loss" in logs and self.meter.steps:  # this step's figures, averaged over ranks by the Trainer
             for ours, theirs in LOGGED.items():
                 if theirs in logs:
-                    self.per_step[-1][ours] = float(logs[theirs])
+                    self.meter.steps[-1][ours] = float(logs[theirs])
 
     def steps(self) -> list[dict[str, Any]]:
         """Per-step figures on every rank: the Trainer logs (means over ranks) on rank 0 only."""
         import torch
 
-        logged = [[{k: s.get(k) for k in LOGGED} for s in self.per_step]]
+        per_step = self.meter.steps
+        logged = [[{k: s.get(k) for k in LOGGED} for s in per_step]]
         torch.distributed.broadcast_object_list(logged, src=0)
-        for s, values in zip(self.per_step, logged[0]):
+        for s, values in zip(per_step, logged[0]):
             s.update(values)
-        return self.per_step
+        return per_step
 
 
-def train(cfg, ref, tokenizer, ds_config: dict, torch_dtype, weights: str | None, batches, device, total_steps: int,
-          timer, memory, phases) -> tuple[list[dict[str, Any]], list[str], dict[str, Any]]:
+def train(ctx: Context) -> Result:
     import torch
     from transformers import Trainer, TrainingArguments
 
-    from trainer.run import build_model
-
-    state = use_process_group(device)
-    optim = ds_config["optimizer"]["params"]
+    cfg = ctx.cfg
+    state = use_process_group(ctx.device)
     common = dict(
-        output_dir=f"{cfg.out}/{cfg.run_id or 'hf'}-hf", max_steps=total_steps, per_device_train_batch_size=cfg.micro_batch,
-        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr, lr_scheduler_type="constant",
-        adam_beta1=optim["betas"][0], adam_beta2=optim["betas"][1], adam_epsilon=optim["eps"],
-        weight_decay=optim["weight_decay"], max_grad_norm=ds_config["gradient_clipping"],
-        bf16=ds_config["bf16"]["enabled"], fp16=ds_config["fp16"]["enabled"], deepspeed=ds_config, seed=cfg.seed,
+        cfg.backend_args("hf"),  # the knobs TrainingArguments has a name for (core/config.py)
+        output_dir=ctx.work_dir, max_steps=cfg.total_steps, lr_scheduler_type="constant",
+        bf16=ctx.ds_config["bf16"]["enabled"], fp16=ctx.ds_config["fp16"]["enabled"], deepspeed=ctx.ds_config,
         logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True, remove_unused_columns=False,
         dataloader_num_workers=0, average_tokens_across_devices=False,  # a per-rank token mean, as the native loss
-        accelerator_config={"use_configured_state": True}, gradient_checkpointing=cfg.grad_checkpointing)
+        accelerator_config={"use_configured_state": True})
     if cfg.task == "dpo":  # TRL's DPOTrainer: sigmoid loss, a frozen reference model, as the native loop
         from trl import DPOConfig
 
-        args = DPOConfig(**common, beta=cfg.beta, loss_type=["sigmoid"], precompute_ref_log_probs=False)
+        args = DPOConfig(**common, loss_type=["sigmoid"], precompute_ref_log_probs=False)
     else:
         args = TrainingArguments(**common)
     # built after TrainingArguments: under ZeRO-3 that is what makes from_pretrained partition it
-    model, leaves = build_model(cfg, ref, torch_dtype, weights)
+    model, leaves = models.build_for(cfg, ctx.ref, ctx.torch_dtype, ctx.weights)
     model.config.use_cache = False
-    fed = [next(batches) for _ in range(total_steps * cfg.grad_accum)]
+    fed = [next(ctx.batches) for _ in range(cfg.total_steps * cfg.grad_accum)]
 
     def tokens(step: int) -> tuple[int, int, int]:
         mb = fed[step * cfg.grad_accum:(step + 1) * cfg.grad_accum]
         return sum(b.real_tokens for b in mb), sum(b.padded_tokens for b in mb), sum(b.sequences for b in mb)
 
-    measure = Measure(timer, memory, phases, total_steps, tokens)
+    measure = Measure(ctx.meter, tokens)
     if cfg.task == "dpo":
         from trl import DPOTrainer
 
         # TRL's batch: chosen rows then rejected rows, as the native batches, and which tokens are completion
         feed = [{"input_ids": b.input_ids, "attention_mask": b.attention_mask,
                  "completion_mask": (b.labels != -100).long()} for b in fed]
-        reference, _ = build_model(cfg, ref, torch_dtype, weights, frozen=True)
+        reference, _ = models.build_for(cfg, ctx.ref, ctx.torch_dtype, ctx.weights, frozen=True)
         from datasets import Dataset
 
         placeholder = Dataset.from_dict({"prompt": ["a"], "chosen": ["b"], "rejected": ["c"]})  # batches come from feed
-        base, kwargs = DPOTrainer, {"ref_model": reference, "train_dataset": placeholder, "processing_class": tokenizer}
+        base, kwargs = DPOTrainer, {"ref_model": reference, "train_dataset": placeholder,
+                                    "processing_class": ctx.tokenizer}
     else:
         feed = [{"input_ids": b.input_ids, "attention_mask": b.attention_mask, "labels": b.labels} for b in fed]
         base, kwargs = Trainer, {}
@@ -137,4 +128,4 @@ def train(cfg, ref, tokenizer, ds_config: dict, torch_dtype, weights: str | None
     setup = {"trainer": "trl.DPOTrainer" if cfg.task == "dpo" else "transformers.Trainer",
              "batches": "stackbench's, per rank, unshuffled", "timing": "stackbench StepTimer in a TrainerCallback",
              "accelerate_state": state}
-    return measure.steps(), leaves, setup
+    return Result(measure.steps(), leaves, setup)

@@ -1,0 +1,155 @@
+"""The launcher contract: `launch(cfg, sweep_dir) -> record`. A failure is a record, not an exception.
+
+Launchers that start one process per node from here (local, torchrun over ssh) share `launch` and
+`preflight` (processes.py supervises; outcomes.py turns what happened into a record). A launcher
+says how to run a command on node i (`wrap`), which host node i is (`hosts`) and how torchrun
+meets (`rendezvous`). Slurm overrides `launch` and does its preflight inside the job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shlex
+import sys
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from bench.backends import env_for, python_for
+from bench.launchers import outcomes
+from bench.launchers.options import LaunchOptions
+from bench.launchers.processes import kill, start, supervise
+from core import record
+from core.config import Launch, RunConfig
+from core.host import free_port, has_nvidia_driver
+
+# Settings users tune multi-node jobs with; passed to every rank on every host.
+PASSTHROUGH = re.compile(r"^(NCCL_|TORCH_NCCL_|GLOO_|UCX_|FI_|TORCH_DISTRIBUTED_DEBUG$|CUDA_VISIBLE_DEVICES$|"
+                         r"PYTORCH_CUDA_ALLOC_CONF$|OMP_NUM_THREADS$|HF_|TRANSFORMERS_OFFLINE$|TORCH_EXTENSIONS_DIR$)")
+
+
+class Launcher(ABC):
+    name = "base"
+
+    def __init__(self, options: LaunchOptions | None = None):
+        self.options = options or LaunchOptions()
+
+    # --- what a launcher must say ----------------------------------------------------------------
+
+    @abstractmethod
+    def hosts(self, nodes: int) -> list[str]:
+        """The host of each node (named when one does not join)."""
+
+    @abstractmethod
+    def rendezvous(self, cfg: RunConfig, node: int, port: int) -> list[str]:
+        """torchrun's flags for node `node` to meet the others."""
+
+    def node_names(self, nodes: int) -> list[str]:
+        """The host each node's failures are reported against."""
+        return self.hosts(nodes)
+
+    def wrap(self, node_host: str, argv: list[str], env: dict[str, str]) -> list[str]:
+        """How to run argv on that host (ssh for a remote one); env is already in the process env."""
+        return argv
+
+    # --- commands --------------------------------------------------------------------------------
+
+    def bookkeeping(self, cfg: RunConfig, sweep_dir: Path, command: str = "") -> Launch:
+        """The run's bookkeeping when this launcher starts it into sweep_dir."""
+        return Launch(out=str(sweep_dir.resolve()), run_id=cfg.run_id, sweep_id=sweep_dir.name, launcher=self.name,
+                      command=command, collective_timeout_s=self.options.collective_timeout_s)
+
+    def commands(self, cfg: RunConfig, sweep_dir: Path, port: int) -> list[list[str]]:
+        """The command for each node (what --dry-run and --script-only print, what launch runs)."""
+        worker = ["-m", "trainer", *cfg.to_argv(), *self.bookkeeping(cfg, sweep_dir).to_argv()]
+        # --tee: each rank's output also goes to its own file under <run>/ranks/, prefixed by local rank in the node log
+        ranks = ["--tee=3", f"--log-dir={sweep_dir.resolve() / cfg.run_id / 'ranks'}"]
+        return [[python_for(cfg.backend), "-m", "torch.distributed.run", *self.rendezvous(cfg, node, port), *ranks,
+                 f"--nproc_per_node={cfg.gpus_per_node}", *worker] for node in range(cfg.nodes)]
+
+    def script(self, cfg: RunConfig, sweep_dir: Path) -> str:
+        """What `--script-only` prints: a shell script that runs the run without stackbench's supervision."""
+        cmds = self.commands(cfg, sweep_dir, 29500)
+        lines = [f"# {cfg.run_id}: on {host}\n{shlex.join(c)}" for host, c in zip(self.hosts(cfg.nodes), cmds)]
+        return "#!/bin/bash\n# one command per node; start them all (node 0 hosts the rendezvous)\n" + "\n".join(lines)
+
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """Environment every rank gets: passthrough of this process's multi-node settings, defaults, options."""
+        env = {k: v for k, v in os.environ.items() if PASSTHROUGH.match(k)}
+        cuda = has_nvidia_driver()
+        env.setdefault("DS_ACCELERATOR", "cuda" if cuda else "cpu")
+        env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        if cuda:  # a timed-out NCCL collective aborts the process instead of hanging it
+            env.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+        # ranks share the cores: oversubscribed BLAS threads distort step times
+        env.setdefault("OMP_NUM_THREADS", "4" if cuda else str(max(1, (os.cpu_count() or 1) // 2)))
+        env.update(self.options.env)
+        env.update(extra or {})
+        return env
+
+    # --- running ---------------------------------------------------------------------------------
+
+    def preflight(self, nodes: int, procs_per_node: int, sweep_dir: Path) -> dict | None:
+        """Join + all-reduce across every rank of this node count; None when the launcher does it per job."""
+        deadline = self.options.preflight_deadline_s
+        log_dir = sweep_dir / f"preflight-n{nodes}x{procs_per_node}"
+        out = log_dir / "preflight.json"
+        out.unlink(missing_ok=True)
+        hosts = self.hosts(nodes)
+        port = free_port()
+        argv = [[sys.executable, "-m", "bench.preflight", f"--node-rank={node}", f"--nnodes={nodes}",
+                 f"--nproc={procs_per_node}", f"--master={hosts[0]}:{port}", f"--hosts={','.join(hosts)}",
+                 f"--deadline={deadline:g}"] + ([f"--out={out}"] if node == 0 else []) for node in range(nodes)]
+        env = self.env()
+        procs = start([self.wrap(h, a, env) for h, a in zip(hosts, argv)], env, log_dir)
+        # joining has `deadline`, then the all-reduce has it again, plus interpreter and torch imports
+        killed = supervise(procs, dataclasses.replace(self.options, deadline_s=2 * deadline + 60, grace_s=deadline + 10),
+                           heartbeat=None)
+        return outcomes.read_preflight(out, [p.log for p in procs], killed)
+
+    def run_on_nodes(self, argv: list[str], nodes: int, procs_per_node: int, work_dir: Path,
+                     deadline_s: float) -> tuple[list[Path], dict | None]:
+        """argv once on every node ({node} in it becomes the node index), then the preflight;
+        per-node logs and the preflight result (envcheck --nodes)."""
+        env = self.env()
+        cmds = [self.wrap(h, [a.replace("{node}", str(i)) for a in argv], env) for i, h in enumerate(self.hosts(nodes))]
+        procs = start(cmds, env, work_dir)
+        supervise(procs, dataclasses.replace(self.options, deadline_s=deadline_s, grace_s=deadline_s), heartbeat=None)
+        return [p.log for p in procs], self.preflight(nodes, procs_per_node, work_dir)
+
+    def launch(self, cfg: RunConfig, sweep_dir: Path) -> dict:
+        """Run one config to completion or deadline; return its record (also written to sweep_dir)."""
+        started = record.now()
+        out = sweep_dir / f"{cfg.run_id}.json"
+        out.unlink(missing_ok=True)  # a re-run replaces an earlier failure; the sweep never re-runs an ok
+        run_dir = sweep_dir / cfg.run_id
+        heartbeat = run_dir / "heartbeat"
+        heartbeat.unlink(missing_ok=True)
+        cmds = self.commands(cfg, sweep_dir, free_port())
+        command = join_commands(cmds)
+        cmds = [c + ["--command", command] for c in cmds]  # the record says how to reproduce it
+        launch = self.bookkeeping(cfg, sweep_dir, command)
+        env = self.env({"STACKBENCH_HEARTBEAT": str(heartbeat), "STACKBENCH_LAUNCHED_AT": f"{time.time():.3f}",
+                        **env_for(cfg.backend)})
+        procs = start([self.wrap(h, c, env) for h, c in zip(self.hosts(cfg.nodes), cmds)], env, run_dir)
+        try:
+            killed_because = supervise(procs, self.options, heartbeat)
+        except BaseException:  # Ctrl-C: stop this run's processes only, record it, pass it on
+            kill(procs)
+            record.write(out, outcomes.interrupted(cfg, launch, started))
+            raise
+        if out.exists():  # the trainer wrote its own record (ok, bad input, oom)
+            return record.read(out)
+        status, error = outcomes.classify([p.log for p in procs], killed_because,
+                                          {p.node: p.popen.returncode for p in procs}, self.node_names(cfg.nodes))
+        rec = record.new(status, cfg, launch, started_at=started, error=error)
+        record.write(out, rec)
+        return rec
+
+
+def join_commands(cmds: list[list[str]]) -> str:
+    """One shell line that starts every node's command (what a record calls `command`)."""
+    return " & \\\n".join(shlex.join(c) for c in cmds) + (" & wait" if len(cmds) > 1 else "")

@@ -1,0 +1,22 @@
+"""What every launcher is told about supervising a run (built from bench.options.BenchOptions)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(kw_only=True)
+class LaunchOptions:
+    deadline_s: float = 900.0
+    """Wall-clock limit for one run, start-up included."""
+    heartbeat_s: float = 300.0
+    """Kill the run when rank 0 has not finished a step for this long (after its first step)."""
+    grace_s: float = 30.0
+    """After one node's process fails, how long the others get to exit by themselves."""
+    collective_timeout_s: int = 300
+    """A collective that waits longer fails the run (torch's default is 30 minutes)."""
+    preflight: bool = True
+    preflight_deadline_s: float = 30.0
+    """Seconds for every node to join the preflight and for its all-reduce."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment for every rank (NCCL_*, ...), on top of the passthrough of this one."""

@@ -1,0 +1,45 @@
+"""The sweep matrix: every knob of core.config.RunConfig is an axis (a list of values; one value
+for a knob that does not vary), expanded into run configs in the config's field order, outermost
+first, so one node count's runs stay together (one preflight serves them)."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from typing import Any
+
+from core.config import RunConfig, knob_fields
+from core.errors import ConfigError
+
+
+def expand(axes: dict[str, list[Any]] | None = None, **values: Any) -> tuple[list[RunConfig], list[tuple[str, str]]]:
+    """(the run configs, [(combination, why it was left out)]) for these axes: knob name -> list of
+    values (a scalar is a one-value axis; knobs not named keep their default). The same run twice
+    (a value listed twice) runs once."""
+    given = {**(axes or {}), **values}
+    unknown = sorted(set(given) - {f.name for f in knob_fields()})
+    if unknown:
+        raise ConfigError(f"not knobs of the run config: {', '.join(unknown)}", where="matrix")
+    lists = {f.name: list(v) if isinstance(v := given.get(f.name, f.default), (list, tuple)) else [v]
+             for f in knob_fields()}
+    varying = [name for name, vals in lists.items() if len(vals) > 1]
+    configs, invalid, seen = [], [], set()
+    for combo in itertools.product(*lists.values()):
+        chosen = dict(zip(lists, combo))
+        try:
+            cfg = RunConfig(**chosen)
+        except ConfigError as e:
+            invalid.append((" ".join(f"{k}={chosen[k]}" for k in varying) or "the run", e.what))
+            continue
+        if cfg.run_id not in seen:
+            seen.add(cfg.run_id)
+            configs.append(cfg)
+    return configs, invalid
+
+
+def sweep_id_for(configs: list[RunConfig], launcher: str) -> str:
+    """The same matrix through the same launcher gives the same id, so running the same command
+    again resumes it (run ids are content hashes: adding a knob later keeps sweep ids too)."""
+    content = json.dumps({"launcher": launcher, "runs": [c.run_id for c in configs]})
+    return f"sweep-{hashlib.sha256(content.encode()).hexdigest()[:8]}"

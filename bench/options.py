@@ -1,0 +1,49 @@
+"""How a sweep runs (not what a run is: that is core.config.RunConfig): where records go, the
+launcher and its settings, deadlines, the preflight, the fit check. One dataclass: the
+`invoke bench` flags beside the knobs come from it, and so do the launchers' options."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def option(default: Any, help: str, *, iterable: bool = False) -> Any:
+    meta = {"help": help, "iterable": iterable}
+    return field(default_factory=tuple, metadata=meta) if iterable else field(default=default, metadata=meta)
+
+
+@dataclass(kw_only=True, frozen=True)
+class BenchOptions:
+    launcher: str = option("local", "local (emulated nodes on this host), torchrun (hosts from --hostfile, over ssh) "
+                                    "or slurm (sbatch)")
+    results: str = option("results", "directory for records and logs")
+    sweep: str = option("", "sweep name (default: derived from the matrix and launcher, so re-running resumes)")
+    deadline: float = option(900.0, "seconds one run may take before it is killed and recorded as timeout")
+    dry_run: bool = option(False, "print the plan and the launch commands, run nothing")
+    script_only: bool = option(False, "print each run's script (sbatch for slurm, per-node commands otherwise), "
+                                      "run nothing")
+    preflight: bool = option(True, "join + all-reduce check of every node before each node count's runs "
+                                   "(--no-preflight skips)")
+    preflight_deadline: float = option(30.0, "seconds every node gets to join the preflight (and for its all-reduce)")
+    collective_timeout: int = option(300, "seconds a collective may wait before the run fails (torch's default: 1800)")
+    gpu_mem: float = option(0.0, "GiB of one GPU for the fit check (default: this host's GPU; CPU: RAM per rank)")
+    run_anyway: bool = option(False, "run configurations the memory model says cannot fit (default: record them "
+                                     "skipped)")
+    env: tuple = option((), "KEY=VALUE for every rank on every host (repeatable); NCCL_*, GLOO_* ... pass through by "
+                            "themselves", iterable=True)
+    hostfile: str = option("", "torchrun launcher: one host per line ('host slots=8'), node 0 first")
+    ssh_options: str = option("", "torchrun launcher: options for ssh (default: BatchMode, ConnectTimeout=10)")
+    partition: str = option("", "slurm: partition")
+    account: str = option("", "slurm: account")
+    exclusive: bool = option(False, "slurm: whole nodes")
+    sbatch_arg: tuple = option((), "slurm: extra sbatch option (repeatable), e.g. --sbatch-arg=--qos=high",
+                               iterable=True)
+    slurm_gpus: str = option("auto", "slurm: request --gpus-per-node: auto (if the cluster has gpu GRES), yes, no")
+    container_image: str = option("", "slurm: run each node's command in this image (pyxis/enroot "
+                                      "srun --container-image)")
+
+    @classmethod
+    def fields(cls) -> tuple[dataclasses.Field, ...]:
+        return dataclasses.fields(cls)

@@ -1,0 +1,368 @@
+"""The run config: what one run *is*, defined once.
+
+Every knob of a run is one field of `RunConfig`, with its default, its help text, its allowed
+values and, where another tool has the same setting, that tool's name for it. Everything else is
+derived from this class, never restated:
+  - the trainer's command line (`python -m trainer --help`) and the argv every launcher starts;
+  - the `invoke bench` flags: every knob is a flag, every non-boolean knob takes a comma list and
+    is a sweep axis (bench/matrix.py);
+  - the run id (content-addressed: the knobs that differ from their defaults);
+  - the arguments of the hf backend (TrainingArguments / DPOConfig) and of ms-swift's CLI;
+  - `record.config` (every knob, as run) and its reading back (`RunConfig.from_dict`).
+Adding a knob means adding a field here; tests/unit/test_run_config.py adds a throwaway one and
+follows it everywhere.
+
+What is not a knob is bookkeeping (`Launch`): where the record goes, its id and sweep, the
+launcher that started it, the reproducing command, the collective timeout. Bookkeeping never
+changes what is measured, so it is not a sweep axis and not part of the run id.
+
+Defaults: where the trainer's and the bench's defaults used to differ, the bench's won (seq_len
+128: the embedded default's, so committed run ids stay); a trainer started by hand records the
+launcher "manual".
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from core.errors import ConfigError
+
+TASKS = ("sft", "dpo", "pt")
+ZERO_STAGES = (0, 1, 2, 3)
+DTYPES = ("auto", "bf16", "fp16", "fp32")
+ATTN_IMPLS = ("sdpa", "flash_attention_2", "eager")
+BACKENDS = ("native", "hf", "swift")  # trainer/backends/ registers one module per name (a test keeps them equal)
+TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+@dataclass(frozen=True, slots=True)
+class Offload:
+    """One value of the offload knob: what DeepSpeed moves to the host, and how it is labelled."""
+
+    optimizer: bool   # zero_optimization.offload_optimizer (optimizer states and the step on the CPU)
+    params: bool      # zero_optimization.offload_param (ZeRO-3 only)
+    min_stage: int    # the lowest ZeRO stage DeepSpeed accepts it with
+    id_tag: str       # in run ids
+    short: str        # in tables
+
+
+OFFLOADS = {
+    "none": Offload(False, False, 0, "", ""),
+    "optimizer": Offload(True, False, 1, "-offopt", "+opt"),
+    "optimizer+params": Offload(True, True, 3, "-offall", "+opt+param"),
+}
+
+
+def offload_problem(stage: int, offload: str) -> str | None:
+    """Why this stage cannot take this offload (None: it can)."""
+    need = OFFLOADS[offload].min_stage
+    if stage >= need:
+        return None
+    return "parameter offload needs ZeRO-3" if need == 3 else "optimizer offload needs ZeRO 1, 2 or 3"
+
+
+def stage_label(stage: int, offload: str) -> str:
+    """'ZeRO-3', 'ZeRO-2 +opt offload': how tables and plots name a configuration."""
+    short = OFFLOADS.get(offload, OFFLOADS["none"]).short
+    return f"ZeRO-{stage}" + (f" {short} offload" if short else "")
+
+
+def resolve_dtype(name: str, device_type: str) -> str:
+    """'auto' is bf16 on a GPU and fp32 on a CPU; a CPU takes fp32 only."""
+    if name == "auto":
+        return "bf16" if device_type == "cuda" else "fp32"
+    if device_type == "cpu" and name != "fp32":
+        raise ConfigError(f"--dtype {name} on a CPU", where="--dtype",
+                          fix="use fp32 on CPU (DeepSpeed refuses fp16 there and bf16 runs 15x slower without AVX512-BF16)")
+    return name
+
+
+def knob(default: Any, help: str, *, choices: Iterable | None = None, minimum: float | None = None,
+         flag: str = "", sweep: str = "", hf: str = "", swift: str | tuple[str, ...] = (),
+         swift_values: dict | None = None, tasks: tuple[str, ...] = TASKS, id_name: str = "",
+         id_always: bool = False) -> Any:
+    """A field of RunConfig.
+    help: the one help text (trainer and bench);  choices / minimum: checked in __post_init__;
+    flag: the `invoke bench` flag when it differs from the field name;  sweep: the bench's default
+    comma list when it sweeps more than the default;  hf: the TrainingArguments field;  swift:
+    ms-swift's flag(s), swift_values: how values translate;  tasks: the tasks it applies to (for the
+    backends' arguments);  id_name / id_always: how the run id hashes it (kept from the first ids)."""
+    meta = dict(help=help, choices=tuple(choices) if choices else None, minimum=minimum, flag=flag, sweep=sweep,
+                hf=hf, swift=(swift,) if isinstance(swift, str) else tuple(swift), swift_values=swift_values or {},
+                tasks=tasks, id_name=id_name, id_always=id_always)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(kw_only=True, frozen=True, slots=True)
+class RunConfig:
+    """Everything that decides what one run measures. Field order is the sweep's loop order
+    (outermost first: one node count's runs stay together, so one preflight serves them)."""
+
+    model: str = knob("tiny", "a preset (qwen3-8b ..., random init), 'tiny' (the embedded model) or a local HF "
+                      "model directory", id_always=True)
+    task: str = knob("sft", "sft (chat, loss on assistant turns), dpo (preference pairs) or pt (continued "
+                     "pre-training)", choices=TASKS, flag="tasks", sweep="sft,dpo", id_always=True)
+    nodes: int = knob(1, "nodes (the local launcher: emulated nodes on this host)", minimum=1, sweep="1,2")
+    gpus_per_node: int = knob(2, "GPUs per node (CPU: processes per node)", minimum=1, id_name="procs_per_node")
+    micro_batch: int = knob(2, "sequences (DPO: pairs) per rank per forward pass", minimum=1,
+                            hf="per_device_train_batch_size", swift="--per_device_train_batch_size")
+    seq_len: int = knob(128, "maximum tokens per sequence; longer samples are dropped or truncated (--too-long)",
+                        minimum=8, swift="--max_length")
+    zero_stage: int = knob(2, "DeepSpeed ZeRO stage: 0, 1, 2 or 3", choices=ZERO_STAGES, flag="zero",
+                           sweep="0,1,2,3", id_always=True)
+    offload: str = knob("none", "none, optimizer (ZeRO 1-3: optimizer states and step on the CPU) or "
+                        "optimizer+params (ZeRO-3: parameters too)", choices=OFFLOADS)
+    backend: str = knob("native", "native (stackbench's DeepSpeed loop), hf (transformers' Trainer / TRL's "
+                        "DPOTrainer) or swift (ms-swift's pipeline, in its own environment: ./sb swift-env), each "
+                        "with the same DeepSpeed config, data and timing", choices=BACKENDS)
+    grad_accum: int = knob(1, "micro-batches per optimizer step", minimum=1, hf="gradient_accumulation_steps",
+                           swift="--gradient_accumulation_steps")
+    steps: int = knob(8, "measured optimizer steps", minimum=1)
+    warmup_steps: int = knob(2, "optimizer steps run first and excluded from the timings", minimum=0, flag="warmup")
+    dtype: str = knob("auto", "auto (bf16 on GPU, fp32 on CPU), bf16, fp16 or fp32", choices=DTYPES)
+    attn_impl: str = knob("sdpa", "attention kernel: sdpa, flash_attention_2 (needs flash-attn) or eager",
+                          choices=ATTN_IMPLS, swift="--attn_impl")
+    grad_checkpointing: bool = knob(False, "recompute activations in the backward pass (saves memory, costs ~1/3 "
+                                    "more compute)", hf="gradient_checkpointing", swift="--gradient_checkpointing")
+    data: str = knob("", "dataset (JSONL); default: the shipped sample set for the task")
+    repeat_data: bool = knob(False, "cycle over the dataset when it has fewer samples than the steps need")
+    seed: int = knob(0, "seed for random init and data order", hf="seed", swift=("--seed", "--data_seed"))
+    padding: str = knob("fixed", "fixed: pad every batch to seq_len (real shapes); longest: to the longest in the "
+                        "batch", choices=("fixed", "longest"))
+    too_long: str = knob("drop", "samples longer than seq_len: drop or truncate", choices=("drop", "truncate"),
+                         swift="--truncation_strategy", swift_values={"drop": "delete", "truncate": "right"})
+    packing: bool = knob(False, "pt only: concatenate documents and cut them into seq_len blocks (no padding)")
+    lr: float = knob(1e-4, "learning rate (AdamW, constant schedule)", minimum=0, hf="learning_rate",
+                     swift="--learning_rate")
+    adam_beta1: float = knob(0.9, "AdamW beta1", minimum=0, hf="adam_beta1", swift="--adam_beta1")
+    adam_beta2: float = knob(0.95, "AdamW beta2", minimum=0, hf="adam_beta2", swift="--adam_beta2")
+    adam_eps: float = knob(1e-8, "AdamW epsilon", minimum=0, hf="adam_epsilon", swift="--adam_epsilon")
+    weight_decay: float = knob(0.0, "AdamW weight decay (decoupled)", minimum=0, hf="weight_decay",
+                               swift="--weight_decay")
+    max_grad_norm: float = knob(1.0, "clip gradients to this global norm (DeepSpeed gradient_clipping; 0: none)",
+                                minimum=0, hf="max_grad_norm", swift="--max_grad_norm")
+    beta: float = knob(0.1, "DPO: strength of the KL penalty in the sigmoid loss", minimum=0, hf="beta",
+                       swift="--beta", tasks=("dpo",))
+    dpo_ref_zero_stage: str = knob("auto", "DPO: the frozen reference model's ZeRO stage: auto (3 under a ZeRO-3 "
+                                   "policy, else 0: a replica per rank, as TRL's prepare_deepspeed), 0 or 3 "
+                                   "(native backend only)", choices=("auto", "0", "3"))
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value, meta = getattr(self, f.name), f.metadata
+            flag = "--" + f.name.replace("_", "-")
+            kind = TYPES[str(f.type)]
+            if isinstance(value, bool) != (kind is bool) or not isinstance(value, (int, float) if kind is float else kind):
+                raise ConfigError(f"{flag} {value!r} is not a {f.type}", where="run config", fix=f"give a {f.type}")
+            if meta["choices"] and value not in meta["choices"]:
+                raise ConfigError(f"unknown {flag} {value!r}", where="run config",
+                                  fix=f"use one of {', '.join(map(str, meta['choices']))}")
+            if meta["minimum"] is not None and value < meta["minimum"]:
+                raise ConfigError(f"{flag} must be at least {meta['minimum']:g} (got {value})", where="run config",
+                                  fix="give a larger number")
+        rules = [
+            (offload_problem(self.zero_stage, self.offload), "use --zero-stage 3 for parameter offload, 1-3 for the "
+                                                             "optimizer's, or --offload none"),
+            ("--packing applies to continued pre-training only" if self.packing and self.task != "pt" else None,
+             "drop --packing or use --task pt"),
+            ("--packing with --backend swift" if self.packing and self.backend == "swift" else None,
+             "drop --packing: ms-swift packs with its own algorithm, so the runs would not be comparable"),
+            ("--dpo-ref-zero-stage with --backend " + self.backend
+             if self.dpo_ref_zero_stage != "auto" and self.backend != "native" else None,
+             "TRL and ms-swift choose the reference model's stage themselves: leave it auto"),
+            ("--adam-beta1 and --adam-beta2 must be below 1" if max(self.adam_beta1, self.adam_beta2) >= 1 else None,
+             "e.g. 0.9 and 0.95"),
+            ("--lr and --beta must be positive" if self.lr == 0 or self.beta == 0 else None, "give positive numbers"),
+        ]
+        for problem, fix in rules:
+            if problem:
+                raise ConfigError(problem, where="run config", fix=fix)
+
+    # --- derived figures ---------------------------------------------------------------------------
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.gpus_per_node
+
+    @property
+    def global_batch(self) -> int:
+        """Sequences (DPO: pairs) per optimizer step, over every rank."""
+        return self.micro_batch * self.grad_accum * self.world_size
+
+    @property
+    def total_steps(self) -> int:
+        return self.warmup_steps + self.steps
+
+    @property
+    def offload_optimizer(self) -> bool:
+        return OFFLOADS[self.offload].optimizer
+
+    @property
+    def offload_param(self) -> bool:
+        return OFFLOADS[self.offload].params
+
+    @property
+    def ref_zero_stage(self) -> int:
+        """The DPO reference model's ZeRO stage (see the dpo_ref_zero_stage knob)."""
+        if self.dpo_ref_zero_stage == "auto":
+            return 3 if self.zero_stage == 3 else 0
+        return int(self.dpo_ref_zero_stage)
+
+    @property
+    def run_id(self) -> str:
+        """Readable prefix + a hash of the knobs that differ from their defaults: a resumed sweep
+        finds its runs, two configs never share an id, and adding a knob later keeps every id."""
+        content = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.metadata["id_always"] or value != f.default:
+                content[f.metadata["id_name"] or f.name] = value
+        digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:8]
+        backend = "" if self.backend == "native" else f"-{self.backend}"
+        return (f"{self.task}{backend}-z{self.zero_stage}{OFFLOADS[self.offload].id_tag}-n{self.nodes}x"
+                f"{self.gpus_per_node}-mb{self.micro_batch}-s{self.seq_len}-{digest}")
+
+    # --- conversions -------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+        """Back from `to_dict()` (a record's config); a key this version does not know is an error."""
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ConfigError(f"unknown run config keys: {', '.join(unknown)}", where="record config",
+                              fix="read it with the stackbench version that wrote it")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_argv(self) -> list[str]:
+        """The trainer's command-line arguments that rebuild this config (non-defaults only)."""
+        return _argv(self)
+
+    def backend_args(self, tool: str) -> dict[str, Any]:
+        """The knobs another tool has a name for, under its names, for this run's task:
+        tool "hf" gives TrainingArguments / DPOConfig keywords (values as they are), tool "swift"
+        ms-swift's flags (values as the text its CLI parses)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            meta, value = f.metadata, getattr(self, f.name)
+            if self.task not in meta["tasks"]:
+                continue
+            if tool == "hf" and meta["hf"]:
+                out[meta["hf"]] = value
+            elif tool == "swift":
+                text = meta["swift_values"].get(value, str(value).lower() if isinstance(value, bool) else str(value))
+                out.update({name: text for name in meta["swift"]})
+        return out
+
+
+@dataclass(kw_only=True, frozen=True, slots=True)
+class Launch:
+    """Bookkeeping of one run: how it was started and where it reports. Not a knob: never part of
+    the run id, never a sweep axis, never changes what is measured."""
+
+    out: str = field(default="results/adhoc", metadata={"help": "directory the record is written to (by rank 0)"})
+    run_id: str = field(default="", metadata={"help": "the record's name; default: the run config's id"})
+    sweep_id: str = field(default="adhoc", metadata={"help": "the sweep this run belongs to"})
+    launcher: str = field(default="manual", metadata={"help": "the launcher that started this run (recorded)"})
+    command: str = field(default="", metadata={"help": "the exact command that reproduces this run (recorded; the "
+                                                       "launcher fills it in)"})
+    collective_timeout_s: int = field(default=300, metadata={"help": "seconds a collective may wait before the run "
+                                                                     "fails (torch's default: 1800)"})
+
+    def __post_init__(self) -> None:
+        if self.collective_timeout_s < 10:
+            raise ConfigError("--collective-timeout-s must be at least 10", where="launch", fix="give seconds, e.g. 300")
+
+    def to_argv(self) -> list[str]:
+        return _argv(self)
+
+    def recorded(self) -> dict[str, Any]:
+        """What a record keeps of it beside run_id, sweep_id and command."""
+        return {"launcher": self.launcher, "collective_timeout_s": self.collective_timeout_s}
+
+    def replace(self, **changes: Any) -> "Launch":
+        return dataclasses.replace(self, **changes)
+
+
+def _argv(obj) -> list[str]:
+    argv: list[str] = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if value == f.default:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        argv += ([flag] if value else ["--no-" + flag[2:]]) if isinstance(value, bool) else [flag, str(value)]
+    return argv
+
+
+# --- the trainer's command line -------------------------------------------------------------------
+
+def trainer_parser(prog: str = "python -m trainer", description: str = "") -> argparse.ArgumentParser:
+    """Every RunConfig knob and Launch field as a flag. Knobs default to 'not given' (so the
+    trainer knows what was asked for explicitly, e.g. the topology); --help shows their defaults."""
+    p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for group, cls in (("what the run is", RunConfig), ("bookkeeping", Launch)):
+        g = p.add_argument_group(group)
+        for f in dataclasses.fields(cls):
+            flag, kind = "--" + f.name.replace("_", "-"), TYPES[str(f.type)]
+            text = f"{f.metadata['help']} (default: {f.default!r})"
+            if kind is bool:
+                g.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
+            else:
+                g.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=text)
+    return p
+
+
+def parse_trainer_args(argv: list[str] | None = None) -> tuple[RunConfig, Launch, set[str]]:
+    """(run config, bookkeeping, the knob names given explicitly)."""
+    given = vars(trainer_parser().parse_args(argv))
+    knobs = {f.name for f in dataclasses.fields(RunConfig)}
+    cfg = RunConfig(**{k: v for k, v in given.items() if k in knobs})
+    launch = Launch(**{k: v for k, v in given.items() if k not in knobs})
+    return cfg, launch, set(given) & knobs
+
+
+# --- the bench's view: flags and axes ---------------------------------------------------------------
+
+def knob_fields() -> tuple[dataclasses.Field, ...]:
+    return dataclasses.fields(RunConfig)
+
+
+def bench_flag(f: dataclasses.Field) -> str:
+    """The `invoke bench` parameter name of a knob (a Python identifier: invoke makes it --kebab-case)."""
+    return f.metadata["flag"] or f.name
+
+
+def is_axis(f: dataclasses.Field) -> bool:
+    """Every knob but the boolean ones takes a comma list in `invoke bench` and is swept."""
+    return str(f.type) != "bool"
+
+
+def bench_default(f: dataclasses.Field) -> Any:
+    """What `invoke bench` sweeps when the flag is not given: the knob's default, or a wider list."""
+    return (f.metadata["sweep"] or str(f.default)) if is_axis(f) else f.default
+
+
+def parse_axis(f: dataclasses.Field, text: str) -> list:
+    """'0,1,2' -> [0, 1, 2] for an int knob; errors name the flag."""
+    kind = TYPES[str(f.type)]
+    items = [v.strip() for v in str(text).split(",") if v.strip()]
+    if not items and f.default == "":  # a text knob whose default is empty (--data: the shipped samples)
+        return [""]
+    if not items:
+        raise ConfigError(f"--{bench_flag(f).replace('_', '-')} is empty", fix=f"give a value, e.g. {f.default}")
+    try:
+        return [kind(v) for v in items]
+    except ValueError:
+        raise ConfigError(f"cannot read {text!r} as a comma list of {kind.__name__}",
+                          where=f"--{bench_flag(f).replace('_', '-')}", fix=f"e.g. {bench_default(f)}") from None

@@ -1,0 +1,185 @@
+"""The result record, schema `stackbench.result/2`: one JSON file per run, built by one factory
+for every outcome, written atomically, flattened for tables by one `to_row()`.
+
+    schema, method_version, run_id, sweep_id, status, error {kind, message, rank, host, log},
+    command, started_at, finished_at,
+    config       every knob of the run (core.config.RunConfig.to_dict(): RunConfig.from_dict reads it back)
+    launch       the bookkeeping a record keeps: launcher, collective_timeout_s
+    resolved     what the config became on the machine (model shape, dtype, world size, DeepSpeed
+                 config, data summary, MoE leaves, backend setup); {} when the run never started
+    metrics, prediction, environment, and per-writer extras (trainer_argv, slurm_job_id, preflight)
+
+Statuses and the error kinds each may carry: ok (none), oom (oom), failed (bad_input, crash,
+preflight), timeout (timeout), skipped (predicted_oom), interrupted (interrupted).
+
+/1 records (before the run config was one class) are read through `upgrade_v1`, so reports and
+baselines keep working with them; to_row reads /2 only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from core.config import OFFLOADS, Launch, RunConfig
+
+SCHEMA = "stackbench.result/2"
+SCHEMA_V1 = "stackbench.result/1"
+# Bump when what a metric means changes, so old and new figures are never compared blindly.
+METHOD_VERSION = 1
+KINDS = {"ok": (None,), "oom": ("oom",), "failed": ("bad_input", "crash", "preflight"), "timeout": ("timeout",),
+         "skipped": ("predicted_oom",), "interrupted": ("interrupted",)}
+STATUSES = tuple(KINDS)
+REQUIRED = ("schema", "run_id", "sweep_id", "status", "error", "command", "started_at", "finished_at",
+            "config", "launch", "resolved", "metrics", "prediction", "environment")
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def error(kind: str, message: str, *, rank: int | None = None, host: str | None = None,
+          log: str | None = None) -> dict:
+    return {"kind": kind, "message": message, "rank": rank, "host": host, "log": log}
+
+
+def new(status: str, cfg: RunConfig, launch: Launch, *, started_at: str, error: dict | None = None,
+        resolved: dict | None = None, metrics: dict | None = None, prediction: dict | None = None,
+        environment: dict | None = None, **extra: Any) -> dict:
+    """The record of one run, whatever its outcome; every writer (trainer, launchers, sweep, Slurm)
+    calls this, so every record carries the full run config."""
+    rec = {"schema": SCHEMA, "method_version": METHOD_VERSION, "run_id": launch.run_id or cfg.run_id,
+           "sweep_id": launch.sweep_id, "status": status, "error": error, "command": launch.command,
+           "started_at": started_at, "finished_at": now(), "config": cfg.to_dict(), "launch": launch.recorded(),
+           "resolved": resolved or {}, "metrics": metrics, "prediction": prediction, "environment": environment,
+           **extra}
+    problems = validate(rec)
+    if problems:
+        raise ValueError(f"stackbench bug: an invalid record for {rec['run_id']}: {'; '.join(problems)}")
+    return rec
+
+
+def validate(rec: dict) -> list[str]:
+    """Problems with a record (empty when it is well-formed)."""
+    problems = [f"missing field {k!r}" for k in REQUIRED if k not in rec]
+    if rec.get("schema") != SCHEMA:
+        problems.append(f"schema is {rec.get('schema')!r}, expected {SCHEMA!r}")
+    status = rec.get("status")
+    if status not in STATUSES:
+        problems.append(f"status {status!r} is not one of {STATUSES}")
+        return problems
+    kind = (rec.get("error") or {}).get("kind")
+    if kind not in KINDS[status]:
+        problems.append(f"status {status} with error kind {kind!r} (expected {' or '.join(map(str, KINDS[status]))})")
+    if status == "ok" and not rec.get("metrics"):
+        problems.append("status ok without metrics")
+    if not isinstance(rec.get("config"), dict) or "task" not in rec["config"]:
+        problems.append("config is not a run config")
+    return problems
+
+
+def write(path: str | Path, obj: dict) -> Path:
+    """Write JSON to temp then rename: a reader never sees half a file, a crash never leaves one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=False, default=str)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def read(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+# --- records written before the run config was one class --------------------------------------------
+
+def upgrade_v1(rec: dict) -> dict:
+    """A /1 record in the /2 shape. /1 had three config shapes: the trainer's ok record (flat, the
+    model a dict), a launcher's ({"spec": RunSpec fields, ...}) and the trainer's failure record
+    ({"task", "trainer": TrainConfig fields}). Knobs it does not say keep their defaults."""
+    cfg = dict(rec.get("config") or {})
+    known = {**(cfg.get("trainer") or {}), **(cfg.get("spec") or {}), **cfg}
+    resolved: dict[str, Any] = {}
+    model = known.get("model")
+    if isinstance(model, dict):  # the trainer's ok record: the resolved model
+        resolved["model"] = model
+        kind = model.get("kind")
+        known["model"] = ("tiny" if kind == "tiny" else model.get("path") if kind == "dir" and model.get("path")
+                          else str(model.get("name") or "").lower())
+        for key in ("dtype", "world_size", "global_batch", "moe_leaf_modules", "data", "deepspeed", "backend_setup"):
+            if key in known:
+                resolved[key] = known[key]
+    if "procs_per_node" in known:
+        known["gpus_per_node"] = known["procs_per_node"]
+    known["offload"] = (cfg.get("spec") or {}).get("offload") or (
+        "optimizer+params" if known.get("offload_param") else "optimizer" if known.get("offload_optimizer") else "none")
+    knobs = RunConfig().to_dict()
+    config = {k: known[k] if known.get(k) is not None else v for k, v in knobs.items()}
+    launch = {"launcher": known.get("launcher") or "local", "collective_timeout_s": known.get("collective_timeout_s")}
+    error_ = rec.get("error")
+    if rec.get("status") == "skipped" and not error_:
+        error_ = {"kind": "predicted_oom", "message": "", "rank": None, "host": None, "log": None}
+    return {**rec, "schema": SCHEMA, "upgraded_from": SCHEMA_V1, "config": config, "launch": launch,
+            "resolved": resolved, "error": error_}
+
+
+def as_current(rec: dict) -> dict:
+    """A record of any schema this version reads, in the current shape."""
+    return upgrade_v1(rec) if rec.get("schema") == SCHEMA_V1 else rec
+
+
+# --- one row per record ------------------------------------------------------------------------------
+
+def model_label(ref: str) -> str:
+    """How tables name a model: the reference as given ('tiny', 'qwen3-8b'), a directory by its name."""
+    return Path(ref).name if "/" in ref else ref
+
+
+def to_row(rec: dict, path: str = "") -> dict:
+    """The flat row the report and bench's closing table read; the same columns for every status."""
+    rec = as_current(rec)
+    cfg, res = rec.get("config") or {}, rec.get("resolved") or {}
+    m, err, pred = rec.get("metrics") or {}, rec.get("error") or {}, rec.get("prediction") or {}
+    mem, step = m.get("memory") or {}, m.get("step_time_s") or {}
+    gpu_peak = mem.get("max_allocated_gib")
+    # CPU: what the run added above its pre-model RSS (older records: the whole RSS, libraries included)
+    host = mem.get("host_training_gib") if mem.get("host_training_gib") is not None else mem.get("host_rss_peak_gib")
+    peak = gpu_peak if gpu_peak is not None else host
+    nodes, gpus = cfg.get("nodes"), cfg.get("gpus_per_node")
+    out = {
+        "run_id": rec.get("run_id"), "sweep_id": rec.get("sweep_id"), "status": rec.get("status"),
+        "error_kind": err.get("kind"), "error": (err.get("message") or "").splitlines()[0][:200] if err else None,
+        "error_host": err.get("host"), "error_rank": err.get("rank"),
+        "model": model_label(str(cfg.get("model", ""))), "params": (res.get("model") or {}).get("params"),
+        "task": cfg.get("task"), "backend": cfg.get("backend"), "zero_stage": cfg.get("zero_stage"),
+        "offload": cfg.get("offload") if cfg.get("offload") in OFFLOADS else "none",
+        "nodes": nodes, "gpus_per_node": gpus,
+        "world_size": res.get("world_size") or (nodes * gpus if nodes and gpus else None),
+        "micro_batch": cfg.get("micro_batch"), "seq_len": cfg.get("seq_len"),
+        "dtype": res.get("dtype") or cfg.get("dtype"), "launcher": (rec.get("launch") or {}).get("launcher"),
+        "step_s": step.get("median"), "step_p10_s": step.get("p10"), "step_p90_s": step.get("p90"), "step_cv": step.get("cv"),
+        "tokens_per_s": m.get("tokens_per_s"), "tokens_per_s_per_device": m.get("tokens_per_s_per_device"),
+        "samples_per_s": m.get("samples_per_s"), "tflops_per_device": m.get("tflops_per_device"), "mfu": m.get("mfu"),
+        "peak_gib": peak, "peak_source": "device" if gpu_peak is not None else (
+            "host RSS above pre-model" if mem.get("host_training_gib") is not None else "host RSS" if peak is not None
+            else None),
+        "predicted_gib": pred.get("total_gib"), "fits": pred.get("fits"),
+        "loss_first": (m.get("loss") or {}).get("first"), "loss_last": (m.get("loss") or {}).get("last"),
+        "first_step_s": (m.get("startup_s") or {}).get("first_step_done"),
+        "device": ((rec.get("environment") or {}).get("ranks") or [{}])[0].get("device") or "cpu",
+        "finished_at": rec.get("finished_at"), "path": path,
+    }
+    if out["peak_gib"] and out["predicted_gib"]:
+        out["prediction_error_pct"] = 100 * (out["predicted_gib"] - out["peak_gib"]) / out["peak_gib"]
+    else:
+        out["prediction_error_pct"] = None
+    return out
