@@ -18,6 +18,7 @@ baselines keep working with them; to_row reads /2 only.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.config import OFFLOADS, Launch, RunConfig
+from core.config import OFFLOADS, TYPES, Launch, RunConfig
 
 SCHEMA = "stackbench.result/2"
 SCHEMA_V1 = "stackbench.result/1"
@@ -102,32 +103,49 @@ def read(path: str | Path) -> dict:
 
 # --- records written before the run config was one class --------------------------------------------
 
+RESOLVED_V1 = ("model", "dtype", "world_size", "global_batch", "moe_leaf_modules", "data", "deepspeed", "backend_setup")
+
+
+def _argv_knobs(argv: list[str]) -> dict[str, Any]:
+    """The knobs a /1 record's trainer argv set (its flags were TrainConfig's: --offload-optimizer ...)."""
+    types = {f.name: TYPES[str(f.type)] for f in dataclasses.fields(RunConfig)}
+    types.update(offload_optimizer=bool, offload_param=bool)
+    out: dict[str, Any] = {}
+    for i, token in enumerate(argv):
+        name = token[2:].replace("-", "_") if token.startswith("--") else ""
+        if name in types and types[name] is bool:
+            out[name] = True
+        elif name.startswith("no_") and types.get(name[3:]) is bool:
+            out[name[3:]] = False
+        elif name in types and i + 1 < len(argv):
+            out[name] = types[name](argv[i + 1])
+    return out
+
+
 def upgrade_v1(rec: dict) -> dict:
-    """A /1 record in the /2 shape. /1 had three config shapes: the trainer's ok record (flat, the
-    model a dict), a launcher's ({"spec": RunSpec fields, ...}) and the trainer's failure record
-    ({"task", "trainer": TrainConfig fields}). Knobs it does not say keep their defaults."""
+    """A /1 record in the /2 shape. /1 had three config shapes: the trainer's ok record (flat,
+    knobs mixed with what they resolved to: the model a dict, the dtype resolved, data a summary;
+    the knobs as asked are its trainer_argv), a launcher's ({"spec": RunSpec fields, ...}) and the
+    trainer's failure record ({"task", "trainer": TrainConfig fields}). Knobs it does not say keep
+    their defaults."""
     cfg = dict(rec.get("config") or {})
-    known = {**(cfg.get("trainer") or {}), **(cfg.get("spec") or {}), **cfg}
     resolved: dict[str, Any] = {}
-    model = known.get("model")
-    if isinstance(model, dict):  # the trainer's ok record: the resolved model
-        resolved["model"] = model
+    if isinstance(cfg.get("model"), dict):
+        resolved = {k: cfg.pop(k) for k in RESOLVED_V1 if k in cfg}
+        model = resolved["model"]
         kind = model.get("kind")
-        known["model"] = ("tiny" if kind == "tiny" else model.get("path") if kind == "dir" and model.get("path")
-                          else str(model.get("name") or "").lower())
-        for key in ("dtype", "world_size", "global_batch", "moe_leaf_modules", "data", "deepspeed", "backend_setup"):
-            if key in known:
-                resolved[key] = known[key]
+        cfg["model"] = ("tiny" if kind == "tiny" else model.get("path") if kind == "dir" and model.get("path")
+                        else str(model.get("name") or "").lower())
+    known = {**(cfg.get("trainer") or {}), **(cfg.get("spec") or {}), **cfg, **_argv_knobs(rec.get("trainer_argv") or [])}
     if "procs_per_node" in known:
         known["gpus_per_node"] = known["procs_per_node"]
     known["offload"] = (cfg.get("spec") or {}).get("offload") or (
         "optimizer+params" if known.get("offload_param") else "optimizer" if known.get("offload_optimizer") else "none")
-    knobs = RunConfig().to_dict()
-    config = {k: known[k] if known.get(k) is not None else v for k, v in knobs.items()}
+    config = {k: known[k] if known.get(k) is not None else v for k, v in RunConfig().to_dict().items()}
     launch = {"launcher": known.get("launcher") or "local", "collective_timeout_s": known.get("collective_timeout_s")}
     error_ = rec.get("error")
     if rec.get("status") == "skipped" and not error_:
-        error_ = {"kind": "predicted_oom", "message": "", "rank": None, "host": None, "log": None}
+        error_ = error("predicted_oom", "")
     return {**rec, "schema": SCHEMA, "upgraded_from": SCHEMA_V1, "config": config, "launch": launch,
             "resolved": resolved, "error": error_}
 

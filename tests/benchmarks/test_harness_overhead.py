@@ -19,7 +19,7 @@ pytestmark = pytest.mark.deepspeed
 @pytest.fixture(scope="module")
 def setup():
     # a world of one in this process; put back afterwards, or later subprocesses would inherit it
-    from bench.launchers.base import free_port
+    from core.host import free_port
 
     world = dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1",
                  LOCAL_WORLD_SIZE="1")
@@ -28,17 +28,18 @@ def setup():
     import deepspeed
     import torch
 
+    from core.config import RunConfig
     from trainer import data, embedded, models
-    from trainer.config import TrainConfig
-    from trainer.run import _engines, deepspeed_config
+    from trainer.backends.native import engines
+    from trainer.ds_config import deepspeed_config
 
     deepspeed.init_distributed(dist_backend="gloo")
-    cfg = TrainConfig(task="sft", zero_stage=2, micro_batch=4, seq_len=128)
+    cfg = RunConfig(task="sft", zero_stage=2, micro_batch=4, seq_len=128, gpus_per_node=1)
     ref = models.resolve("tiny")
     tok = models.load_tokenizer(ref)
     ds = data.load("", tok, "sft", cfg.seq_len, "drop", False)
-    engine, _, _ = _engines(cfg, ref, deepspeed_config(cfg, 1, "fp32", "cpu"), torch.float32,
-                            str(embedded.materialize()))
+    engine, _, _ = engines(cfg, ref, deepspeed_config(cfg, "fp32", "cpu"), torch.float32,
+                           str(embedded.materialize()))
     batches = data.micro_batches(ds, rank=0, world=1, micro_batch=cfg.micro_batch, grad_accum=1,
                                  pad_id=tok.pad_token_id, seq_len=cfg.seq_len, padding="fixed")
     fixed = [next(batches) for _ in range(len(ds.samples) // cfg.micro_batch)]
@@ -54,19 +55,17 @@ def setup():
 def test_trainer_step(benchmark, setup):
     import torch
 
-    from trainer.metrics import MemoryTracker, StepTimer
-    from trainer.run import optimizer_step
+    from trainer.backends.native import optimizer_step
+    from trainer.metrics import Meter, Phases
 
     engine, cfg, batches, _ = setup
     device = torch.device("cpu")
-    timer, memory = StepTimer(device), MemoryTracker(device)
+    meter = Meter(device, Phases.from_env(), total_steps=10**6)
 
-    def step():  # what the run loop does per step: timed, sampled, losses read back
-        timer.start()
-        stats = optimizer_step(engine, None, batches, cfg, device)
-        timer.stop()
-        memory.sample()
-        return {k: float(v) if hasattr(v, "item") else v for k, v in stats.items()}
+    def step():  # what the native loop does per step: timed, sampled, heartbeat, losses read back
+        meter.step_begin()
+        meter.step_end(optimizer_step(engine, None, batches, cfg, device))
+        return meter.steps[-1]
 
     benchmark.group = "step: trainer vs bare DeepSpeed"
     out = benchmark.pedantic(step, rounds=30, warmup_rounds=3)

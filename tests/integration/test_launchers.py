@@ -21,6 +21,7 @@ from bench.launchers.torchrun import TorchrunLauncher
 from core.config import RunConfig
 from bench.sweep import run_sweep
 from tests.conftest import ROOT
+from tests.support.rows import assert_row_filled
 from core import record
 
 pytestmark = pytest.mark.deepspeed
@@ -88,8 +89,20 @@ def test_a_rank_killed_mid_run_is_recorded_failed_and_the_sweep_goes_on(tmp_path
     err = failed["error"]
     assert err["kind"] == "crash" and err["rank"] == 1 and err["host"] == socket.gethostname()
     assert "SIGKILL" in err["message"]
+    assert_row_filled(failed, task="sft", zero_stage=2, nodes=2, gpus_per_node=1, launcher="local")
     assert record.read(sweep_dir / f"{victim.run_id}.json")["status"] == "failed"
     assert ok["status"] == "ok", ok.get("error")
+
+
+def test_a_run_past_its_deadline_is_killed_and_recorded_timeout_with_the_last_lines(tmp_path):
+    spec = _spec(nodes=2, steps=400, repeat_data=True)
+    t0 = time.monotonic()
+    rec = LocalLauncher(LaunchOptions(deadline_s=20, preflight=False)).launch(spec, tmp_path / "sweep")
+    assert rec["status"] == "timeout" and "deadline of 20 s passed" in rec["error"]["message"]
+    assert "--- node 1" in rec["error"]["message"]  # every node's last lines
+    assert time.monotonic() - t0 < 20 + 30  # killed at the deadline, not after the run
+    assert _rank_pid(spec.run_id, 0) is None  # nothing left running
+    assert_row_filled(rec, task="sft", zero_stage=2, nodes=2, gpus_per_node=1)
 
 
 def test_a_node_that_never_joins_fails_the_preflight_and_is_named(tmp_path):
@@ -105,6 +118,7 @@ def test_a_node_that_never_joins_fails_the_preflight_and_is_named(tmp_path):
         two["error"]["message"]
     assert one["status"] == "ok", one.get("error")  # the sweep went on, through the torchrun launcher
     assert "--rdzv-backend=c10d" in one["command"] and one["launch"]["launcher"] == "torchrun"
+    assert_row_filled(two, nodes=2, gpus_per_node=1, launcher="torchrun")
     assert time.monotonic() - t0 < 8 + 60 + 120  # the preflight deadline + imports + the one-node run
 
 
@@ -129,6 +143,22 @@ def test_bench_through_a_real_slurm_cluster_runs_one_and_two_nodes(slurm_cluster
     assert (run_dir / "node0.log").exists() and (run_dir / "node1.log").exists()
 
 
+@pytest.mark.slurm
+def test_a_failed_preflight_inside_a_slurm_job_is_recorded_with_its_cause(slurm_cluster, tmp_path):
+    """Every rank's gloo told to use an interface no node has: the preflight's all-reduce fails in
+    the job, the job exits with the preflight's code, and the run is recorded failed / preflight."""
+    env = dict(os.environ, **slurm_cluster.env)
+    p = subprocess.run([sys.executable, "-m", "invoke", "bench", "--launcher", "slurm", "--nodes", "2",
+                        "--tasks", "sft", "--zero", "2", "--gpus-per-node", "1", "--env", "GLOO_SOCKET_IFNAME=nosuchif0",
+                        "--preflight-deadline", "15", "--results", str(tmp_path), "--sweep", "pf"],
+                       capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert p.returncode == 1, p.stdout[-3000:] + p.stderr[-3000:]  # a run failed, and is recorded
+    (rec,) = [r for r in map(record.read, (tmp_path / "pf").glob("*.json")) if "schema" in r]
+    assert rec["status"] == "failed" and rec["error"]["kind"] == "preflight", rec["error"]
+    assert rec["slurm_job_id"] and rec["preflight"]["ok"] is False
+    assert_row_filled(rec, task="sft", zero_stage=2, nodes=2, gpus_per_node=1, launcher="slurm")
+
+
 def test_ctrl_c_records_the_running_run_interrupted_and_keeps_the_others(tmp_path):
     """SIGINT to `invoke bench` (what Ctrl-C sends) during its second run: that run is recorded
     interrupted and its processes are gone; the first run's ok record stays as it was."""
@@ -151,5 +181,6 @@ def test_ctrl_c_records_the_running_run_interrupted_and_keeps_the_others(tmp_pat
     run_id = beats[0].parent.name
     rec = record.read(sweep_dir / f"{run_id}.json")
     assert rec["status"] == "interrupted" and rec["error"]["kind"] == "interrupted", out[-2000:]
+    assert_row_filled(rec, task="sft", zero_stage=2, nodes=1, gpus_per_node=2)
     assert _rank_pid(run_id, 0) is None and _rank_pid(run_id, 1) is None  # nothing left running
     assert json.loads(first_ok)["status"] == "ok" and done[0].read_text() == first_ok

@@ -20,6 +20,7 @@ from bench.matrix import expand
 from core.config import RunConfig
 from bench.sweep import run_sweep
 from tests.conftest import ROOT, write_jsonl
+from tests.support.rows import assert_row_filled
 from core import record
 
 pytestmark = pytest.mark.deepspeed
@@ -89,9 +90,10 @@ def test_a_resumed_sweep_skips_what_is_done(sweep):
     assert again[0]["run_id"] == spec.run_id and (sweep_dir / f"{spec.run_id}.json").read_text() == before
 
 
-def _trainer(args, tmp_path, **env):
+def _trainer(args, tmp_path, preexec_fn=None, **env):
     return subprocess.run([sys.executable, "-m", "trainer", "--out", str(tmp_path), "--run-id", "r", *args],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300, env=dict(os.environ, **env))
+                          capture_output=True, text=True, cwd=ROOT, timeout=300, env=dict(os.environ, **env),
+                          preexec_fn=preexec_fn)
 
 
 def test_corrupted_dataset_line_fails_fast_with_file_and_line(tmp_path):
@@ -102,6 +104,23 @@ def test_corrupted_dataset_line_fails_fast_with_file_and_line(tmp_path):
     assert f"{bad}:6: not valid JSON" in p.stderr and "Traceback" not in p.stderr
     rec = json.loads((tmp_path / "r.json").read_text())
     assert rec["status"] == "failed" and rec["error"]["kind"] == "bad_input" and f"{bad}:6" in rec["error"]["message"]
+    # the record says what the run was, so the failure lands in its own row of the report
+    assert_row_filled(rec, model="tiny", task="sft", zero_stage=2, offload="none", nodes=1, gpus_per_node=1)
+    assert rec["config"]["data"] == str(bad)
+
+
+def test_out_of_memory_is_recorded_as_oom_by_the_trainer(tmp_path):
+    """A real allocation failure: the address space capped at 5 GiB, a 1.7B model in fp32 (6.8 GB)."""
+    import resource
+
+    limit = 5 * 2**30
+    p = _trainer(["--model", "qwen3-1.7b", "--zero-stage", "0", "--steps", "1", "--warmup-steps", "0", "--seq-len",
+                  "64", "--micro-batch", "1"], tmp_path, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS,
+                                                                                                (limit, limit)))
+    assert p.returncode == 3 and "out of memory" in p.stderr and "Traceback" not in p.stderr, p.stderr[-2000:]
+    rec = json.loads((tmp_path / "r.json").read_text())
+    assert rec["status"] == "oom" and "DefaultCPUAllocator" in rec["error"]["message"]
+    assert_row_filled(rec, model="qwen3-1.7b", task="sft", zero_stage=0, micro_batch=1, seq_len=64)
 
 
 @pytest.mark.parametrize("args, expect", [

@@ -116,3 +116,27 @@ def test_plan_uses_deepspeeds_model_state_figures_and_hand_counted_activations()
     assert plan.recommend(rows)[0].startswith("1 node(s): ZeRO-")
     cfg = RunConfig(model="qwen3-8b", zero_stage=3, gpus_per_node=8, micro_batch=1, seq_len=4096)
     assert memory_model.predict_for(shape, cfg, dtype="bf16", device_gib=None).fits is None
+
+
+def test_v1_records_of_every_shape_flatten_to_their_own_rows():
+    """/1 records kept three config shapes; the trainer's failure record ({"task", "trainer": ...})
+    used to flatten to an empty model, stage, nodes and micro-batch and offload "none"."""
+    from tests.support.rows import assert_row_filled
+
+    trainer_failure = {"schema": "stackbench.result/1", "run_id": "sft-z3-x", "sweep_id": "s", "status": "failed",
+                       "error": record.error("bad_input", "data.jsonl:3: not valid JSON", rank=0, host="h"),
+                       "command": "", "started_at": "t", "finished_at": "t", "metrics": None, "prediction": None,
+                       "environment": None,
+                       "config": {"task": "sft", "trainer": {"task": "sft", "model": "qwen3-8b", "zero_stage": 3,
+                                                             "offload_optimizer": True, "offload_param": True,
+                                                             "micro_batch": 4, "seq_len": 1024, "backend": "native",
+                                                             "launcher": "slurm", "dtype": "auto"}}}
+    row = assert_row_filled(record.as_current(trainer_failure), model="qwen3-8b", zero_stage=3,
+                            offload="optimizer+params", micro_batch=4, seq_len=1024, launcher="slurm")
+    assert row["error_kind"] == "bad_input"
+    df, skipped = load.load(ROOT / "results" / "reference")  # the committed /1 records: ok ones, written by the trainer
+    assert not skipped and len(df) >= 30 and df["model"].eq("tiny").all()
+    for path in sorted((ROOT / "results" / "reference").glob("*/*-*.json")):
+        rec = json.loads(path.read_text())
+        if rec.get("schema") == "stackbench.result/1":
+            assert_row_filled(record.as_current(rec))

@@ -75,19 +75,25 @@ class Measure(TrainerCallback):
         return per_step
 
 
+def trainer_arguments(cfg, ds_config: dict, output_dir: str) -> dict[str, Any]:
+    """TrainingArguments' (DPOConfig's) keywords: the knobs it has a name for (core/config.py),
+    then what the harness decides (schedule, logging, the DeepSpeed config, the accelerate state)."""
+    return dict(
+        cfg.backend_args("hf"),
+        output_dir=output_dir, max_steps=cfg.total_steps, lr_scheduler_type="constant",
+        bf16=ds_config["bf16"]["enabled"], fp16=ds_config["fp16"]["enabled"], deepspeed=ds_config,
+        logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True, remove_unused_columns=False,
+        dataloader_num_workers=0, average_tokens_across_devices=False,  # a per-rank token mean, as the native loss
+        accelerator_config={"use_configured_state": True})
+
+
 def train(ctx: Context) -> Result:
     import torch
     from transformers import Trainer, TrainingArguments
 
     cfg = ctx.cfg
     state = use_process_group(ctx.device)
-    common = dict(
-        cfg.backend_args("hf"),  # the knobs TrainingArguments has a name for (core/config.py)
-        output_dir=ctx.work_dir, max_steps=cfg.total_steps, lr_scheduler_type="constant",
-        bf16=ctx.ds_config["bf16"]["enabled"], fp16=ctx.ds_config["fp16"]["enabled"], deepspeed=ctx.ds_config,
-        logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True, remove_unused_columns=False,
-        dataloader_num_workers=0, average_tokens_across_devices=False,  # a per-rank token mean, as the native loss
-        accelerator_config={"use_configured_state": True})
+    common = trainer_arguments(cfg, ctx.ds_config, ctx.work_dir)
     if cfg.task == "dpo":  # TRL's DPOTrainer: sigmoid loss, a frozen reference model, as the native loop
         from trl import DPOConfig
 

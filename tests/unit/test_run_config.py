@@ -1,0 +1,99 @@
+"""The run config is defined once: a knob added to RunConfig reaches every place a run is
+described, with no other edit. The test adds a throwaway knob to a copy of the source and follows
+it: the trainer's argv, the `invoke bench` flags, the matrix, the run id, record.config and the
+hf / swift arguments. Also: the committed reference records keep their run ids, and the backend
+registry matches the config's backend names."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.config import BACKENDS, RunConfig
+from tests.conftest import ROOT
+
+KNOB = ('    throwaway_knob: int = knob(7, "a knob added by a test", minimum=0, hf="throwaway_hf", '
+        'swift="--throwaway_swift")\n')
+CHECK = r'''
+import json, subprocess, sys
+from bench.main import split_flags
+from bench.matrix import expand
+from core import record
+from core.config import Launch, RunConfig, parse_trainer_args
+from trainer import models
+from trainer.backends.hf import trainer_arguments
+from trainer.backends.swift import swift_argv
+from trainer.ds_config import deepspeed_config
+
+cfg = RunConfig(throwaway_knob=9)
+argv = cfg.to_argv()
+axes, _ = split_flags({"throwaway_knob": "1,2", "tasks": "sft", "zero": "2"})
+configs, _ = expand(axes)
+rec = record.new("ok", cfg, Launch(), started_at="t", metrics={"x": 1})
+swift = swift_argv(cfg, models.resolve("tiny"), "/m", "d", "ds", "o", "fp32")
+help = subprocess.run([sys.executable, "-m", "invoke", "--help", "bench"], capture_output=True, text=True).stdout
+print(json.dumps({
+    "argv": argv, "round_trip": parse_trainer_args(argv)[0] == cfg,
+    "matrix": [c.throwaway_knob for c in configs], "ids": [c.run_id for c in configs],
+    "default_id": RunConfig().run_id, "id": cfg.run_id,
+    "record": rec["config"]["throwaway_knob"], "read_back": RunConfig.from_dict(rec["config"]) == cfg,
+    "hf": trainer_arguments(cfg, deepspeed_config(cfg, "fp32", "cpu"), "o").get("throwaway_hf"),
+    "swift": swift[swift.index("--throwaway_swift") + 1] if "--throwaway_swift" in swift else None,
+    "flag": "--throwaway-knob" in help,
+}))
+'''
+
+
+def test_a_knob_added_once_reaches_everything(tmp_path):
+    tree = tmp_path / "src"
+    for name in ("core", "trainer", "bench", "envcheck", "report", "imagebuild"):
+        shutil.copytree(ROOT / name, tree / name, ignore=shutil.ignore_patterns("__pycache__", "assets", "presets"))
+    for name in ("assets", "presets"):  # data, read only: linked, not copied
+        (tree / "trainer" / name).symlink_to(ROOT / "trainer" / name)
+    shutil.copy(ROOT / "tasks.py", tree / "tasks.py")
+    config = tree / "core" / "config.py"
+    text = config.read_text()
+    anchor = "\n    def __post_init__(self) -> None:"
+    assert anchor in text
+    config.write_text(text.replace(anchor, "\n" + KNOB + anchor, 1))  # the one edit
+    p = subprocess.run([sys.executable, "-c", CHECK], cwd=tree, capture_output=True, text=True, timeout=300,
+                       env={"PATH": str(Path(sys.executable).parent), "PYTHONPATH": str(tree), "HOME": str(tmp_path)})
+    assert p.returncode == 0, p.stderr[-3000:]
+    got = json.loads(p.stdout.strip().splitlines()[-1])
+    assert got["argv"] == ["--throwaway-knob", "9"] and got["round_trip"]
+    assert got["flag"], "invoke bench has no --throwaway-knob"
+    assert got["matrix"] == [1, 2] and len(set(got["ids"])) == 2
+    assert got["default_id"] == RunConfig().run_id  # adding a knob keeps every existing id
+    assert got["id"] != got["default_id"]
+    assert got["record"] == 9 and got["read_back"]
+    assert got["hf"] == 9 and got["swift"] == "9"
+
+
+def reference_records() -> list[Path]:
+    # cpu-2core/ was recorded under the first id scheme (every field hashed, defaults included):
+    # its ids cannot be rebuilt by design; every later reference can
+    return [p for p in sorted((ROOT / "results" / "reference").glob("*/*.json"))
+            if p.parent.name != "cpu-2core" and json.loads(p.read_text()).get("schema", "").startswith("stackbench.result/")]
+
+
+@pytest.mark.parametrize("path", reference_records(), ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_committed_reference_records_keep_their_run_ids(path):
+    from core import record
+
+    rec = record.as_current(json.loads(path.read_text()))
+    assert RunConfig(**rec["config"]).run_id == rec["run_id"]
+
+
+def test_reference_records_are_many():
+    assert len(reference_records()) >= 36
+
+
+def test_every_backend_name_has_a_registered_backend():
+    from trainer.backends import REGISTRY
+
+    assert set(REGISTRY) == set(BACKENDS)
