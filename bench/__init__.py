@@ -1,1 +1,1 @@
-"""Sweeps: a matrix of run specs, launched through a Launcher, collected as result records."""
+"""Sweeps: a matrix of run configs, launched through a Launcher, collected as result records."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from core import memory_model
-from core.config import RunConfig, resolve_dtype
+from core.config import RunConfig, dtype_on
 from core.host import GIB, host_gib_per_rank
 
 
@@ -55,7 +55,7 @@ class FitCheck:
             self._shapes[cfg.model] = models.shape(models.resolve(cfg.model))
         gib, _ = self.capacity(cfg)
         gpu = bool(self.gpu_gib) or self.local_gpu is not None
-        dtype = resolve_dtype(cfg.dtype, "cuda" if gpu else "cpu")
+        dtype = dtype_on(cfg.dtype, "cuda" if gpu else "cpu")  # the runs may start elsewhere (a login node)
         return memory_model.predict_for(self._shapes[cfg.model], cfg, dtype=dtype, device_gib=gib)
 
     def why_not(self, cfg: RunConfig) -> tuple[dict, str | None]:

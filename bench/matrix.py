@@ -9,7 +9,7 @@ import itertools
 import json
 from typing import Any
 
-from core.config import RunConfig, knob_fields
+from core.config import RunConfig, check_value, knob_fields
 from core.errors import ConfigError
 
 
@@ -23,6 +23,9 @@ def expand(axes: dict[str, list[Any]] | None = None, **values: Any) -> tuple[lis
         raise ConfigError(f"not knobs of the run config: {', '.join(unknown)}", where="matrix")
     lists = {f.name: list(v) if isinstance(v := given.get(f.name, f.default), (list, tuple)) else [v]
              for f in knob_fields()}
+    for f in knob_fields():  # a value that is wrong on its own is a mistake, not a combination to leave out
+        for value in lists[f.name]:
+            check_value(f, value)
     varying = [name for name, vals in lists.items() if len(vals) > 1]
     configs, invalid, seen = [], [], set()
     for combo in itertools.product(*lists.values()):

@@ -11,7 +11,7 @@ def _fmt(value, spec: str = ".3g", none: str = "–") -> str:
 
 
 def rows(records: list[dict]) -> list[dict[str, str]]:
-    """Formatted cells per run, from the same flattening the report uses (report/load.py)."""
+    """Formatted cells per run, from the same flattening the report uses (core.record.to_row)."""
     out = []
     for rec in records:
         r, loss = record.to_row(rec), (rec.get("metrics") or {}).get("loss") or {}

@@ -72,14 +72,17 @@ def stage_label(stage: int, offload: str) -> str:
     return f"ZeRO-{stage}" + (f" {short} offload" if short else "")
 
 
+def dtype_on(name: str, device_type: str) -> str:
+    """The dtype a run computes in: 'auto' is bf16 on a GPU and fp32 on a CPU."""
+    return ("bf16" if device_type == "cuda" else "fp32") if name == "auto" else name
+
+
 def resolve_dtype(name: str, device_type: str) -> str:
-    """'auto' is bf16 on a GPU and fp32 on a CPU; a CPU takes fp32 only."""
-    if name == "auto":
-        return "bf16" if device_type == "cuda" else "fp32"
-    if device_type == "cpu" and name != "fp32":
+    """dtype_on, on the device the run has: a CPU takes fp32 only."""
+    if device_type == "cpu" and dtype_on(name, device_type) != "fp32":
         raise ConfigError(f"--dtype {name} on a CPU", where="--dtype",
                           fix="use fp32 on CPU (DeepSpeed refuses fp16 there and bf16 runs 15x slower without AVX512-BF16)")
-    return name
+    return dtype_on(name, device_type)
 
 
 def knob(default: Any, help: str, *, choices: Iterable | None = None, minimum: float | None = None,
@@ -154,17 +157,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            value, meta = getattr(self, f.name), f.metadata
-            flag = "--" + f.name.replace("_", "-")
-            kind = TYPES[str(f.type)]
-            if isinstance(value, bool) != (kind is bool) or not isinstance(value, (int, float) if kind is float else kind):
-                raise ConfigError(f"{flag} {value!r} is not a {f.type}", where="run config", fix=f"give a {f.type}")
-            if meta["choices"] and value not in meta["choices"]:
-                raise ConfigError(f"unknown {flag} {value!r}", where="run config",
-                                  fix=f"use one of {', '.join(map(str, meta['choices']))}")
-            if meta["minimum"] is not None and value < meta["minimum"]:
-                raise ConfigError(f"{flag} must be at least {meta['minimum']:g} (got {value})", where="run config",
-                                  fix="give a larger number")
+            check_value(f, getattr(self, f.name))
         rules = [
             (offload_problem(self.zero_stage, self.offload), "use --zero-stage 3 for parameter offload, 1-3 for the "
                                                              "optimizer's, or --offload none"),
@@ -303,6 +296,19 @@ def _argv(obj) -> list[str]:
         flag = "--" + f.name.replace("_", "-")
         argv += ([flag] if value else ["--no-" + flag[2:]]) if isinstance(value, bool) else [flag, str(value)]
     return argv
+
+
+def check_value(f: dataclasses.Field, value: Any) -> None:
+    """One knob's value on its own: its type, its allowed values, its minimum."""
+    meta, flag, kind = f.metadata, "--" + f.name.replace("_", "-"), TYPES[str(f.type)]
+    if isinstance(value, bool) != (kind is bool) or not isinstance(value, (int, float) if kind is float else kind):
+        raise ConfigError(f"{flag} {value!r} is not a {f.type}", where="run config", fix=f"give a {f.type}")
+    if meta["choices"] and value not in meta["choices"]:
+        raise ConfigError(f"unknown {flag} {value!r}", where="run config",
+                          fix=f"use one of {', '.join(map(str, meta['choices']))}")
+    if meta["minimum"] is not None and value < meta["minimum"]:
+        raise ConfigError(f"{flag} must be at least {meta['minimum']:g} (got {value})", where="run config",
+                          fix="give a larger number")
 
 
 # --- the trainer's command line -------------------------------------------------------------------

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -139,10 +140,15 @@ def upgrade_v1(rec: dict) -> dict:
     known = {**(cfg.get("trainer") or {}), **(cfg.get("spec") or {}), **cfg, **_argv_knobs(rec.get("trainer_argv") or [])}
     if "procs_per_node" in known:
         known["gpus_per_node"] = known["procs_per_node"]
-    known["offload"] = (cfg.get("spec") or {}).get("offload") or (
-        "optimizer+params" if known.get("offload_param") else "optimizer" if known.get("offload_optimizer") else "none")
+    topology = re.search(r"-n(\d+)x(\d+)-", str(rec.get("run_id", "")))
+    if topology and "nodes" not in known:  # the trainer's failure record kept no topology; its id did
+        known["nodes"], known["gpus_per_node"] = int(topology.group(1)), int(topology.group(2))
+    flags = (bool(known.get("offload_optimizer") or known.get("offload_param")), bool(known.get("offload_param")))
+    known["offload"] = (cfg.get("spec") or {}).get("offload") or next(
+        name for name, o in OFFLOADS.items() if (o.optimizer, o.params) == flags)
     config = {k: known[k] if known.get(k) is not None else v for k, v in RunConfig().to_dict().items()}
-    launch = {"launcher": known.get("launcher") or "local", "collective_timeout_s": known.get("collective_timeout_s")}
+    launch = {"launcher": known.get("launcher") or "local",
+              "collective_timeout_s": known.get("collective_timeout_s") or Launch().collective_timeout_s}
     error_ = rec.get("error")
     if rec.get("status") == "skipped" and not error_:
         error_ = error("predicted_oom", "")

@@ -37,5 +37,6 @@ def load(results: str | Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
         rows.append(record.to_row(rec, str(path)))
     df = pd.DataFrame(rows)
     if not df.empty:
-        df = df.drop_duplicates("run_id", keep="last")  # the same run copied into two folders counts once
+        # the same record copied into two folders counts once (one config in two sweeps, e.g. two launchers, twice)
+        df = df.drop_duplicates(["sweep_id", "run_id"], keep="last")
     return df, skipped

@@ -1,4 +1,4 @@
-"""The rank worker: data -> model -> DeepSpeed engine -> timed steps -> one result record.
+"""The rank worker: data -> model -> a backend trains, measured -> one result record.
 
 Run as `python -m trainer --help` under a distributed launcher (torchrun, srun); `bench` does that.
 """

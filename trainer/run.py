@@ -22,7 +22,7 @@ from core.fingerprint import fingerprint
 from core.host import free_port, host_gib_per_rank
 from trainer import data as data_mod
 from trainer import metrics, models
-from trainer.backends import PREFLIGHT, REGISTRY
+from trainer.backends import REGISTRY
 from trainer.backends.base import Context, Topology
 from trainer.ds_config import deepspeed_config
 
@@ -61,8 +61,9 @@ def run(cfg: RunConfig, launch: Launch) -> dict:
 
     # 1. everything that can be wrong with the input, before any collective
     ref = models.resolve(cfg.model)
-    if cfg.backend in PREFLIGHT:
-        PREFLIGHT[cfg.backend]()
+    backend = REGISTRY[cfg.backend]
+    if backend.check:
+        backend.check()
     tokenizer = models.load_tokenizer(ref)
     dataset = data_mod.load(cfg.data, tokenizer, cfg.task, cfg.seq_len, cfg.too_long, cfg.packing)
     phases.mark("input_ready")
@@ -115,7 +116,7 @@ def run(cfg: RunConfig, launch: Launch) -> dict:
     ctx = Context(cfg=cfg, launch=launch, ref=ref, tokenizer=tokenizer, dataset=dataset, ds_config=ds_config,
                   dtype=dtype, torch_dtype=torch_dtype, weights=weights, topo=topo, device=device, batches=batches,
                   meter=meter)
-    result = REGISTRY[cfg.backend](ctx)
+    result = backend.train(ctx)
     meter.steps = result.steps
 
     # 4. gather and reduce on rank 0

@@ -1,4 +1,4 @@
-"""Launchers behind one contract (base.Launcher). A plain dict registry, no string imports."""
+"""Launchers behind one contract (contract.Launcher). A plain dict registry, no string imports."""
 
 from bench.launchers.contract import Launcher
 from bench.launchers.options import LaunchOptions

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.deepspeed
 
 
 def _spec(**kw) -> RunConfig:
-    return RunConfig(**{"task": "sft", "model": "tiny", "zero_stage": 2, "procs_per_node": 1, "steps": 4,
+    return RunConfig(**{"task": "sft", "model": "tiny", "zero_stage": 2, "gpus_per_node": 1, "steps": 4,
                       "warmup_steps": 1, **kw})
 
 

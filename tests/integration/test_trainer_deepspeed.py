@@ -125,7 +125,7 @@ def test_out_of_memory_is_recorded_as_oom_by_the_trainer(tmp_path):
 
 @pytest.mark.parametrize("args, expect", [
     (["--model", "/nonexistent/model"], "neither a preset nor an existing directory"),
-    (["--zero-stage", "4"], "invalid ZeRO stage 4"),
+    (["--zero-stage", "4"], "unknown --zero-stage 4"),
     (["--zero-stage", "2", "--offload", "optimizer+params"], "parameter offload needs ZeRO-3"),
     (["--micro-batch", "0"], "--micro-batch must be at least 1"),
     (["--steps", "500"], "need 1004"),  # 502 steps x global batch 2: more than the 108 samples

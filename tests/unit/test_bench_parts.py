@@ -6,7 +6,8 @@ import pytest
 
 from bench.matrix import expand
 from core import memory_model, record
-from core.config import Launch, RunConfig, parse_trainer_args
+from core.config import Launch, RunConfig, dtype_on, parse_trainer_args, resolve_dtype
+from core.errors import ConfigError
 from trainer import metrics
 
 SHAPES = [(596_049_920, 155_582_464), (8_190_735_360, 622_329_856), (70_553_706_496, 1_050_673_152)]
@@ -60,6 +61,8 @@ def test_expand_leaves_out_impossible_combinations_with_the_reason():
     assert len(configs) == 2 * 2 * (3 + 1)
     assert len(invalid) == 2 * 2 * 2 and all("needs ZeRO-3" in why for _, why in invalid)
     assert expand(zero_stage=[2, 2, 3])[0] == [RunConfig(zero_stage=2), RunConfig(zero_stage=3)]  # twice runs once
+    with pytest.raises(ConfigError, match="unknown --offload 'optimiser'"):  # a typo stops the sweep, never "left out"
+        expand(offload=["none", "optimiser"])
 
 
 def test_trainer_config_round_trips_through_argv():
@@ -81,6 +84,13 @@ def test_records_are_written_atomically_and_validated(tmp_path):
     assert any("schema" in p for p in record.validate(dict(rec, schema="other/9")))
     with pytest.raises(ValueError, match="error kind"):  # the factory refuses what validate refuses
         record.new("failed", cfg, launch, started_at="t", error=record.error("predicted_oom", "x"))
+
+
+def test_the_auto_dtype_rule():
+    assert dtype_on("auto", "cuda") == "bf16" and dtype_on("auto", "cpu") == "fp32" and dtype_on("bf16", "cpu") == "bf16"
+    assert resolve_dtype("auto", "cpu") == "fp32"
+    with pytest.raises(ConfigError, match="on a CPU"):  # where the run itself is on a CPU
+        resolve_dtype("bf16", "cpu")
 
 
 def test_spread_by_hand():

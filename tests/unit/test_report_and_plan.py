@@ -123,7 +123,7 @@ def test_v1_records_of_every_shape_flatten_to_their_own_rows():
     used to flatten to an empty model, stage, nodes and micro-batch and offload "none"."""
     from tests.support.rows import assert_row_filled
 
-    trainer_failure = {"schema": "stackbench.result/1", "run_id": "sft-z3-x", "sweep_id": "s", "status": "failed",
+    trainer_failure = {"schema": "stackbench.result/1", "run_id": "sft-z3-offall-n2x8-mb4-s1024-0badc0de", "sweep_id": "s", "status": "failed",
                        "error": record.error("bad_input", "data.jsonl:3: not valid JSON", rank=0, host="h"),
                        "command": "", "started_at": "t", "finished_at": "t", "metrics": None, "prediction": None,
                        "environment": None,
@@ -132,7 +132,8 @@ def test_v1_records_of_every_shape_flatten_to_their_own_rows():
                                                              "micro_batch": 4, "seq_len": 1024, "backend": "native",
                                                              "launcher": "slurm", "dtype": "auto"}}}
     row = assert_row_filled(record.as_current(trainer_failure), model="qwen3-8b", zero_stage=3,
-                            offload="optimizer+params", micro_batch=4, seq_len=1024, launcher="slurm")
+                            offload="optimizer+params", micro_batch=4, seq_len=1024, launcher="slurm",
+                            nodes=2, gpus_per_node=8)
     assert row["error_kind"] == "bad_input"
     df, skipped = load.load(ROOT / "results" / "reference")  # the committed /1 records: ok ones, written by the trainer
     assert not skipped and len(df) >= 30 and df["model"].eq("tiny").all()

@@ -1,7 +1,23 @@
-"""Backends behind one contract (base.py): `train(ctx: Context) -> Result`. A new backend is one
-module here with a `train` function, one line in REGISTRY and its name in core.config.BACKENDS."""
+"""Backends behind one contract (base.py): `train(ctx: Context) -> Result`, and optionally a
+check that runs before any collective (is the backend's own stack installed?). A new backend is
+one module here, one line in REGISTRY, and its name in core.config.BACKENDS (which validates
+configs before anything imports a backend; a test keeps the two equal)."""
+
+from dataclasses import dataclass
+from typing import Callable
 
 from trainer.backends import hf, native, swift
+from trainer.backends.base import Context, Result
 
-REGISTRY = {"native": native.train, "hf": hf.train, "swift": swift.train}
-PREFLIGHT = {"swift": swift.check_installed}  # what a backend checks before any collective
+
+@dataclass(frozen=True)
+class Backend:
+    train: Callable[[Context], Result]
+    check: Callable[[], object] | None = None  # raises a UserError that says how to get what is missing
+
+
+REGISTRY = {
+    "native": Backend(native.train),
+    "hf": Backend(hf.train),
+    "swift": Backend(swift.train, check=swift.check_installed),
+}
