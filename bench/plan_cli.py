@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 
-from core.config import knob_fields, parse_axis
+from core.config import knob_field, parse_axis
 from bench.plan import plan as make_plan
 from bench.plan import recommend
-
-NODES = next(f for f in knob_fields() if f.name == "nodes")
 
 
 def plan(*, model: str, gpus_per_node: int, gpu_mem: float, nodes: str, task: str, seq_len: int, micro_batch: int,
          device: str, grad_checkpointing: bool, as_json: bool) -> int:
-    rows = make_plan(model=model, gpus_per_node=gpus_per_node, gpu_mem_gib=gpu_mem, nodes=parse_axis(NODES, nodes), task=task,
+    rows = make_plan(model=model, gpus_per_node=gpus_per_node, gpu_mem_gib=gpu_mem, nodes=parse_axis(knob_field("nodes"), nodes), task=task,
                      seq_len=seq_len, micro_batch=micro_batch, device=device, grad_checkpointing=grad_checkpointing)
     if as_json:
         print(json.dumps(rows, indent=1))

@@ -329,9 +329,9 @@ def trainer_parser(prog: str = "python -m trainer", description: str = "") -> ar
     return p
 
 
-def parse_trainer_args(argv: list[str] | None = None) -> tuple[RunConfig, Launch, set[str]]:
+def parse_trainer_args(argv: list[str] | None = None, description: str = "") -> tuple[RunConfig, Launch, set[str]]:
     """(run config, bookkeeping, the knob names given explicitly)."""
-    given = vars(trainer_parser().parse_args(argv))
+    given = vars(trainer_parser(description=description).parse_args(argv))
     knobs = {f.name for f in dataclasses.fields(RunConfig)}
     cfg = RunConfig(**{k: v for k, v in given.items() if k in knobs})
     launch = Launch(**{k: v for k, v in given.items() if k not in knobs})
@@ -342,6 +342,10 @@ def parse_trainer_args(argv: list[str] | None = None) -> tuple[RunConfig, Launch
 
 def knob_fields() -> tuple[dataclasses.Field, ...]:
     return dataclasses.fields(RunConfig)
+
+
+def knob_field(name: str) -> dataclasses.Field:
+    return next(f for f in knob_fields() if f.name == name)
 
 
 def bench_flag(f: dataclasses.Field) -> str:

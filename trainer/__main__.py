@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from core.config import parse_trainer_args
 
-        cfg, launch, given = parse_trainer_args(argv)
+        cfg, launch, given = parse_trainer_args(argv, description=__doc__)
         from trainer.backends.base import Topology
         from trainer.run import run, with_topology
 

@@ -33,15 +33,19 @@ def sweep(tmp_path_factory):
     assert not invalid and len(specs) == 8
     specs.append(RunConfig(task="sft", model="tiny", zero_stage=2, offload="optimizer", steps=STEPS,
                          warmup_steps=WARMUP))
+    # DPO's frozen reference partitioned (ZeRO-3) under a ZeRO-2 policy: the same math as the default replica
+    specs.append(RunConfig(task="dpo", model="tiny", zero_stage=2, dpo_ref_zero_stage="3", steps=STEPS,
+                         warmup_steps=WARMUP))
     sweep_dir = tmp_path_factory.mktemp("results") / "sweep-test"
     records = run_sweep(specs, LocalLauncher(LaunchOptions(deadline_s=600)), sweep_dir, quiet=True)
-    return {(r["config"]["task"], r["config"]["zero_stage"], r["config"]["offload"] != "none"): r
+    return {(r["config"]["task"], r["config"]["zero_stage"],
+             r["config"]["offload"] != "none" or r["config"]["dpo_ref_zero_stage"] != "auto"): r
             for r in records}, sweep_dir
 
 
 def test_default_sweep_writes_ok_records_with_real_metrics(sweep):
     records, sweep_dir = sweep
-    assert len(records) == 9
+    assert len(records) == 10
     for key, rec in records.items():
         assert rec["status"] == "ok", f"{key}: {rec.get('error')}"
         assert record.validate(rec) == []
@@ -68,6 +72,14 @@ def test_sft_fp32_losses_agree_across_zero_stages_and_offload(sweep):
         other = records[key]["metrics"]["loss"]["per_step"]
         for step, (a, b) in enumerate(zip(base[:5], other[:5])):
             assert abs(a - b) / abs(a) < 1e-4, f"{key} step {step}: {b} vs ZeRO-0 {a}"
+
+
+def test_dpo_reference_stage_changes_where_it_lives_not_the_losses(sweep):
+    records, _ = sweep
+    default, partitioned = records[("dpo", 2, False)], records[("dpo", 2, True)]
+    assert default["resolved"]["ref_zero_stage"] == 0 and partitioned["resolved"]["ref_zero_stage"] == 3
+    assert partitioned["metrics"]["loss"]["per_step"] == pytest.approx(default["metrics"]["loss"]["per_step"], rel=1e-5)
+    assert partitioned["prediction"]["reference_gib"] < default["prediction"]["reference_gib"]  # 1/N of the weights
 
 
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])
