@@ -168,6 +168,19 @@ def swift_env(c):
     print(f"ms-swift environment ready: {SWIFT_VENV}")
 
 
+@task(help={"profile": "the image profile whose Python pins the environment takes (docker/profiles/)"})
+def pinned_env(c, profile="cuda12.4"):
+    """Set up .venv-pinned: an image profile's Python pins (CPU torch) to test the trainer with the stack users run."""
+    from imagebuild import pinned
+
+    reqs = pinned.write_requirements(profile)
+    print(reqs.read_text(), end="")
+    env = {"STACKBENCH_VENV": str(pinned.VENV), "STACKBENCH_EXTRAS": "train,gpu",
+           "STACKBENCH_REQUIREMENTS": str(reqs)}
+    c.run(shlex.join(["bash", "sb", "--version"]), env=env, pty=sys.stdout.isatty())
+    print(f"pinned environment ready ({profile}): {pinned.VENV}")
+
+
 @task(help={"args": "extra pytest arguments"})
 def benchmark(c, args=""):
     """Measure the harness itself (pytest-benchmark); saves JSON under results/benchmarks/."""

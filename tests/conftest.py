@@ -43,3 +43,28 @@ def swift_python():
     python = backends.python_for("swift")
     assert backends.swift_version(python), f"ms-swift did not install for {python}"
     return python
+
+
+@pytest.fixture(scope="session")
+def pinned_python(request):
+    """The CUDA image's Python pins on this machine (`invoke pinned-env` -> .venv-pinned, CPU torch),
+    made once; every pin of the profile checked installed, the versions printed in the test output."""
+    import json
+    import subprocess
+
+    from imagebuild import pinned
+
+    subprocess.run([sys.executable, "-m", "invoke", "pinned-env"], cwd=ROOT, check=True, timeout=1200)
+    python = str(pinned.VENV / "bin" / "python")
+    kept, left = pinned.requirements("cuda12.4")
+    wanted = dict(r.split("==", 1) for r in kept if "==" in r)
+    script = "import json, sys; from importlib.metadata import version; print(json.dumps({d: version(d) for d in sys.argv[1:]}))"
+    have = json.loads(subprocess.run([python, "-c", script, "torch", *wanted], capture_output=True, text=True,
+                                     check=True).stdout)
+    assert {d: have[d] for d in wanted} == wanted, f"{pinned.VENV} does not hold the profile's pins"
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter:
+        reporter.write_line(f"\npinned stack (docker/profiles/cuda12.4.toml, CPU torch): "
+                            + ", ".join(f"{d} {v}" for d, v in have.items())
+                            + "; left out: " + ", ".join(f"{r} ({why})" for r, why in left.items()))
+    return python

@@ -56,6 +56,9 @@ def build_assets(out: Path = ASSET_DIR, vocab_size: int = 1024) -> None:
                                    chat_template=CHAT_TEMPLATE, model_max_length=CONFIG["max_position_embeddings"])
     out.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(out)
+    from trainer.compat import portable_tokenizer_config
+
+    portable_tokenizer_config(out)  # the image's transformers 4.x reads it too
     vocab = -(-len(fast) // 64) * 64  # round up to a multiple of 64, as real models do
     config = dict(CONFIG, vocab_size=vocab, eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id,
                   bos_token_id=None)
@@ -90,7 +93,9 @@ def save_seeded(config, seed: int, dest: Path, dtype: str = "float32", tokenizer
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".tmp-"))
     try:
         torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
+        from trainer.compat import model_dtype
+
+        model = AutoModelForCausalLM.from_config(config, **model_dtype(getattr(torch, dtype)))
         model.save_pretrained(tmp)
         for f in tokenizer_dir.iterdir():
             if f.name != "config.json":

@@ -161,7 +161,9 @@ def build(ref: ModelRef, *, dtype, attn_impl: str, seed: int, weights_dir: str |
     import torch
     from transformers import AutoModelForCausalLM
 
-    kw = dict(dtype=dtype, attn_implementation=attn_impl)
+    from trainer.compat import model_dtype
+
+    kw = dict(model_dtype(dtype), attn_implementation=attn_impl)
     torch.manual_seed(seed)  # the DPO reference model is built twice and must match
     if weights_dir:
         return AutoModelForCausalLM.from_pretrained(weights_dir, **kw)

@@ -83,7 +83,7 @@ def run(cfg: RunConfig, launch: Launch) -> dict:
 
     # 2. devices and the process group
     import deepspeed
-    from deepspeed import comm as dist
+    import torch.distributed as dist  # the group DeepSpeed makes; DeepSpeed 0.16's comm has no all_gather_object
 
     if cuda:
         torch.cuda.set_device(device)

@@ -1,7 +1,10 @@
 """--backend hf (transformers' Trainer, TRL's DPOTrainer, fed stackbench's batches) and --backend
 swift (ms-swift's own sft / rlhf pipeline in its own environment, fed the same rows) against the
 native loop: same DeepSpeed stage, weights and data, timed by stackbench. A backend that is fast
-but computes something else must not win: fp32 losses must agree with native's to 1e-5."""
+but computes something else must not win: fp32 losses must agree with native's to 1e-5.
+
+And the stack the CUDA image pins (./sb pinned-env: transformers 4.51, TRL 0.17, DeepSpeed 0.16)
+running the same runs as the development venv (transformers 5, TRL 1.x, DeepSpeed 0.19)."""
 
 import os
 import subprocess
@@ -14,19 +17,31 @@ from bench.launchers.local import LocalLauncher
 from bench.matrix import expand
 from bench.sweep import run_sweep
 from report import load, tables
-from tests.conftest import ROOT
 from core import record
+from imagebuild import pinned
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.deepspeed
+STEPS, WARMUP = 5, 1
+PROFILE_PINS = dict(r.split("==", 1) for r in pinned.requirements("cuda12.4")[0] if "==" in r)
+# the pinned stack's four runs: both tasks, both stages, both backends, each backend on both tasks
+PINNED = {("sft", "native", 3), ("dpo", "native", 2), ("sft", "hf", 2), ("dpo", "hf", 3)}
 
 
-def test_backends_match_native_losses_and_are_measured_the_same_way(tmp_path, swift_python):
-    specs, _ = expand(task=["sft", "dpo"], zero_stage=[2, 3], backend=["native", "hf", "swift"], steps=5,
-                      warmup_steps=1)
+@pytest.fixture(scope="module")
+def dev_records(tmp_path_factory, swift_python):
+    """native, hf and swift in this (the development) environment, one sweep."""
+    specs, _ = expand(task=["sft", "dpo"], zero_stage=[2, 3], backend=["native", "hf", "swift"], steps=STEPS,
+                      warmup_steps=WARMUP)
     # ms-swift once per task (its runs cost a pipeline start-up each): SFT under ZeRO-3, DPO under ZeRO-2
     specs = [s for s in specs if s.backend != "swift" or (s.task, s.zero_stage) in {("sft", 3), ("dpo", 2)}]
-    records = run_sweep(specs, LocalLauncher(LaunchOptions(deadline_s=400, preflight=False)), tmp_path / "s", quiet=True)
-    by = {(r["config"]["task"], r["config"]["backend"], r["config"]["zero_stage"]): r for r in records}
+    sweep_dir = tmp_path_factory.mktemp("backends") / "s"
+    records = run_sweep(specs, LocalLauncher(LaunchOptions(deadline_s=400, preflight=False)), sweep_dir, quiet=True)
+    return {(r["config"]["task"], r["config"]["backend"], r["config"]["zero_stage"]): r for r in records}, sweep_dir
+
+
+def test_backends_match_native_losses_and_are_measured_the_same_way(dev_records, swift_python):
+    by, sweep_dir = dev_records
     assert len(by) == 10
     for key, rec in by.items():
         assert rec["status"] == "ok", (key, rec.get("error"))
@@ -50,10 +65,38 @@ def test_backends_match_native_losses_and_are_measured_the_same_way(tmp_path, sw
     assert swift["command"].startswith(swift_python)  # bench started its ranks in ms-swift's environment
     assert swift["environment"]["packages"]["ms-swift"] and not by[("sft", "hf", 3)]["environment"]["packages"]["ms-swift"]
     assert "optimizer" not in swift["resolved"]["deepspeed"]  # ms-swift's trainer builds AdamW itself: recorded as given
-    df, _ = load.load(tmp_path / "s")
+    df, _ = load.load(sweep_dir)
     side = tables.backends(df)
     assert {"hf / native", "swift / native"} <= set(side.columns) and len(side) == 4
     assert (side["hf / native"] > 0).all() and side["swift / native"].notna().sum() == 2
+
+
+def test_the_stack_the_image_pins_gives_the_development_stacks_losses(dev_records, pinned_python, tmp_path):
+    """Four short runs in .venv-pinned (the image profile's pins, CPU torch) against the same runs
+    here: the same weights, data and seed. Native: every step's loss equal to 1e-6 relative (it was
+    bitwise equal when measured). hf: within 5e-5, half the last digit transformers 4.x keeps of the
+    loss it logs (it rounds to 4 decimals, trainer/compat.py)."""
+    by, _ = dev_records
+    env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(ROOT / ".cache" / "torch_extensions-pinned"))  # its own op builds
+    for task, backend, stage in sorted(PINNED):
+        p = subprocess.run([pinned_python, "-m", "invoke", "bench", "--tasks", task, "--backend", backend, "--zero",
+                            str(stage), "--nodes", "1", "--steps", str(STEPS), "--warmup", str(WARMUP),
+                            "--no-preflight", "--results", str(tmp_path), "--sweep", "pinned"],
+                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    pinned = {(r["config"]["task"], r["config"]["backend"], r["config"]["zero_stage"]): r
+              for r in map(record.read, (tmp_path / "pinned").glob("*.json")) if "schema" in r}
+    assert set(pinned) == PINNED
+    for key, rec in pinned.items():
+        assert rec["status"] == "ok", (key, rec["error"])
+        assert rec["environment"]["packages"]["transformers"] == PROFILE_PINS["transformers"] != by[key][
+            "environment"]["packages"]["transformers"]
+        ours, theirs = rec["metrics"]["loss"]["per_step"], by[key]["metrics"]["loss"]["per_step"]
+        assert ours == (pytest.approx(theirs, rel=1e-6) if key[1] == "native" else pytest.approx(theirs, abs=5e-5)), key
+        if key[1] == "hf":
+            assert "rounded to 4 decimals" in rec["resolved"]["backend_setup"]["loss"]
+        assert rec["metrics"]["tokens_per_s"] / rec["metrics"]["padded_tokens_per_s"] == pytest.approx(
+            by[key]["metrics"]["tokens_per_s"] / by[key]["metrics"]["padded_tokens_per_s"])  # the same tokens fed
 
 
 @pytest.mark.slurm

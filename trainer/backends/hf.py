@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from transformers import TrainerCallback
 
-from trainer import models
+from trainer import compat, models
 from trainer.backends.base import Context, Result
 
 # our per-step key -> the Trainer's (TRL's) log key
@@ -97,7 +97,7 @@ def train(ctx: Context) -> Result:
     if cfg.task == "dpo":  # TRL's DPOTrainer: sigmoid loss, a frozen reference model, as the native loop
         from trl import DPOConfig
 
-        args = DPOConfig(**common, loss_type=["sigmoid"], precompute_ref_log_probs=False)
+        args = DPOConfig(**compat.dpo_config(common))
     else:
         args = TrainingArguments(**common)
     # built after TrainingArguments: under ZeRO-3 that is what makes from_pretrained partition it
@@ -113,14 +113,13 @@ def train(ctx: Context) -> Result:
     if cfg.task == "dpo":
         from trl import DPOTrainer
 
-        # TRL's batch: chosen rows then rejected rows, as the native batches, and which tokens are completion
-        feed = [{"input_ids": b.input_ids, "attention_mask": b.attention_mask,
-                 "completion_mask": (b.labels != -100).long()} for b in fed]
+        # the native batches in TRL's layout (trainer/compat.py: it changed in TRL 0.29)
+        feed = [compat.dpo_batch(b.input_ids, b.attention_mask, b.labels, ctx.tokenizer.pad_token_id) for b in fed]
         reference, _ = models.build_for(cfg, ctx.ref, ctx.torch_dtype, ctx.weights, frozen=True)
         from datasets import Dataset
 
         placeholder = Dataset.from_dict({"prompt": ["a"], "chosen": ["b"], "rejected": ["c"]})  # batches come from feed
-        base, kwargs = DPOTrainer, {"ref_model": reference, "train_dataset": placeholder,
+        base, kwargs = compat.dpo_trainer(DPOTrainer), {"ref_model": reference, "train_dataset": placeholder,
                                     "processing_class": ctx.tokenizer}
     else:
         feed = [{"input_ids": b.input_ids, "attention_mask": b.attention_mask, "labels": b.labels} for b in fed]
@@ -133,5 +132,7 @@ def train(ctx: Context) -> Result:
     FixedBatches(model=model, args=args, callbacks=[measure], **kwargs).train()
     setup = {"trainer": "trl.DPOTrainer" if cfg.task == "dpo" else "transformers.Trainer",
              "batches": "stackbench's, per rank, unshuffled", "timing": "stackbench StepTimer in a TrainerCallback",
-             "accelerate_state": state}
+             "accelerate_state": state, "loss": "the Trainer's logged loss" + (
+                 f", rounded to {compat.logged_loss_decimals()} decimals by this transformers"
+                 if compat.logged_loss_decimals() else "")}
     return Result(measure.steps(), leaves, setup)
