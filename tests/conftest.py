@@ -62,9 +62,9 @@ def pinned_python(request):
     have = json.loads(subprocess.run([python, "-c", script, "torch", *wanted], capture_output=True, text=True,
                                      check=True).stdout)
     assert {d: have[d] for d in wanted} == wanted, f"{pinned.VENV} does not hold the profile's pins"
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter:
-        reporter.write_line(f"\npinned stack (docker/profiles/cuda12.4.toml, CPU torch): "
-                            + ", ".join(f"{d} {v}" for d, v in have.items())
-                            + "; left out: " + ", ".join(f"{r} ({why})" for r, why in left.items()))
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled():  # into the test output, not the captured output
+        print(f"\npinned stack (docker/profiles/cuda12.4.toml, CPU torch): "
+              + ", ".join(f"{d} {v}" for d, v in have.items())
+              + "; left out: " + ", ".join(f"{r} ({why})" for r, why in left.items()), flush=True)
     return python
