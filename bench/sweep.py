@@ -22,7 +22,7 @@ from core.config import RunConfig
 
 
 def done(sweep_dir: Path, cfg: RunConfig) -> dict | None:
-    path = sweep_dir / f"{cfg.run_id}.json"
+    path = record.path(sweep_dir, cfg.run_id)
     if path.exists():
         try:
             rec = record.read(path)
@@ -78,7 +78,7 @@ def _not_runnable(cfg: RunConfig, sweep_dir: Path, launcher: Launcher, fit: FitC
         if why:
             rec = record.new("skipped", cfg, launch, started_at=started, prediction=prediction,
                              error=record.error("predicted_oom", why))
-            record.write(sweep_dir / f"{cfg.run_id}.json", rec)
+            record.write(record.path(sweep_dir, cfg.run_id), rec)
             return rec
     key = (cfg.nodes, cfg.gpus_per_node)
     if launcher.options.preflight and key not in preflights:

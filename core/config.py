@@ -287,20 +287,25 @@ class Launch:
         return dataclasses.replace(self, **changes)
 
 
+def cli_flag(name: str) -> str:
+    """A field's command-line flag: seq_len -> --seq-len (argparse's and invoke's spelling)."""
+    return "--" + name.replace("_", "-")
+
+
 def _argv(obj) -> list[str]:
     argv: list[str] = []
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         if value == f.default:
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flag = cli_flag(f.name)
         argv += ([flag] if value else ["--no-" + flag[2:]]) if isinstance(value, bool) else [flag, str(value)]
     return argv
 
 
 def check_value(f: dataclasses.Field, value: Any) -> None:
     """One knob's value on its own: its type, its allowed values, its minimum."""
-    meta, flag, kind = f.metadata, "--" + f.name.replace("_", "-"), TYPES[str(f.type)]
+    meta, flag, kind = f.metadata, cli_flag(f.name), TYPES[str(f.type)]
     if isinstance(value, bool) != (kind is bool) or not isinstance(value, (int, float) if kind is float else kind):
         raise ConfigError(f"{flag} {value!r} is not a {f.type}", where="run config", fix=f"give a {f.type}")
     if meta["choices"] and value not in meta["choices"]:
@@ -320,7 +325,7 @@ def trainer_parser(prog: str = "python -m trainer", description: str = "") -> ar
     for group, cls in (("what the run is", RunConfig), ("bookkeeping", Launch)):
         g = p.add_argument_group(group)
         for f in dataclasses.fields(cls):
-            flag, kind = "--" + f.name.replace("_", "-"), TYPES[str(f.type)]
+            flag, kind = cli_flag(f.name), TYPES[str(f.type)]
             text = f"{f.metadata['help']} (default: {f.default!r})"
             if kind is bool:
                 g.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
@@ -370,9 +375,9 @@ def parse_axis(f: dataclasses.Field, text: str) -> list:
     if not items and f.default == "":  # a text knob whose default is empty (--data: the shipped samples)
         return [""]
     if not items:
-        raise ConfigError(f"--{bench_flag(f).replace('_', '-')} is empty", fix=f"give a value, e.g. {f.default}")
+        raise ConfigError(f"{cli_flag(bench_flag(f))} is empty", fix=f"give a value, e.g. {f.default}")
     try:
         return [kind(v) for v in items]
     except ValueError:
         raise ConfigError(f"cannot read {text!r} as a comma list of {kind.__name__}",
-                          where=f"--{bench_flag(f).replace('_', '-')}", fix=f"e.g. {bench_default(f)}") from None
+                          where=cli_flag(bench_flag(f)), fix=f"e.g. {bench_default(f)}") from None

@@ -1,11 +1,18 @@
 """Errors meant for people: what was wrong, where, and what to do. Never shown as a traceback.
-And the exit codes every entry point shares."""
+And the exit codes every entry point shares, and the words that mean a run ran out of memory."""
+
+import re
 
 EXIT_OK = 0
 EXIT_FAILED = 1      # bench: some run failed (still recorded); anything unexpected
 EXIT_BAD_INPUT = 2   # a user mistake, said before anything is launched
 EXIT_OOM = 3         # the trainer ran out of memory (recorded as status oom)
 EXIT_PREFLIGHT = 4   # a node did not join the preflight, or its all-reduce failed
+
+# out of memory, in an exception's message or a log: CUDA's and torch's words, torch's CPU
+# allocator's ("DefaultCPUAllocator: can't allocate memory", "not enough memory"), the kernel's
+OUT_OF_MEMORY = re.compile(r"out of memory|OutOfMemoryError|oom-kill|not enough memory|can't allocate memory|"
+                           r"Cannot allocate memory", re.I)
 
 
 class UserError(Exception):

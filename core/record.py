@@ -98,6 +98,11 @@ def write(path: str | Path, obj: dict) -> Path:
     return path
 
 
+def path(directory: str | Path, run_id: str) -> Path:
+    """Where a run's record lives: <directory>/<run_id>.json (the sweep's folder, the trainer's --out)."""
+    return Path(directory) / f"{run_id}.json"
+
+
 def read(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
 

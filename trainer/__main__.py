@@ -9,14 +9,10 @@ with status failed / kind bad_input is written by rank 0), 3 out of memory, 1 an
 from __future__ import annotations
 
 import os
-import re
 import socket
 import sys
 
-from core.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_OOM, UserError
-
-# CUDA's and torch's CPU allocator's words for running out of memory
-OUT_OF_MEMORY = re.compile(r"out of memory|not enough memory|can't allocate memory|Cannot allocate memory", re.I)
+from core.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_OOM, OUT_OF_MEMORY, UserError
 
 
 def _failure_record(cfg, launch, status: str, kind: str, message: str) -> None:
@@ -27,7 +23,7 @@ def _failure_record(cfg, launch, status: str, kind: str, message: str) -> None:
 
     rec = record.new(status, cfg, launch, started_at=record.now(),
                      error=record.error(kind, message, rank=0, host=socket.gethostname()))
-    record.write(os.path.join(launch.out, f"{rec['run_id']}.json"), rec)
+    record.write(record.path(launch.out, rec["run_id"]), rec)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         _failure_record(cfg, launch, "failed", e.kind, e.render())
         return EXIT_BAD_INPUT
     except Exception as e:  # OOM is a result, not a crash; anything else keeps its traceback
-        if type(e).__name__ == "OutOfMemoryError" or OUT_OF_MEMORY.search(str(e)):
+        if OUT_OF_MEMORY.search(f"{type(e).__name__}: {e}"):
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             print(f"{prefix} error: out of memory: {first}", file=sys.stderr, flush=True)
             _failure_record(cfg, launch, "oom", "oom", first)

@@ -15,7 +15,7 @@ import resource
 import statistics
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 from core import formulas
 from core.host import GIB
@@ -194,18 +194,20 @@ class Meter:
     def step_begin(self) -> None:
         self.timer.start()
 
-    def step_end(self, figures: dict[str, Any]) -> None:
-        """Closes the step's timing first; reading device values back (float()) comes after."""
+    def step_end(self, figures: dict[str, Any] | Callable[[], dict[str, Any]]) -> None:
+        """Closes the step's clock first; the figures (or the function that gives them) and
+        reading device values back (float()) come after, outside the timed window."""
         self.timer.stop()
         self.memory.sample()
+        figures = figures() if callable(figures) else figures
         self.steps.append({k: float(v) if hasattr(v, "item") else v for k, v in figures.items()})
         heartbeat(len(self.steps) - 1, self.total_steps)
         if len(self.steps) == 1:
             self.phases.mark("first_step_done")
 
-    def mine(self, host: str, rank: int, device_name: str | None) -> dict[str, Any]:
-        """This rank's share of the record, to be gathered on rank 0."""
-        return {"host": host, "rank": rank, "times": self.timer.seconds(), "steps": self.steps,
+    def mine(self, host: str, rank: int, device_name: str | None, steps: list[dict[str, Any]]) -> dict[str, Any]:
+        """This rank's share of the record (steps: the backend's per-step figures), gathered on rank 0."""
+        return {"host": host, "rank": rank, "times": self.timer.seconds(), "steps": steps,
                 "memory": self.memory.summary(), "startup_s": self.phases.since_launch(), "device": device_name}
 
 

@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from core import formulas, memory_model, record
-from core.config import Launch, RunConfig, resolve_dtype
+from core.config import Launch, RunConfig, cli_flag, resolve_dtype
 from core.errors import UserError
 from core.fingerprint import fingerprint
 from core.host import free_port, host_gib_per_rank
@@ -44,7 +44,7 @@ def with_topology(cfg: RunConfig, given: set[str], topo: Topology) -> RunConfig:
     started = {"nodes": topo.nodes, "gpus_per_node": topo.local_world}
     for name, value in started.items():
         if name in given and getattr(cfg, name) != value:
-            raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)} but the launcher started {topo.nodes} "
+            raise UserError(f"{cli_flag(name)} {getattr(cfg, name)} but the launcher started {topo.nodes} "
                             f"node(s) x {topo.local_world} rank(s)", where=f"rank {topo.rank} on {HOST}",
                             fix="start as many ranks as the run config says, or drop the flag")
     return cfg.replace(**started)
@@ -117,11 +117,11 @@ def run(cfg: RunConfig, launch: Launch) -> dict:
                   dtype=dtype, torch_dtype=torch_dtype, weights=weights, topo=topo, device=device, batches=batches,
                   meter=meter)
     result = backend.train(ctx)
-    meter.steps = result.steps
 
     # 4. gather and reduce on rank 0
     everyone: list[Any] = [None] * topo.world
-    dist.all_gather_object(everyone, meter.mine(HOST, topo.rank, torch.cuda.get_device_name(device) if cuda else None))
+    device_name = torch.cuda.get_device_name(device) if cuda else None
+    dist.all_gather_object(everyone, meter.mine(HOST, topo.rank, device_name, result.steps))
     rec = None
     if topo.rank == 0:
         rec = _record(ctx, started, everyone, shape, result)
@@ -151,5 +151,5 @@ def _record(ctx: Context, started: str, everyone: list[dict], shape: models.Mode
     launch = launch.replace(command=launch.command or default_command(cfg, launch, topo))
     rec = record.new("ok", cfg, launch, started_at=started, resolved=resolved, metrics=metrics_out,
                      prediction=prediction, environment=env, trainer_argv=sys.argv[1:])
-    record.write(os.path.join(launch.out, f"{rec['run_id']}.json"), rec)
+    record.write(record.path(launch.out, rec["run_id"]), rec)
     return rec

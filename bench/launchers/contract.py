@@ -123,7 +123,7 @@ class Launcher(ABC):
     def launch(self, cfg: RunConfig, sweep_dir: Path) -> dict:
         """Run one config to completion or deadline; return its record (also written to sweep_dir)."""
         started = record.now()
-        out = sweep_dir / f"{cfg.run_id}.json"
+        out = record.path(sweep_dir, cfg.run_id)
         out.unlink(missing_ok=True)  # a re-run replaces an earlier failure; the sweep never re-runs an ok
         run_dir = sweep_dir / cfg.run_id
         heartbeat = run_dir / "heartbeat"

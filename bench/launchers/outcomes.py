@@ -16,10 +16,10 @@ from pathlib import Path
 from bench import preflight as preflight_mod
 from core import record
 from core.config import Launch, RunConfig
+from core.errors import OUT_OF_MEMORY
 
 _TORCHRUN_FAILURE = re.compile(r"time\s*:\s*(\S+)\s*\n\s*host\s*:\s*(\S+)\s*\n\s*rank\s*:\s*(\d+)[^\n]*\n"
                                r"\s*exitcode\s*:\s*(-?\d+)")
-_OOM = re.compile(r"out of memory|OutOfMemoryError|oom-kill|Out Of Memory", re.I)
 _TEE = r"(?:\[default\d+\]:)?"  # torchrun --tee prefixes each line with the local rank
 _EXCEPTION = re.compile(rf"^{_TEE}(?:\[rank(\d+)\]: )?([\w.]+(?:Error|Exception|Interrupt)): (.*)$", re.M)
 _TRAINER_ERROR = re.compile(rf"^{_TEE}\[([^:\]]+):(\d+)\] error: (.*)$", re.M)  # the trainer's own line
@@ -58,11 +58,11 @@ def classify(logs: list[Path], killed_because: str | None = None, exit_codes: di
     for node, text in enumerate(texts):
         m = _TRAINER_ERROR.search(text)
         if m:
-            oom = bool(_OOM.search(m.group(3)))
+            oom = bool(OUT_OF_MEMORY.search(m.group(3)))
             return ("oom" if oom else "failed"), record.error(
                 "oom" if oom else "crash", m.group(3), rank=int(m.group(2)), host=m.group(1), log=str(logs[node]))
     for node, text in enumerate(texts):
-        if _OOM.search(text):
+        if OUT_OF_MEMORY.search(text):
             return "oom", record.error("oom", "out of memory (see log)", log=str(logs[node]))
     # torchrun's summaries: a rank killed by a signal is the cause; the others failing after it
     # (their peer vanished from a collective) are consequences, so signals first, then the earliest
@@ -95,7 +95,7 @@ def preflight_failed(cfg: RunConfig, launch: Launch, result: dict, started: str,
     error = record.error("preflight", result.get("message", "preflight failed"), host=host,
                          log=str(Path(launch.out) / cfg.run_id))
     rec = record.new("failed", cfg, launch, started_at=started, error=error, preflight=result, **extra)
-    record.write(Path(launch.out) / f"{rec['run_id']}.json", rec)
+    record.write(record.path(launch.out, rec["run_id"]), rec)
     return rec
 
 

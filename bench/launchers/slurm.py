@@ -158,7 +158,7 @@ class SlurmLauncher(Launcher):
 
     def launch(self, cfg: RunConfig, sweep_dir: Path) -> dict:
         started = record.now()
-        out = sweep_dir / f"{cfg.run_id}.json"
+        out = record.path(sweep_dir, cfg.run_id)
         out.unlink(missing_ok=True)
         run_dir = sweep_dir / cfg.run_id
         command = f"sbatch {run_dir / JOB_FILE}"

@@ -54,8 +54,11 @@ class Measure(TrainerCallback):
         self.meter.step_begin()
 
     def on_step_end(self, args, state, control, **k):
-        real, padded, seqs = self.tokens(state.global_step - 1)
-        self.meter.step_end({"loss": None, "real": real, "padded": padded, "seqs": seqs})
+        def figures():  # counted after the step's clock stops; the loss comes with the Trainer's log
+            real, padded, seqs = self.tokens(state.global_step - 1)
+            return {"loss": None, "real": real, "padded": padded, "seqs": seqs}
+
+        self.meter.step_end(figures)
 
     def on_log(self, args, state, control, logs=None, **k):
         if logs and "loss" in logs and self.meter.steps:  # this step's figures, averaged over ranks by the Trainer

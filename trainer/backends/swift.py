@@ -96,7 +96,7 @@ def model_dir(cfg, ref, weights: str | None, dtype: str, topo) -> str:
     """A directory ms-swift can load. Presets are random-init: written once per host from the seed."""
     if weights:
         return weights
-    from deepspeed import comm as dist
+    import torch.distributed as dist  # as the trainer's other collectives (trainer/compat.py)
 
     from trainer import embedded, models
 
