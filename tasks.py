@@ -1,4 +1,5 @@
-"""stackbench tasks: `invoke --list`. Each task parses its flags and calls a library function."""
+"""stackbench tasks: `./sb --list` (`python -m tasks`; plain `invoke` reads this file too). Each
+task parses its flags and calls a library function."""
 
 from __future__ import annotations
 
@@ -7,18 +8,19 @@ import os
 import shlex
 import sys
 
-from invoke import Exit, task
+from invoke import Collection, Exit, ParseError, Program, task
 
 
 def _run(fn, **kwargs) -> None:
-    """Call a library function; a user mistake prints its message and exits 2, never a traceback."""
-    from core.errors import EXIT_BAD_INPUT, UserError
+    """Call a library function; a user mistake prints its message and exits 2 (a build that failed:
+    1), never a traceback."""
+    from core.errors import UserError
 
     try:
         code = fn(**kwargs)
     except UserError as e:
         print(f"error: {e.render()}", file=sys.stderr)
-        raise Exit(code=EXIT_BAD_INPUT)
+        raise Exit(code=e.exit_code)
     if code:
         raise Exit(code=code)
 
@@ -36,8 +38,9 @@ def _bench_signature() -> tuple[inspect.Signature, dict[str, str], list[str]]:
         helps[bench_flag(f)] = f.metadata["help"] + (" (comma list: a sweep axis)" if is_axis(f) else "")
     for f in BenchOptions.fields():
         iterable += [f.name] if f.metadata["iterable"] else []
-        params.append(inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                        default=None if f.metadata["iterable"] else f.default))
+        # numbers as text: BenchOptions.from_flags reads them, and names the flag when one is mistyped
+        default = None if f.metadata["iterable"] else str(f.default) if str(f.type) in ("int", "float") else f.default
+        params.append(inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default))
         helps[f.name] = f.metadata["help"]
     return inspect.Signature(params), helps, iterable
 
@@ -186,3 +189,39 @@ def benchmark(c, args=""):
     """Measure the harness itself (pytest-benchmark); saves JSON under results/benchmarks/."""
     c.run(f"{sys.executable} -m pytest tests/benchmarks --benchmark-only --benchmark-json results/benchmarks/"
           f"harness.json {args}", pty=sys.stdout.isatty(), env={"PYTHONPATH": os.getcwd()})
+
+
+class _Program(Program):
+    """`./sb`'s command line: invoke's, except that a flag it cannot parse is a user mistake like
+    any other, said in one line with exit 2 (invoke itself exits 1, or shows a traceback for a
+    mistyped number)."""
+
+    def parse_core(self, argv):
+        self._bad_input(super().parse_core, argv)
+
+    def parse_tasks(self):
+        self._bad_input(super().parse_tasks)
+
+    def _bad_input(self, parse, *args):
+        import re
+
+        from core.errors import EXIT_BAD_INPUT
+
+        try:
+            parse(*args)
+        except (ParseError, ValueError) as e:
+            where = ""
+            if isinstance(e, ValueError):  # a number invoke could not read: name its flag
+                value = re.search(r"'(.*)'$", str(e))
+                argv = list(getattr(self, "argv", []) or [])
+                where = next((f"{a.split('=')[0]}: " for i, a in enumerate(argv) if value and (
+                    a.startswith("-") and (a.endswith("=" + value.group(1)) or argv[i + 1:i + 2] == [value.group(1)]))),
+                    "")
+            raise Exit(f"error: {where}{e}\n  fix: ./sb --help TASK lists its flags", code=EXIT_BAD_INPUT) from None
+
+
+program = _Program(namespace=Collection.from_module(sys.modules[__name__]), name="stackbench", binary="./sb",
+                   version="0.1.0")
+
+if __name__ == "__main__":
+    program.run()

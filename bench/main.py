@@ -4,25 +4,37 @@ non-boolean one a comma list) and the sweep's options (bench.options.BenchOption
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
-from bench import backends, summary, sweep
+from bench import backends, claims, summary, sweep
 from bench.fit import FitCheck
 from bench.launchers import LAUNCHERS, LaunchOptions, Launcher
 from bench.launchers.contract import join_commands
 from bench.matrix import expand, sweep_id_for
 from bench.options import BenchOptions
+from core import files, secrets
 from core.config import bench_flag, is_axis, knob_fields, parse_axis
 from core.errors import EXIT_FAILED, EXIT_OK, ConfigError
 
 
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def env_pairs(items: tuple[str, ...]) -> dict[str, str]:
+    """--env KEY=VALUE items; a secret is refused (on a command line, `ps` and the shell's history
+    show it): exported in the shell, it reaches the ranks without being written down."""
     out = {}
     for item in items:
         key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise ConfigError(f"cannot read --env {item!r}", where="--env", fix="write KEY=VALUE, e.g. NCCL_DEBUG=INFO")
+        if not eq or not ENV_NAME.fullmatch(key):
+            raise ConfigError(f"cannot read --env {item.split('=')[0]!r}=...", where="--env",
+                              fix="write KEY=VALUE with KEY a variable name, e.g. NCCL_DEBUG=INFO")
+        if secrets.is_secret(key, value):
+            raise ConfigError(f"{key} looks like a secret and would be visible in `ps` and your shell's history",
+                              where="--env", fix=f"export {key} in this shell instead: stackbench passes secrets to "
+                                                 "every rank without writing them into scripts, commands or records")
         out[key] = value
     return out
 
@@ -40,6 +52,8 @@ def make_launcher(opts: BenchOptions) -> Launcher:
         "slurm": dict(partition=opts.partition, account=opts.account, exclusive=opts.exclusive,
                       sbatch_args=tuple(opts.sbatch_arg), gpus=opts.slurm_gpus, container_image=opts.container_image),
     }.get(opts.launcher, {})
+    if opts.launcher == "slurm":  # --script-only / --dry-run need no Slurm client
+        settings["ask_cluster"] = not (opts.script_only or opts.dry_run)
     return LAUNCHERS[opts.launcher](launch_options(opts), **settings)
 
 
@@ -50,7 +64,7 @@ def split_flags(flags: dict[str, Any]) -> tuple[dict[str, list], BenchOptions]:
         value = flags.pop(bench_flag(f), None)
         if value is not None:
             axes[f.name] = parse_axis(f, value) if is_axis(f) else [value]
-    return axes, BenchOptions(**flags)
+    return axes, BenchOptions.from_flags(flags)
 
 
 def bench(**flags: Any) -> int:
@@ -77,7 +91,9 @@ def bench(**flags: Any) -> int:
     if not configs:
         raise ConfigError("the matrix is empty", fix="check --tasks, --zero and --offload")
     backends.check(sorted({c.backend for c in configs}))
-    records = sweep.run_sweep(configs, runner, sweep_dir, fit=fit)
+    files.check_writable(sweep_dir)
+    with claims.sweep_lock(sweep_dir):
+        records = sweep.run_sweep(configs, runner, sweep_dir, fit=fit)
     ok = sum(r["status"] == "ok" for r in records)
     skipped = sum(r["status"] == "skipped" for r in records)
     summary.print_table(records, title=f"{sweep_id}: {ok}/{len(records)} ok" + (f", {skipped} skipped (cannot fit)"

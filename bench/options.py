@@ -5,8 +5,14 @@ launcher and its settings, deadlines, the preflight, the fit check. One dataclas
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from core.errors import ConfigError
+
+# a sweep is a folder of the results directory: one path component, nothing a shell reads
+SWEEP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,199}")
 
 
 def option(default: Any, help: str, *, iterable: bool = False) -> Any:
@@ -47,3 +53,29 @@ class BenchOptions:
     @classmethod
     def fields(cls) -> tuple[dataclasses.Field, ...]:
         return dataclasses.fields(cls)
+
+    @classmethod
+    def from_flags(cls, flags: dict[str, Any]) -> "BenchOptions":
+        """From `invoke bench`'s keyword arguments: numbers arrive as text (so a mistyped one is
+        an error naming its flag, not invoke's traceback), the rest as they are."""
+        kinds = {"float": float, "int": int}
+        values = {}
+        for f in cls.fields():
+            if f.name not in flags:
+                continue
+            value, kind = flags[f.name], kinds.get(str(f.type))
+            if kind and isinstance(value, str):
+                try:
+                    value = kind(value)
+                except ValueError:
+                    raise ConfigError(f"cannot read {value!r} as {'an integer' if kind is int else 'a number'}",
+                                      where="--" + f.name.replace("_", "-"), fix=f"e.g. {f.default}") from None
+            values[f.name] = value
+        unknown = set(flags) - set(values)
+        if unknown:
+            raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))}", fix="see ./sb --help bench")
+        opts = cls(**values)
+        if opts.sweep and not SWEEP_NAME.fullmatch(opts.sweep):
+            raise ConfigError(f"{opts.sweep!r} cannot name a sweep folder", where="--sweep",
+                              fix="letters, digits, '.', '_', '-', not starting with '.' (it becomes <results>/<sweep>)")
+        return opts

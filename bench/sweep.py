@@ -4,7 +4,8 @@ Resume: a run whose record says ok is not run again. Every other outcome is a re
 the sweep goes on. Ctrl-C marks the running run interrupted and leaves the others as they are.
 Before the first run of each node count, a preflight (join + all-reduce, seconds) checks every
 host; when it fails, that node count's runs are recorded failed with the host named, and the
-sweep goes on with the others. Runs the memory model says cannot fit are recorded skipped.
+sweep goes on with the others. Runs the memory model says cannot fit are recorded skipped. Each run is claimed before it starts
+(bench.claims): one another process is running is left to it.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import sys
 import time
 from pathlib import Path
 
+from bench import claims
 from bench.fit import FitCheck
 from bench.launchers import Launcher
 from bench.launchers.outcomes import preflight_failed
-from core import record
+from core import files, record
 from core.config import RunConfig
 
 
@@ -38,9 +40,8 @@ def run_sweep(configs: list[RunConfig], launcher: Launcher, sweep_dir: Path, *, 
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    (sweep_dir / "sweep.json").write_text(json.dumps({"launcher": launcher.name, "runs": [c.to_dict() for c in configs]},
-                                                     indent=1) + "\n")
+    files.write_atomic(sweep_dir / "sweep.json",
+                       json.dumps({"launcher": launcher.name, "runs": [c.to_dict() for c in configs]}, indent=1) + "\n")
     console = Console(stderr=True)
     quiet = not sys.stderr.isatty() if quiet is None else quiet
     records: list[dict] = []
@@ -57,9 +58,19 @@ def run_sweep(configs: list[RunConfig], launcher: Launcher, sweep_dir: Path, *, 
                 progress.advance(bar)
                 continue
             progress.update(bar, description=f"{cfg.run_id}")
+            claim = claims.run_claim(sweep_dir, cfg.run_id)
+            other = claim.try_acquire()
+            if other is not None:
+                _say(progress, quiet, f"[{i}/{len(configs)}] {cfg.run_id}: being run by pid {other.get('pid')} on "
+                                      f"{other.get('host')}, left to it")
+                progress.advance(bar)
+                continue
             t0 = time.monotonic()
-            rec = _not_runnable(cfg, sweep_dir, launcher, fit, preflights, lambda line: _say(progress, quiet, line))
-            rec = rec or launcher.launch(cfg, sweep_dir)
+            try:
+                rec = _not_runnable(cfg, sweep_dir, launcher, fit, preflights, lambda line: _say(progress, quiet, line))
+                rec = rec or launcher.launch(cfg, sweep_dir)
+            finally:
+                claim.release()
             records.append(rec)
             why = f": {rec['error']['kind']}: {rec['error']['message'].splitlines()[0]}" if rec.get("error") else ""
             _say(progress, quiet,

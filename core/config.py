@@ -271,6 +271,8 @@ class Launch:
                                                        "launcher fills it in)"})
     collective_timeout_s: int = field(default=300, metadata={"help": "seconds a collective may wait before the run "
                                                                      "fails (torch's default: 1800)"})
+    secrets: str = field(default="", metadata={"help": "names (never values) of the secrets the launcher passed in "
+                                                      "the environment, comma-separated (recorded)"})
 
     def __post_init__(self) -> None:
         if self.collective_timeout_s < 10:
@@ -281,7 +283,8 @@ class Launch:
 
     def recorded(self) -> dict[str, Any]:
         """What a record keeps of it beside run_id, sweep_id and command."""
-        return {"launcher": self.launcher, "collective_timeout_s": self.collective_timeout_s}
+        return {"launcher": self.launcher, "collective_timeout_s": self.collective_timeout_s,
+                "secrets": [n for n in self.secrets.split(",") if n]}
 
     def replace(self, **changes: Any) -> "Launch":
         return dataclasses.replace(self, **changes)

@@ -19,6 +19,7 @@ class UserError(Exception):
     """A mistake in the user's input or setup. `where` names the place (file:line, field, rank, host)."""
 
     kind = "bad_input"
+    exit_code = EXIT_BAD_INPUT
 
     def __init__(self, what: str, *, where: str = "", fix: str = "", kind: str | None = None):
         self.what, self.where, self.fix = what, where, fix
@@ -37,3 +38,11 @@ class DataError(UserError):
 
 class ConfigError(UserError):
     """An invalid setting (ZeRO stage, batch sizes, model reference...)."""
+
+
+class BuildFailed(UserError):
+    """An image build that ran and failed (a step's error, pip refusing a hash): said like a user
+    error, with its stage and last lines, but exit 1: the input was read, the work failed."""
+
+    kind = "build_failed"
+    exit_code = EXIT_FAILED

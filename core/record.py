@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from core import files
 from core.config import OFFLOADS, TYPES, Launch, RunConfig
 
 SCHEMA = "stackbench.result/2"
@@ -85,17 +84,8 @@ def validate(rec: dict) -> list[str]:
 
 
 def write(path: str | Path, obj: dict) -> Path:
-    """Write JSON to temp then rename: a reader never sees half a file, a crash never leaves one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=False, default=str)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    """Write JSON atomically, secrets redacted (core.files)."""
+    return files.write_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def path(directory: str | Path, run_id: str) -> Path:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from core.errors import UserError
+from core.errors import BuildFailed, UserError
 
 
 def errors():
@@ -76,8 +76,8 @@ def build(context: Path, tag: str, say: Callable[[str], None], nocache: bool = F
         if "error" in chunk:
             what, fix = explain(chunk.get("error", ""))
             last = "\n".join(f"    {line}" for line in result.log[-15:] if line.strip())
-            raise UserError(f"the build failed in stage {stage}: {what}\n  last lines:\n{last}",
-                            where=f"{context}/Dockerfile", fix=fix, kind="build_failed")
+            raise BuildFailed(f"the build failed in stage {stage}: {what}\n  last lines:\n{last}",
+                              where=f"{context}/Dockerfile", fix=fix)
         text = chunk.get("stream", "")
         for line in text.splitlines():
             result.log.append(line)

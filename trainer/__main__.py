@@ -21,9 +21,14 @@ def _failure_record(cfg, launch, status: str, kind: str, message: str) -> None:
         return
     from core import record
 
+    from core.files import ResultsUnwritable
+
     rec = record.new(status, cfg, launch, started_at=record.now(),
                      error=record.error(kind, message, rank=0, host=socket.gethostname()))
-    record.write(record.path(launch.out, rec["run_id"]), rec)
+    try:
+        record.write(record.path(launch.out, rec["run_id"]), rec)
+    except ResultsUnwritable as e:  # the error above may be this one: said once, on the console
+        print(f"error: {e.render()}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ import sys
 from datetime import timedelta
 from typing import Any
 
-from core import formulas, memory_model, record
+from core import formulas, memory_model, record, secrets
 from core.config import Launch, RunConfig, cli_flag, resolve_dtype
 from core.errors import UserError
 from core.fingerprint import fingerprint
@@ -121,7 +121,8 @@ def run(cfg: RunConfig, launch: Launch) -> dict:
     # 4. gather and reduce on rank 0
     everyone: list[Any] = [None] * topo.world
     device_name = torch.cuda.get_device_name(device) if cuda else None
-    dist.all_gather_object(everyone, meter.mine(HOST, topo.rank, device_name, result.steps))
+    dist.all_gather_object(everyone, {**meter.mine(HOST, topo.rank, device_name, result.steps),
+                                      "secrets": secrets.fingerprints()})  # that each rank saw them, never what
     rec = None
     if topo.rank == 0:
         rec = _record(ctx, started, everyone, shape, result)
@@ -136,7 +137,8 @@ def _record(ctx: Context, started: str, everyone: list[dict], shape: models.Mode
     metrics_out = metrics.reduce(everyone, task=cfg.task, warmup=cfg.warmup_steps, flops_per_token=flops,
                                  peak=formulas.peak_flops(everyone[0]["device"], ctx.dtype))
     env = fingerprint()
-    env["ranks"] = [{"rank": r["rank"], "host": r["host"], "device": r["device"]} for r in everyone]
+    env["ranks"] = [{"rank": r["rank"], "host": r["host"], "device": r["device"], "secrets": r["secrets"]}
+                    for r in everyone]
     env["hosts"] = sorted({r["host"] for r in everyone})
     device_gib = env["devices"].get("memory_gib") or host_gib_per_rank(topo.local_world)
     prediction = memory_model.predict_for(shape, cfg, dtype=ctx.dtype, device_gib=device_gib).to_dict()

@@ -20,12 +20,14 @@ from pathlib import Path
 from bench.backends import env_for, python_for
 from bench.launchers import outcomes
 from bench.launchers.options import LaunchOptions
-from bench.launchers.processes import kill, start, supervise
-from core import record
+from bench.launchers.processes import NodeCommand, kill, start, supervise
+from core import record, secrets
 from core.config import Launch, RunConfig
 from core.host import free_port, has_nvidia_driver
 
-# Settings users tune multi-node jobs with; passed to every rank on every host.
+# Settings users tune multi-node jobs with; passed to every rank on every host, written into
+# scripts and commands. Secrets among them (HF_TOKEN) are not: core.secrets says which, and each
+# launcher passes those by a way that writes nothing down.
 PASSTHROUGH = re.compile(r"^(NCCL_|TORCH_NCCL_|GLOO_|UCX_|FI_|TORCH_DISTRIBUTED_DEBUG$|CUDA_VISIBLE_DEVICES$|"
                          r"PYTORCH_CUDA_ALLOC_CONF$|OMP_NUM_THREADS$|HF_|TRANSFORMERS_OFFLINE$|TORCH_EXTENSIONS_DIR$)")
 
@@ -50,16 +52,18 @@ class Launcher(ABC):
         """The host each node's failures are reported against."""
         return self.hosts(nodes)
 
-    def wrap(self, node_host: str, argv: list[str], env: dict[str, str]) -> list[str]:
-        """How to run argv on that host (ssh for a remote one); env is already in the process env."""
-        return argv
+    def wrap(self, node_host: str, argv: list[str], env: dict[str, str]) -> NodeCommand:
+        """How to run argv on that host (ssh for a remote one). env (plain settings) is already in
+        the local process's environment, and so are the secrets (this process's own)."""
+        return NodeCommand(argv)
 
     # --- commands --------------------------------------------------------------------------------
 
     def bookkeeping(self, cfg: RunConfig, sweep_dir: Path, command: str = "") -> Launch:
         """The run's bookkeeping when this launcher starts it into sweep_dir."""
         return Launch(out=str(sweep_dir.resolve()), run_id=cfg.run_id, sweep_id=sweep_dir.name, launcher=self.name,
-                      command=command, collective_timeout_s=self.options.collective_timeout_s)
+                      command=command, collective_timeout_s=self.options.collective_timeout_s,
+                      secrets=",".join(sorted(self.secret_env())))
 
     def commands(self, cfg: RunConfig, sweep_dir: Path, port: int) -> list[list[str]]:
         """The command for each node (what --dry-run and --script-only print, what launch runs)."""
@@ -75,10 +79,16 @@ class Launcher(ABC):
         lines = [f"# {cfg.run_id}: on {host}\n{shlex.join(c)}" for host, c in zip(self.hosts(cfg.nodes), cmds)]
         return "#!/bin/bash\n# one command per node; start them all (node 0 hosts the rendezvous)\n" + "\n".join(lines)
 
-    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        """Environment every rank gets: passthrough of this process's multi-node settings, defaults, options."""
-        env = {k: v for k, v in os.environ.items() if PASSTHROUGH.match(k)}
-        cuda = has_nvidia_driver()
+    def secret_env(self) -> dict[str, str]:
+        """The secrets every rank gets: this process's (HF_TOKEN, WANDB_API_KEY, cloud credentials)."""
+        return secrets.present()
+
+    def env(self, extra: dict[str, str] | None = None, *, cuda: bool | None = None) -> dict[str, str]:
+        """Environment every rank gets beside the secrets, safe to write down: passthrough of this
+        process's multi-node settings, defaults, options. cuda: whether the ranks have GPUs
+        (default: whether this host has)."""
+        env, _ = secrets.split({k: v for k, v in os.environ.items() if PASSTHROUGH.match(k)})
+        cuda = has_nvidia_driver() if cuda is None else cuda
         env.setdefault("DS_ACCELERATOR", "cuda" if cuda else "cpu")
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
         env.setdefault("PYTHONUNBUFFERED", "1")

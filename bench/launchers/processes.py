@@ -16,53 +16,85 @@ from bench.launchers.options import LaunchOptions
 
 
 @dataclass
+class NodeCommand:
+    """What runs for one node: its argv and, for ssh, what goes on its standard input (the
+    environment, secrets included: never on a command line). That input then stays open: the
+    far side stops the command when it closes (bench/launchers/remote.py)."""
+
+    argv: list[str]
+    stdin: bytes | None = None
+
+
+@dataclass
 class Proc:
     node: int
     popen: subprocess.Popen
     log: Path
 
 
-def start(cmds: list[list[str]], env: dict[str, str], log_dir: Path) -> list[Proc]:
+def start(cmds: list[NodeCommand], env: dict[str, str], log_dir: Path) -> list[Proc]:
+    """Start each node's command in a session of its own, output to <log_dir>/node<i>.log;
+    env on top of this process's environment (which holds the secrets, for local nodes)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     procs = []
     for node, cmd in enumerate(cmds):
         log = log_dir / f"node{node}.log"
         with log.open("w") as fh:
-            fh.write("$ " + shlex.join(cmd) + "\n")
+            fh.write("$ " + shlex.join(cmd.argv) + "\n")
             fh.flush()
-            procs.append(Proc(node, subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                     env=dict(os.environ, **env), start_new_session=True), log))
+            popen = subprocess.Popen(cmd.argv, stdout=fh, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL if cmd.stdin is None else subprocess.PIPE,
+                                     env=dict(os.environ, **env), start_new_session=True)
+        if cmd.stdin is not None:
+            try:
+                popen.stdin.write(cmd.stdin)
+                popen.stdin.flush()
+            except BrokenPipeError:  # it already exited (ssh could not connect): its log says why
+                pass
+        procs.append(Proc(node, popen, log))
     return procs
 
 
-def kill(procs: list[Proc]) -> None:
-    """Kill each node process, its group and every descendant, nothing else. torchrun puts each
-    worker in a session of its own, so killing torchrun's group alone would leave the ranks running."""
+def kill_tree(pid: int, sig: int = signal.SIGKILL, wait_s: float = 10) -> None:
+    """Signal a process, its group and every descendant, nothing else. torchrun puts each worker
+    in a session of its own, so signalling torchrun's group alone would leave the ranks running."""
     import psutil
 
-    victims: list[psutil.Process] = []
-    for p in procs:
-        if p.popen.poll() is None:
-            try:
-                root = psutil.Process(p.popen.pid)
-                victims += [root, *root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                pass
-            try:
-                os.killpg(p.popen.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    try:
+        root = psutil.Process(pid)
+        victims = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        victims = []
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
     for v in victims:
         try:
-            v.kill()
+            v.send_signal(sig)
         except psutil.NoSuchProcess:
             pass
-    roots = {p.popen.pid for p in procs}
-    psutil.wait_procs([v for v in victims if v.pid not in roots], timeout=10)  # roots are reaped by Popen below
+    psutil.wait_procs([v for v in victims if v.pid != pid], timeout=wait_s)  # the root is reaped by its parent
+
+
+def kill(procs: list[Proc]) -> None:
+    """Kill every node's process tree, then reap the node processes."""
+    for p in procs:
+        if p.popen.poll() is None:
+            kill_tree(p.popen.pid)
     for p in procs:
         try:
             p.popen.wait(timeout=10)
         except subprocess.TimeoutExpired:
+            pass
+        close_input(p)
+
+
+def close_input(p: Proc) -> None:
+    if p.popen.stdin:
+        try:
+            p.popen.stdin.close()
+        except OSError:
             pass
 
 
@@ -72,6 +104,8 @@ def supervise(procs: list[Proc], opts: LaunchOptions, heartbeat: Path | None) ->
     while True:
         codes = [p.popen.poll() for p in procs]
         if all(c is not None for c in codes):
+            for p in procs:
+                close_input(p)
             return None
         now = time.monotonic()
         if now - start_t > opts.deadline_s:

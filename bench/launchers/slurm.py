@@ -9,11 +9,18 @@ command in that image (pyxis/enroot), e.g. one built by `invoke build`.
 
 State comes from squeue while the job lives and `scontrol show job` after (sacct needs an
 accounting database many small clusters do not run; it is the fallback).
+
+Secrets (core.secrets) are never in the script: sbatch is run with `--export=ALL`, so Slurm carries
+them from the submitting shell's environment to the job, and srun to every node. Every value in
+the script is checked or quoted: `#SBATCH` values are double-quoted where sbatch's own parser
+needs it, a control character (a newline would start a new line of the script) is refused, and
+only the job's own variables ($SLURM_NNODES, $MASTER_ADDR ...) are left for the shell to expand.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 import shlex
 import shutil
@@ -26,22 +33,49 @@ from bench.backends import env_for
 from bench.launchers import outcomes
 from bench.launchers.contract import Launcher
 from bench.launchers.options import LaunchOptions
-from core import record
+from core import files, record
 from core.config import RunConfig
 from core.errors import EXIT_PREFLIGHT, ConfigError
 
 
 JOB_FILE = "job.sbatch"
+# a Slurm name (partition, account; comma lists of them)
+SLURM_NAME = re.compile(r"[\w.+-]+(,[\w.+-]+)*")
+# a value sbatch's #SBATCH parser reads as one word without quotes
+BARE = re.compile(r"[\w@%+=:,./-]+")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class ShellVar(str):
+    """An argument the batch shell expands (it names the job's variables: $SLURM_NNODES,
+    $MASTER_ADDR ...): written in double quotes. Every other argument is single-quoted."""
+
+    def __new__(cls, value: str) -> "ShellVar":
+        assert re.fullmatch(r"[\w=:./,${}%-]+", value), value  # built here, never from user input
+        return super().__new__(cls, value)
+
+
+def directive(arg: str, where: str = "--sbatch-arg") -> str:
+    """One #SBATCH word: as is, or double-quoted with \\ and \" escaped (sbatch's own parser);
+    a control character is refused (a newline would end the directive and start a script line)."""
+    if CONTROL.search(arg):
+        raise ConfigError(f"{arg!r} holds a newline or another control character", where=where,
+                          fix="give the value on one line, without control characters")
+    return arg if BARE.fullmatch(arg) else '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _submit(work_dir: Path, script: str) -> str:
     """Clear what an earlier job in this directory left (logs, heartbeat, preflight result), write
-    the script beside them, submit it; the job id."""
-    work_dir.mkdir(parents=True, exist_ok=True)
+    the script beside them, submit it with the submitting environment (--export=ALL: how the
+    secrets reach the job); the job id."""
     for stale in [*work_dir.glob("*.log"), work_dir / "heartbeat", work_dir / "preflight.json"]:
         stale.unlink(missing_ok=True)
-    (work_dir / JOB_FILE).write_text(script)
-    return _slurm("sbatch", "--parsable", str(work_dir / JOB_FILE)).strip().split(";")[0]
+    files.write_atomic(work_dir / JOB_FILE, script, mode=0o700)
+    exported = os.environ.get("SBATCH_EXPORT")
+    if exported and exported.upper() != "ALL":
+        print(f"note: SBATCH_EXPORT={exported} overridden with --export=ALL: the ranks get their settings and "
+              "secrets from this environment", file=sys.stderr)
+    return _slurm("sbatch", "--parsable", "--export=ALL", str(work_dir / JOB_FILE)).strip().split(";")[0]
 
 
 def _slurm(*argv: str, check: bool = True, timeout: float = 60) -> str:
@@ -61,45 +95,75 @@ class SlurmLauncher(Launcher):
 
     def __init__(self, options: LaunchOptions | None = None, *, partition: str = "", account: str = "",
                  exclusive: bool = False, sbatch_args: tuple[str, ...] = (), gpus: str = "auto",
-                 container_image: str = "", poll_s: float = 1.0):
+                 container_image: str = "", poll_s: float = 1.0, ask_cluster: bool = True):
         super().__init__(options)
         if gpus not in ("auto", "yes", "no"):
             raise ConfigError(f"--slurm-gpus {gpus!r}", where="--slurm-gpus", fix="use auto, yes or no")
+        for flag, value in (("--partition", partition), ("--account", account)):
+            if value and not SLURM_NAME.fullmatch(value):
+                raise ConfigError(f"{value!r} is not a Slurm {flag[2:]} name", where=flag,
+                                  fix="letters, digits, '_', '.', '+', '-' (a comma list for several)")
+        for arg in sbatch_args:
+            directive(arg)
+            if not arg.startswith("-"):
+                raise ConfigError(f"{arg!r} is not an sbatch option", where="--sbatch-arg",
+                                  fix="give one option per flag, e.g. --sbatch-arg=--qos=high")
+            if arg.split("=", 1)[0] in ("--export", "--export-file"):
+                raise ConfigError(f"{arg!r}: stackbench submits with --export=ALL (how settings and secrets reach "
+                                  "the ranks without being written into the script)", where="--sbatch-arg",
+                                  fix="set variables with --env KEY=VALUE, or export them in this shell")
+        directive(container_image, "--container-image")
         self.partition, self.account, self.exclusive = partition, account, exclusive
         self.sbatch_args, self.gpus, self.container_image, self.poll_s = tuple(sbatch_args), gpus, container_image, poll_s
-        self._cluster_has_gpus: bool | None = None
+        # --script-only / --dry-run ask no sinfo: they work on a laptop with no Slurm client
+        self._cluster_has_gpus: bool | None = None if ask_cluster else True
 
     def hosts(self, nodes: int) -> list[str]:
         return [f"(allocation node {i})" for i in range(nodes)]  # known only inside the job
 
     def rendezvous(self, cfg: RunConfig, node: int, port: int) -> list[str]:
         # evaluated by the batch shell: the same line for every node, c10d assigns node ranks
-        return ["--nnodes=$SLURM_NNODES", "--rdzv-backend=c10d", "--rdzv-endpoint=$MASTER_ADDR:$MASTER_PORT",
-                "--rdzv-id=$SLURM_JOB_ID", f"--rdzv-conf=join_timeout={int(self.options.preflight_deadline_s)}"]
+        return [ShellVar("--nnodes=$SLURM_NNODES"), "--rdzv-backend=c10d",
+                ShellVar("--rdzv-endpoint=$MASTER_ADDR:$MASTER_PORT"), ShellVar("--rdzv-id=$SLURM_JOB_ID"),
+                f"--rdzv-conf=join_timeout={int(self.options.preflight_deadline_s)}"]
 
     def preflight(self, nodes: int, procs_per_node: int, sweep_dir: Path) -> dict | None:
         return None  # inside every job, on the nodes it was given
+
+    _asked = False
 
     def request_gpus(self) -> bool:
         if self.gpus != "auto":
             return self.gpus == "yes"
         if self._cluster_has_gpus is None:  # does any node advertise a gpu GRES?
             self._cluster_has_gpus = "gpu" in _slurm("sinfo", "-h", "-o", "%G", check=False)
+            self._asked = True
         return self._cluster_has_gpus
+
+    def env(self, extra: dict[str, str] | None = None, *, cuda: bool | None = None) -> dict[str, str]:
+        # the ranks run on the allocation's nodes, not here: they have GPUs when the job asks for them
+        return super().env(extra, cuda=self.request_gpus() if cuda is None else cuda)
 
     # --- the job script --------------------------------------------------------------------------
 
     def batch(self, *, name: str, nodes: int, procs_per_node: int, run_dir: Path, minutes: int,
               env: dict[str, str], steps: list[str], about: str) -> str:
-        """An sbatch script: the allocation, the environment, the rendezvous variables, then steps
-        (srun lines from `srun()`) in order."""
+        """An sbatch script: the allocation, the environment (no secrets: Slurm carries those), the
+        rendezvous variables, then steps (srun lines from `srun()`) in order."""
         sb = [f"--job-name=sb-{name}"[:120], f"--nodes={nodes}", "--ntasks-per-node=1", f"--time={minutes}",
               f"--output={run_dir}/slurm-%j.out", f"--chdir={Path.cwd()}"]
-        if self.request_gpus():
+        gpus = self.request_gpus()
+        if gpus:
             sb.append(f"--gpus-per-node={procs_per_node}")
         sb += [f"--partition={self.partition}"] * bool(self.partition) + [f"--account={self.account}"] * bool(self.account)
         sb += ["--exclusive"] * self.exclusive + list(self.sbatch_args)
-        return "\n".join(["#!/bin/bash", *(f"#SBATCH {a}" for a in sb), f"# stackbench {name}: {about}",
+        why_gpus = ("--slurm-gpus yes" if self.gpus == "yes" else "--slurm-gpus no" if self.gpus == "no" else
+                    "the cluster advertises gpu GRES" if self._asked else
+                    "--slurm-gpus auto, and no Slurm client was asked: --slurm-gpus no leaves the line out")
+        return "\n".join(["#!/bin/bash", *(f"#SBATCH {directive(a)}" for a in sb), f"# stackbench {name}: {about}",
+                          f"# GPUs: {f'--gpus-per-node={procs_per_node}' if gpus else 'none requested'} ({why_gpus})",
+                          "# secrets (HF_TOKEN ...) are not written here: submit with sbatch --export=ALL from a "
+                          "shell that has them",
                           "set -euo pipefail",
                           *(f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())),
                           "export STACKBENCH_LAUNCHED_AT=$(date +%s.%N)",
@@ -121,8 +185,8 @@ class SlurmLauncher(Launcher):
         return _shell(cmd + argv)
 
     def preflight_step(self, nodes: int, procs_per_node: int, run_dir: Path) -> str:
-        argv = [sys.executable, "-m", "bench.preflight", "--nnodes=$SLURM_NNODES", f"--nproc={procs_per_node}",
-                "--master=$MASTER_ADDR:$PREFLIGHT_PORT", "--hosts=$HOSTS",
+        argv = [sys.executable, "-m", "bench.preflight", ShellVar("--nnodes=$SLURM_NNODES"), f"--nproc={procs_per_node}",
+                ShellVar("--master=$MASTER_ADDR:$PREFLIGHT_PORT"), ShellVar("--hosts=$HOSTS"),
                 f"--deadline={self.options.preflight_deadline_s:g}", f"--out={run_dir}/preflight.json"]
         return f"{self.srun(nodes, f'{run_dir}/preflight-node%n.log', argv, (run_dir,))} || exit {EXIT_PREFLIGHT}"
 
@@ -233,5 +297,5 @@ def job_state(job: str) -> tuple[str, int | None]:
 
 
 def _shell(argv: list[str]) -> str:
-    """Quote for the batch shell, but let it expand the $VARIABLES the job defines."""
-    return " ".join(a if "$" in a and "'" not in a and " " not in a else shlex.quote(a) for a in argv)
+    """Quote for the batch shell: the job's own variables (ShellVar) expand, nothing else does."""
+    return " ".join(f'"{a}"' if isinstance(a, ShellVar) else shlex.quote(a) for a in argv)

@@ -4,6 +4,8 @@
 themselves; `invoke bench` runs them: directly on this host, over ssh (BatchMode, so a missing key
 fails at once instead of prompting) on the others. The python and working directory are this
 host's: the stack must sit at the same path on every host (a shared filesystem or the same image).
+Over ssh the rank environment, secrets included, travels on the connection's standard input to
+bench/launchers/remote.py, never on the command line; closing the connection stops the command.
 
 Hostfile: one host per line, DeepSpeed's format (`host slots=8`), `#` comments. The first host
 runs node 0 and the rendezvous.
@@ -11,13 +13,17 @@ runs node 0 and the rendezvous.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shlex
 import socket
+import sys
 from pathlib import Path
 
 from bench.launchers.contract import Launcher
 from bench.launchers.options import LaunchOptions
+from bench.launchers.processes import NodeCommand
 from core.config import RunConfig
 from core.errors import ConfigError
 
@@ -34,6 +40,9 @@ def read_hostfile(path: str) -> list[tuple[str, int | None]]:
         if not line:
             continue
         host, *rest = line.split()
+        if not HOSTNAME.fullmatch(host):
+            raise ConfigError(f"{host!r} is not a host name or address", where=f"{path}:{n}",
+                              fix="letters, digits, '.', '-', '_' (or an IPv4 / IPv6 address); no user@ or options")
         slots = None
         for item in rest:
             key, _, value = item.partition("=")
@@ -44,6 +53,11 @@ def read_hostfile(path: str) -> list[tuple[str, int | None]]:
     if not hosts:
         raise ConfigError(f"hostfile {path} lists no hosts", where=path, fix="one host per line")
     return hosts
+
+
+# what ssh and torchrun's rendezvous take as a host: a name, an IPv4 or an IPv6 address; never an
+# option ("-oProxyCommand=...") or anything a shell would read
+HOSTNAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9._-]{0,252})|\[?[0-9A-Fa-f:.]+\]?")
 
 
 def is_local(host: str) -> bool:
@@ -81,10 +95,11 @@ class TorchrunLauncher(Launcher):
         return [f"--nnodes={cfg.nodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={master}:{port}",
                 f"--rdzv-id={cfg.run_id}", f"--rdzv-conf=join_timeout={int(self.options.preflight_deadline_s)}"]
 
-    def wrap(self, node_host: str, argv: list[str], env: dict[str, str]) -> list[str]:
+    def wrap(self, node_host: str, argv: list[str], env: dict[str, str]) -> NodeCommand:
         if is_local(node_host):
-            return argv
-        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
-        remote = f"cd {shlex.quote(os.getcwd())} && env {exports} {shlex.join(argv)}"
-        # -tt: when the local ssh is killed, the remote processes get SIGHUP and go too
-        return ["ssh", "-tt", *self.ssh_options, node_host, remote]
+            return NodeCommand(argv)
+        remote = shlex.join(["cd", os.getcwd()]) + " && exec " + shlex.join(
+            [sys.executable, "-m", "bench.launchers.remote", "--", *argv])
+        # no tty (-T): a tty would echo the environment sent on standard input into the log
+        environment = json.dumps({**env, **self.secret_env()}).encode() + b"\n"
+        return NodeCommand(["ssh", "-T", *self.ssh_options, "--", node_host, remote], stdin=environment)

@@ -131,7 +131,7 @@ def test_a_tampered_lock_fails_the_build(built, scratch_profiles):
     (scratch_profiles / "lock.sha256").write_text(lock_hash(scratch_profiles) + "\n")
     with pytest.raises(UserError) as e:
         main.build(profile=PROFILE, wheelhouse_dir=str(wheels), results=str(results))
-    assert e.value.kind == "build_failed" and "stage stack" in e.value.what
+    assert e.value.kind == "build_failed" and "stage stack" in e.value.what and e.value.exit_code == 1
     assert "DO NOT MATCH THE HASHES" in e.value.what  # pip's own words, from the build log
 
 

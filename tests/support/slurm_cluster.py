@@ -6,7 +6,11 @@ For tests (a fixture brings it up and always tears it down) and for trying the s
     python -m tests.support.slurm_cluster up [--nodes 2] [--dir /tmp/sbslurm]   # prints SLURM_CONF
     python -m tests.support.slurm_cluster down [--dir /tmp/sbslurm]
 
-Needs root, Debian's slurm-wlm, munge, iproute2 and iptables (installed when missing). How it is
+Each node also runs an sshd on its address (key-only, root, a key made here), so the torchrun
+launcher's ssh path runs for real against hosts that are not this one: `cluster.hostfile(path)`
+and `cluster.ssh_options` are what `invoke bench --launcher torchrun` takes.
+
+Needs root, Debian's slurm-wlm, munge, openssh-server, iproute2 and iptables (installed when missing). How it is
 done and why (../shared/NOTES-MACHINE.md): nodes are entered with `nsenter --net=` (not `ip netns
 exec`, which remounts /sys and breaks slurmd), `unshare --uts --mount` gives each a hostname and a
 bind-mounted hosts file, and Docker's FORWARD policy DROP gets an ACCEPT rule for the bridge.
@@ -28,7 +32,8 @@ from pathlib import Path
 
 BRIDGE, SUBNET, GATEWAY = "sbbr0", "10.250.0", "10.250.0.1"
 PACKAGES = {"slurmctld": "slurm-wlm", "slurmd": "slurm-wlm", "munged": "munge", "ip": "iproute2",
-            "iptables": "iptables", "nsenter": "util-linux", "unshare": "util-linux"}
+            "iptables": "iptables", "nsenter": "util-linux", "unshare": "util-linux", "sshd": "openssh-server",
+            "ssh": "openssh-client", "ssh-keygen": "openssh-client", "strace": "strace"}
 
 
 def sh(*argv: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -36,7 +41,8 @@ def sh(*argv: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
 
 
 def ensure_packages() -> None:
-    missing = sorted({pkg for tool, pkg in PACKAGES.items() if not shutil.which(tool)})
+    missing = sorted({pkg for tool, pkg in PACKAGES.items()
+                      if not (shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin"))})
     if not missing:
         return
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
@@ -67,6 +73,7 @@ class SlurmCluster:
         self.addrs = [f"{SUBNET}.{10 + i}" for i in range(nodes)]
         self.conf = self.root / "slurm.conf"
         self.state = self.root / "state.json"
+        self.ssh_dir = self.root / "ssh"
 
     @property
     def env(self) -> dict[str, str]:
@@ -95,15 +102,81 @@ class SlurmCluster:
         ctld = subprocess.Popen(["slurmctld", "-D", "-i", "-f", str(self.conf)], stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         state["pids"].append(ctld.pid)
-        for name in self.names:
-            log = (self.root / "log" / f"slurmd-{name}.log").open("w")
-            inner = f"hostname {name} && mount --bind {hosts} /etc/hosts && mount --bind {resolv} /etc/resolv.conf && exec slurmd -D -N {name} -f {self.conf}"
-            proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{name}", "unshare", "--uts", "--mount", "sh", "-c",
-                                     inner], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            state["pids"].append(proc.pid)
+        self._ssh_keys()
+        for name, addr in zip(self.names, self.addrs):
+            enter = f"hostname {name} && mount --bind {hosts} /etc/hosts && mount --bind {resolv} /etc/resolv.conf"
+            for daemon, cmd in (("slurmd", f"slurmd -D -N {name} -f {self.conf}"),
+                                ("sshd", f"/usr/sbin/sshd -D -e -f {self._sshd_config(name, addr)}")):
+                log = (self.root / "log" / f"{daemon}-{name}.log").open("w")
+                proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{name}", "unshare", "--uts", "--mount", "sh",
+                                         "-c", f"{enter} && exec {cmd}"], stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+                state["pids"].append(proc.pid)
+                state.setdefault("daemons", {})[f"{daemon}-{name}"] = proc.pid  # nsenter, unshare and sh exec it
         self.state.write_text(json.dumps(state))
         self._wait_idle(timeout)
+        self._wait_ssh(timeout)
         return self
+
+    def daemon_pids(self, daemon: str) -> list[int]:
+        """The pid of that daemon (slurmd, sshd) on every node: to trace what they start."""
+        daemons = json.loads(self.state.read_text()).get("daemons", {})
+        return [daemons[f"{daemon}-{name}"] for name in self.names]
+
+    # --- ssh into the nodes --------------------------------------------------------------------------
+
+    @property
+    def ssh_options(self) -> str:
+        """What --ssh-options takes to reach the nodes: this cluster's key and host keys only."""
+        d = self.ssh_dir
+        return (f"-i {d}/id_ed25519 -o IdentitiesOnly=yes -o BatchMode=yes -o ConnectTimeout=10 -o LogLevel=ERROR "
+                f"-o UserKnownHostsFile={d}/known_hosts -o StrictHostKeyChecking=yes")
+
+    def hostfile(self, path: Path, slots: int = 1) -> Path:
+        path.write_text("".join(f"{a} slots={slots}\n" for a in self.addrs))
+        return path
+
+    def _ssh_keys(self) -> None:
+        d = self.ssh_dir
+        d.mkdir(parents=True, exist_ok=True)
+        Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
+        for key in ("host_ed25519", "id_ed25519"):
+            if not (d / key).exists():
+                sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"stackbench-test-{key}", "-f", str(d / key))
+        (d / "authorized_keys").write_text((d / "id_ed25519.pub").read_text())
+        host_key = " ".join((d / "host_ed25519.pub").read_text().split()[:2])
+        (d / "known_hosts").write_text("".join(f"{a} {host_key}\n" for a in self.addrs))
+
+    def _sshd_config(self, name: str, addr: str) -> Path:
+        d = self.ssh_dir
+        conf = d / f"sshd-{name}.conf"
+        conf.write_text(f"""\
+ListenAddress {addr}
+Port 22
+HostKey {d}/host_ed25519
+PidFile {d}/sshd-{name}.pid
+AuthorizedKeysFile {d}/authorized_keys
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PrintMotd no
+""")
+        return conf
+
+    def _wait_ssh(self, timeout: float) -> None:
+        t0 = time.monotonic()
+        for addr in self.addrs:
+            while True:
+                p = sh("ssh", *self.ssh_options.split(), addr, "hostname", check=False)
+                if p.returncode == 0:
+                    break
+                if time.monotonic() - t0 > timeout:
+                    self.down(quiet=True)
+                    raise RuntimeError(f"sshd on {addr} not answering after {timeout:.0f} s: {p.stderr.strip()}")
+                time.sleep(0.3)
 
     def _network(self, state: dict) -> None:
         sh("ip", "link", "add", BRIDGE, "type", "bridge")

@@ -1,6 +1,7 @@
 """Launchers without launching: sbatch scripts, hostfiles, ssh commands, failure classification,
 the fit check, and the CLI's handling of bad launcher settings."""
 
+import json
 import os
 import subprocess
 import sys
@@ -24,7 +25,7 @@ SPEC = RunConfig(task="sft", model="tiny", zero_stage=3, nodes=2, gpus_per_node=
 
 def test_sbatch_script_has_the_allocation_preflight_and_one_torchrun_per_node(tmp_path, monkeypatch):
     monkeypatch.setenv("NCCL_SOCKET_IFNAME", "ib0")
-    monkeypatch.setenv("UNRELATED_SECRET", "x")
+    monkeypatch.setenv("UNRELATED_SETTING", "x")
     launcher = SlurmLauncher(LaunchOptions(deadline_s=600, env={"NCCL_DEBUG": "INFO"}), partition="gpu",
                              account="proj", exclusive=True, sbatch_args=("--qos=high",), gpus="yes",
                              container_image="/images/stack.sqsh")
@@ -34,7 +35,7 @@ def test_sbatch_script_has_the_allocation_preflight_and_one_torchrun_per_node(tm
                  "#SBATCH --partition=gpu", "#SBATCH --account=proj", "#SBATCH --exclusive", "#SBATCH --qos=high",
                  "export NCCL_SOCKET_IFNAME=ib0", "export NCCL_DEBUG=INFO", "set -euo pipefail"):
         assert line in lines, line
-    assert "UNRELATED_SECRET" not in script  # only multi-node settings pass through
+    assert "UNRELATED_SETTING" not in script  # only multi-node settings pass through
     assert 'HOSTS=$(scontrol show hostnames "$SLURM_JOB_NODELIST"' in script and "MASTER_ADDR=${HOSTS%%,*}" in script
     preflight, train = [l for l in lines if l.startswith("srun ")]
     assert "-m bench.preflight" in preflight and preflight.endswith("|| exit 4")
@@ -62,17 +63,23 @@ def test_hostfile_errors_name_file_and_line(tmp_path):
         launcher.commands(RunConfig(task="sft", model="tiny", zero_stage=2, nodes=2, gpus_per_node=16), tmp_path, 1)
 
 
-def test_torchrun_runs_remote_nodes_over_ssh_with_the_environment(tmp_path):
+def test_torchrun_runs_remote_nodes_over_ssh_with_the_environment_on_stdin(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_unit_planted_value")
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.1 slots=8\nnode-b slots=8\n")
     launcher = TorchrunLauncher(hostfile=str(hosts))
     cmds = launcher.commands(SPEC, tmp_path, 29400)
     assert all("--rdzv-endpoint=127.0.0.1:29400" in c for c in cmds)
     env = launcher.env({"NCCL_DEBUG": "WARN"})
-    assert launcher.wrap("127.0.0.1", cmds[0], env) == cmds[0]  # this host: no ssh
+    assert "HF_TOKEN" not in env  # plain settings only: what may be written down
+    assert launcher.wrap("127.0.0.1", cmds[0], env).argv == cmds[0]  # this host: no ssh
     remote = launcher.wrap("node-b", cmds[1], env)
-    assert remote[:2] == ["ssh", "-tt"] and "BatchMode=yes" in remote and remote[-2] == "node-b"
-    assert f"cd {os.getcwd()} && env " in remote[-1] and "NCCL_DEBUG=WARN" in remote[-1]
+    argv = remote.argv
+    assert argv[:2] == ["ssh", "-T"] and "BatchMode=yes" in argv and argv[-3:-1] == ["--", "node-b"]
+    assert argv[-1].startswith(f"cd {os.getcwd()} && exec ") and "-m bench.launchers.remote --" in argv[-1]
+    assert "hf_unit_planted_value" not in " ".join(argv) and "NCCL_DEBUG" not in " ".join(argv)
+    sent = json.loads(remote.stdin)
+    assert sent["NCCL_DEBUG"] == "WARN" and sent["HF_TOKEN"] == "hf_unit_planted_value"
 
 
 def test_classify_names_rank_host_and_signal_from_torchrun_summary(tmp_path):

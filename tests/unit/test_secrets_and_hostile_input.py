@@ -1,0 +1,201 @@
+"""Secrets kept from paper and hostile values refused or quoted, without launching: which names are
+secrets, scripts and records without their values, #SBATCH values that cannot break out of their
+line, host names that cannot become ssh options, the sweep lock and the run claims, and the far
+end of the ssh connection (its environment from stdin; the command stopped when stdin closes)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bench import claims
+from bench.launchers import LaunchOptions
+from bench.launchers.slurm import SlurmLauncher, directive
+from bench.launchers.torchrun import read_hostfile
+from bench.sweep import run_sweep
+from core import record, secrets
+from core.config import Launch, RunConfig
+from core.errors import ConfigError
+from tests.conftest import ROOT
+
+SPEC = RunConfig(task="sft", model="tiny", zero_stage=3, nodes=2, gpus_per_node=8)
+
+
+@pytest.mark.parametrize("name, value", [
+    ("HF_TOKEN", "hf_x"), ("HUGGING_FACE_HUB_TOKEN", "hf_x"), ("WANDB_API_KEY", "k"), ("MODELSCOPE_API_TOKEN", "t"),
+    ("AWS_SECRET_ACCESS_KEY", "s"), ("AWS_SESSION_TOKEN", "s"), ("AZURE_CLIENT_SECRET", "s"),
+    ("GOOGLE_APPLICATION_CREDENTIALS", "/k.json"), ("MY_DB_PASSWORD", "p"), ("GITHUB_PAT", "p"),
+    ("OPENAI_API_KEY", "sk"), ("HTTPS_PROXY", "http://alice:s3cret@proxy:3128"),
+])
+def test_credentials_are_secrets(name, value):
+    assert secrets.is_secret(name, value)
+
+
+@pytest.mark.parametrize("name, value", [
+    ("NCCL_DEBUG", "INFO"), ("NCCL_SOCKET_IFNAME", "ib0"), ("HF_HOME", "/data/hf"), ("HF_HUB_OFFLINE", "1"),
+    ("CUDA_VISIBLE_DEVICES", "0,1"), ("GLOO_SOCKET_IFNAME", "eth0"), ("HTTPS_PROXY", "http://proxy:3128"),
+])
+def test_settings_are_not_secrets(name, value):
+    assert not secrets.is_secret(name, value)
+
+
+def test_the_job_script_names_no_secret_value_and_records_say_only_names(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_unitPlantedToken1")
+    monkeypatch.setenv("HF_HOME", "/data/hf")
+    launcher = SlurmLauncher(LaunchOptions(env={"NCCL_DEBUG": "INFO"}), gpus="yes")
+    script = launcher.script(SPEC, tmp_path)
+    assert "hf_unitPlantedToken1" not in script and "export HF_TOKEN" not in script
+    assert "export HF_HOME=/data/hf" in script.splitlines()  # settings still pass through
+    launch = launcher.bookkeeping(SPEC, tmp_path)
+    assert "HF_TOKEN" in launch.secrets.split(",") and "HF_TOKEN" in launch.recorded()["secrets"]
+    # the last guard: a record whose text holds the value (a log tail in an error) is written redacted
+    rec = record.new("failed", SPEC, Launch(), started_at=record.now(),
+                     error=record.error("crash", "Traceback ... token=hf_unitPlantedToken1 rejected"))
+    text = record.write(tmp_path / "r.json", rec).read_text()
+    assert "hf_unitPlantedToken1" not in text and "<HF_TOKEN: redacted>" in text
+
+
+@pytest.mark.parametrize("kw, expect", [
+    (dict(partition="gpu\n#SBATCH --wrap=rm"), "not a Slurm partition name"),
+    (dict(account="proj; rm -rf ~"), "not a Slurm account name"),
+    (dict(sbatch_args=("--qos=high\nrm -rf ~",)), "newline"),
+    (dict(sbatch_args=("qos=high",)), "is not an sbatch option"),
+    (dict(sbatch_args=("--export=NONE",)), "--export=ALL"),
+    (dict(container_image="/images/x.sqsh\rboom"), "control character"),
+])
+def test_slurm_values_that_cannot_be_made_safe_are_refused(kw, expect):
+    with pytest.raises(ConfigError, match=expect):
+        SlurmLauncher(**kw)
+
+
+def test_sbatch_values_with_spaces_and_quotes_are_one_word_for_sbatch(tmp_path):
+    assert directive("--qos=high") == "--qos=high"
+    assert directive('--comment=a "b" # c') == '"--comment=a \\"b\\" # c"'  # sbatch's parser unquotes it
+    sweep = tmp_path / "my results $(touch pwned)"
+    script = SlurmLauncher(sbatch_args=("--comment=two words",), gpus="no").script(
+        RunConfig(task="sft", model="/models/My Model $x", zero_stage=2, nodes=2, gpus_per_node=1), sweep)
+    assert f'#SBATCH "--output={sweep}/' in script and '#SBATCH "--comment=two words"' in script
+    train = next(line for line in script.splitlines() if line.startswith("srun ") and "-m trainer" in line)
+    words = shlex.split(train)  # the shell's reading: paths are single words, unexpanded
+    assert "/models/My Model $x" in words and str(sweep) in words
+    assert '"--rdzv-endpoint=$MASTER_ADDR:$MASTER_PORT"' in train  # only the job's own variables expand
+    subprocess.run(["bash", "-n", "-c", script], check=True)  # and the whole script parses
+
+
+@pytest.mark.parametrize("line", ["-oProxyCommand=touch_pwned slots=8", "node-a;reboot slots=8", "user@node-a",
+                                  "$(hostname) slots=1"])
+def test_hostfile_entries_that_are_not_hosts_are_refused_with_file_and_line(tmp_path, line):
+    hosts = tmp_path / "hosts"
+    hosts.write_text(f"node-0 slots=8\n{line}\n")
+    with pytest.raises(ConfigError) as e:
+        read_hostfile(str(hosts))
+    assert e.value.where == f"{hosts}:2"
+
+
+def test_hostfile_takes_names_and_addresses():
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".hosts", delete=False) as f:
+        f.write("gpu-01.cluster.local slots=8\n10.0.0.12 slots=8\nfe80::1 slots=8\nnode_3\n")
+    assert [h for h, _ in read_hostfile(f.name)] == ["gpu-01.cluster.local", "10.0.0.12", "fe80::1", "node_3"]
+    os.unlink(f.name)
+
+
+def _bench(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tasks", "bench", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120, env=dict(os.environ, **(env or {})))
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["--sweep", "../../etc"], "cannot name a sweep folder"),
+    (["--sweep", "a b"], "cannot name a sweep folder"),
+    (["--env", "WANDB_API_KEY=abcdef123456"], "export WANDB_API_KEY in this shell instead"),
+    (["--env", "X;rm=1"], "KEY a variable name"),
+    (["--launcher", "slurm", "--sbatch-arg=--qos=a\nb"], "newline"),
+    (["--deadline", "soon"], "--deadline: cannot read 'soon' as a number"),
+])
+def test_hostile_or_mistyped_bench_flags_exit_2_before_anything_runs(tmp_path, args, expect):
+    p = _bench("--dry-run", "--results", str(tmp_path), *args)
+    assert p.returncode == 2 and expect in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_a_held_sweep_lock_names_its_holder(tmp_path):
+    lock = claims.sweep_lock(tmp_path)
+    with lock:
+        assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+        with pytest.raises(claims.Busy, match=f"pid {os.getpid()} on {socket.gethostname()}"):
+            claims.sweep_lock(tmp_path).__enter__()
+    assert not lock.path.exists()  # released
+
+
+def test_a_claim_left_by_a_dead_process_on_this_host_is_taken_over(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path = tmp_path / "sweep.lock"
+    path.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "since": "earlier"}))
+    assert claims.Claim(path, "sweep s").try_acquire() is None
+    path.write_text(json.dumps({"pid": 1, "host": "another-host", "since": "earlier"}))
+    assert claims.Claim(path, "sweep s").try_acquire()["host"] == "another-host"  # not ours to judge
+
+
+def _race(path: str, barrier, wins) -> None:
+    barrier.wait()
+    if claims.Claim(path, "run r").try_acquire() is None:
+        wins.put(os.getpid())
+        time.sleep(1)  # hold it while the others try
+
+
+def test_only_one_of_many_processes_claims_a_run(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    barrier, wins = ctx.Barrier(8), ctx.Queue()
+    procs = [ctx.Process(target=_race, args=(str(tmp_path / "r.claim"), barrier, wins)) for _ in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=30)
+    winners = []
+    while not wins.empty():
+        winners.append(wins.get())
+    assert len(winners) == 1
+
+
+def test_a_run_claimed_by_another_live_process_is_left_to_it(tmp_path):
+    cfg = RunConfig(task="sft", model="tiny", zero_stage=2, nodes=1, gpus_per_node=1)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / f"{cfg.run_id}.claim").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
+
+        class MustNotLaunch(SlurmLauncher):
+            def launch(self, cfg, sweep_dir):
+                raise AssertionError("a run claimed by another process was launched")
+
+        assert run_sweep([cfg], MustNotLaunch(LaunchOptions(preflight=False), gpus="no"), tmp_path, quiet=True) == []
+        assert not record.path(tmp_path, cfg.run_id).exists()
+    finally:
+        holder.kill()
+
+
+def test_the_far_end_of_ssh_takes_its_environment_from_stdin_and_stops_when_it_closes(tmp_path):
+    marker = tmp_path / "seen"
+    child = (f"import os, time; open({str(marker)!r}, 'w').write(os.environ['HF_TOKEN']); "
+             "time.sleep(120)")
+    proc = subprocess.Popen([sys.executable, "-m", "bench.launchers.remote", "--", sys.executable, "-c", child],
+                            cwd=ROOT, stdin=subprocess.PIPE)
+    proc.stdin.write(json.dumps({"HF_TOKEN": "hf_via_stdin"}).encode() + b"\n")
+    proc.stdin.flush()
+    deadline = time.monotonic() + 30
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marker.read_text() == "hf_via_stdin"
+    t0 = time.monotonic()
+    proc.stdin.close()  # the connection went away
+    assert proc.wait(timeout=30) in (128 + 15, 143) and time.monotonic() - t0 < 15
