@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.support.planted import PLANTED, found_in, found_in_bytes, found_in_stream
 
 pytestmark = pytest.mark.docker
 PROFILE = "cpu-small"
@@ -37,7 +38,8 @@ def built(engine_up, tmp_path_factory):
         p = _invoke(*args)
         assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     t0 = time.monotonic()
-    p = _invoke("build", "--profile", PROFILE, "--wheelhouse", str(wheels), "--results", str(results))
+    # built with planted secrets in its environment: test_no_planted_secret_in_any_image_layer
+    p = _invoke("build", "--profile", PROFILE, "--wheelhouse", str(wheels), "--results", str(results), env=PLANTED)
     assert p.returncode == 0, p.stdout[-5000:] + p.stderr[-3000:]
     manifests = sorted((results / "images").glob(f"{PROFILE}-*.json"))
     assert manifests, p.stdout[-2000:]
@@ -66,6 +68,21 @@ def test_the_image_carries_its_versions_and_lock_hash(built):
     assert manifest["size_bytes"] > 500 * 2**20
 
 
+def test_no_planted_secret_in_any_image_layer(built):
+    """HF_TOKEN and WANDB_API_KEY were in the environment of `invoke build`: they are in no layer's
+    history, no layer, no config (the whole `docker save` stream searched), not in the manifest."""
+    from imagebuild import engine
+
+    manifest, results, *_ = built
+    history = subprocess.run(["docker", "history", "--no-trunc", manifest["tag"]], capture_output=True,
+                             check=True).stdout
+    assert b"pip install" in history or b"RUN" in history  # the history is there to search
+    assert found_in_bytes(history) == []
+    tar = engine.connect().images.get(manifest["tag"]).save(named=True)
+    assert found_in_stream(tar) == []
+    assert found_in(results) == []
+
+
 def test_envcheck_and_a_one_rank_bench_succeed_inside_the_image(built, tmp_path):
     from imagebuild import engine
 
@@ -90,7 +107,8 @@ def test_envcheck_and_a_one_rank_bench_succeed_inside_the_image(built, tmp_path)
 
 def test_building_again_is_a_cache_hit(built):
     manifest, results, wheels, cold_s = built
-    p = _invoke("build", "--profile", PROFILE, "--wheelhouse", str(wheels), "--results", str(results))
+    # built with planted secrets in its environment: test_no_planted_secret_in_any_image_layer
+    p = _invoke("build", "--profile", PROFILE, "--wheelhouse", str(wheels), "--results", str(results), env=PLANTED)
     assert p.returncode == 0, p.stdout[-3000:]
     again = json.loads((results / "images" / f"{PROFILE}-{manifest['lock_hash'][:12]}.json").read_text())
     assert again["fully_cached"] and again["image_id"] == manifest["image_id"]
