@@ -4,22 +4,18 @@ non-boolean one a comma list) and the sweep's options (bench.options.BenchOption
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 from bench import backends, claims, summary, sweep
 from bench.fit import FitCheck
 from bench.launchers import LAUNCHERS, LaunchOptions, Launcher
-from bench.launchers.contract import join_commands
+from bench.launchers.contract import ENV_NAME, join_commands
 from bench.matrix import expand, sweep_id_for
 from bench.options import BenchOptions
 from core import files, secrets
 from core.config import bench_flag, is_axis, knob_fields, parse_axis
 from core.errors import EXIT_FAILED, EXIT_OK, ConfigError
-
-
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def env_pairs(items: tuple[str, ...]) -> dict[str, str]:
@@ -92,10 +88,13 @@ def bench(**flags: Any) -> int:
         raise ConfigError("the matrix is empty", fix="check --tasks, --zero and --offload")
     backends.check(sorted({c.backend for c in configs}))
     files.check_writable(sweep_dir)
-    with claims.sweep_lock(sweep_dir):
+    with claims.SweepLock(sweep_dir):
         records = sweep.run_sweep(configs, runner, sweep_dir, fit=fit)
     ok = sum(r["status"] == "ok" for r in records)
     skipped = sum(r["status"] == "skipped" for r in records)
     summary.print_table(records, title=f"{sweep_id}: {ok}/{len(records)} ok" + (f", {skipped} skipped (cannot fit)"
                                        if skipped else "") + f" -> {sweep_dir}")
-    return EXIT_OK if all(r["status"] in ("ok", "skipped") for r in records) else EXIT_FAILED
+    if len(records) < len(configs):
+        print(f"{len(configs) - len(records)} run(s) left to the other process running them (see above)")
+    return EXIT_OK if len(records) == len(configs) and all(r["status"] in ("ok", "skipped") for r in records) \
+        else EXIT_FAILED

@@ -5,7 +5,7 @@ the sweep goes on. Ctrl-C marks the running run interrupted and leaves the other
 Before the first run of each node count, a preflight (join + all-reduce, seconds) checks every
 host; when it fails, that node count's runs are recorded failed with the host named, and the
 sweep goes on with the others. Runs the memory model says cannot fit are recorded skipped. Each run is claimed before it starts
-(bench.claims): one another process is running is left to it.
+(bench.claims): one another live process is running is left to it, and not in the records returned.
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ def run_sweep(configs: list[RunConfig], launcher: Launcher, sweep_dir: Path, *, 
                 progress.advance(bar)
                 continue
             progress.update(bar, description=f"{cfg.run_id}")
-            claim = claims.run_claim(sweep_dir, cfg.run_id)
-            other = claim.try_acquire()
+            claim = claims.RunClaim(sweep_dir, cfg.run_id)
+            other = claim.acquire()
             if other is not None:
                 _say(progress, quiet, f"[{i}/{len(configs)}] {cfg.run_id}: being run by pid {other.get('pid')} on "
                                       f"{other.get('host')}, left to it")

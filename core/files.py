@@ -1,5 +1,5 @@
 """Files stackbench writes under a results directory: atomic (a reader never sees half a file, a
-failure never leaves one), never holding a secret's value (core.secrets.redact), and a directory
+failure never leaves one), with every credential's value redacted (core.secrets), and a directory
 that cannot take them (read-only, full) is a clear error naming it, not a traceback."""
 
 from __future__ import annotations
@@ -19,24 +19,29 @@ MIN_FREE_BYTES = 64 * 2**20
 
 
 class ResultsUnwritable(UserError):
-    """The results directory cannot take a file: read-only, full, not ours."""
-
-    kind = "bad_input"
+    """The directory cannot take a file: read-only, full, not ours."""
 
 
-def _unwritable(path: Path, err: OSError) -> ResultsUnwritable:
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _unwritable(directory: Path, err: OSError, where: str) -> ResultsUnwritable:
     why = {errno.EROFS: "is on a read-only filesystem", errno.ENOSPC: "is full", errno.EDQUOT: "is over its quota",
            errno.EACCES: "is not writable by this user", errno.EPERM: "is not writable by this user"}.get(
         err.errno, f"cannot be written ({err.strerror})")
-    return ResultsUnwritable(f"cannot write {path}: the results directory {why}", where="--results",
-                             fix="free space or point --results at a writable directory (what is already there "
-                                 "is kept)")
+    return ResultsUnwritable(f"cannot write in {directory}: it {why}", where=where,
+                             fix=f"free space or point {where} at a writable directory (what is already there is kept)")
 
 
-def write_atomic(path: str | Path, text: str, *, mode: int | None = None) -> Path:
-    """Write text (secrets redacted) to a temp file beside path, then rename it over path."""
+def write_atomic(path: str | Path, text: str, *, redact: bool = True, mode: int | None = None,
+                 where: str = "--results") -> Path:
+    """Write text (credentials redacted unless told) to a temp file beside path, then rename it
+    over path; mode: the file's permissions (default: what the umask gives a new file)."""
     path = Path(path)
-    text = secrets.redact(text)
+    text = secrets.redact(text) if redact else text
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,18 +50,19 @@ def write_atomic(path: str | Path, text: str, *, mode: int | None = None) -> Pat
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
+        os.chmod(tmp, (0o666 & ~_umask()) if mode is None else mode)  # mkstemp's 0600 would hide reports
         os.replace(tmp, path)
+        tmp = None
     except OSError as e:
-        if tmp:
+        raise _unwritable(path.parent, e, where) from None
+    finally:
+        if tmp:  # failed or interrupted (a second Ctrl-C in fsync): no temp file left
             Path(tmp).unlink(missing_ok=True)
-        raise _unwritable(path.parent, e) from None
     return path
 
 
-def check_writable(directory: str | Path, min_free: int = MIN_FREE_BYTES) -> None:
-    """Before a sweep starts: the directory can be created, written to, and has room."""
+def check_writable(directory: str | Path, min_free: int = MIN_FREE_BYTES, where: str = "--results") -> None:
+    """Before work starts: the directory can be created, written to, and has room."""
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -64,9 +70,9 @@ def check_writable(directory: str | Path, min_free: int = MIN_FREE_BYTES) -> Non
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise _unwritable(directory, e) from None
+        raise _unwritable(directory, e, where) from None
     free = shutil.disk_usage(directory).free
     if free < min_free:
         raise ResultsUnwritable(f"{directory} has {free / 2**20:.1f} MiB free; a sweep needs at least "
-                                f"{min_free / 2**20:.0f} MiB for its logs and records", where="--results",
-                                fix="free space or point --results at a directory with room")
+                                f"{min_free / 2**20:.0f} MiB for its logs and records", where=where,
+                                fix=f"free space or point {where} at a directory with room")

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core import files
+from core import files, secrets
 from core.config import OFFLOADS, TYPES, Launch, RunConfig
 
 SCHEMA = "stackbench.result/2"
@@ -83,9 +83,10 @@ def validate(rec: dict) -> list[str]:
     return problems
 
 
-def write(path: str | Path, obj: dict) -> Path:
-    """Write JSON atomically, secrets redacted (core.files)."""
-    return files.write_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+def write(path: str | Path, obj: dict, *, where: str = "--results") -> Path:
+    """Write JSON atomically, every credential's value redacted before it is serialised (core.files)."""
+    text = json.dumps(secrets.redact_obj(obj), indent=2, sort_keys=False, default=str) + "\n"
+    return files.write_atomic(path, text, where=where)
 
 
 def path(directory: str | Path, run_id: str) -> Path:

@@ -2,37 +2,59 @@
 
 A secret is passed to the ranks by a mechanism that writes nothing down: the process environment
 (local), ssh's standard input (torchrun: bench/launchers/remote.py exports it on the far side),
-Slurm's own propagation of the submitting shell's environment (sbatch --export). It never goes
-into a job script, an argv, a log stackbench writes, a record, a report or an image. Records name
-the secrets a run was given; each rank records a short hash of each value, which proves the rank
-saw it without saying what it is.
+Slurm's own propagation of the submitting shell's environment (sbatch --export=ALL). It never
+goes into a job script, an argv, a record, a report or an image. Records name the secrets a run
+was given; each rank records a keyed hash of each value (HMAC with a key that exists only in the
+run's environment), so the ranks of a run can be compared with each other, and with a known value
+by whoever sets STACKBENCH_SECRET_HASH_KEY, but no record lets anyone test guesses offline.
+
+Two tiers: every name below is a *secret* (passed only that way, never written); the values of
+*credentials* (tokens, keys, passwords) are also searched for and redacted in what stackbench
+writes, the last guard. Cloud SDK settings such as AWS_PROFILE or AWS_REGION are secrets by
+name (their neighbours are keys) but not credentials: redacting "default" everywhere would
+corrupt the text.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import json
 import os
 import re
-from typing import Mapping
+from typing import Any, Mapping
 
 # Names that hold credentials: the tokens our users' stacks read by name (Hugging Face, wandb,
-# ModelScope, cloud SDKs), then the suffixes and words every other credential is spelled with.
-SECRET_NAME = re.compile(
+# ModelScope, trackers), then the suffixes and words every other credential is spelled with.
+CREDENTIAL_NAME = re.compile(
     r"^(HF_TOKEN|HUGGING_FACE_HUB_TOKEN|HUGGINGFACE_TOKEN|WANDB_API_KEY|MODELSCOPE_API_TOKEN|COMET_API_KEY|"
-    r"NEPTUNE_API_TOKEN|MLFLOW_TRACKING_PASSWORD|GOOGLE_APPLICATION_CREDENTIALS)$"
-    r"|^(AWS|AZURE|ALIBABA_CLOUD|OSS|TENCENTCLOUD|GCP|GCLOUD)_"
-    r"|(_TOKEN|_KEY|_SECRET|_APIKEY|_PAT)$|SECRET|PASSWORD|PASSWD|CREDENTIAL|PRIVATE_KEY|ACCESS_KEY",
+    r"NEPTUNE_API_TOKEN|GOOGLE_APPLICATION_CREDENTIALS|DOCKER_AUTH_CONFIG|SENTRY_DSN)$"
+    r"|(_TOKEN|_KEY|_SECRET|_APIKEY|_PAT|_PASS|_JWT|_DSN|_AUTH)$"
+    r"|SECRET|PASSWORD|PASSWD|CREDENTIAL|PRIVATE_KEY|ACCESS_KEY|CONNECTION_STRING|_AUTH_",
     re.I)
+# Whole families that travel with credentials: passed as secrets, not searched for in text.
+SECRET_FAMILY = re.compile(r"^(AWS|AZURE|ALIBABA_CLOUD|ALICLOUD|OSS|TENCENTCLOUD|GCP|GCLOUD|CLOUDSDK)_", re.I)
+# Names those patterns catch that are plainly settings (the value is a switch or a public id).
+NOT_SECRET = frozenset({"HF_HUB_DISABLE_IMPLICIT_TOKEN", "GPG_KEY", "PYTHON_GPG_KEY", "SSH_AUTH_SOCK"})
 
-# A value that carries a password whatever its name: a URL with user:password@ (proxies, registries).
-SECRET_VALUE = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
+# A value that carries a password whatever its name: a URL with [user]:password@ or token@.
+SECRET_VALUE = re.compile(r"://[^/\s@]*:[^/\s@]+@|://[^/\s:@]{20,}@")
+
+# The key of the ranks' hashes; a secret itself (its name ends in _KEY), never hashed.
+HASH_KEY = "STACKBENCH_SECRET_HASH_KEY"
 
 # Values shorter than this are not searched for in text (a "1" would redact every digit).
 MIN_REDACT_LEN = 6
 
 
+def is_credential(name: str, value: str = "") -> bool:
+    if name.upper() in NOT_SECRET:
+        return bool(value and SECRET_VALUE.search(value))
+    return bool(CREDENTIAL_NAME.search(name) or (value and SECRET_VALUE.search(value)))
+
+
 def is_secret(name: str, value: str = "") -> bool:
-    return bool(SECRET_NAME.search(name) or (value and SECRET_VALUE.search(value)))
+    return is_credential(name, value) or bool(SECRET_FAMILY.search(name))
 
 
 def split(env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
@@ -48,21 +70,48 @@ def present(env: Mapping[str, str] | None = None) -> dict[str, str]:
     return split(os.environ if env is None else env)[1]
 
 
-def fingerprint(value: str) -> str:
-    """A short hash of a value: equal values give equal hashes, the value cannot be read back."""
-    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:12]
+def fingerprint(value: str, key: str) -> str:
+    """A short keyed hash: equal values give equal hashes under one key; without the key a hash
+    says nothing about the value."""
+    return "hmac-sha256:" + hmac.new(key.encode(), value.encode(), hashlib.sha256).hexdigest()[:16]
 
 
 def fingerprints(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """{name: hash} of the secrets a process sees (what a rank records)."""
-    return {k: fingerprint(v) for k, v in sorted(present(env).items())}
+    """{name: keyed hash} of the secrets a rank sees (what it records), with the run's key."""
+    env = os.environ if env is None else env
+    key = env.get(HASH_KEY, "")
+    if not key:  # a trainer started by hand: names only
+        return {k: "" for k in sorted(present(env))}
+    return {k: fingerprint(v, key) for k, v in sorted(present(env).items()) if k != HASH_KEY}
+
+
+def _credential_values(env: Mapping[str, str] | None) -> list[tuple[str, str]]:
+    env = os.environ if env is None else env
+    found = [(k, v) for k, v in env.items() if len(v) >= MIN_REDACT_LEN and is_credential(k, v)]
+    return sorted(found, key=lambda kv: -len(kv[1]))
+
+
+def leaks(text: str, env: Mapping[str, str] | None = None) -> list[str]:
+    """The names of credentials whose value is in text (for what must not be rewritten: a script)."""
+    return [name for name, value in _credential_values(env) if value in text]
 
 
 def redact(text: str, env: Mapping[str, str] | None = None) -> str:
-    """Text with the value of every secret of the environment replaced by its name: the last
-    guard for what stackbench writes (records, job scripts), whatever the text came from (a
-    log tail in an error message, an argument a user typed)."""
-    for name, value in sorted(present(env).items(), key=lambda kv: -len(kv[1])):
-        if len(value) >= MIN_REDACT_LEN and value in text:
-            text = text.replace(value, f"<{name}: redacted>")
+    """Text with the value of every credential of the environment replaced by its name, in the
+    forms it takes once serialised (as is, and JSON-escaped)."""
+    for name, value in _credential_values(env):
+        for form in {value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}:
+            if form in text:
+                text = text.replace(form, f"<{name}: redacted>")
     return text
+
+
+def redact_obj(obj: Any, env: Mapping[str, str] | None = None) -> Any:
+    """redact() on every string of a JSON-like object, before it is serialised."""
+    if isinstance(obj, str):
+        return redact(obj, env)
+    if isinstance(obj, dict):
+        return {k: redact_obj(v, env) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [redact_obj(v, env) for v in obj]
+    return obj

@@ -64,7 +64,7 @@ def emit(report: dict, *, strict: bool = False, as_json: bool = False, out: str 
     if out:
         from core import record
 
-        record.write(out, report)
+        record.write(out, report, where="--out")
     if as_json:
         print(json.dumps(report, indent=1))
     else:

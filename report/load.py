@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from core import record
+from core import record, secrets
 
 # a run's configuration, for grouping and for matching against a baseline
 KEY = ["model", "task", "backend", "zero_stage", "offload", "nodes", "gpus_per_node", "micro_batch", "seq_len", "dtype"]
@@ -29,7 +29,7 @@ def load(results: str | Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
         if rec["schema"] not in (record.SCHEMA, record.SCHEMA_V1):
             skipped.append((str(path), f"schema {rec['schema']}: written by a newer stackbench"))
             continue
-        rec = record.as_current(rec)
+        rec = secrets.redact_obj(record.as_current(rec))  # a record from elsewhere may hold one: not in the report
         problems = record.validate(rec)
         if problems:
             skipped.append((str(path), "; ".join(problems)))

@@ -45,7 +45,7 @@ def sections(df: pd.DataFrame, skipped: list, baseline: pd.DataFrame | None) -> 
 
 
 def write(df: pd.DataFrame, skipped: list, out: Path, baseline: pd.DataFrame | None = None) -> dict[str, Path]:
-    files.check_writable(out, min_free=0)
+    files.check_writable(out, min_free=0, where="--out")
     parts = sections(df, skipped, baseline)
     figures = {}
     for name, make in plots.FIGURES.items():
@@ -64,9 +64,9 @@ def write(df: pd.DataFrame, skipped: list, out: Path, baseline: pd.DataFrame | N
     for title, body in parts:
         md.append(f"\n## {title}\n\n" + (body + "\n" if isinstance(body, str) else _md(body)))
     md.append("\n## Plots\n\n" + "".join(f"![{n}]({n}.png)\n" for n in figures))
-    files.write_atomic(out / "report.md", "".join(md))
-    files.write_atomic(out / "runs.csv", df.to_csv(index=False))
-    files.write_atomic(out / "report.html", _html(parts, figures, stamp))
+    files.write_atomic(out / "report.md", "".join(md), where="--out")
+    files.write_atomic(out / "runs.csv", df.to_csv(index=False), where="--out")
+    files.write_atomic(out / "report.html", _html(parts, figures, stamp), where="--out")
     return {"md": out / "report.md", "html": out / "report.html", "csv": out / "runs.csv"}
 
 

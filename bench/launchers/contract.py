@@ -14,6 +14,7 @@ import re
 import shlex
 import sys
 import time
+import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from core.host import free_port, has_nvidia_driver
 # Settings users tune multi-node jobs with; passed to every rank on every host, written into
 # scripts and commands. Secrets among them (HF_TOKEN) are not: core.secrets says which, and each
 # launcher passes those by a way that writes nothing down.
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # what a shell can export
 PASSTHROUGH = re.compile(r"^(NCCL_|TORCH_NCCL_|GLOO_|UCX_|FI_|TORCH_DISTRIBUTED_DEBUG$|CUDA_VISIBLE_DEVICES$|"
                          r"PYTORCH_CUDA_ALLOC_CONF$|OMP_NUM_THREADS$|HF_|TRANSFORMERS_OFFLINE$|TORCH_EXTENSIONS_DIR$)")
 
@@ -37,6 +39,9 @@ class Launcher(ABC):
 
     def __init__(self, options: LaunchOptions | None = None):
         self.options = options or LaunchOptions()
+        # the key of the ranks' secret hashes: in this process's environment only, so every
+        # launcher passes it the way it passes secrets (core.secrets)
+        os.environ.setdefault(secrets.HASH_KEY, uuid.uuid4().hex)
 
     # --- what a launcher must say ----------------------------------------------------------------
 
@@ -63,7 +68,7 @@ class Launcher(ABC):
         """The run's bookkeeping when this launcher starts it into sweep_dir."""
         return Launch(out=str(sweep_dir.resolve()), run_id=cfg.run_id, sweep_id=sweep_dir.name, launcher=self.name,
                       command=command, collective_timeout_s=self.options.collective_timeout_s,
-                      secrets=",".join(sorted(self.secret_env())))
+                      secrets=",".join(sorted(k for k in self.secret_env() if k != secrets.HASH_KEY)))
 
     def commands(self, cfg: RunConfig, sweep_dir: Path, port: int) -> list[list[str]]:
         """The command for each node (what --dry-run and --script-only print, what launch runs)."""
@@ -74,10 +79,15 @@ class Launcher(ABC):
                  f"--nproc_per_node={cfg.gpus_per_node}", *worker] for node in range(cfg.nodes)]
 
     def script(self, cfg: RunConfig, sweep_dir: Path) -> str:
-        """What `--script-only` prints: a shell script that runs the run without stackbench's supervision."""
+        """What `--script-only` prints: a shell script that runs the run without stackbench's
+        supervision, with the environment its ranks get (secrets: export them yourself)."""
         cmds = self.commands(cfg, sweep_dir, 29500)
+        env = self.env(env_for(cfg.backend))
         lines = [f"# {cfg.run_id}: on {host}\n{shlex.join(c)}" for host, c in zip(self.hosts(cfg.nodes), cmds)]
-        return "#!/bin/bash\n# one command per node; start them all (node 0 hosts the rendezvous)\n" + "\n".join(lines)
+        return "\n".join(["#!/bin/bash", "# every node: this environment (secrets such as HF_TOKEN are not written "
+                          "here: export them in the shell that runs it)",
+                          *(f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())),
+                          "# one command per node; start them all (node 0 hosts the rendezvous)", *lines])
 
     def secret_env(self) -> dict[str, str]:
         """The secrets every rank gets: this process's (HF_TOKEN, WANDB_API_KEY, cloud credentials)."""
@@ -87,7 +97,7 @@ class Launcher(ABC):
         """Environment every rank gets beside the secrets, safe to write down: passthrough of this
         process's multi-node settings, defaults, options. cuda: whether the ranks have GPUs
         (default: whether this host has)."""
-        env, _ = secrets.split({k: v for k, v in os.environ.items() if PASSTHROUGH.match(k)})
+        env, _ = secrets.split({k: v for k, v in os.environ.items() if PASSTHROUGH.match(k) and ENV_NAME.fullmatch(k)})
         cuda = has_nvidia_driver() if cuda is None else cuda
         env.setdefault("DS_ACCELERATOR", "cuda" if cuda else "cpu")
         env.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -55,33 +55,43 @@ def start(cmds: list[NodeCommand], env: dict[str, str], log_dir: Path) -> list[P
     return procs
 
 
-def kill_tree(pid: int, sig: int = signal.SIGKILL, wait_s: float = 10) -> None:
-    """Signal a process, its group and every descendant, nothing else. torchrun puts each worker
-    in a session of its own, so signalling torchrun's group alone would leave the ranks running."""
+def kill_trees(pids: list[int], grace_s: float = 0) -> None:
+    """Stop each process, its group and every descendant, nothing else: the trees are listed
+    first (torchrun puts each worker in a session of its own, and a worker whose torchrun died is
+    no longer anyone's child), then SIGTERM and grace_s to exit when grace_s > 0, then SIGKILL."""
     import psutil
 
-    try:
-        root = psutil.Process(pid)
-        victims = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        victims = []
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-    for v in victims:
+    victims: list[psutil.Process] = []
+    for pid in pids:
         try:
-            v.send_signal(sig)
+            root = psutil.Process(pid)
+            victims += [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs([v for v in victims if v.pid != pid], timeout=wait_s)  # the root is reaped by its parent
+
+    def signal_all(sig: int) -> None:
+        for pid in pids:
+            try:
+                os.killpg(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for v in victims:
+            try:
+                v.send_signal(sig)
+            except psutil.NoSuchProcess:
+                pass
+
+    descendants = [v for v in victims if v.pid not in pids]  # the roots are reaped by their parent, not here
+    if grace_s > 0:
+        signal_all(signal.SIGTERM)
+        psutil.wait_procs(descendants, timeout=grace_s)
+    signal_all(signal.SIGKILL)
+    psutil.wait_procs(descendants, timeout=10)
 
 
 def kill(procs: list[Proc]) -> None:
-    """Kill every node's process tree, then reap the node processes."""
-    for p in procs:
-        if p.popen.poll() is None:
-            kill_tree(p.popen.pid)
+    """Kill every node's process tree at once, then reap the node processes."""
+    kill_trees([p.popen.pid for p in procs if p.popen.poll() is None])
     for p in procs:
         try:
             p.popen.wait(timeout=10)

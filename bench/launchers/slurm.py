@@ -33,7 +33,7 @@ from bench.backends import env_for
 from bench.launchers import outcomes
 from bench.launchers.contract import Launcher
 from bench.launchers.options import LaunchOptions
-from core import files, record
+from core import files, record, secrets
 from core.config import RunConfig
 from core.errors import EXIT_PREFLIGHT, ConfigError
 
@@ -55,6 +55,15 @@ class ShellVar(str):
         return super().__new__(cls, value)
 
 
+def filename(path: Path, where: str = "--results") -> str:
+    """A path for sbatch / srun --output: Slurm expands %-patterns in it (%j, %n), so a literal %
+    is written %%; a backslash would turn the patterns off (Slurm's rule), so it is refused."""
+    if "\\" in str(path):
+        raise ConfigError(f"{path}: Slurm reads a backslash in an output path as 'no patterns'", where=where,
+                          fix="use a results directory without a backslash")
+    return str(path).replace("%", "%%")
+
+
 def directive(arg: str, where: str = "--sbatch-arg") -> str:
     """One #SBATCH word: as is, or double-quoted with \\ and \" escaped (sbatch's own parser);
     a control character is refused (a newline would end the directive and start a script line)."""
@@ -70,7 +79,11 @@ def _submit(work_dir: Path, script: str) -> str:
     secrets reach the job); the job id."""
     for stale in [*work_dir.glob("*.log"), work_dir / "heartbeat", work_dir / "preflight.json"]:
         stale.unlink(missing_ok=True)
-    files.write_atomic(work_dir / JOB_FILE, script, mode=0o700)
+    leaked = secrets.leaks(script)
+    if leaked:  # a setting that holds a credential's value (NCCL_FOO=$HF_TOKEN): refused, never rewritten
+        raise ConfigError(f"the job script would hold the value of {', '.join(leaked)}", where="--env / the environment",
+                          fix="pass secrets only as themselves (export HF_TOKEN=...), not inside other settings")
+    files.write_atomic(work_dir / JOB_FILE, script, redact=False)
     exported = os.environ.get("SBATCH_EXPORT")
     if exported and exported.upper() != "ALL":
         print(f"note: SBATCH_EXPORT={exported} overridden with --export=ALL: the ranks get their settings and "
@@ -151,7 +164,7 @@ class SlurmLauncher(Launcher):
         """An sbatch script: the allocation, the environment (no secrets: Slurm carries those), the
         rendezvous variables, then steps (srun lines from `srun()`) in order."""
         sb = [f"--job-name=sb-{name}"[:120], f"--nodes={nodes}", "--ntasks-per-node=1", f"--time={minutes}",
-              f"--output={run_dir}/slurm-%j.out", f"--chdir={Path.cwd()}"]
+              f"--output={filename(run_dir)}/slurm-%j.out", f"--chdir={Path.cwd()}"]
         gpus = self.request_gpus()
         if gpus:
             sb.append(f"--gpus-per-node={procs_per_node}")
@@ -179,6 +192,10 @@ class SlurmLauncher(Launcher):
         cmd = ["srun", f"--nodes={nodes}", "--ntasks-per-node=1", f"--kill-on-bad-exit={int(all_or_none)}",
                f"--output={log}"]
         if self.container_image:
+            for p in (Path.cwd(), *mounts):
+                if set(str(p)) & {",", ":"}:  # pyxis splits its mount list on them
+                    raise ConfigError(f"{p}: pyxis cannot mount a path with ',' or ':'", where="--container-image",
+                                      fix="use a results directory and checkout without ',' or ':'")
             binds = ",".join(sorted({f"{p}:{p}" for p in (Path.cwd(), *mounts)}))
             cmd += [f"--container-image={self.container_image}", f"--container-mounts={binds}",
                     f"--container-workdir={Path.cwd()}"]
@@ -188,7 +205,7 @@ class SlurmLauncher(Launcher):
         argv = [sys.executable, "-m", "bench.preflight", ShellVar("--nnodes=$SLURM_NNODES"), f"--nproc={procs_per_node}",
                 ShellVar("--master=$MASTER_ADDR:$PREFLIGHT_PORT"), ShellVar("--hosts=$HOSTS"),
                 f"--deadline={self.options.preflight_deadline_s:g}", f"--out={run_dir}/preflight.json"]
-        return f"{self.srun(nodes, f'{run_dir}/preflight-node%n.log', argv, (run_dir,))} || exit {EXIT_PREFLIGHT}"
+        return f"{self.srun(nodes, f'{filename(run_dir)}/preflight-node%n.log', argv, (run_dir,))} || exit {EXIT_PREFLIGHT}"
 
     def minutes(self, seconds: float) -> int:
         return math.ceil((seconds + 2 * self.options.preflight_deadline_s + 120) / 60)
@@ -202,7 +219,7 @@ class SlurmLauncher(Launcher):
                           env=self.env({"STACKBENCH_HEARTBEAT": str(run_dir / "heartbeat"), **env_for(cfg.backend)}),
                           about="preflight, then one torchrun per node (c10d at the first host)",
                           steps=[self.preflight_step(cfg.nodes, cfg.gpus_per_node, run_dir),
-                                 self.srun(cfg.nodes, f"{run_dir}/node%n.log", train, (sweep_dir,))])
+                                 self.srun(cfg.nodes, f"{filename(run_dir)}/node%n.log", train, (sweep_dir,))])
 
     def run_on_nodes(self, argv: list[str], nodes: int, procs_per_node: int, work_dir: Path,
                      deadline_s: float) -> tuple[list[Path], dict | None]:
@@ -212,7 +229,7 @@ class SlurmLauncher(Launcher):
         job = _submit(work_dir, self.batch(
             name=work_dir.name, nodes=nodes, procs_per_node=procs_per_node, run_dir=work_dir,
             minutes=self.minutes(deadline_s), env=self.env(), about="a command on every node, then the preflight",
-            steps=[self.srun(nodes, f"{work_dir}/node%n.log", argv, (work_dir,), all_or_none=False) + " || true",
+            steps=[self.srun(nodes, f"{filename(work_dir)}/node%n.log", argv, (work_dir,), all_or_none=False) + " || true",
                    self.preflight_step(nodes, procs_per_node, work_dir)]))
         killed = self._follow(job, work_dir / "no-heartbeat", limit=deadline_s)
         logs = sorted(work_dir.glob("node*.log"))
@@ -225,7 +242,7 @@ class SlurmLauncher(Launcher):
         out = record.path(sweep_dir, cfg.run_id)
         out.unlink(missing_ok=True)
         run_dir = sweep_dir / cfg.run_id
-        command = f"sbatch {run_dir / JOB_FILE}"
+        command = shlex.join(["sbatch", "--export=ALL", str(run_dir / JOB_FILE)])
         launch = self.bookkeeping(cfg, sweep_dir, command)
         job = _submit(run_dir, self.script(cfg, sweep_dir, command=command))
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -135,7 +136,7 @@ def test_bench_through_a_real_slurm_cluster_runs_one_and_two_nodes(slurm_cluster
     assert set(recs) == {1, 2}
     for nodes, rec in recs.items():
         assert rec["status"] == "ok" and rec["launch"]["launcher"] == "slurm" and rec["slurm_job_id"]
-        assert rec["command"].startswith("sbatch ") and Path(rec["command"].split()[1]).exists()
+        assert rec["command"].startswith("sbatch --export=ALL ") and Path(shlex.split(rec["command"])[-1]).exists()
     assert recs[2]["environment"]["hosts"] == ["sbnode0", "sbnode1"]  # a distinct hostname per node
     assert len(recs[1]["environment"]["hosts"]) == 1 and recs[1]["environment"]["hosts"][0].startswith("sbnode")
     run_dir = tmp_path / "slurm" / recs[2]["run_id"]

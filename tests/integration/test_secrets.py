@@ -22,7 +22,8 @@ import pytest
 
 from core import record
 from tests.conftest import ROOT
-from tests.support.planted import PLANTED, found_in, found_in_bytes, hashes
+from core.secrets import HASH_KEY
+from tests.support.planted import PLANTED, SECRETS, found_in, found_in_bytes, hashes
 
 pytestmark = [pytest.mark.deepspeed, pytest.mark.slurm]
 
@@ -100,7 +101,8 @@ def test_every_launch_ran_and_every_rank_saw_the_secrets(planted):
         ranks = rec["environment"]["ranks"]
         assert {r["host"] for r in ranks} == hosts
         for r in ranks:  # the values reached every rank on every host
-            assert {k: r["secrets"].get(k) for k in PLANTED} == hashes(), (sweep, r)
+            assert {k: r["secrets"].get(k) for k in SECRETS} == hashes(), (sweep, r)
+            assert HASH_KEY not in r["secrets"]  # the key is passed, never hashed
     assert (root / "report" / "report.html").exists()
 
 

@@ -6,15 +6,17 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from core.secrets import fingerprint
+from core.secrets import HASH_KEY, fingerprint
 
-PLANTED = {"HF_TOKEN": f"hf_planted{secrets.token_hex(12)}", "WANDB_API_KEY": f"wandb{secrets.token_hex(16)}"}
+# two secrets and the key of the ranks' hashes of them (set here, so the hashes can be checked)
+SECRETS = {"HF_TOKEN": f"hf_planted{secrets.token_hex(12)}", "WANDB_API_KEY": f"wandb{secrets.token_hex(16)}"}
+PLANTED = {**SECRETS, HASH_KEY: f"key{secrets.token_hex(16)}"}
 NEEDLES = [v.encode() for v in PLANTED.values()]
 
 
 def hashes() -> dict[str, str]:
     """What a rank that saw the planted secrets records for them."""
-    return {k: fingerprint(v) for k, v in PLANTED.items()}
+    return {k: fingerprint(v, PLANTED[HASH_KEY]) for k, v in SECRETS.items()}
 
 
 def found_in_bytes(data: bytes) -> list[str]:

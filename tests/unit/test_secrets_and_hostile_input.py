@@ -42,9 +42,34 @@ def test_credentials_are_secrets(name, value):
 @pytest.mark.parametrize("name, value", [
     ("NCCL_DEBUG", "INFO"), ("NCCL_SOCKET_IFNAME", "ib0"), ("HF_HOME", "/data/hf"), ("HF_HUB_OFFLINE", "1"),
     ("CUDA_VISIBLE_DEVICES", "0,1"), ("GLOO_SOCKET_IFNAME", "eth0"), ("HTTPS_PROXY", "http://proxy:3128"),
+    ("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1"), ("TOKENIZERS_PARALLELISM", "false"), ("GPG_KEY", "A035C8C1"),
 ])
 def test_settings_are_not_secrets(name, value):
     assert not secrets.is_secret(name, value)
+
+
+def test_cloud_settings_travel_as_secrets_but_only_credentials_are_redacted():
+    env = {"AWS_PROFILE": "default-profile", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMIK7MDENG", "HF_TOKEN": "hf_abc123"}
+    assert all(secrets.is_secret(k) for k in env)
+    text = "profile default-profile, key wJalrXUtnFEMIK7MDENG, token hf_abc123"
+    assert secrets.redact(text, env) == ("profile default-profile, key <AWS_SECRET_ACCESS_KEY: redacted>, "
+                                         "token <HF_TOKEN: redacted>")
+
+
+def test_a_credential_with_quotes_and_accents_is_redacted_before_it_is_serialised(tmp_path, monkeypatch):
+    monkeypatch.setenv("MY_DB_PASSWORD", 'pa"ss\\wörd1')
+    rec = record.new("failed", SPEC, Launch(), started_at=record.now(),
+                     error=record.error("crash", 'connect failed: password=pa"ss\\wörd1'))
+    text = record.write(tmp_path / "r.json", rec).read_text()
+    assert "<MY_DB_PASSWORD: redacted>" in text and "ss\\" not in text and "w\\u00f6rd" not in text
+
+
+def test_ranks_hash_secrets_with_the_runs_key_and_never_the_key():
+    env = {"HF_TOKEN": "hf_same", secrets.HASH_KEY: "k1"}
+    one = secrets.fingerprints(env)
+    assert list(one) == ["HF_TOKEN"] and one == secrets.fingerprints(dict(env))  # ranks of a run agree
+    assert secrets.fingerprints({**env, secrets.HASH_KEY: "k2"}) != one  # another key: nothing to compare offline
+    assert secrets.fingerprints({"HF_TOKEN": "hf_same"}) == {"HF_TOKEN": ""}  # no key (started by hand): names only
 
 
 def test_the_job_script_names_no_secret_value_and_records_say_only_names(tmp_path, monkeypatch):
@@ -128,28 +153,42 @@ def test_hostile_or_mistyped_bench_flags_exit_2_before_anything_runs(tmp_path, a
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
-def test_a_held_sweep_lock_names_its_holder(tmp_path):
-    lock = claims.sweep_lock(tmp_path)
-    with lock:
-        assert json.loads(lock.path.read_text())["pid"] == os.getpid()
-        with pytest.raises(claims.Busy, match=f"pid {os.getpid()} on {socket.gethostname()}"):
-            claims.sweep_lock(tmp_path).__enter__()
-    assert not lock.path.exists()  # released
+def test_a_held_sweep_lock_names_its_holder_and_dies_with_it(tmp_path):
+    with claims.SweepLock(tmp_path):
+        assert json.loads((tmp_path / "sweep.lock").read_text())["pid"] == os.getpid()
+        other = subprocess.run([sys.executable, "-c", "import sys; from bench import claims; "
+                                f"claims.SweepLock(__import__('pathlib').Path({str(tmp_path)!r})).__enter__()"],
+                               cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert f"pid {os.getpid()} on {socket.gethostname()}" in other.stderr, other.stderr
+    # a holder killed with SIGKILL leaves nothing to clean up: the kernel drops its flock
+    holder = subprocess.Popen([sys.executable, "-c", "import time, pathlib; from bench import claims; "
+                               f"claims.SweepLock(pathlib.Path({str(tmp_path)!r})).__enter__(); print('held', "
+                               "flush=True); time.sleep(60)"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(claims.Busy, match=f"pid {holder.pid}"):
+        claims.SweepLock(tmp_path).__enter__()
+    holder.kill()
+    holder.wait()
+    with claims.SweepLock(tmp_path):
+        pass
 
 
-def test_a_claim_left_by_a_dead_process_on_this_host_is_taken_over(tmp_path):
+def test_a_run_claim_left_by_a_gone_holder_is_taken_over(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    path = tmp_path / "sweep.lock"
-    path.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "since": "earlier"}))
-    assert claims.Claim(path, "sweep s").try_acquire() is None
-    path.write_text(json.dumps({"pid": 1, "host": "another-host", "since": "earlier"}))
-    assert claims.Claim(path, "sweep s").try_acquire()["host"] == "another-host"  # not ours to judge
+    path = tmp_path / "r.claim"
+    for holder in ({"pid": dead.pid, "host": socket.gethostname()}, {"pid": 1, "host": "another-host"},
+                   {"pid": os.getpid(), "host": socket.gethostname()}, {}):
+        path.write_text(json.dumps(holder) if holder else "")
+        claim = claims.RunClaim(tmp_path, "r")
+        assert claim.acquire() is None and json.loads(path.read_text())["pid"] == os.getpid()
+        claim.release()
+        assert not path.exists()
 
 
-def _race(path: str, barrier, wins) -> None:
+def _race(directory: str, barrier, wins) -> None:
     barrier.wait()
-    if claims.Claim(path, "run r").try_acquire() is None:
+    if claims.RunClaim(directory, "r").acquire() is None:
         wins.put(os.getpid())
         time.sleep(1)  # hold it while the others try
 
@@ -157,7 +196,7 @@ def _race(path: str, barrier, wins) -> None:
 def test_only_one_of_many_processes_claims_a_run(tmp_path):
     ctx = multiprocessing.get_context("fork")
     barrier, wins = ctx.Barrier(8), ctx.Queue()
-    procs = [ctx.Process(target=_race, args=(str(tmp_path / "r.claim"), barrier, wins)) for _ in range(8)]
+    procs = [ctx.Process(target=_race, args=(str(tmp_path), barrier, wins)) for _ in range(8)]
     for p in procs:
         p.start()
     for p in procs:
@@ -182,6 +221,17 @@ def test_a_run_claimed_by_another_live_process_is_left_to_it(tmp_path):
         assert not record.path(tmp_path, cfg.run_id).exists()
     finally:
         holder.kill()
+
+
+def test_a_setting_that_holds_a_credential_is_refused_not_written(tmp_path, monkeypatch):
+    from bench.launchers.slurm import _submit
+
+    monkeypatch.setenv("HF_TOKEN", "hf_unitPlantedToken2")
+    monkeypatch.setenv("NCCL_DEBUG_FILE", "/tmp/hf_unitPlantedToken2.log")  # a setting built from the token
+    script = SlurmLauncher(gpus="no").script(SPEC, tmp_path)
+    with pytest.raises(ConfigError, match="would hold the value of HF_TOKEN"):
+        _submit(tmp_path / "run", script)
+    assert not (tmp_path / "run" / "job.sbatch").exists()
 
 
 def test_the_far_end_of_ssh_takes_its_environment_from_stdin_and_stops_when_it_closes(tmp_path):
