@@ -34,8 +34,13 @@ def _bench_signature() -> tuple[inspect.Signature, dict[str, str], list[str]]:
     params = [inspect.Parameter("c", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     helps, iterable = {}, []
     for f in knob_fields():
-        params.append(inspect.Parameter(bench_flag(f), inspect.Parameter.POSITIONAL_OR_KEYWORD, default=bench_default(f)))
-        helps[bench_flag(f)] = f.metadata["help"] + (" (comma list: a sweep axis)" if is_axis(f) else "")
+        # not given: None (so the bench knows what was asked for), a boolean False, a repeatable one empty
+        default = False if str(f.type) == "bool" else None
+        params.append(inspect.Parameter(bench_flag(f), inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default))
+        sweeps = ",".join(map(str, bench_default(f)))
+        helps[bench_flag(f)] = f.metadata["help"] + (f" (comma list: a sweep axis; default {sweeps})" if is_axis(f) else "")
+        if f.metadata["repeatable"]:
+            iterable.append(bench_flag(f))
     for f in BenchOptions.fields():
         iterable += [f.name] if f.metadata["iterable"] else []
         # numbers as text: BenchOptions.from_flags reads them, and names the flag when one is mistyped

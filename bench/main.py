@@ -5,6 +5,7 @@ non-boolean one a comma list) and the sweep's options (bench.options.BenchOption
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from bench import backends, claims, summary, sweep
@@ -14,7 +15,10 @@ from bench.launchers.contract import ENV_NAME, join_commands
 from bench.matrix import expand, sweep_id_for
 from bench.options import BenchOptions
 from core import files, secrets
-from core.config import bench_flag, is_axis, knob_fields, parse_axis
+from core.config import (CPU_BF16_WARNING, bench_default, dtype_on, bench_flag, knob_fields, parse_axis, parse_axis_flag,
+                         parse_overrides, resolve_dtype)
+from core.host import has_nvidia_driver
+from trainer import ds_source
 from core.errors import EXIT_FAILED, EXIT_OK, ConfigError
 
 
@@ -53,20 +57,63 @@ def make_launcher(opts: BenchOptions) -> Launcher:
     return LAUNCHERS[opts.launcher](launch_options(opts), **settings)
 
 
-def split_flags(flags: dict[str, Any]) -> tuple[dict[str, list], BenchOptions]:
-    """`invoke bench`'s keyword arguments -> (knob name -> values, the sweep's options)."""
-    axes = {}
+def split_flags(flags: dict[str, Any]) -> tuple[dict[str, list], set[str], BenchOptions]:
+    """`invoke bench`'s keyword arguments -> (knob name -> values, the knobs given explicitly, the
+    sweep's options). A knob flag not given sweeps its default (or wider list: --zero 0,1,2,3)."""
+    axes: dict[str, list] = {}
+    given: set[str] = set()
     for f in knob_fields():
         value = flags.pop(bench_flag(f), None)
+        if f.metadata["repeatable"]:
+            value = parse_overrides(value) if value else None
+        elif str(f.type) == "bool":
+            value = [True] if value else None  # a boolean flag given is True; --axis sweeps both
+        elif value is not None:
+            value = parse_axis(f, value)
         if value is not None:
-            axes[f.name] = parse_axis(f, value) if is_axis(f) else [value]
-    return axes, BenchOptions.from_flags(flags)
+            given.add(f.name)
+        axes[f.name] = value if value is not None else bench_default(f)
+    opts = BenchOptions.from_flags(flags)
+    for text in opts.axis:
+        f, values = parse_axis_flag(text)
+        if f.name in given:
+            raise ConfigError(f"{f.name} is given twice (its flag and --axis)", where="--axis", fix="give it once")
+        axes[f.name], _ = values, given.add(f.name)
+    axes["deepspeed"] = [ds_source.canonical_ref(v) for v in axes["deepspeed"]]
+    return axes, given, opts
+
+
+def _say_what_configs_change(configs: list) -> None:
+    """Before anything runs: what each user DeepSpeed config states, and what of it is not used as
+    it is (once per config, world size and overrides: the global batch follows the world size)."""
+    from trainer import ds_config, models
+
+    seen = set()
+    for cfg in configs:
+        key = (cfg.deepspeed, cfg.ds, cfg.world_size, cfg.micro_batch, cfg.grad_accum)
+        if not cfg.deepspeed or key in seen:
+            continue
+        seen.add(key)
+        dtype = dtype_on(cfg.dtype, "cuda" if has_nvidia_driver() else "cpu")
+        shape = models.shape(models.resolve(cfg.model))
+        _, provenance = ds_config.deepspeed_config(cfg, dtype, "cuda" if has_nvidia_driver() else "cpu",
+                                                   SimpleNamespace(hidden_size=shape.hidden))
+        stated = ds_source.stated_knobs(ds_source.source_config(cfg)[1])
+        print(f"--deepspeed {cfg.deepspeed} ({cfg.world_size} ranks): sets "
+              + (", ".join(f"{k}={v}" for k, v in stated.items()) or "no knob"))
+        for line in ds_config.describe(provenance):
+            print(f"  note: {line}")
 
 
 def bench(**flags: Any) -> int:
-    axes, opts = split_flags(dict(flags))
+    axes, given, opts = split_flags(dict(flags))
     runner = make_launcher(opts)
-    configs, invalid = expand(axes)
+    configs, invalid = expand(axes, given=given)
+    _say_what_configs_change(configs)
+    if any(c.dtype == "bf16" for c in configs) and opts.launcher == "local" and not has_nvidia_driver():
+        print(f"warning: {CPU_BF16_WARNING}")
+    if any(c.dtype == "fp16" for c in configs) and opts.launcher == "local" and not has_nvidia_driver():
+        resolve_dtype("fp16", "cpu")  # the local ranks are this host's CPUs: refused here, before anything runs
     sweep_id = opts.sweep or sweep_id_for(configs, runner.name)
     sweep_dir = Path(opts.results) / sweep_id
     fit = FitCheck(gpu_gib=opts.gpu_mem or None, run_anyway=opts.run_anyway)

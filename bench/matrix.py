@@ -13,10 +13,16 @@ from core.config import RunConfig, check_value, knob_fields
 from core.errors import ConfigError
 
 
-def expand(axes: dict[str, list[Any]] | None = None, **values: Any) -> tuple[list[RunConfig], list[tuple[str, str]]]:
+def expand(axes: dict[str, list[Any]] | None = None, *, given: set[str] | None = None,
+           **values: Any) -> tuple[list[RunConfig], list[tuple[str, str]]]:
     """(the run configs, [(combination, why it was left out)]) for these axes: knob name -> list of
-    values (a scalar is a one-value axis; knobs not named keep their default). The same run twice
-    (a value listed twice) runs once."""
+    values (a scalar is a one-value axis; knobs not named keep their default). Each run takes what
+    its DeepSpeed config states (trainer/ds_source.py's rule; a contradiction with a knob in
+    `given` stops the matrix); the same run twice (a value listed twice, or a swept knob the
+    config fixes) runs once."""
+    from trainer import ds_source
+
+    explicit = set(given or ())
     given = {**(axes or {}), **values}
     unknown = sorted(set(given) - {f.name for f in knob_fields()})
     if unknown:
@@ -35,6 +41,7 @@ def expand(axes: dict[str, list[Any]] | None = None, **values: Any) -> tuple[lis
         except ConfigError as e:
             invalid.append((" ".join(f"{k}={chosen[k]}" for k in varying) or "the run", e.what))
             continue
+        cfg = ds_source.reconcile(cfg, explicit)  # a contradiction is a mistake: raised, nothing runs
         if cfg.run_id not in seen:
             seen.add(cfg.run_id)
             configs.append(cfg)

@@ -37,6 +37,8 @@ class BenchOptions:
     gpu_mem: float = option(0.0, "GiB of one GPU for the fit check (default: this host's GPU; CPU: RAM per rank)")
     run_anyway: bool = option(False, "run configurations the memory model says cannot fit (default: record them "
                                      "skipped)")
+    axis: tuple = option((), "sweep any knob: KNOB=V1,V2 (repeatable), booleans too: --axis grad_checkpointing=true,false",
+                         iterable=True)
     env: tuple = option((), "KEY=VALUE for every rank on every host (repeatable); NCCL_*, GLOO_* ... pass through by "
                             "themselves", iterable=True)
     hostfile: str = option("", "torchrun launcher: one host per line ('host slots=8'), node 0 first")

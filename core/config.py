@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -77,27 +78,34 @@ def dtype_on(name: str, device_type: str) -> str:
     return ("bf16" if device_type == "cuda" else "fp32") if name == "auto" else name
 
 
+CPU_BF16_WARNING = ("bf16 on a CPU runs, but slowly (no bf16 units: about 15x fp32); its figures say nothing "
+                    "about a GPU's")
+
+
 def resolve_dtype(name: str, device_type: str) -> str:
-    """dtype_on, on the device the run has: a CPU takes fp32 only."""
-    if device_type == "cpu" and dtype_on(name, device_type) != "fp32":
-        raise ConfigError(f"--dtype {name} on a CPU", where="--dtype",
-                          fix="use fp32 on CPU (DeepSpeed refuses fp16 there and bf16 runs 15x slower without AVX512-BF16)")
+    """dtype_on, on the device the run has: a CPU takes fp32 and bf16 (slow: CPU_BF16_WARNING),
+    not fp16, which DeepSpeed's CPU accelerator does not support."""
+    if device_type == "cpu" and dtype_on(name, device_type) == "fp16":
+        raise ConfigError("fp16 on a CPU: DeepSpeed's CPU accelerator has no fp16 (is_fp16_supported() is False)",
+                          where="--dtype / the DeepSpeed config's fp16.enabled",
+                          fix="use bf16 or fp32 on a CPU; fp16 runs on GPUs")
     return dtype_on(name, device_type)
 
 
 def knob(default: Any, help: str, *, choices: Iterable | None = None, minimum: float | None = None,
          flag: str = "", sweep: str = "", hf: str = "", swift: str | tuple[str, ...] = (),
          swift_values: dict | None = None, tasks: tuple[str, ...] = TASKS, id_name: str = "",
-         id_always: bool = False) -> Any:
+         id_always: bool = False, repeatable: bool = False) -> Any:
     """A field of RunConfig.
     help: the one help text (trainer and bench);  choices / minimum: checked in __post_init__;
     flag: the `invoke bench` flag when it differs from the field name;  sweep: the bench's default
     comma list when it sweeps more than the default;  hf: the TrainingArguments field;  swift:
     ms-swift's flag(s), swift_values: how values translate;  tasks: the tasks it applies to (for the
-    backends' arguments);  id_name / id_always: how the run id hashes it (kept from the first ids)."""
+    backends' arguments);  id_name / id_always: how the run id hashes it (kept from the first ids);
+    repeatable: the bench flag is given once per value (`--ds`), not as a comma list."""
     meta = dict(help=help, choices=tuple(choices) if choices else None, minimum=minimum, flag=flag, sweep=sweep,
                 hf=hf, swift=(swift,) if isinstance(swift, str) else tuple(swift), swift_values=swift_values or {},
-                tasks=tasks, id_name=id_name, id_always=id_always)
+                tasks=tasks, id_name=id_name, id_always=id_always, repeatable=repeatable)
     return field(default=default, metadata=meta)
 
 
@@ -120,6 +128,13 @@ class RunConfig:
                            sweep="0,1,2,3", id_always=True)
     offload: str = knob("none", "none, optimizer (ZeRO 1-3: optimizer states and step on the CPU) or "
                         "optimizer+params (ZeRO-3: parameters too)", choices=OFFLOADS)
+    deepspeed: str = knob("", "your DeepSpeed config: a JSON file (Hugging Face 'auto' values too), an accelerate "
+                          "config YAML (distributed_type: DEEPSPEED), or an ms-swift name (zero0, zero1, zero2, zero3, "
+                          "zero2_offload, zero3_offload); what it states sets the knobs it covers (ZeRO stage, "
+                          "offload, batch sizes, dtype, optimizer, clipping); empty: built from the knobs")
+    ds: str = knob("", "overrides of the effective DeepSpeed config, dotted keys with JSON values: `invoke bench "
+                   "--ds zero_optimization.overlap_comm=true` (repeatable; the same key twice: two runs); the "
+                   "trainer takes them as one JSON object", flag="ds", repeatable=True)
     backend: str = knob("native", "native (stackbench's DeepSpeed loop), hf (transformers' Trainer / TRL's "
                         "DPOTrainer) or swift (ms-swift's pipeline, in its own environment: ./sb swift-env), each "
                         "with the same DeepSpeed config, data and timing", choices=BACKENDS)
@@ -317,6 +332,8 @@ def check_value(f: dataclasses.Field, value: Any) -> None:
     if meta["minimum"] is not None and value < meta["minimum"]:
         raise ConfigError(f"{flag} must be at least {meta['minimum']:g} (got {value})", where="run config",
                           fix="give a larger number")
+    if meta["repeatable"] and value:
+        overrides_of(value)  # a JSON object of dotted keys
 
 
 # --- the trainer's command line -------------------------------------------------------------------
@@ -362,17 +379,27 @@ def bench_flag(f: dataclasses.Field) -> str:
 
 
 def is_axis(f: dataclasses.Field) -> bool:
-    """Every knob but the boolean ones takes a comma list in `invoke bench` and is swept."""
-    return str(f.type) != "bool"
+    """Every knob but the boolean and repeatable ones takes a comma list in its `invoke bench` flag
+    (every knob, booleans too, can be swept with `--axis KNOB=V1,V2`)."""
+    return str(f.type) != "bool" and not f.metadata["repeatable"]
 
 
-def bench_default(f: dataclasses.Field) -> Any:
+def bench_default(f: dataclasses.Field) -> list:
     """What `invoke bench` sweeps when the flag is not given: the knob's default, or a wider list."""
-    return (f.metadata["sweep"] or str(f.default)) if is_axis(f) else f.default
+    return parse_axis(f, f.metadata["sweep"]) if f.metadata["sweep"] else [f.default]
+
+
+BOOLS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
+def _read(kind: type, text: str) -> Any:
+    if kind is bool:
+        return BOOLS[text.lower()]  # KeyError: not a boolean
+    return kind(text)
 
 
 def parse_axis(f: dataclasses.Field, text: str) -> list:
-    """'0,1,2' -> [0, 1, 2] for an int knob; errors name the flag."""
+    """'0,1,2' -> [0, 1, 2] for an int knob, 'true,false' for a boolean one; errors name the flag."""
     kind = TYPES[str(f.type)]
     items = [v.strip() for v in str(text).split(",") if v.strip()]
     if not items and f.default == "":  # a text knob whose default is empty (--data: the shipped samples)
@@ -380,7 +407,57 @@ def parse_axis(f: dataclasses.Field, text: str) -> list:
     if not items:
         raise ConfigError(f"{cli_flag(bench_flag(f))} is empty", fix=f"give a value, e.g. {f.default}")
     try:
-        return [kind(v) for v in items]
-    except ValueError:
+        return [_read(kind, v) for v in items]
+    except (ValueError, KeyError):
         raise ConfigError(f"cannot read {text!r} as a comma list of {kind.__name__}",
-                          where=cli_flag(bench_flag(f)), fix=f"e.g. {bench_default(f)}") from None
+                          where=cli_flag(bench_flag(f)),
+                          fix="e.g. true,false" if kind is bool else f"e.g. {f.metadata['sweep'] or f.default}") from None
+
+
+def parse_axis_flag(text: str) -> tuple[dataclasses.Field, list]:
+    """`--axis KNOB=V1,V2` (KNOB: the field or its bench flag, - or _): (the knob, its values)."""
+    name, eq, values = text.partition("=")
+    key = name.strip().lstrip("-").replace("-", "_")
+    f = next((f for f in knob_fields() if key in (f.name, bench_flag(f))), None)
+    if not eq or f is None or f.metadata["repeatable"]:
+        names = ", ".join(f.name for f in knob_fields() if not f.metadata["repeatable"])
+        raise ConfigError(f"cannot read --axis {text!r}: {key!r} is not a knob" if eq else
+                          f"cannot read --axis {text!r}", where="--axis", fix=f"write KNOB=V1,V2 with KNOB one of {names}")
+    return f, parse_axis(f, values)
+
+
+# --- DeepSpeed overrides: --ds KEY=JSON ---------------------------------------------------------------
+
+def overrides_of(text: str) -> dict[str, Any]:
+    """The ds knob's value (a JSON object of dotted keys) as a dict; errors say what is wrong."""
+    try:
+        obj = json.loads(text)
+    except ValueError as e:
+        raise ConfigError(f"--ds {text!r} is not a JSON object ({e})", where="run config",
+                          fix='e.g. {"zero_optimization.overlap_comm": true}') from None
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and k and "" not in k.split(".") for k in obj):
+        raise ConfigError(f"--ds {text!r} must map dotted keys to values", where="run config",
+                          fix='e.g. {"zero_optimization.reduce_bucket_size": 5e8}')
+    return obj
+
+
+def parse_overrides(items: Iterable[str]) -> list[str]:
+    """`--ds KEY=VALUE` items (VALUE is JSON; text that is not JSON is a string) -> the ds knob's
+    values: one JSON object per combination. The same KEY given twice is an axis (two runs); a
+    JSON list is a value, never an axis, so `optimizer.params.betas=[0.9,0.95]` is one setting."""
+    alternatives: dict[str, list[Any]] = {}
+    for item in items:
+        key, eq, raw = item.partition("=")
+        key = key.strip()
+        if not eq or not key or "" in key.split("."):
+            raise ConfigError(f"cannot read --ds {item!r}", where="--ds",
+                              fix="write a dotted key and a JSON value, e.g. zero_optimization.overlap_comm=true")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw  # a bare word: a string ("cpu", "nvme")
+        if value not in alternatives.setdefault(key, []):
+            alternatives[key].append(value)
+    keys = sorted(alternatives)
+    return [json.dumps(dict(zip(keys, combo)), sort_keys=True, separators=(",", ":"))
+            for combo in itertools.product(*(alternatives[k] for k in keys))] if keys else [""]

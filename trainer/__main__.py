@@ -41,7 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         from trainer.backends.base import Topology
         from trainer.run import run, with_topology
 
+        from trainer import ds_source
+
         cfg = with_topology(cfg, given, Topology.from_env())  # before anything can fail: records say what ran
+        cfg = ds_source.reconcile(cfg, given)  # what a --deepspeed config states (the bench has done this already)
         launch = launch.replace(run_id=launch.run_id or cfg.run_id)
         run(cfg, launch)
         return EXIT_OK

@@ -13,10 +13,11 @@ import shlex
 import socket
 import sys
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from core import formulas, memory_model, record, secrets
-from core.config import Launch, RunConfig, cli_flag, resolve_dtype
+from core.config import CPU_BF16_WARNING, Launch, RunConfig, cli_flag, resolve_dtype
 from core.errors import UserError
 from core.fingerprint import fingerprint
 from core.host import free_port, host_gib_per_rank
@@ -24,7 +25,8 @@ from trainer import data as data_mod
 from trainer import metrics, models
 from trainer.backends import REGISTRY
 from trainer.backends.base import Context, Topology
-from trainer.ds_config import deepspeed_config
+from trainer import ds_source
+from trainer.ds_config import deepspeed_config, describe
 
 HOST = socket.gethostname()
 
@@ -80,6 +82,13 @@ def run(cfg: RunConfig, launch: Launch) -> dict:
     cuda = torch.cuda.is_available()
     device = torch.device("cuda", topo.local_rank) if cuda else torch.device("cpu")
     dtype = resolve_dtype(cfg.dtype, device.type)
+    if dtype == "bf16" and device.type == "cpu":
+        log(topo, f"warning: {CPU_BF16_WARNING}")
+    ds_config, ds_provenance = deepspeed_config(cfg, dtype, device.type, SimpleNamespace(hidden_size=shape.hidden))
+    ds_source.check_nvme(ds_config, need_bytes=18 * shape.params)  # fp32 master + Adam moments + a 16-bit copy
+    if topo.rank == 0:
+        for note in describe(ds_provenance):
+            log(topo, f"note: {note}")
 
     # 2. devices and the process group
     import deepspeed
@@ -106,7 +115,6 @@ def run(cfg: RunConfig, launch: Launch) -> dict:
         weights = str(embedded.materialize())
 
     # 3. the backend trains; the shared meter times every optimizer step
-    ds_config = deepspeed_config(cfg, dtype, device.type)
     meter = metrics.Meter(device, phases, cfg.total_steps, host_baseline_gib=metrics.host_rss_now_gib())
     batches = data_mod.micro_batches(dataset, rank=topo.rank, world=topo.world, micro_batch=cfg.micro_batch,
                                      grad_accum=cfg.grad_accum, pad_id=tokenizer.pad_token_id, seq_len=cfg.seq_len,
@@ -114,6 +122,7 @@ def run(cfg: RunConfig, launch: Launch) -> dict:
     log(topo, f"{cfg.task} ZeRO-{cfg.zero_stage} on {topo.world} ranks ({cfg.backend}): {cfg.warmup_steps} warm-up + "
               f"{cfg.steps} measured steps")
     ctx = Context(cfg=cfg, launch=launch, ref=ref, tokenizer=tokenizer, dataset=dataset, ds_config=ds_config,
+                  ds_provenance=ds_provenance,
                   dtype=dtype, torch_dtype=torch_dtype, weights=weights, topo=topo, device=device, batches=batches,
                   meter=meter)
     result = backend.train(ctx)
@@ -147,6 +156,7 @@ def _record(ctx: Context, started: str, everyone: list[dict], shape: models.Mode
         "dtype": ctx.dtype, "world_size": topo.world, "global_batch": cfg.global_batch,
         "ref_zero_stage": cfg.ref_zero_stage if cfg.task == "dpo" else None,
         "moe_leaf_modules": result.leaves, "data": ctx.dataset.summary(), "deepspeed": ctx.ds_config,
+        "deepspeed_from": ctx.ds_provenance, "engine": result.engine,
     }
     if result.setup:  # how the harness made the backend's trainer run (trainer/backends/)
         resolved["backend_setup"] = result.setup

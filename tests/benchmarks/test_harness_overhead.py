@@ -38,7 +38,7 @@ def setup():
     ref = models.resolve("tiny")
     tok = models.load_tokenizer(ref)
     ds = data.load("", tok, "sft", cfg.seq_len, "drop", False)
-    engine, _, _ = engines(cfg, ref, deepspeed_config(cfg, "fp32", "cpu"), torch.float32,
+    engine, _, _ = engines(cfg, ref, deepspeed_config(cfg, "fp32", "cpu")[0], torch.float32,
                            str(embedded.materialize()))
     batches = data.micro_batches(ds, rank=0, world=1, micro_batch=cfg.micro_batch, grad_accum=1,
                                  pad_id=tok.pad_token_id, seq_len=cfg.seq_len, padding="fixed")

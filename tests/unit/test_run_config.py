@@ -32,8 +32,8 @@ from trainer.ds_config import deepspeed_config
 
 cfg = RunConfig(throwaway_knob=9)
 argv = cfg.to_argv()
-axes, _ = split_flags({"throwaway_knob": "1,2", "tasks": "sft", "zero": "2"})
-configs, _ = expand(axes)
+axes, given, _ = split_flags({"throwaway_knob": "1,2", "tasks": "sft", "zero": "2", "nodes": "1"})
+configs, _ = expand(axes, given=given)
 rec = record.new("ok", cfg, Launch(), started_at="t", metrics={"x": 1})
 swift = swift_argv(cfg, models.resolve("tiny"), "/m", "d", "ds", "o", "fp32")
 help = subprocess.run([sys.executable, "-m", "invoke", "--help", "bench"], capture_output=True, text=True).stdout
@@ -42,7 +42,7 @@ print(json.dumps({
     "matrix": [c.throwaway_knob for c in configs], "ids": [c.run_id for c in configs],
     "default_id": RunConfig().run_id, "id": cfg.run_id,
     "record": rec["config"]["throwaway_knob"], "read_back": RunConfig.from_dict(rec["config"]) == cfg,
-    "hf": trainer_arguments(cfg, deepspeed_config(cfg, "fp32", "cpu"), "o").get("throwaway_hf"),
+    "hf": trainer_arguments(cfg, deepspeed_config(cfg, "fp32", "cpu")[0], "o").get("throwaway_hf"),
     "swift": swift[swift.index("--throwaway_swift") + 1] if "--throwaway_swift" in swift else None,
     "flag": "--throwaway-knob" in help,
 }))

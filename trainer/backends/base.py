@@ -41,6 +41,7 @@ class Context:
     tokenizer: Any
     dataset: Dataset
     ds_config: dict           # what DeepSpeed gets (a backend that must change it changes it here: it is recorded)
+    ds_provenance: dict       # where it came from: source, --ds overrides, what stackbench changed (ds_config.py)
     dtype: str                # resolved: bf16, fp16 or fp32
     torch_dtype: Any
     weights: str | None       # a directory to load, or None: random init from the config
@@ -55,8 +56,40 @@ class Context:
         return os.path.join(self.launch.out, f"{self.launch.run_id or self.cfg.run_id}-{self.cfg.backend}")
 
 
+def engine_readback(engine: Any) -> dict[str, Any]:
+    """What DeepSpeed built, read from the engine and its optimizer (not echoed from the config
+    it was given): the record's proof that a user's config took effect."""
+    def call(name: str) -> Any:
+        fn = getattr(engine, name, None)
+        try:
+            return fn() if callable(fn) else None
+        except Exception:  # noqa: BLE001 - a getter this DeepSpeed version lacks or cannot answer
+            return None
+
+    def device(offload: Any) -> str:
+        dev = getattr(offload, "device", None)
+        return str(getattr(dev, "value", dev) or "none") if offload is not None else "none"
+
+    optimizer = getattr(engine, "optimizer", None)
+    inner = getattr(optimizer, "optimizer", optimizer)  # ZeRO wraps the torch / DeepSpeed optimizer
+    group = dict((getattr(inner, "param_groups", None) or [{}])[0])
+    param = next(iter(engine.module.parameters()), None)
+    return {
+        "zero_stage": call("zero_optimization_stage"), "micro_batch": call("train_micro_batch_size_per_gpu"),
+        "grad_accum": call("gradient_accumulation_steps"), "train_batch_size": call("train_batch_size"),
+        "gradient_clipping": call("gradient_clipping"), "bf16": call("bfloat16_enabled"), "fp16": call("fp16_enabled"),
+        "offload_optimizer": device(call("zero_offload_optimizer")), "offload_param": device(call("zero_offload_param")),
+        "reduce_bucket_size": call("zero_reduce_bucket_size"), "overlap_comm": call("zero_overlap_comm"),
+        "optimizer": type(inner).__name__ if inner is not None else None,
+        "lr": group.get("lr"), "betas": list(group["betas"]) if "betas" in group else None, "eps": group.get("eps"),
+        "weight_decay": group.get("weight_decay"),
+        "param_dtype": str(param.dtype).replace("torch.", "") if param is not None else None,
+    }
+
+
 @dataclass(slots=True)
 class Result:
     steps: list[dict[str, Any]]   # per optimizer step on this rank (Meter.steps, losses filled in)
     leaves: list[str]             # the MoE classes registered as ZeRO-3 leaf modules
     setup: dict | None = None     # how the harness made another trainer run, for the record
+    engine: dict | None = None    # engine_readback() of the policy engine

@@ -23,7 +23,7 @@ from typing import Any, Callable
 from transformers import TrainerCallback
 
 from trainer import compat, models
-from trainer.backends.base import Context, Result
+from trainer.backends.base import Context, Result, engine_readback
 
 # our per-step key -> the Trainer's (TRL's) log key
 LOGGED = {"loss": "loss", "reward_accuracy": "rewards/accuracies", "reward_margin": "rewards/margins"}
@@ -132,10 +132,11 @@ def train(ctx: Context) -> Result:
         def get_train_dataloader(self):
             return torch.utils.data.DataLoader(feed, batch_size=None, shuffle=False)
 
-    FixedBatches(model=model, args=args, callbacks=[measure], **kwargs).train()
+    trainer = FixedBatches(model=model, args=args, callbacks=[measure], **kwargs)
+    trainer.train()
     setup = {"trainer": "trl.DPOTrainer" if cfg.task == "dpo" else "transformers.Trainer",
              "batches": "stackbench's, per rank, unshuffled", "timing": "stackbench StepTimer in a TrainerCallback",
              "accelerate_state": state, "loss": "the Trainer's logged loss" + (
                  f", rounded to {compat.logged_loss_decimals()} decimals by this transformers"
                  if compat.logged_loss_decimals() else "")}
-    return Result(measure.steps(), leaves, setup)
+    return Result(measure.steps(), leaves, setup, engine=engine_readback(trainer.model_wrapped))
