@@ -10,11 +10,20 @@ def _fmt(value, spec: str = ".3g", none: str = "–") -> str:
     return none if value is None else format(value, spec)
 
 
+def knob_cell(name: str, value) -> str:
+    """A knob's value in a table: a DeepSpeed config by its file name, overrides compact."""
+    if name == "deepspeed" and value:
+        return record.model_label(str(value))
+    return "" if value in (None, "") else str(value)
+
+
 def rows(records: list[dict]) -> list[dict[str, str]]:
     """Formatted cells per run, from the same flattening the report uses (core.record.to_row)."""
     out = []
-    for rec in records:
-        r, loss = record.to_row(rec), (rec.get("metrics") or {}).get("loss") or {}
+    flat = [record.to_row(rec) for rec in records]
+    varying = record.varying_knobs(flat)  # a column for each knob the sweep varies
+    for rec, r in zip(records, flat):
+        loss = (rec.get("metrics") or {}).get("loss") or {}
         offload = OFFLOADS[r["offload"]].short
         out.append({
             "run": rec["run_id"].rsplit("-", 1)[0],
@@ -23,6 +32,7 @@ def rows(records: list[dict]) -> list[dict[str, str]]:
             "backend": r["backend"],
             "zero": f"{r['zero_stage']}{offload}",
             "ranks": str(r["world_size"] or ""),
+            **{name: knob_cell(name, r[name]) for name in varying},
             "step s (p10-p90)": f"{_fmt(r['step_s'])} ({_fmt(r['step_p10_s'])}-{_fmt(r['step_p90_s'])})"
             if r["step_s"] is not None else "–",
             "tok/s": _fmt(r["tokens_per_s"], ".0f"),

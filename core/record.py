@@ -202,4 +202,18 @@ def to_row(rec: dict, path: str = "") -> dict:
         out["prediction_error_pct"] = 100 * (out["predicted_gib"] - out["peak_gib"]) / out["peak_gib"]
     else:
         out["prediction_error_pct"] = None
+    for f in dataclasses.fields(RunConfig):  # every other knob, under its name: any of them may vary in a sweep
+        out.setdefault(f.name, cfg.get(f.name, f.default))
     return out
+
+
+# knobs that are the table's own columns, or that say how long a run was measured rather than what
+# it ran; every other knob that varies among records gets a column of its own (varying_knobs)
+SHOWN_KNOBS = ("model", "task", "backend", "zero_stage", "offload", "nodes", "gpus_per_node", "micro_batch", "seq_len",
+               "dtype", "steps", "warmup_steps")
+
+
+def varying_knobs(rows: list[dict]) -> list[str]:
+    """The knobs beside SHOWN_KNOBS that take more than one value among these rows, in config order."""
+    return [f.name for f in dataclasses.fields(RunConfig) if f.name not in SHOWN_KNOBS
+            and len({json.dumps(r.get(f.name), sort_keys=True, default=str) for r in rows}) > 1]

@@ -8,7 +8,20 @@ from __future__ import annotations
 import pandas as pd
 
 from core.config import stage_label
+from core.record import varying_knobs
 from report.load import KEY
+
+
+def keys(*frames: pd.DataFrame) -> list[str]:
+    """KEY plus every other knob that varies in these frames: what tells configurations apart."""
+    rows = [r for f in frames if not f.empty for r in f.to_dict("records")]
+    return KEY + varying_knobs(rows)
+
+
+def _hashable(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    """Group-by-able: a list or dict knob value (none today) as its text."""
+    return df.assign(**{c: df[c].map(lambda v: v if isinstance(v, (str, int, float, bool)) or v is None else str(v))
+                        for c in cols if c in df})
 
 GROUP = ["model", "task", "backend", "offload", "gpus_per_node", "micro_batch", "seq_len", "dtype"]
 
@@ -30,7 +43,8 @@ def scaling(df: pd.DataFrame) -> pd.DataFrame:
     runs = ok(df)
     if runs.empty:
         return pd.DataFrame(columns=GROUP + ["zero_stage", "nodes", "runs", "tokens_per_s", "scaling_efficiency"])
-    keys = GROUP + ["zero_stage"]
+    keys = GROUP + ["zero_stage", *varying_knobs(runs.to_dict("records"))]
+    runs = _hashable(runs, keys)
     agg = (runs.groupby(keys + ["nodes"], dropna=False)["tokens_per_s"].agg(["median", "size"]).reset_index()
            .rename(columns={"median": "tokens_per_s", "size": "runs"}))
     base = agg.loc[agg.groupby(keys, dropna=False)["nodes"].idxmin(), keys + ["nodes", "tokens_per_s"]]
@@ -44,7 +58,11 @@ def matrix(df: pd.DataFrame, value: str = "tokens_per_s_per_device") -> dict[tup
     """(model, task) -> ZeRO stage (rows) x nodes (columns): the median of `value` over ok runs,
     else the status of the configuration's runs (oom, failed, ...)."""
     out = {}
-    frame = df.assign(stage=label(df), ok_value=df[value].where(df["status"] == "ok"))
+    extra = varying_knobs(df.to_dict("records")) if not df.empty else []
+    stage = label(df)
+    for name in extra:  # runs that differ in another knob get rows of their own
+        stage = stage + " " + name + "=" + df[name].astype(str)
+    frame = df.assign(stage=stage, ok_value=df[value].where(df["status"] == "ok"))
     for (model, task), g in frame.groupby(["model", "task"], dropna=False):
         values = g.pivot_table(index="stage", columns="nodes", values="ok_value", aggfunc="median")
         status = g.pivot_table(index="stage", columns="nodes", values="status", aggfunc="first")
@@ -58,7 +76,9 @@ def best(df: pd.DataFrame) -> pd.DataFrame:
     runs = ok(df).dropna(subset=["tokens_per_s_per_device"])
     if runs.empty:
         return runs
-    conf = ["model", "task", "nodes", "zero_stage", "offload", "micro_batch", "seq_len"]
+    conf = ["model", "task", "nodes", "zero_stage", "offload", "micro_batch", "seq_len",
+            *varying_knobs(runs.to_dict("records"))]  # the best chooses among every knob the runs varied
+    runs = _hashable(runs, conf)
     agg = runs.groupby(conf, dropna=False).agg(tokens_per_s_per_device=("tokens_per_s_per_device", "median"),
                                               mfu=("mfu", "median"), peak_gib=("peak_gib", "max"),
                                               runs=("run_id", "size"), example=("run_id", "first")).reset_index()
@@ -91,18 +111,19 @@ def memory(df: pd.DataFrame) -> pd.DataFrame:
 def compare(current: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:
     """Configurations matched between the two (median over repeated runs); a regression is a drop
     larger than either side's own spread ((p90 - p10) / median of its step times), and at least 2%."""
-    cols = KEY + ["tokens_per_s_per_device", "baseline", "delta_pct", "noise_pct", "verdict"]
     cur, base = ok(current), ok(baseline)
+    key = keys(cur, base)  # matched on every knob that varies on either side
+    cols = key + ["tokens_per_s_per_device", "baseline", "delta_pct", "noise_pct", "verdict"]
     if cur.empty or base.empty:
         return pd.DataFrame(columns=cols)
 
     def reduce(runs: pd.DataFrame) -> pd.DataFrame:
         spread = (runs["step_p90_s"] - runs["step_p10_s"]) / runs["step_s"]
-        return (runs.assign(spread=spread).groupby(KEY, dropna=False)
+        return (_hashable(runs, key).assign(spread=spread).groupby(key, dropna=False)
                 .agg(tokens_per_s_per_device=("tokens_per_s_per_device", "median"), spread=("spread", "max"))
                 .reset_index())
 
-    merged = reduce(cur).merge(reduce(base), on=KEY, suffixes=("", "_base"))
+    merged = reduce(cur).merge(reduce(base), on=key, suffixes=("", "_base"))
     merged["baseline"] = merged["tokens_per_s_per_device_base"]
     merged["delta_pct"] = 100 * (merged["tokens_per_s_per_device"] / merged["baseline"] - 1)
     merged["noise_pct"] = 100 * merged[["spread", "spread_base"]].max(axis=1).clip(lower=0.02)
@@ -117,8 +138,8 @@ def backends(df: pd.DataFrame) -> pd.DataFrame:
     runs = ok(df)
     if runs.empty or runs["backend"].nunique() < 2:
         return pd.DataFrame()
-    conf = [k for k in KEY if k != "backend"]
-    wide = runs.pivot_table(index=conf, columns="backend", values="tokens_per_s_per_device", aggfunc="median")
+    conf = [k for k in keys(runs) if k != "backend"]
+    wide = _hashable(runs, conf).pivot_table(index=conf, columns="backend", values="tokens_per_s_per_device", aggfunc="median")
     if "native" in wide:
         for b in [c for c in wide.columns if c != "native"]:
             wide[f"{b} / native"] = wide[b] / wide["native"]

@@ -254,14 +254,6 @@ def check_nvme(config: dict[str, Any], need_bytes: int) -> None:
     import shutil
 
     paths = nvme_paths(config)
-    if not paths:
-        return
-    from deepspeed.ops.op_builder import AsyncIOBuilder
-
-    if not AsyncIOBuilder().is_compatible(verbose=False):
-        raise ConfigError("NVMe offload needs DeepSpeed's async_io op, which cannot be built here (no libaio headers)",
-                          where="zero_optimization.offload_*.device: nvme",
-                          fix="install libaio (apt install libaio-dev; dnf install libaio-devel), or offload to cpu")
     for key, path in paths.items():
         where = f"zero_optimization.{key}.nvme_path"
         if not path or not Path(path).is_dir():
@@ -286,3 +278,10 @@ def check_nvme(config: dict[str, Any], need_bytes: int) -> None:
                               fix="give a directory on a local disk (ext4, xfs) as nvme_path") from None
         finally:
             probe.unlink(missing_ok=True)
+    if paths:
+        from deepspeed.ops.op_builder import AsyncIOBuilder
+
+        if not AsyncIOBuilder().is_compatible(verbose=False):
+            raise ConfigError("NVMe offload needs DeepSpeed's async_io op, which cannot be built here (no libaio "
+                              "headers)", where="zero_optimization.offload_*.device: nvme",
+                              fix="install libaio (apt install libaio-dev; dnf install libaio-devel), or offload to cpu")

@@ -9,6 +9,7 @@ running the same runs as the development venv (transformers 5, TRL 1.x, DeepSpee
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -117,3 +118,17 @@ def test_swift_runs_across_two_slurm_nodes_with_native_losses(slurm_cluster, swi
                                                                          rel=1e-5)
     job = (tmp_path / "slurm" / recs["swift"]["run_id"] / "job.sbatch").read_text()
     assert f"{swift_python} -m torch.distributed.run" in job
+
+
+def test_the_shipped_ms_swift_configs_are_ms_swifts_own(swift_python):
+    """--deepspeed zero2 (...) means what it means in ms-swift: the copies under
+    trainer/assets/ds_configs/ equal the installed ms-swift's, name for name."""
+    import json
+
+    from trainer import ds_source
+
+    where = subprocess.run([swift_python, "-c", "import os, swift; print(os.path.join(os.path.dirname(swift.__file__), "
+                            "'config'))"], capture_output=True, text=True, check=True).stdout.strip()
+    for name in ds_source.SWIFT_NAMES:
+        ours = json.loads((ds_source.SWIFT_DIR / f"{name}.json").read_text())
+        assert ours == json.loads(Path(where, f"{name}.json").read_text()), name
