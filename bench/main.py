@@ -86,6 +86,13 @@ def split_flags(flags: dict[str, Any]) -> tuple[dict[str, list], set[str], Bench
 def _say_what_configs_change(configs: list) -> None:
     """Before anything runs: what each user DeepSpeed config states, and what of it is not used as
     it is (once per config, world size and overrides: the global batch follows the world size)."""
+    import importlib.util
+
+    if importlib.util.find_spec("transformers") is None:  # a login node without the training stack
+        if any(c.deepspeed for c in configs):
+            print("note: the training stack is not installed here: what each --deepspeed config sets is said by "
+                  "the ranks (their logs and records)")
+        return
     from trainer import ds_config, models
 
     seen = set()

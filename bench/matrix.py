@@ -36,12 +36,15 @@ def expand(axes: dict[str, list[Any]] | None = None, *, given: set[str] | None =
     configs, invalid, seen = [], [], set()
     for combo in itertools.product(*lists.values()):
         chosen = dict(zip(lists, combo))
+        # what the run's DeepSpeed config states, first: a contradiction with a knob given is a
+        # mistake (raised, nothing runs); a combination it makes impossible is left out, naming it
+        stated = ds_source.apply_stated(chosen, explicit)
         try:
-            cfg = RunConfig(**chosen)
+            cfg = RunConfig(**stated)
         except ConfigError as e:
-            invalid.append((" ".join(f"{k}={chosen[k]}" for k in varying) or "the run", e.what))
+            source = f" (with {chosen['deepspeed'] or ''} {chosen['ds'] or ''})" if stated != chosen else ""
+            invalid.append(((" ".join(f"{k}={chosen[k]}" for k in varying) or "the run") + source, e.what))
             continue
-        cfg = ds_source.reconcile(cfg, explicit)  # a contradiction is a mistake: raised, nothing runs
         if cfg.run_id not in seen:
             seen.add(cfg.run_id)
             configs.append(cfg)

@@ -21,7 +21,8 @@ def rows(records: list[dict]) -> list[dict[str, str]]:
     """Formatted cells per run, from the same flattening the report uses (core.record.to_row)."""
     out = []
     flat = [record.to_row(rec) for rec in records]
-    varying = record.varying_knobs(flat)  # a column for each knob the sweep varies
+    # a column for each knob the sweep varies that the table does not show already
+    varying = record.varying_knobs(flat, shown=("task", "backend", "zero_stage", "offload", "steps", "warmup_steps"))
     for rec, r in zip(records, flat):
         loss = (rec.get("metrics") or {}).get("loss") or {}
         offload = OFFLOADS[r["offload"]].short

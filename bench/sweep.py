@@ -30,9 +30,26 @@ def done(sweep_dir: Path, cfg: RunConfig) -> dict | None:
             rec = record.read(path)
         except (OSError, json.JSONDecodeError):
             return None
-        if rec.get("status") == "ok":
+        if rec.get("status") == "ok" and not _config_file_changed(rec):
             return rec
     return None
+
+
+def _config_file_changed(rec: dict) -> bool:
+    """An ok run whose --deepspeed file was edited since is not done: its id hashes the path."""
+    source = ((rec.get("resolved") or {}).get("deepspeed_from") or {}).get("source") or {}
+    if source.get("kind") not in ("file", "accelerate") or not source.get("sha256"):
+        return False
+    from trainer import ds_source
+
+    try:
+        now = ds_source.load(source["ref"]).sha256
+    except Exception:  # noqa: BLE001 - gone or unreadable: the run's own launch says why
+        return True
+    if now != source["sha256"]:
+        print(f"note: {source['ref']} changed since {rec['run_id']} ran: running it again", file=sys.stderr)
+        return True
+    return False
 
 
 def run_sweep(configs: list[RunConfig], launcher: Launcher, sweep_dir: Path, *, quiet: bool | None = None,

@@ -56,6 +56,7 @@ OFFLOADS = {
     "none": Offload(False, False, 0, "", ""),
     "optimizer": Offload(True, False, 1, "-offopt", "+opt"),
     "optimizer+params": Offload(True, True, 3, "-offall", "+opt+param"),
+    "params": Offload(False, True, 3, "-offpar", "+param"),  # DeepSpeed takes offload_param alone (ZeRO-3)
 }
 
 
@@ -126,8 +127,8 @@ class RunConfig:
                         minimum=8, swift="--max_length")
     zero_stage: int = knob(2, "DeepSpeed ZeRO stage: 0, 1, 2 or 3", choices=ZERO_STAGES, flag="zero",
                            sweep="0,1,2,3", id_always=True)
-    offload: str = knob("none", "none, optimizer (ZeRO 1-3: optimizer states and step on the CPU) or "
-                        "optimizer+params (ZeRO-3: parameters too)", choices=OFFLOADS)
+    offload: str = knob("none", "none, optimizer (ZeRO 1-3: optimizer states and step on the CPU), "
+                        "optimizer+params (ZeRO-3: parameters too) or params (ZeRO-3: parameters only)", choices=OFFLOADS)
     deepspeed: str = knob("", "your DeepSpeed config: a JSON file (Hugging Face 'auto' values too), an accelerate "
                           "config YAML (distributed_type: DEEPSPEED), or an ms-swift name (zero0, zero1, zero2, zero3, "
                           "zero2_offload, zero3_offload); what it states sets the knobs it covers (ZeRO stage, "
@@ -456,7 +457,8 @@ def parse_overrides(items: Iterable[str]) -> list[str]:
             value = json.loads(raw)
         except ValueError:
             value = raw  # a bare word: a string ("cpu", "nvme")
-        if value not in alternatives.setdefault(key, []):
+        seen = [json.dumps(v) for v in alternatives.setdefault(key, [])]
+        if json.dumps(value) not in seen:  # by its JSON: 1 and true are two values
             alternatives[key].append(value)
     keys = sorted(alternatives)
     return [json.dumps(dict(zip(keys, combo)), sort_keys=True, separators=(",", ":"))

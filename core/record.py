@@ -213,7 +213,11 @@ SHOWN_KNOBS = ("model", "task", "backend", "zero_stage", "offload", "nodes", "gp
                "dtype", "steps", "warmup_steps")
 
 
-def varying_knobs(rows: list[dict]) -> list[str]:
-    """The knobs beside SHOWN_KNOBS that take more than one value among these rows, in config order."""
-    return [f.name for f in dataclasses.fields(RunConfig) if f.name not in SHOWN_KNOBS
-            and len({json.dumps(r.get(f.name), sort_keys=True, default=str) for r in rows}) > 1]
+def varying_knobs(rows: list[dict], shown: tuple[str, ...] = SHOWN_KNOBS) -> list[str]:
+    """The knobs beside `shown` (a table's own columns) that take more than one value among these
+    rows, in config order."""
+    def text(v: Any) -> str:
+        return "null" if v is None or v != v else json.dumps(v, sort_keys=True, default=str)  # NaN: absent
+
+    return [f.name for f in dataclasses.fields(RunConfig) if f.name not in shown
+            and len({text(r.get(f.name)) for r in rows}) > 1]

@@ -58,7 +58,9 @@ def matrix(df: pd.DataFrame, value: str = "tokens_per_s_per_device") -> dict[tup
     """(model, task) -> ZeRO stage (rows) x nodes (columns): the median of `value` over ok runs,
     else the status of the configuration's runs (oom, failed, ...)."""
     out = {}
-    extra = varying_knobs(df.to_dict("records")) if not df.empty else []
+    # the pivot shows model, task, stage and nodes: every other knob that varies labels its rows
+    extra = varying_knobs(df.to_dict("records"), shown=("model", "task", "zero_stage", "offload", "nodes", "steps",
+                                                         "warmup_steps")) if not df.empty else []
     stage = label(df)
     for name in extra:  # runs that differ in another knob get rows of their own
         stage = stage + " " + name + "=" + df[name].astype(str)
@@ -76,8 +78,7 @@ def best(df: pd.DataFrame) -> pd.DataFrame:
     runs = ok(df).dropna(subset=["tokens_per_s_per_device"])
     if runs.empty:
         return runs
-    conf = ["model", "task", "nodes", "zero_stage", "offload", "micro_batch", "seq_len",
-            *varying_knobs(runs.to_dict("records"))]  # the best chooses among every knob the runs varied
+    conf = keys(runs)  # the best chooses among every knob the runs varied
     runs = _hashable(runs, conf)
     agg = runs.groupby(conf, dropna=False).agg(tokens_per_s_per_device=("tokens_per_s_per_device", "median"),
                                               mfu=("mfu", "median"), peak_gib=("peak_gib", "max"),

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from core.config import RunConfig, overrides_of
+from core.errors import ConfigError
 from trainer import ds_source
 
 STEPS_PER_PRINT = 1 << 30  # DeepSpeed's own step log would interleave with the ranks' output
@@ -71,35 +72,50 @@ def deepspeed_config(cfg: RunConfig, dtype: str, device_type: str,
                 node = node.setdefault(part, {})
             node[last] = value
 
-    # the knobs fill what the config leaves out (stage, offload, dtype) ...
+    # rule 2: the knobs fill what the config leaves out ...
+    absent = "not in the config: "
     if ds_source._get(config, "zero_optimization.stage") is None:
-        change("zero_optimization.stage", cfg.zero_stage, "not in the config: --zero")
+        change("zero_optimization.stage", cfg.zero_stage, absent + "--zero")
     for key, on in (("offload_optimizer", cfg.offload_optimizer), ("offload_param", cfg.offload_param)):
         if on and ds_source._get(config, f"zero_optimization.{key}") is None:
-            change(f"zero_optimization.{key}", {"device": "cpu", "pin_memory": device_type == "cuda"},
-                   "not in the config: --offload")
+            change(f"zero_optimization.{key}", {"device": "cpu", "pin_memory": device_type == "cuda"}, absent + "--offload")
     for section in ("bf16", "fp16"):
-        if ds_source._get(config, f"{section}.enabled") in (None, "auto"):
-            change(f"{section}.enabled", dtype == section, f"not in the config: --dtype {cfg.dtype} is {dtype} here",
-                   ds_default=False)
+        state = ds_source._get(config, f"{section}.enabled")
+        if state is False and dtype == section:
+            raise ConfigError(f"the run's dtype is {dtype} (--dtype {cfg.dtype} on {device_type}) but the config says "
+                              f"{section}.enabled = false", where=f"--deepspeed {cfg.deepspeed}",
+                              fix=f"give --dtype for what the config enables, or set {section}.enabled to true or auto")
+        if state in (None, "auto"):
+            change(f"{section}.enabled", dtype == section, absent + f"--dtype {cfg.dtype} is {dtype} here", ds_default=False)
+    for key, value, flag in (("train_micro_batch_size_per_gpu", cfg.micro_batch, "--micro-batch"),
+                             ("gradient_accumulation_steps", cfg.grad_accum, "--grad-accum"),
+                             ("gradient_clipping", cfg.max_grad_norm, "--max-grad-norm")):
+        if ds_source._get(config, key) is None:  # DeepSpeed's default would differ from what the record says
+            change(key, value, absent + flag)
     # ... rule 3: the global batch follows the world size ...
     tbs = ds_source._get(config, "train_batch_size")
-    if ds_source._explicit(tbs) and tbs != cfg.global_batch:
+    if tbs is None or ds_source._explicit(tbs) and tbs != cfg.global_batch:  # absent: what DeepSpeed derives, quietly
         change("train_batch_size", cfg.global_batch, f"micro-batch {cfg.micro_batch} x accumulation {cfg.grad_accum} "
-                                                      f"x {cfg.world_size} ranks (the config's {tbs} fits another world size)")
-    # ... the optimizer, where the config has none: the Hugging Face Trainer's (AdamW from the knobs)
-    if "optimizer" not in config:
+                                                      f"x {cfg.world_size} ranks (the config's {tbs} fits another world "
+                                                      "size)", ds_default=cfg.global_batch)
+    # ... the optimizer: where the config has none, the Hugging Face Trainer's (AdamW from the knobs);
+    # an Adam without some of its settings gets them from the knobs
+    optimizer = ds_source._get(config, "optimizer.type")
+    if optimizer is None:
         change("optimizer", adamw(cfg), "no optimizer in the config: AdamW from --lr, --adam-*, --weight-decay, as "
                                         "the Hugging Face Trainer creates")
-    elif device_type == "cpu" and not cfg.offload_optimizer and str(config["optimizer"].get("type", "")).lower() in (
-            "adam", "adamw") and not config["optimizer"].get("params", {}).get("torch_adam"):
-        change("optimizer.params.torch_adam", True, "DeepSpeed's fused Adam needs CUDA: torch's AdamW on a CPU")
+    elif str(optimizer).lower() in ("adam", "adamw"):
+        for key, value, flag in (("lr", cfg.lr, "--lr"), ("betas", [cfg.adam_beta1, cfg.adam_beta2], "--adam-beta1/2"),
+                                 ("eps", cfg.adam_eps, "--adam-eps"), ("weight_decay", cfg.weight_decay, "--weight-decay")):
+            if ds_source._get(config, f"optimizer.params.{key}") is None:
+                change(f"optimizer.params.{key}", value, absent + flag)
+        if device_type == "cpu" and not cfg.offload_optimizer and not ds_source._get(config, "optimizer.params.torch_adam"):
+            change("optimizer.params.torch_adam", True, "DeepSpeed's fused Adam needs CUDA: torch's AdamW on a CPU")
     config = _resolve_auto(config, cfg, dtype, model_config)
     change("steps_per_print", STEPS_PER_PRINT, "DeepSpeed's step log would interleave with the ranks' output",
            ds_default=STEPS_PER_PRINT)  # left out: set quietly (it only logs)
     if ds_source._get(config, "optimizer.params.torch_adam") and "zero_allow_untested_optimizer" not in config:
-        change("zero_allow_untested_optimizer", True, "lets ZeRO take torch's AdamW, as the Hugging Face Trainer does",
-               ds_default=True)
+        change("zero_allow_untested_optimizer", True, "lets ZeRO take torch's AdamW, as the Hugging Face Trainer does")
     config = ds_source.apply_overrides(config, overrides)
     return config, {"source": src.describe(), "overrides": overrides, "changed": changed, "notes": src.notes}
 
@@ -117,21 +133,24 @@ def _resolve_auto(config: dict[str, Any], cfg: RunConfig, dtype: str, model_conf
         return config
     from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig, unset_hf_deepspeed_config
 
+    # a schedule the config states explicitly is the user's: the resolver is told the same numbers
+    warmup = ds_source._get(config, "scheduler.params.warmup_num_steps")
+    total = ds_source._get(config, "scheduler.params.total_num_steps")
     args = SimpleNamespace(
         world_size=cfg.world_size, per_device_train_batch_size=cfg.micro_batch,
         gradient_accumulation_steps=cfg.grad_accum, max_grad_norm=cfg.max_grad_norm, learning_rate=cfg.lr,
         adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2, adam_epsilon=cfg.adam_eps, weight_decay=cfg.weight_decay,
         save_on_each_node=False, fp16=dtype == "fp16", fp16_full_eval=False, bf16=dtype == "bf16", bf16_full_eval=False,
-        fp16_backend="auto", fp16_opt_level="O1", half_precision_backend="auto", get_warmup_steps=lambda steps: 0)
+        fp16_backend="auto", fp16_opt_level="O1", half_precision_backend="auto",
+        get_warmup_steps=lambda steps: int(warmup) if ds_source._explicit(warmup) else 0)
     hf = HfTrainerDeepSpeedConfig(json.loads(json.dumps(config)))
     try:
         hf.trainer_config_process(args)
-        hf.trainer_config_finalize(args, SimpleNamespace(config=model_config), cfg.total_steps)
+        hf.trainer_config_finalize(args, SimpleNamespace(config=model_config),
+                                   int(total) if ds_source._explicit(total) else cfg.total_steps)
         return hf.config
-    except ValueError as e:  # transformers' words: which value cannot be filled, or mismatches
-        from core.errors import ConfigError
-
-        raise ConfigError(str(e).strip().splitlines()[0], where=f"--deepspeed {cfg.deepspeed}",
+    except ValueError as e:  # transformers' words: which value cannot be filled, or what mismatches
+        raise ConfigError(" ".join(str(e).split()), where=f"--deepspeed {cfg.deepspeed}",
                           fix="replace that 'auto' with a value, or drop the knob that contradicts it") from None
     finally:
         unset_hf_deepspeed_config()  # the resolver registers itself globally (zero.Init on from_pretrained)

@@ -24,6 +24,7 @@ The rule, one for every source:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -91,10 +92,14 @@ def _json(path: Path) -> dict[str, Any]:
     return obj
 
 
-# accelerate's deepspeed_config keys -> DeepSpeedPlugin's arguments (the ones it has)
-ACCELERATE_KEYS = ("gradient_accumulation_steps", "gradient_clipping", "zero_stage", "offload_optimizer_device",
+# accelerate's deepspeed_config keys that shape the DeepSpeed config (DeepSpeedPlugin's arguments)
+ACCELERATE_USED = ("gradient_accumulation_steps", "gradient_clipping", "zero_stage", "offload_optimizer_device",
                    "offload_param_device", "offload_optimizer_nvme_path", "offload_param_nvme_path",
-                   "zero3_init_flag", "zero3_save_16bit_model", "transformer_moe_cls_names")
+                   "zero3_save_16bit_model")
+ACCELERATE_WHY = {
+    "zero3_init_flag": "stackbench builds the model under zero.Init at ZeRO-3 itself (always)",
+    "transformer_moe_cls_names": "MoE leaf modules are found from the model (resolved.moe_leaf_modules)",
+}
 # what an accelerate YAML says that the launcher decides here
 ACCELERATE_TOPOLOGY = ("num_machines", "num_processes", "machine_rank", "main_process_ip", "main_process_port",
                        "rdzv_backend", "same_network", "gpu_ids", "main_training_function", "deepspeed_multinode_launcher",
@@ -121,21 +126,29 @@ def _accelerate(path: Path) -> Source:
     file_ref = block.pop("deepspeed_config_file", None)
     from accelerate.utils import DeepSpeedPlugin
 
-    if file_ref:
-        inner = Path(file_ref) if Path(file_ref).is_absolute() else (path.parent / file_ref)
-        inner = inner if inner.is_file() else Path(file_ref)
-        plugin = DeepSpeedPlugin(hf_ds_config=str(_existing(inner, path)))
-        sha = _sha256(path, inner)
-    else:
-        unknown = sorted(set(block) - set(ACCELERATE_KEYS) - set(ACCELERATE_TOPOLOGY))
-        notes += [f"{path.name}: deepspeed_config.{k} is not a DeepSpeedPlugin setting: not used" for k in unknown]
-        plugin = DeepSpeedPlugin(**{k: block[k] for k in ACCELERATE_KEYS if k in block})
-        sha = _sha256(path)
-    precision = str(doc.get("mixed_precision", "no")).lower()
-    if precision in ("bf16", "fp16"):
-        plugin.set_mixed_precision(precision)
-    elif precision not in ("no", "fp32", "none"):
+    precision = doc.get("mixed_precision")
+    precision = None if precision is None else str(precision).lower()
+    if precision not in (None, "no", "bf16", "fp16"):
         raise ConfigError(f"mixed_precision {precision!r}", where=str(path), fix="use no, bf16 or fp16")
+    try:
+        if file_ref:
+            inner = Path(file_ref) if Path(file_ref).is_absolute() else path.parent / file_ref
+            plugin = DeepSpeedPlugin(hf_ds_config=str(_existing(inner, path)))
+            sha = _sha256(path, inner)
+            if precision is not None:  # as accelerate: the config file decides its precision
+                notes.append(f"{path.name}: mixed_precision {precision} not used: {inner.name} decides (as in accelerate)")
+            precision = None
+        else:
+            unused = sorted(set(block) - set(ACCELERATE_USED) - set(ACCELERATE_TOPOLOGY))
+            if unused:
+                notes.append(f"{path.name}: deepspeed_config.{', deepspeed_config.'.join(unused)} not used: "
+                             + "; ".join(ACCELERATE_WHY.get(k, "not a DeepSpeed config setting") for k in unused))
+            plugin = DeepSpeedPlugin(**{k: block[k] for k in ACCELERATE_USED if k in block})
+            sha = _sha256(path)
+        if precision in ("bf16", "fp16"):
+            plugin.set_mixed_precision(precision)
+    except ValueError as e:  # accelerate's own checks (a precision its config contradicts, ...)
+        raise ConfigError(f"accelerate refuses it: {e}", where=str(path), fix="make the YAML and its config agree") from None
     config = json.loads(json.dumps(plugin.deepspeed_config))  # a plain copy
     if precision == "no":  # accelerate's "no": full precision, stated
         config.setdefault("bf16", {})["enabled"] = False
@@ -185,22 +198,24 @@ def _offload_device(config: dict, key: str) -> str:
     return str(device).lower() if _explicit(device) else "none"
 
 
-def stated_knobs(config: dict[str, Any]) -> dict[str, Any]:
-    """The knob values a config states explicitly (rule 1)."""
+def stated_knobs(config: dict[str, Any], whole: bool = True) -> dict[str, Any]:
+    """The knob values a config states explicitly (rule 1). whole: a user's config, whose silence
+    on fp16 with bf16 off means fp32; else --ds overrides of the generated config, which state
+    only what they say."""
     out: dict[str, Any] = {}
     stage = _get(config, "zero_optimization.stage")
     if _explicit(stage):
         out["zero_stage"] = int(stage)
     opt, par = _offload_device(config, "offload_optimizer") != "none", _offload_device(config, "offload_param") != "none"
     if any(_get(config, f"zero_optimization.{k}") is not None for k in ("offload_optimizer", "offload_param")):
-        out["offload"] = next(name for name, o in OFFLOADS.items() if (o.optimizer, o.params) == (opt or par, par))
+        out["offload"] = next(name for name, o in OFFLOADS.items() if (o.optimizer, o.params) == (opt, par))
     for knob, key in (("micro_batch", "train_micro_batch_size_per_gpu"), ("grad_accum", "gradient_accumulation_steps")):
         if _explicit(v := _get(config, key)):
             out[knob] = int(v)
     bf16, fp16 = _get(config, "bf16.enabled"), _get(config, "fp16.enabled")
     if bf16 is True or fp16 is True:
         out["dtype"] = "bf16" if bf16 is True else "fp16"
-    elif bf16 is False and fp16 in (False, None) or fp16 is False and bf16 is None:
+    elif (bf16, fp16) == (False, False) or whole and False in (bf16, fp16) and None in (bf16, fp16):
         out["dtype"] = "fp32"
     for knob, key in (("lr", "optimizer.params.lr"), ("adam_eps", "optimizer.params.eps"),
                       ("weight_decay", "optimizer.params.weight_decay"), ("max_grad_norm", "gradient_clipping")):
@@ -219,24 +234,40 @@ def source_config(cfg: RunConfig) -> tuple[Source | None, dict[str, Any]]:
     return src, apply_overrides(src.config if src else {}, overrides_of(cfg.ds) if cfg.ds else {})
 
 
-def reconcile(cfg: RunConfig, given: set[str]) -> RunConfig:
-    """The run config with the knobs its DeepSpeed config (and --ds) states (rule 1); a knob given
-    with another value is an error naming both."""
-    src, config = source_config(cfg)
-    if src is None and not cfg.ds:
-        return cfg
-    stated = stated_knobs(config)
-    ref = src.ref if src else f"--ds {cfg.ds}"
+@functools.lru_cache(maxsize=64)  # a matrix asks once per combination; the files are read once
+def stated_for(deepspeed: str, ds: str) -> tuple[str, dict[str, Any]]:
+    """(how to name the config in a message, the knob values it and the overrides state)."""
+    src = load(deepspeed) if deepspeed else None
+    config = apply_overrides(src.config if src else {}, overrides_of(ds) if ds else {})
+    return (src.ref if src else f"--ds {ds}"), stated_knobs(config, whole=src is not None)
+
+
+def contradiction(knob: str, asked: Any, ref: str, value: Any) -> ConfigError:
+    what = {"zero_stage": "zero_optimization.stage", "offload": "zero_optimization.offload_*.device",
+            "micro_batch": "train_micro_batch_size_per_gpu", "grad_accum": "gradient_accumulation_steps",
+            "dtype": "bf16/fp16.enabled", "max_grad_norm": "gradient_clipping"}.get(knob, "optimizer.params")
+    flag = {"zero_stage": "--zero", "grad_accum": "--grad-accum"}.get(knob, cli_flag(knob))
+    return ConfigError(f"{flag} {asked} but {ref} says {what} = {value}", where="--deepspeed / --ds",
+                       fix=f"drop {flag} (the config's value is used), or change the config")
+
+
+def apply_stated(values: dict[str, Any], given: set[str]) -> dict[str, Any]:
+    """Knob values (a run config's, as a dict) with what their DeepSpeed config and overrides state
+    (rule 1); a knob in `given` with another value is a contradiction, raised."""
+    if not values.get("deepspeed") and not values.get("ds"):
+        return values
+    ref, stated = stated_for(values.get("deepspeed", ""), values.get("ds", ""))
     for knob, value in stated.items():
-        if knob in given and getattr(cfg, knob) != value and not (knob == "dtype" and cfg.dtype == "auto"):
-            what = {"zero_stage": "zero_optimization.stage", "offload": "zero_optimization.offload_*.device",
-                    "micro_batch": "train_micro_batch_size_per_gpu", "grad_accum": "gradient_accumulation_steps",
-                    "dtype": "bf16/fp16.enabled", "max_grad_norm": "gradient_clipping"}.get(knob, "optimizer.params")
-            flag = {"zero_stage": "--zero", "grad_accum": "--grad-accum"}.get(knob, cli_flag(knob))
-            raise ConfigError(f"{flag} {getattr(cfg, knob)} but {ref} says {what} = {value}", where="--deepspeed",
-                              fix=f"drop {flag} (the config's value is used), or change the config, or override it "
-                                  f"with --ds")
-    return cfg.replace(**stated)
+        asked = values.get(knob)
+        if knob in given and asked != value and not (knob == "dtype" and asked == "auto"):
+            raise contradiction(knob, asked, ref, value)
+    return {**values, **stated}
+
+
+def reconcile(cfg: RunConfig, given: set[str]) -> RunConfig:
+    """The run config with what its DeepSpeed config states (the trainer's view of apply_stated)."""
+    values = apply_stated(cfg.to_dict(), given)
+    return cfg if values == cfg.to_dict() else RunConfig(**values)
 
 
 # --- NVMe offload: what must hold before a run starts ------------------------------------------------

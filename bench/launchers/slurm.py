@@ -64,6 +64,11 @@ def filename(path: Path, where: str = "--results") -> str:
     return str(path).replace("%", "%%")
 
 
+def config_dirs(cfg: RunConfig) -> tuple[Path, ...]:
+    """Where a run's --deepspeed file lives: mounted into a --container-image too."""
+    return (Path(cfg.deepspeed).parent,) if cfg.deepspeed and Path(cfg.deepspeed).is_absolute() else ()
+
+
 def directive(arg: str, where: str = "--sbatch-arg") -> str:
     """One #SBATCH word: as is, or double-quoted with \\ and \" escaped (sbatch's own parser);
     a control character is refused (a newline would end the directive and start a script line)."""
@@ -219,7 +224,8 @@ class SlurmLauncher(Launcher):
                           env=self.env({"STACKBENCH_HEARTBEAT": str(run_dir / "heartbeat"), **env_for(cfg.backend)}),
                           about="preflight, then one torchrun per node (c10d at the first host)",
                           steps=[self.preflight_step(cfg.nodes, cfg.gpus_per_node, run_dir),
-                                 self.srun(cfg.nodes, f"{filename(run_dir)}/node%n.log", train, (sweep_dir,))])
+                                 self.srun(cfg.nodes, f"{filename(run_dir)}/node%n.log", train,
+                                           (sweep_dir, *config_dirs(cfg)))])
 
     def run_on_nodes(self, argv: list[str], nodes: int, procs_per_node: int, work_dir: Path,
                      deadline_s: float) -> tuple[list[Path], dict | None]:

@@ -83,7 +83,8 @@ def test_an_accelerate_yaml_becomes_accelerates_own_config(tmp_path):
     yaml_file.write_text("distributed_type: DEEPSPEED\nmixed_precision: bf16\n"
                          "deepspeed_config:\n  deepspeed_config_file: ds.json\n  zero3_init_flag: false\n")
     cfg = ds_source.reconcile(RunConfig(deepspeed=str(yaml_file)), set())
-    assert cfg.zero_stage == 1 and cfg.dtype == "bf16"
+    assert cfg.zero_stage == 1 and cfg.dtype == "auto"  # as in accelerate: the config file decides its precision
+    assert "mixed_precision bf16 not used" in ds_source.load(str(yaml_file)).notes[0]
 
 
 def test_broken_sources_are_errors_that_name_the_place(tmp_path):
@@ -157,3 +158,42 @@ def test_nvme_offload_paths_are_checked_before_a_rank_starts(tmp_path):
     else:
         with pytest.raises(ConfigError, match="libaio"):
             ds_source.check_nvme(nvme(str(tmp_path)), need_bytes=1)
+
+
+def test_what_a_config_leaves_out_comes_from_the_knobs_and_is_listed(tmp_path):
+    path = tmp_path / "terse.json"
+    path.write_text(json.dumps({"zero_optimization": {"stage": 2}, "train_micro_batch_size_per_gpu": 2,
+                                "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}},
+                                "scheduler": {"type": "WarmupDecayLR", "params": {"warmup_num_steps": 5,
+                                                                                  "total_num_steps": 100,
+                                                                                  "warmup_max_lr": "auto"}}}))
+    cfg, ds, prov = _effective(RunConfig(deepspeed=str(path), grad_accum=4, max_grad_norm=0.5), {"grad_accum"})
+    assert ds["gradient_accumulation_steps"] == 4 and ds["gradient_clipping"] == 0.5
+    assert ds["optimizer"]["params"]["betas"] == [0.9, 0.95] and ds["optimizer"]["params"]["weight_decay"] == 0.0
+    assert ds["scheduler"]["params"]["total_num_steps"] == 100  # the user's schedule, not refused
+    listed = {c["key"] for c in prov["changed"]}
+    assert {"gradient_accumulation_steps", "gradient_clipping", "optimizer.params.betas"} <= listed
+
+
+def test_dtype_offload_and_overrides_edge_cases(tmp_path):
+    off = tmp_path / "bf16off.json"
+    off.write_text(json.dumps({"bf16": {"enabled": False}, "fp16": {"enabled": "auto"}, "zero_optimization": {"stage": 2}}))
+    with pytest.raises(ConfigError, match="bf16.enabled = false"):  # a GPU's auto dtype against the file
+        deepspeed_config(ds_source.reconcile(RunConfig(deepspeed=str(off)), set()), "bf16", "cuda", HIDDEN)
+    assert ds_source.reconcile(RunConfig(ds='{"fp16.enabled": false}'), set()).dtype == "auto"  # says nothing of bf16
+    par = tmp_path / "par.json"
+    par.write_text(json.dumps({"zero_optimization": {"stage": 3, "offload_param": {"device": "cpu"}}}))
+    cfg, ds, _ = _effective(RunConfig(deepspeed=str(par)))
+    assert cfg.offload == "params" and "offload_optimizer" not in ds["zero_optimization"]
+    _, ds, _ = _effective(RunConfig(deepspeed="zero2", ds='{"optimizer.params.weight_decay": 0.1}'))
+    assert ds["optimizer"]["type"] == "AdamW" and ds["optimizer"]["params"]["weight_decay"] == 0.1
+    assert len(parse_overrides(["a.b=1", "a.b=true"])) == 2  # by their JSON, not Python's 1 == True
+
+
+def test_a_combination_a_config_rules_out_is_left_out_naming_the_config():
+    from bench.matrix import expand
+
+    configs, invalid = expand(zero_stage=[0, 2, 3], ds=['{"zero_optimization.offload_param.device": "cpu"}'])
+    assert [c.zero_stage for c in configs] == [3]
+    assert invalid and all("parameter offload needs ZeRO-3" in why and "--ds" not in why for _, why in invalid)
+    assert all("zero_optimization.offload_param" in combo for combo, _ in invalid)

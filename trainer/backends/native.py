@@ -96,10 +96,9 @@ def engines(cfg, ref, ds_config: dict, torch_dtype, weights: str | None):
 
 def train(ctx: Context) -> Result:
     engine, reference, leaves = engines(ctx.cfg, ctx.ref, ctx.ds_config, ctx.torch_dtype, ctx.weights)
-    built = engine_readback(engine)
     ctx.meter.engines_ready()
     for _ in range(ctx.cfg.total_steps):
         ctx.meter.step_begin()
         figures = optimizer_step(engine, reference, ctx.batches, ctx.cfg, ctx.device)
         ctx.meter.step_end(figures)
-    return Result(ctx.meter.steps, leaves, engine=built)
+    return Result(ctx.meter.steps, leaves, engine=engine_readback(engine))  # after training, as the hf backend's

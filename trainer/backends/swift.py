@@ -122,7 +122,10 @@ def train(ctx: Context) -> Result:
                       work / "out", ctx.dtype)
     # ms-swift's trainer builds the optimizer itself (it fails on DeepSpeed's DummyOptim): the
     # AdamW settings went in as Trainer arguments, and the record's config shows what DeepSpeed got
-    del ctx.ds_config["optimizer"]
+    removed = ctx.ds_config.pop("optimizer")
+    ctx.ds_provenance["changed"].append({"key": "optimizer", "was": removed, "now": None,
+                                         "why": "ms-swift builds its optimizer from --optim adamw_torch and the "
+                                                "learning-rate flags (the same AdamW settings)"})
     ds_file.write_text(json.dumps(ctx.ds_config, indent=1))
 
     counts: deque[tuple[int, int, int]] = deque()  # (real, padded, sequences) per micro-batch, in feeding order
