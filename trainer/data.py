@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from core.errors import DataError
+from trainer import layouts
 
 IGNORE = -100  # label of a token that carries no loss (torch cross_entropy's ignore_index)
 ROLES = ("system", "user", "assistant")
@@ -65,37 +66,78 @@ def default_path(task: str) -> Path:
 
 # --- reading and validating -------------------------------------------------------------------
 
-def read_rows(path: str | Path, task: str) -> list[Row]:
+def _objects(path: Path):
+    """(where, object) for every row: JSONL, a JSON array (Alpaca's release), CSV or Parquet (pandas);
+    a byte-order mark and CRLF line ends are fine."""
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".parquet"):
+        import pandas as pd
+
+        try:
+            frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+        except ImportError as e:
+            raise DataError(f"reading {suffix} needs {e.name or 'pyarrow'}", where=str(path),
+                            fix="pip install pyarrow, or convert it to JSONL") from None
+        for i, rec in enumerate(frame.to_dict("records")):
+            yield f"{path}:row {i + 1}", {k: v for k, v in rec.items() if not (isinstance(v, float) and v != v)}
+        return
+    text = path.read_text(encoding="utf-8-sig")
+    if text.lstrip().startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"not valid JSON ({e.msg})", where=f"{path}:{e.lineno}:{e.colno}",
+                            fix="a JSON file holds one array of row objects") from None
+        for i, obj in enumerate(items):
+            yield f"{path}:[{i}]", obj
+        return
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            yield where, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"not valid JSON ({e.msg}, column {e.colno})", where=where,
+                            fix="each line must be one complete JSON object (or the file one JSON array)") from None
+
+
+def read_rows(path: str | Path, task: str, notes: list[str] | None = None) -> list[Row]:
+    """Every row, validated; keys no layout uses are listed once in notes."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"dataset not found: {path}", fix="give an existing JSONL file with --data")
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"not valid JSON ({e.msg}, column {e.colno})", where=where,
-                                fix="each line must be one complete JSON object") from None
-            rows.append(parse_row(obj, task, where))
+        raise DataError(f"dataset not found: {path}", fix="give an existing JSONL, JSON, CSV or Parquet file with --data")
+    rows, unused, layouts = [], set(), set()
+    for where, obj in _objects(path):
+        row, layout, extra = parse_row_layout(obj, task, where)
+        rows.append(row)
+        unused |= extra
+        layouts.add(layout)
     if not rows:
-        raise DataError("the dataset has no rows", where=str(path), fix="add JSONL rows")
+        raise DataError("the dataset has no rows", where=str(path), fix="add rows")
+    if notes is not None:
+        notes.append(f"{path.name}: layout {', '.join(sorted(layouts))}, {len(rows)} rows")
+        if unused:
+            notes.append(f"{path.name}: keys not used: {', '.join(sorted(unused))}")
     return rows
 
 
 def parse_row(obj: Any, task: str, where: str) -> Row:
+    return parse_row_layout(obj, task, where)[0]
+
+
+def parse_row_layout(obj: Any, task: str, where: str) -> tuple[Row, str, set[str]]:
+    """(the row, its layout, keys it does not use)."""
     if not isinstance(obj, dict):
-        raise DataError(f"expected a JSON object, found {type(obj).__name__}", where=where)
-    if "messages" in obj:
-        messages = obj["messages"]
-    elif "instruction" in obj and "output" in obj:
-        messages = _alpaca_to_messages(obj, where)
-    else:
-        raise DataError("row has neither \"messages\" nor alpaca \"instruction\"/\"output\"", where=where,
-                        fix='use {"messages": [{"role": ..., "content": ...}]}')
+        raise DataError(f"expected a JSON object, found {type(obj).__name__}", where=where,
+                        fix="each row is one object, e.g. {\"messages\": [...]}")
+    try:
+        layout, messages, rejected_in, unused = layouts.to_messages(obj, where)
+    except DataError as e:
+        raise DataError(e.what, where=e.where or where, fix=e.fix) from None
+    if task != "pt" and all(m.get("role") == "assistant" for m in messages if isinstance(m, dict)):
+        raise DataError(f"a {layout} row of plain text is continued pre-training data", where=where,
+                        fix="use --task pt for it, or give conversations")
     if not isinstance(messages, list) or not messages:
         raise DataError("\"messages\" must be a non-empty list", where=where)
     for i, m in enumerate(messages):
@@ -118,7 +160,7 @@ def parse_row(obj: Any, task: str, where: str) -> Row:
     elif roles[0] == "assistant" or (roles[0] == "system" and roles[1:2] == ["assistant"]):
         raise DataError("the conversation starts with an assistant turn", where=where,
                         fix="begin with a user turn (after an optional system prompt)")
-    rejected = obj.get("rejected_response")
+    rejected = rejected_in
     if task == "dpo":
         if rejected is None:
             raise DataError("DPO row without \"rejected_response\"", where=where,
@@ -127,16 +169,7 @@ def parse_row(obj: Any, task: str, where: str) -> Row:
             raise DataError("\"rejected_response\" must be a non-empty string", where=where)
         if roles[-1] != "assistant":
             raise DataError("a DPO row must end with the chosen assistant turn", where=where)
-    return Row(messages=messages, rejected=rejected if task == "dpo" else None, where=where)
-
-
-def _alpaca_to_messages(obj: dict, where: str) -> list[dict[str, str]]:
-    for key in ("instruction", "output"):
-        if not isinstance(obj[key], str):
-            raise DataError(f"alpaca field \"{key}\" must be a string", where=where)
-    prompt = obj["instruction"] + (f"\n\n{obj['input']}" if obj.get("input") else "")
-    messages = [{"role": "system", "content": obj["system"]}] if obj.get("system") else []
-    return messages + [{"role": "user", "content": prompt}, {"role": "assistant", "content": obj["output"]}]
+    return Row(messages=messages, rejected=rejected if task == "dpo" else None, where=where), layout, unused
 
 
 # --- tokenizing --------------------------------------------------------------------------------

@@ -75,7 +75,7 @@ def test_alpaca_rows_become_messages():
      "without \"rejected_response\""),
     ('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}', "pt",
      "assistant messages only"),
-    ('{"text": "hello"}', "sft", "neither \"messages\""),
+    ('{"text": "hello"}', "sft", "continued pre-training data"),
 ])
 def test_bad_rows_name_file_and_line(tmp_path, line, task, expect):
     good = json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],

@@ -1,0 +1,69 @@
+"""Every dataset layout users have (issue 18, first part), read into the one form, with small
+fixtures written for this project: JSON arrays, ShareGPT, Alpaca with history, Dolly, ms-swift
+query/response, TRL preference rows (explicit and implicit prompt), {"text"}, CSV; a BOM and CRLF;
+KTO rows refused with the reason; unused keys listed once per file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.errors import DataError
+from trainer import data
+
+QA = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]
+
+
+def _read(tmp_path, rows, task="sft", name="d.jsonl", text=None):
+    path = tmp_path / name
+    path.write_text(text if text is not None else "".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    notes: list[str] = []
+    return data.read_rows(path, task, notes), notes
+
+
+@pytest.mark.parametrize("row, messages", [
+    ({"conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]}, QA),
+    ({"conversation": [{"from": "system", "value": "S"}, {"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]},
+     [{"role": "system", "content": "S"}, *QA]),
+    ({"instruction": "Q", "input": "", "output": "A", "history": [["q0", "a0"]], "system": "S"},
+     [{"role": "system", "content": "S"}, {"role": "user", "content": "q0"}, {"role": "assistant", "content": "a0"}, *QA]),
+    ({"instruction": "Q", "context": "C", "response": "A", "category": "open_qa"},
+     [{"role": "user", "content": "Q\n\nC"}, {"role": "assistant", "content": "A"}]),
+    ({"query": "Q", "response": "A", "history": []}, QA),
+])
+def test_sft_layouts_become_messages(tmp_path, row, messages):
+    (got,), _ = _read(tmp_path, [row])
+    assert got.messages == messages
+
+
+def test_preference_rows_explicit_and_implicit_prompt(tmp_path):
+    explicit = {"prompt": "Q", "chosen": "A", "rejected": "B"}
+    implicit = {"chosen": [*QA], "rejected": [QA[0], {"role": "assistant", "content": "B"}]}
+    rows, notes = _read(tmp_path, [explicit, implicit], task="dpo")
+    assert all(r.messages == QA and r.rejected == "B" for r in rows) and "preference" in notes[0]
+    with pytest.raises(DataError, match="share every turn"):
+        _read(tmp_path, [{"chosen": QA, "rejected": [{"role": "user", "content": "other"}, QA[1]]}], task="dpo")
+
+
+def test_pretraining_rows_text_and_ms_swift_response(tmp_path):
+    rows, _ = _read(tmp_path, [{"text": "a document"}, {"response": "another"}], task="pt")
+    assert [r.messages[0]["content"] for r in rows] == ["a document", "another"]
+
+
+def test_a_json_array_with_a_bom_and_crlf_and_a_csv(tmp_path):
+    text = "\ufeff[\r\n" + json.dumps({"instruction": "Q", "input": "", "output": "A"}) + "\r\n]\r\n"
+    (row,), notes = _read(tmp_path, None, name="alpaca_data.json", text=text)
+    assert row.messages == QA and "alpaca" in notes[0]
+    jsonl = "\ufeff" + json.dumps({"messages": QA}) + "\r\n" + json.dumps({"messages": QA}) + "\r\n"
+    assert len(_read(tmp_path, None, text=jsonl)[0]) == 2
+    (row,), _ = _read(tmp_path, None, name="d.csv", text="instruction,input,output\nQ,,A\n")
+    assert row.messages == QA
+
+
+def test_kto_rows_are_refused_and_unused_keys_listed_once(tmp_path):
+    with pytest.raises(DataError, match="KTO") as e:
+        _read(tmp_path, [{"messages": QA, "label": False}])
+    assert e.value.where.endswith(":1")
+    _, notes = _read(tmp_path, [{"messages": QA, "id": 1, "source": "x"}, {"messages": QA, "id": 2}])
+    assert notes[-1].endswith("keys not used: id, source")

@@ -1,0 +1,135 @@
+"""The dataset layouts users have, detected per row and turned into one form: a list of
+{"role", "content"} messages (and, for DPO, the rejected final assistant turn).
+
+  messages             {"messages": [{"role", "content"}, ...]}            (OpenAI / TRL / ms-swift)
+  sharegpt             {"conversations" | "conversation": [{"from", "value"}, ...]}  human/gpt/system
+  alpaca               {"instruction", "input"?, "output", "system"?, "history"?: [[q, a], ...]}
+  dolly                {"instruction", "context"?, "response", "category"?}
+  swift                {"query", "response", "history"?: [[q, a], ...], "system"?}; pt: {"response"}
+  preference           {"prompt", "chosen", "rejected"}: strings (explicit prompt) or message lists
+                       (implicit prompt: chosen and rejected are whole conversations)
+  text                 {"text"} (continued pre-training)
+
+Keys a layout does not use are collected (said once per file); keys whose meaning would be lost
+are refused: KTO's "label" (a good or bad answer: SFT would learn the bad ones), tool calls.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.errors import DataError
+
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
+                  "bing": "assistant", "bard": "assistant", "model": "assistant", "system": "system"}
+USED = {
+    "messages": {"messages", "rejected_response"},
+    "sharegpt": {"conversations", "conversation", "rejected_response"},
+    "alpaca": {"instruction", "input", "output", "system", "history", "rejected_response"},
+    "dolly": {"instruction", "context", "response", "category"},
+    "swift": {"query", "response", "history", "system", "rejected_response"},
+    "preference": {"prompt", "chosen", "rejected", "system"},
+    "text": {"text"},
+}
+REFUSED = {"label": "a KTO row (\"label\" marks the answer good or bad): SFT and DPO would learn the bad ones",
+           "tools": "tool definitions: the tasks here train on plain text turns", "tool_calls": "tool calls: the tasks "
+           "here train on plain text turns"}
+
+
+def detect(obj: dict) -> str:
+    if "messages" in obj:
+        return "messages"
+    if "conversations" in obj or "conversation" in obj:
+        return "sharegpt"
+    if "chosen" in obj and "rejected" in obj:
+        return "preference"
+    if "instruction" in obj and "output" in obj:
+        return "alpaca"
+    if "instruction" in obj and "response" in obj:
+        return "dolly"
+    if "query" in obj or "response" in obj:
+        return "swift"
+    if "text" in obj:
+        return "text"
+    raise DataError(f"row has none of the known layouts' keys (found {', '.join(sorted(obj)) or 'none'})",
+                    fix='use {"messages": [...]}, ShareGPT "conversations", Alpaca "instruction"/"output", '
+                        '"prompt"/"chosen"/"rejected", ms-swift "query"/"response", or "text"')
+
+
+def _text(obj: dict, key: str, where: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise DataError(f"\"{key}\" must be a string", where=where)
+    return value
+
+
+def _history(obj: dict, where: str) -> list[dict[str, str]]:
+    out = []
+    for i, pair in enumerate(obj.get("history") or []):
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(t, str) for t in pair)):
+            raise DataError(f"history[{i}] must be a [question, answer] pair of strings", where=where)
+        out += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
+    return out
+
+
+def _system(obj: dict) -> list[dict[str, str]]:
+    return [{"role": "system", "content": obj["system"]}] if isinstance(obj.get("system"), str) and obj["system"] else []
+
+
+def to_messages(obj: dict, where: str) -> tuple[str, list[dict[str, Any]], Any, set[str]]:
+    """(layout, messages, rejected: str | None, keys not used)."""
+    for key, why in REFUSED.items():
+        if key in obj:
+            raise DataError(f"refused: {why}", where=where, fix="remove the key, or give data for this task")
+    layout = detect(obj)
+    rejected = obj.get("rejected_response")
+    if layout == "messages":
+        messages = obj["messages"]
+    elif layout == "sharegpt":
+        turns = obj.get("conversations", obj.get("conversation"))
+        if not isinstance(turns, list):
+            raise DataError("\"conversations\" must be a list", where=where)
+        messages = []
+        for i, t in enumerate(turns):
+            if not isinstance(t, dict) or str(t.get("from", "")).lower() not in SHAREGPT_ROLES:
+                raise DataError(f"conversations[{i}] needs \"from\" (human, gpt, system) and \"value\"", where=where)
+            messages.append({"role": SHAREGPT_ROLES[str(t["from"]).lower()], "content": t.get("value")})
+    elif layout == "alpaca":
+        prompt = _text(obj, "instruction", where) + (f"\n\n{obj['input']}" if obj.get("input") else "")
+        messages = [*_system(obj), *_history(obj, where), {"role": "user", "content": prompt},
+                    {"role": "assistant", "content": _text(obj, "output", where)}]
+    elif layout == "dolly":
+        prompt = _text(obj, "instruction", where) + (f"\n\n{obj['context']}" if obj.get("context") else "")
+        messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": _text(obj, "response", where)}]
+    elif layout == "swift":
+        if "query" not in obj:  # ms-swift's pre-training rows: {"response": text}
+            messages = [{"role": "assistant", "content": _text(obj, "response", where)}]
+        else:
+            messages = [*_system(obj), *_history(obj, where), {"role": "user", "content": _text(obj, "query", where)},
+                        {"role": "assistant", "content": _text(obj, "response", where)}]
+    elif layout == "preference":
+        messages, rejected = _preference(obj, where)
+    else:  # text
+        messages = [{"role": "assistant", "content": _text(obj, "text", where)}]
+    return layout, messages, rejected, set(obj) - USED[layout]
+
+
+def _preference(obj: dict, where: str) -> tuple[list[dict[str, Any]], str]:
+    chosen, rejected = obj["chosen"], obj["rejected"]
+    if isinstance(chosen, str) and isinstance(rejected, str):  # explicit prompt
+        prompt = obj.get("prompt")
+        if isinstance(prompt, str):
+            prompt = [{"role": "user", "content": prompt}]
+        if not isinstance(prompt, list) or not prompt:
+            raise DataError("a preference row with string answers needs a \"prompt\"", where=where)
+        return [*_system(obj), *prompt, {"role": "assistant", "content": chosen}], rejected
+    if isinstance(chosen, list) and isinstance(rejected, list):  # implicit prompt, or a prompt list
+        prompt = obj.get("prompt") or []
+        if isinstance(prompt, str):
+            prompt = [{"role": "user", "content": prompt}]
+        full_c, full_r = [*prompt, *chosen], [*prompt, *rejected]
+        if not full_c or not full_r or full_c[:-1] != full_r[:-1] or full_r[-1].get("role") != "assistant":
+            raise DataError("chosen and rejected must share every turn but the final assistant one", where=where,
+                            fix="give the shared turns as \"prompt\" and one assistant turn in each")
+        return [*_system(obj), *full_c], full_r[-1].get("content")
+    raise DataError("\"chosen\" and \"rejected\" must both be strings or both message lists", where=where)
