@@ -1,12 +1,10 @@
 """Datasets in the formats users already have, validated row by row, tokenized with loss masks.
 
-Formats (one JSON object per line):
-  sft  {"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}
-       loss on every assistant turn (its content and the end-of-turn marker), nothing else.
-  dpo  the same plus "rejected_response": str, an alternative to the final assistant turn.
-  pt   {"messages": [{"role": "assistant", "content": text}, ...]}: loss on all tokens.
-  Alpaca rows {"instruction", "input"?, "output", "system"?} are turned into messages; for DPO
-  they may carry "rejected_response" too.
+Files: JSONL, a JSON array, CSV or Parquet. Rows: any layout trainer/layouts.py reads (messages,
+ShareGPT, Alpaca, Dolly, ms-swift, TRL preference, text), turned into messages:
+  sft  loss on every assistant turn (its content and the end-of-turn marker), nothing else.
+  dpo  the same, plus the rejected final assistant turn.
+  pt   assistant-only messages (plain text): loss on all tokens.
 
 Every rank reads and tokenizes the whole file (sample sets for benchmarks are small) and takes
 its own slice of each global batch, so the data a step sees does not depend on the ZeRO stage.
