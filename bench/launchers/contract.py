@@ -86,7 +86,7 @@ class Launcher(ABC):
         lines = [f"# {cfg.run_id}: on {host}\n{shlex.join(c)}" for host, c in zip(self.hosts(cfg.nodes), cmds)]
         return "\n".join(["#!/bin/bash", "# every node: this environment (secrets such as HF_TOKEN are not written "
                           "here: export them in the shell that runs it)",
-                          *(f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())),
+                          *export_lines(env),
                           "# one command per node; start them all (node 0 hosts the rendezvous)", *lines])
 
     def secret_env(self) -> dict[str, str]:
@@ -168,6 +168,11 @@ class Launcher(ABC):
         rec = record.new(status, cfg, launch, started_at=started, error=error)
         record.write(out, rec)
         return rec
+
+
+def export_lines(env: dict[str, str]) -> list[str]:
+    """A script's `export` lines for the rank environment (plain settings only: never secrets)."""
+    return [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())]
 
 
 def join_commands(cmds: list[list[str]]) -> str:

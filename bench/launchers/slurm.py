@@ -31,7 +31,7 @@ from pathlib import Path
 
 from bench.backends import env_for
 from bench.launchers import outcomes
-from bench.launchers.contract import Launcher
+from bench.launchers.contract import Launcher, export_lines
 from bench.launchers.options import LaunchOptions
 from core import files, record, secrets
 from core.config import RunConfig
@@ -183,7 +183,7 @@ class SlurmLauncher(Launcher):
                           "# secrets (HF_TOKEN ...) are not written here: submit with sbatch --export=ALL from a "
                           "shell that has them",
                           "set -euo pipefail",
-                          *(f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())),
+                          *export_lines(env),
                           "export STACKBENCH_LAUNCHED_AT=$(date +%s.%N)",
                           'HOSTS=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | paste -sd, -)',
                           "MASTER_ADDR=${HOSTS%%,*}",
