@@ -41,6 +41,9 @@ BACKENDS = ("native", "hf", "swift")  # trainer/backends/ registers one module p
 TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 
 
+# the row layouts trainer/layouts.py reads (a test keeps the two lists one)
+DATA_FORMATS = ("auto", "messages", "sharegpt", "alpaca", "dolly", "swift", "preference", "text")
+
 @dataclass(frozen=True, slots=True)
 class Offload:
     """One value of the offload knob: what DeepSpeed moves to the host, and how it is labelled."""
@@ -148,14 +151,19 @@ class RunConfig:
                           choices=ATTN_IMPLS, swift="--attn_impl")
     grad_checkpointing: bool = knob(False, "recompute activations in the backward pass (saves memory, costs ~1/3 "
                                     "more compute)", hf="gradient_checkpointing", swift="--gradient_checkpointing")
-    data: str = knob("", "dataset (JSONL); default: the shipped sample set for the task")
+    data: str = knob("", "dataset: JSONL, a JSON array, CSV or Parquet, in any layout of trainer/layouts.py; `invoke "
+                     "bench --data sft=a.jsonl,dpo=b.json` gives each task its own; default: the shipped sample set")
+    data_format: str = knob("auto", "the dataset's row layout: auto (detected per row), messages, sharegpt, alpaca, "
+                            "dolly, swift, preference or text", choices=DATA_FORMATS)
     repeat_data: bool = knob(False, "cycle over the dataset when it has fewer samples than the steps need")
     seed: int = knob(0, "seed for random init and data order", hf="seed", swift=("--seed", "--data_seed"))
     padding: str = knob("fixed", "fixed: pad every batch to seq_len (real shapes); longest: to the longest in the "
                         "batch", choices=("fixed", "longest"))
     too_long: str = knob("drop", "samples longer than seq_len: drop or truncate", choices=("drop", "truncate"),
                          swift="--truncation_strategy", swift_values={"drop": "delete", "truncate": "right"})
-    packing: bool = knob(False, "pt only: concatenate documents and cut them into seq_len blocks (no padding)")
+    packing: bool = knob(False, "pt: concatenate documents and cut them into seq_len blocks; sft and dpo: lay each "
+                         "micro-batch's samples into as few seq_len rows as they fit, attention kept within each "
+                         "sample (the same samples and loss as unpacked, less padding; native backend)")
     lr: float = knob(1e-4, "learning rate (AdamW, constant schedule)", minimum=0, hf="learning_rate",
                      swift="--learning_rate")
     adam_beta1: float = knob(0.9, "AdamW beta1", minimum=0, hf="adam_beta1", swift="--adam_beta1")
@@ -177,8 +185,8 @@ class RunConfig:
         rules = [
             (offload_problem(self.zero_stage, self.offload), "use --zero-stage 3 for parameter offload, 1-3 for the "
                                                              "optimizer's, or --offload none"),
-            ("--packing applies to continued pre-training only" if self.packing and self.task != "pt" else None,
-             "drop --packing or use --task pt"),
+            ("--packing of sft and dpo samples needs --backend native" if self.packing and self.task != "pt"
+             and self.backend == "hf" else None, "drop --packing, or use --backend native"),
             ("--packing with --backend swift" if self.packing and self.backend == "swift" else None,
              "drop --packing: ms-swift packs with its own algorithm, so the runs would not be comparable"),
             ("--dpo-ref-zero-stage with --backend " + self.backend

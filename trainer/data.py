@@ -1,271 +1,376 @@
-"""Datasets in the formats users already have, validated row by row, tokenized with loss masks.
+"""Validated rows (trainer/rows.py) -> tokenized samples with loss masks, once per dataset and
+settings, in an on-disk cache every rank memory-maps; then the ranks' micro-batches.
 
-Files: JSONL, a JSON array, CSV or Parquet. Rows: any layout trainer/layouts.py reads (messages,
-ShareGPT, Alpaca, Dolly, ms-swift, TRL preference, text), turned into messages:
-  sft  loss on every assistant turn (its content and the end-of-turn marker), nothing else.
-  dpo  the same, plus the rejected final assistant turn.
-  pt   assistant-only messages (plain text): loss on all tokens.
+  sft  loss on every assistant turn (trainer/chat.py says exactly which tokens).
+  dpo  the final assistant turn, chosen and rejected: a sample is a pair of sequences.
+  pt   plain text: loss on every token, each document ending with the EOS token.
 
-Every rank reads and tokenizes the whole file (sample sets for benchmarks are small) and takes
-its own slice of each global batch, so the data a step sees does not depend on the ZeRO stage.
+The cache (STACKBENCH_CACHE/data/<key>/) is keyed by the file's content, the tokenizer's files
+and chat template, the task, seq_len, the too-long policy, the format and this module's version:
+the bench process fills it before anything is launched (bench/datacheck.py), resumed sweeps and
+later runs reuse it, and a rank that finds it missing (another host, no shared home) builds it
+once per host under a lock. A rank reads only the samples its own steps take (numpy memmap:
+no pyarrow or datasets on the ranks).
+
+Packing (--packing): pt concatenates documents and cuts the stream into seq_len blocks (attention
+crosses document boundaries, as pre-training does). sft and dpo keep the unpacked run's samples
+in each micro-batch and lay them into as few seq_len rows as they fit, position ids restarting
+per sample and attention kept within each sample: the same samples, the same loss, less padding.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
-from dataclasses import dataclass, field
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from core.errors import DataError
-from trainer import layouts
+from trainer import rows as rows_mod
+from trainer.chat import Template, learned_mask
+from trainer.rows import Row, default_path, read_rows
 
 IGNORE = -100  # label of a token that carries no loss (torch cross_entropy's ignore_index)
-ROLES = ("system", "user", "assistant")
-SAMPLES_DIR = Path(__file__).parent / "assets" / "samples"
+FORMAT = 3     # bump when what the cache holds, or how it is made, changes
+KEEP_SHARE = 0.95  # the seq-len advice: the length that keeps this share of rows
+PARALLEL_ROWS = 20_000  # from this many rows, tokenizing uses every core
 
 
 @dataclass(frozen=True, slots=True)
-class Row:
-    messages: list[dict[str, str]]
-    rejected: str | None
-    where: str  # "file:line", for errors
+class Spec:
+    """What decides the tokenized samples."""
+
+    path: str
+    task: str
+    seq_len: int
+    too_long: str
+    data_format: str = "auto"
+
+    @classmethod
+    def of(cls, cfg) -> "Spec":
+        stream = cfg.task == "pt" and cfg.packing  # documents are cut into blocks, never dropped
+        return cls(path=str(Path(cfg.data or default_path(cfg.task)).resolve()), task=cfg.task,
+                   seq_len=0 if stream else cfg.seq_len, too_long="keep" if stream else cfg.too_long,
+                   data_format=cfg.data_format)
 
 
 @dataclass(slots=True)
 class Sample:
-    """One training sequence (DPO: one pair; `rejected_*` set)."""
+    """One training sequence (DPO: one pair; `rejected_*` set). Lists of ints."""
 
     input_ids: list[int]
     labels: list[int]
     rejected_ids: list[int] | None = None
     rejected_labels: list[int] | None = None
-    row: int = -1  # index of the row it came from in Dataset.source (-1: a packed block)
+    row: int = -1  # the row it came from (-1: a pre-training block)
 
 
-@dataclass(slots=True)
+# --- the cache ---------------------------------------------------------------------------------
+
+def cache_root() -> Path:
+    from trainer.embedded import cache_root as root
+
+    return root() / "data"
+
+
+def _digest_memo(path: Path) -> str:
+    """The file's sha256, remembered by (size, mtime): a 1M-row file is hashed once, not per rank."""
+    st = path.stat()
+    memo = cache_root() / "digests" / (hashlib.sha256(str(path).encode()).hexdigest()[:24] + ".json")
+    stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    try:
+        saved = json.loads(memo.read_text())
+        if {k: saved.get(k) for k in stamp} == stamp:
+            return saved["sha256"]
+    except (OSError, ValueError, KeyError):
+        pass
+    digest = rows_mod.file_digest(path)
+    _write_json(memo, {**stamp, "sha256": digest})
+    return digest
+
+
+def tokenizer_digest(tokenizer) -> str:
+    """The tokenizer's files (vocabulary, merges, special tokens) and its chat template."""
+    h = hashlib.sha256((tokenizer.chat_template or "").encode())
+    source = Path(getattr(tokenizer, "name_or_path", "") or "")
+    for f in sorted(source.glob("*")) if source.is_dir() else []:
+        if f.is_file() and (f.name.startswith(("tokenizer", "special_tokens", "added_tokens", "vocab", "merges"))
+                            or f.suffix == ".jinja"):
+            h.update(f.name.encode() + f.read_bytes())
+    h.update(json.dumps(sorted(map(str, tokenizer.all_special_tokens))).encode())
+    return h.hexdigest()
+
+
+def cache_dir(spec: Spec, tokenizer) -> Path:
+    content = {"format": FORMAT, "file": _digest_memo(Path(spec.path)), "tokenizer": tokenizer_digest(tokenizer),
+               "task": spec.task, "seq_len": spec.seq_len, "too_long": spec.too_long, "data_format": spec.data_format}
+    key = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:20]
+    return cache_root() / f"{Path(spec.path).stem[:40]}-{spec.task}-{key}"
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f)
+    os.replace(tmp, path)
+
+
 class Dataset:
-    samples: list[Sample]
-    path: str
-    rows: int
-    dropped_too_long: int = 0
-    truncated: int = 0
-    stats: dict[str, Any] = field(default_factory=dict)
-    source: list[Row] = field(default_factory=list)  # the validated rows, for backends that tokenize themselves
+    """The tokenized samples of one dataset, memory-mapped. Sequence j is tokens[starts[j]:starts[j+1]];
+    sample i is sequence i (sft, pt) or the pair 2i, 2i+1 (dpo: chosen, rejected)."""
+
+    def __init__(self, directory: Path, path: str) -> None:
+        import numpy as np
+
+        self.dir = directory
+        meta = json.loads((directory / "meta.json").read_text())
+        # the cache is keyed by content: the same file under another name says its own name
+        self.meta: dict[str, Any] = {**meta, "path": path, "longest_row": path + meta["longest_row"]}
+        self.tokens = np.load(directory / "tokens.npy", mmap_mode="r")
+        self.learned = np.load(directory / "learned.npy", mmap_mode="r")
+        self.starts = np.load(directory / "starts.npy")
+        self.sample_rows = np.load(directory / "rows.npy")
+        self.per_sample = 2 if self.meta["task"] == "dpo" else 1
+        self.cache_hit = True
+
+    def __len__(self) -> int:
+        return len(self.sample_rows)
+
+    @property
+    def path(self) -> str:
+        return self.meta["path"]
+
+    def _sequence(self, j: int) -> tuple[list[int], list[int]]:
+        import numpy as np
+
+        a, b = int(self.starts[j]), int(self.starts[j + 1])
+        ids = np.asarray(self.tokens[a:b], dtype=np.int64)
+        return ids.tolist(), np.where(self.learned[a:b], ids, IGNORE).tolist()
+
+    def sample(self, i: int) -> Sample:
+        ids, labels = self._sequence(self.per_sample * i)
+        s = Sample(ids, labels, row=int(self.sample_rows[i]))
+        if self.per_sample == 2:
+            s.rejected_ids, s.rejected_labels = self._sequence(2 * i + 1)
+        return s
+
+    def source_rows(self) -> list[Row]:
+        """The validated rows, for backends that tokenize themselves (ms-swift)."""
+        return read_rows(self.path, self.meta["task"], self.meta["data_format"])[0]
 
     def summary(self) -> dict[str, Any]:
-        return {"path": self.path, "rows": self.rows, "samples": len(self.samples),
-                "dropped_too_long": self.dropped_too_long, "truncated": self.truncated}
+        """What the record keeps: rows read, kept, dropped, truncated, and where they came from."""
+        m = self.meta
+        return {"path": m["path"], "sha256": m["sha256"], "format": m["data_format"], "layouts": m["layouts"],
+                "rows": m["rows"], "samples": len(self), "dropped_too_long": m["dropped_too_long"],
+                "truncated": m["truncated"], "longest_tokens": m["longest_tokens"],
+                f"seq_len_keeping_{round(KEEP_SHARE * 100)}pct": m["seq_len_keep"], "unused_keys": m["unused_keys"],
+                "tokens": m["tokens"], "learned_tokens": m["learned_tokens"], "too_long": m["too_long"],
+                "seq_len": m["seq_len"], "cache": {"dir": str(self.dir), "hit": self.cache_hit,
+                                                   "tokenize_s": m["tokenize_s"]}}
 
 
-def default_path(task: str) -> Path:
-    return SAMPLES_DIR / f"{task}.jsonl"
+def prepare(spec: Spec, tokenizer) -> Dataset:
+    """The spec's tokenized dataset: from the cache, or tokenized now (once per host: a lock)."""
+    directory = cache_dir(spec, tokenizer)
+    if (directory / "meta.json").exists():
+        return Dataset(directory, spec.path)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(directory.parent / f".{directory.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (directory / "meta.json").exists():
+            _build(spec, tokenizer, directory)
+            built = Dataset(directory, spec.path)
+            built.cache_hit = False
+            return built
+    return Dataset(directory, spec.path)
 
 
-# --- reading and validating -------------------------------------------------------------------
+def load(cfg, tokenizer) -> "Dataset | PackedStream":
+    ds = prepare(Spec.of(cfg), tokenizer)
+    return PackedStream(ds, cfg.seq_len) if cfg.task == "pt" and cfg.packing else ds
 
-def _objects(path: Path):
-    """(where, object) for every row: JSONL, a JSON array (Alpaca's release), CSV or Parquet (pandas);
-    a byte-order mark and CRLF line ends are fine."""
-    suffix = path.suffix.lower()
-    if suffix in (".csv", ".parquet"):
-        import pandas as pd
 
-        try:
-            frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
-        except ImportError as e:
-            raise DataError(f"reading {suffix} needs {e.name or 'pyarrow'}", where=str(path),
-                            fix="pip install pyarrow, or convert it to JSONL") from None
-        for i, rec in enumerate(frame.to_dict("records")):
-            yield f"{path}:row {i + 1}", {k: v for k, v in rec.items() if not (isinstance(v, float) and v != v)}
-        return
-    text = path.read_text(encoding="utf-8-sig")
-    if text.lstrip().startswith("["):
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"not valid JSON ({e.msg})", where=f"{path}:{e.lineno}:{e.colno}",
-                            fix="a JSON file holds one array of row objects") from None
-        for i, obj in enumerate(items):
-            yield f"{path}:[{i}]", obj
-        return
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
+def _build(spec: Spec, tokenizer, directory: Path) -> None:
+    import numpy as np
+
+    began = time.perf_counter()
+    rows, fsummary = read_rows(spec.path, spec.task, spec.data_format)
+    encoded = encode_rows(rows, tokenizer, spec.task, tokenizer_dir=getattr(tokenizer, "name_or_path", ""))
+    lengths = np.array([max(len(ids) for ids, _ in seqs) for seqs in encoded], dtype=np.int64)
+    tokens, learned, starts, sample_rows = [], [], [0], []
+    dropped = truncated = 0
+    for r, seqs in enumerate(encoded):
+        fitted = [_fit(ids, mask, spec.seq_len, spec.too_long) for ids, mask in seqs]
+        if any(f is None for f in fitted):
+            dropped += 1
             continue
-        where = f"{path}:{lineno}"
-        try:
-            yield where, json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"not valid JSON ({e.msg}, column {e.colno})", where=where,
-                            fix="each line must be one complete JSON object (or the file one JSON array)") from None
-
-
-def read_rows(path: str | Path, task: str, notes: list[str] | None = None) -> list[Row]:
-    """Every row, validated; keys no layout uses are listed once in notes."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"dataset not found: {path}", fix="give an existing JSONL, JSON, CSV or Parquet file with --data")
-    rows, unused, layouts = [], set(), set()
-    for where, obj in _objects(path):
-        row, layout, extra = parse_row_layout(obj, task, where)
-        rows.append(row)
-        unused |= extra
-        layouts.add(layout)
-    if not rows:
-        raise DataError("the dataset has no rows", where=str(path), fix="add rows")
-    if notes is not None:
-        notes.append(f"{path.name}: layout {', '.join(sorted(layouts))}, {len(rows)} rows")
-        if unused:
-            notes.append(f"{path.name}: keys not used: {', '.join(sorted(unused))}")
-    return rows
-
-
-def parse_row(obj: Any, task: str, where: str) -> Row:
-    return parse_row_layout(obj, task, where)[0]
-
-
-def parse_row_layout(obj: Any, task: str, where: str) -> tuple[Row, str, set[str]]:
-    """(the row, its layout, keys it does not use)."""
-    if not isinstance(obj, dict):
-        raise DataError(f"expected a JSON object, found {type(obj).__name__}", where=where,
-                        fix="each row is one object, e.g. {\"messages\": [...]}")
+        truncated += any(len(f[0]) < len(s[0]) for f, s in zip(fitted, seqs))
+        for ids, mask in fitted:
+            tokens.append(ids)
+            learned.append(mask)
+            starts.append(starts[-1] + len(ids))
+        sample_rows.append(r)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".tmp-"))
     try:
-        layout, messages, rejected_in, unused = layouts.to_messages(obj, where)
-    except DataError as e:
-        raise DataError(e.what, where=e.where or where, fix=e.fix) from None
-    if task != "pt" and all(m.get("role") == "assistant" for m in messages if isinstance(m, dict)):
-        raise DataError(f"a {layout} row of plain text is continued pre-training data", where=where,
-                        fix="use --task pt for it, or give conversations")
-    if not isinstance(messages, list) or not messages:
-        raise DataError("\"messages\" must be a non-empty list", where=where)
-    for i, m in enumerate(messages):
-        at = f"{where}: messages[{i}]"
-        if not isinstance(m, dict) or "role" not in m:
-            raise DataError("message has no \"role\"", where=at, fix=f"give one of {', '.join(ROLES)}")
-        if m["role"] not in ROLES:
-            raise DataError(f"unknown role {m['role']!r}", where=at, fix=f"use one of {', '.join(ROLES)}")
-        if not isinstance(m.get("content"), str):
-            raise DataError("\"content\" must be a string", where=at)
-        if m["role"] == "assistant" and not m["content"].strip():
-            raise DataError("empty assistant turn", where=at, fix="remove the row or give the answer text")
-    roles = [m["role"] for m in messages]
-    if task == "pt":
-        if set(roles) != {"assistant"}:
-            raise DataError(f"continued pre-training rows hold assistant messages only (found {sorted(set(roles))})",
-                            where=where, fix="use --task sft for conversations")
-    elif "assistant" not in roles:
-        raise DataError("no assistant turn to learn from", where=where)
-    elif roles[0] == "assistant" or (roles[0] == "system" and roles[1:2] == ["assistant"]):
-        raise DataError("the conversation starts with an assistant turn", where=where,
-                        fix="begin with a user turn (after an optional system prompt)")
-    rejected = rejected_in
-    if task == "dpo":
-        if rejected is None:
-            raise DataError("DPO row without \"rejected_response\"", where=where,
-                            fix="add the rejected final assistant turn, or use --task sft")
-        if not isinstance(rejected, str) or not rejected.strip():
-            raise DataError("\"rejected_response\" must be a non-empty string", where=where)
-        if roles[-1] != "assistant":
-            raise DataError("a DPO row must end with the chosen assistant turn", where=where)
-    return Row(messages=messages, rejected=rejected if task == "dpo" else None, where=where), layout, unused
+        flat_ids = np.concatenate(tokens).astype(np.int32) if tokens else np.zeros(0, np.int32)
+        flat_learned = np.concatenate(learned).astype(np.uint8) if learned else np.zeros(0, np.uint8)
+        np.save(tmp / "tokens.npy", flat_ids)
+        np.save(tmp / "learned.npy", flat_learned)
+        np.save(tmp / "starts.npy", np.asarray(starts, dtype=np.int64))
+        np.save(tmp / "rows.npy", np.asarray(sample_rows, dtype=np.int64))
+        meta = {"format": FORMAT, "path": spec.path, "sha256": _digest_memo(Path(spec.path)), "task": spec.task,
+                "seq_len": spec.seq_len, "too_long": spec.too_long, "data_format": spec.data_format,
+                "layouts": fsummary.layouts, "unused_keys": fsummary.unused_keys, "rows": len(rows),
+                "dropped_too_long": dropped, "truncated": truncated,
+                "longest_tokens": int(lengths.max()),
+                "longest_row": rows[int(lengths.argmax())].where.removeprefix(spec.path),
+                "seq_len_keep": int(np.ceil(np.quantile(lengths, KEEP_SHARE))),
+                "tokens": int(flat_ids.size), "learned_tokens": int(flat_learned.sum()),
+                "tokenize_s": round(time.perf_counter() - began, 3)}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+        os.rename(tmp, directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fit(ids, mask, seq_len: int, too_long: str):
+    if too_long == "keep" or len(ids) <= seq_len:
+        return ids, mask
+    if too_long == "drop":
+        return None
+    ids, mask = ids[:seq_len], mask[:seq_len]
+    return (ids, mask) if mask.any() else None
 
 
 # --- tokenizing --------------------------------------------------------------------------------
 
-def render_with_spans(tokenizer, messages: list[dict], last_only: bool) -> tuple[str, list[tuple[int, int]]]:
-    """The chat-template text and the character spans that carry loss (assistant turns).
+def encode_rows(rows: list[Row], tokenizer, task: str, tokenizer_dir: str = "") -> list[list[tuple[Any, Any]]]:
+    """Per row, its sequences as (ids, learned) numpy arrays: one (sft, pt) or chosen + rejected (dpo).
+    Large files use every core (worker processes load the tokenizer from its directory)."""
+    workers = min(os.cpu_count() or 1, 8)
+    if len(rows) < PARALLEL_ROWS or workers < 2 or not tokenizer_dir or not Path(tokenizer_dir).is_dir():
+        return _encode_chunk(rows, tokenizer, task)
+    import concurrent.futures
+    import multiprocessing
 
-    A turn's span runs from the end of the generation prompt before it to the end of the turn
-    (so the end-of-turn marker is learned too). It relies on the template rendering a
-    conversation's prefix as a prefix of the text, which ChatML-style templates do.
-    """
-    render = lambda msgs, gen=False: tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
-    text = render(messages)
-    spans = []
-    turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
-    for i in turns[-1:] if last_only else turns:
-        start, upto = len(render(messages[:i], True)), render(messages[: i + 1])
-        if not text.startswith(upto) or not upto.startswith(text[:start]):
-            raise DataError("the tokenizer's chat template does not render a conversation's beginning as a prefix "
-                            "of the whole, so assistant turns cannot be located",
-                            where="tokenizer chat_template", fix="use a ChatML-style template")
-        spans.append((start, len(upto)))
-    return text, spans
+    chunk = -(-len(rows) // (workers * 4))
+    parts = [rows[i:i + chunk] for i in range(0, len(rows), chunk)]
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=_worker_init, initargs=(tokenizer_dir,)) as pool:
+        return [seqs for part in pool.map(_worker_encode, parts, [task] * len(parts)) for seqs in part]
 
 
-def encode_with_labels(tokenizer, text: str, spans: list[tuple[int, int]] | None) -> tuple[list[int], list[int]]:
-    """Token ids and labels: a token is learned when it starts inside a span (all tokens if spans is None)."""
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids = enc["input_ids"]
-    if spans is None:
-        return ids, list(ids)
-    labels = [t if any(a <= s < b for a, b in spans) else IGNORE for t, (s, _) in zip(ids, enc["offset_mapping"])]
-    return ids, labels
+_WORKER: dict[str, Any] = {}
 
 
-def _fit(ids: list[int], labels: list[int], seq_len: int, too_long: str) -> tuple[list[int], list[int]] | None:
-    if len(ids) <= seq_len:
-        return ids, labels
-    if too_long == "drop":
-        return None
-    ids, labels = ids[:seq_len], labels[:seq_len]
-    return (ids, labels) if any(l != IGNORE for l in labels) else None
+def _worker_init(tokenizer_dir: str) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the processes are the parallelism
+    from transformers import AutoTokenizer
+
+    _WORKER["tokenizer"] = AutoTokenizer.from_pretrained(tokenizer_dir)
 
 
-def tokenize(rows: list[Row], tokenizer, task: str, seq_len: int, too_long: str, packing: bool, path: str) -> Dataset:
-    ds = Dataset(samples=[], path=path, rows=len(rows), source=rows)
+def _worker_encode(rows: list[Row], task: str):
+    return _encode_chunk(rows, _WORKER["tokenizer"], task)
+
+
+def _encode_chunk(rows: list[Row], tokenizer, task: str) -> list[list[tuple[Any, Any]]]:
+    import numpy as np
+
     if task == "pt":
         eos = tokenizer.eos_token_id
-        docs = [tokenizer("\n\n".join(m["content"] for m in r.messages), add_special_tokens=False)["input_ids"] + [eos]
-                for r in rows]
-        if packing:  # one stream cut into seq_len blocks; attention crosses document boundaries
-            stream = [t for d in docs for t in d]
-            ds.samples = [Sample(stream[i:i + seq_len], stream[i:i + seq_len])
-                          for i in range(0, len(stream) - seq_len + 1, seq_len)]
-            return ds
-        pairs = [(d, list(d)) for d in docs]
+        texts = ["\n\n".join(m["content"] for m in r.messages) for r in rows]
+        out = []
+        for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+            ids = np.asarray(ids + [eos], dtype=np.int64)
+            out.append([(ids, np.ones(len(ids), dtype=bool))])
+        return out
+    template = Template(tokenizer)
+    last_only = task == "dpo"
+    conversations = []  # (row index, messages)
+    for i, r in enumerate(rows):
+        conversations.append((i, r.messages))
+        if task == "dpo":
+            conversations.append((i, r.messages[:-1] + [{"role": "assistant", "content": r.rejected}]))
+    if template.has_generation:
+        encoded = [template.encode(m, rows[i].where, last_only) for i, m in conversations]
+        seqs = [(np.asarray(ids, dtype=np.int64), np.asarray(mask, dtype=bool)) for ids, mask in encoded]
     else:
-        pairs = []
-        for r in rows:
-            text, spans = render_with_spans(tokenizer, r.messages, last_only=task == "dpo")
-            pairs.append(encode_with_labels(tokenizer, text, spans))
-    for i, (ids, labels) in enumerate(pairs):
-        fitted = _fit(ids, labels, seq_len, too_long)
-        sample = None
-        if fitted:
-            sample = Sample(*fitted, row=i)
-            if task == "dpo":
-                r = rows[i]
-                rej_msgs = r.messages[:-1] + [{"role": "assistant", "content": r.rejected}]
-                text, spans = render_with_spans(tokenizer, rej_msgs, last_only=True)
-                rej = _fit(*encode_with_labels(tokenizer, text, spans), seq_len, too_long)
-                if rej:
-                    sample.rejected_ids, sample.rejected_labels = rej
-                else:
-                    sample = None
-        if sample is None:
-            ds.dropped_too_long += 1
-        else:
-            ds.truncated += len(sample.input_ids) < len(ids)
-            ds.samples.append(sample)
-    return ds
+        rendered = [template.spans(m, rows[i].where, last_only) for i, m in conversations]
+        enc = tokenizer([t for t, _ in rendered], add_special_tokens=False, return_offsets_mapping=True)
+        seqs = [(np.asarray(ids, dtype=np.int64), learned_mask(offsets, spans))
+                for ids, offsets, (_, spans) in zip(enc["input_ids"], enc["offset_mapping"], rendered)]
+    for (i, _), (_, mask) in zip(conversations, seqs):
+        if not mask.any():
+            raise DataError("no token of the assistant turns is learned", where=rows[i].where,
+                            fix="check the model's chat template renders the assistant content")
+    width = 2 if task == "dpo" else 1
+    return [seqs[k:k + width] for k in range(0, len(seqs), width)]
 
 
-def load(path: str, tokenizer, task: str, seq_len: int, too_long: str, packing: bool) -> Dataset:
-    path = path or str(default_path(task))
-    return tokenize(read_rows(path, task), tokenizer, task, seq_len, too_long, packing, path)
+# --- what a run needs ----------------------------------------------------------------------------
+
+def check_enough(ds: Dataset, needed: int, repeat: bool, why: str) -> None:
+    """Enough samples for the run, or an error that says which fix applies."""
+    m, have = ds.meta, len(ds)
+    if have >= needed or (repeat and have):
+        return
+    longer = (f"; {m['dropped_too_long']} of {m['rows']} rows are longer than --seq-len {m['seq_len']} (the longest: "
+              f"{m['longest_tokens']} tokens, {m['longest_row']})") if m["dropped_too_long"] else ""
+    fixes = []
+    if m["dropped_too_long"]:
+        fixes.append(f"raise --seq-len (--seq-len {m['seq_len_keep']} keeps {round(KEEP_SHARE * 100)}% of rows) or "
+                     "pass --too-long truncate")
+    if not repeat and have:
+        fixes.append("pass --repeat-data")
+    fixes.append("add rows, or lower --steps / --micro-batch / --grad-accum")
+    raise DataError(f"{have} usable samples{longer}, but {why} need {needed}", where=m["path"], fix="; ".join(fixes))
+
+
+def drop_problem(ds: Dataset, max_drop: float) -> str | None:
+    """Why a run that would drop more than max_drop of its rows is refused (None: it is not)."""
+    m = ds.meta
+    share = m["dropped_too_long"] / m["rows"]
+    if share <= max_drop:
+        return None
+    return (f"{m['dropped_too_long']} of {m['rows']} rows ({share:.0%}) are longer than --seq-len {m['seq_len']}, "
+            f"more than --max-drop {max_drop:g} allows")
+
+
+def drop_line(ds: Dataset) -> str:
+    """One line: what tokenizing the file at this seq-len keeps, drops and cuts."""
+    m = ds.meta
+    line = (f"{Path(m['path']).name} ({m['task']}, seq-len {m['seq_len']}): {m['rows']} rows read, {len(ds)} kept")
+    if m["dropped_too_long"]:
+        line += (f", {m['dropped_too_long']} dropped as longer (longest {m['longest_tokens']} tokens, "
+                 f"{m['longest_row']}; --seq-len {m['seq_len_keep']} keeps {round(KEEP_SHARE * 100)}%, "
+                 "or --too-long truncate)")
+    if m["truncated"]:
+        line += f", {m['truncated']} truncated to {m['seq_len']} tokens"
+    return line
 
 
 # --- batching ----------------------------------------------------------------------------------
 
 @dataclass(slots=True)
 class Batch:
-    input_ids: Any       # LongTensor [B, T]; DPO: chosen rows then rejected rows, [2B, T]
-    attention_mask: Any  # LongTensor [B, T]
-    labels: Any          # LongTensor [B, T], IGNORE where no loss
+    input_ids: Any       # LongTensor [R, T]; DPO unpacked: chosen rows then rejected rows
+    attention_mask: Any  # LongTensor [R, T] (1: a real token), or a float [R, 1, T, T] mask when packed
+    labels: Any          # LongTensor [R, T], IGNORE where no loss
     real_tokens: int     # non-padding tokens fed
-    padded_tokens: int   # B * T
+    padded_tokens: int   # R * T
     sequences: int       # samples (DPO: pairs)
+    position_ids: Any = None  # LongTensor [R, T] when packed: restarting at 0 per sample
+    sequence_ids: Any = None  # LongTensor [R, T] when packed: the sequence each token belongs to (-1: padding);
+                              # DPO: chosen k is sequence k, rejected k is sequence B + k
 
 
 def collate(samples: list[Sample], pad_id: int, seq_len: int, padding: str) -> Batch:
@@ -285,22 +390,93 @@ def collate(samples: list[Sample], pad_id: int, seq_len: int, padding: str) -> B
     return Batch(ids, mask, labels, real_tokens=int(mask.sum()), padded_tokens=ids.numel(), sequences=len(samples))
 
 
-def check_enough(ds: Dataset, needed: int, repeat: bool, why: str) -> None:
-    if len(ds.samples) >= needed or (repeat and ds.samples):
-        return
-    dropped = f" ({ds.dropped_too_long} dropped as longer than --seq-len)" if ds.dropped_too_long else ""
-    raise DataError(f"{len(ds.samples)} usable samples{dropped}, but {why} need {needed}", where=ds.path,
-                    fix="add rows, lower --steps / --micro-batch / --grad-accum, or pass --repeat-data")
+def collate_packed(samples: list[Sample], pad_id: int, seq_len: int, padding: str, dtype=None,
+                   varlen: bool = False) -> Batch:
+    """The samples' sequences laid into as few rows of seq_len as they fit (first fit, in order),
+    each with its own position ids and an attention mask that keeps it apart from the others
+    (varlen: no mask; flash-attention's variable-length path finds the samples from the position ids)."""
+    import torch
+
+    seqs = [(s.input_ids, s.labels) for s in samples]
+    if samples and samples[0].rejected_ids is not None:
+        seqs += [(s.rejected_ids, s.rejected_labels) for s in samples]
+    rows: list[list[int]] = []  # sequence indices per row
+    room: list[int] = []
+    for k, (i, _) in enumerate(seqs):
+        r = next((r for r, free in enumerate(room) if free >= len(i)), None)
+        if r is None:
+            rows.append([]), room.append(seq_len)
+            r = len(rows) - 1
+        rows[r].append(k)
+        room[r] -= len(i)
+    width = seq_len if padding == "fixed" else max(seq_len - free for free in room)
+    shape = (len(rows), width)
+    ids = torch.full(shape, pad_id, dtype=torch.long)
+    labels = torch.full(shape, IGNORE, dtype=torch.long)
+    positions = torch.zeros(shape, dtype=torch.long)
+    sequence = torch.full(shape, -1, dtype=torch.long)
+    for r, members in enumerate(rows):
+        at = 0
+        for k in members:
+            i, l = seqs[k]
+            n = len(i)
+            ids[r, at:at + n], labels[r, at:at + n] = torch.tensor(i), torch.tensor(l)
+            labels[r, at] = IGNORE  # predicted by the previous sample's last token; unpacked, nothing predicts it
+            positions[r, at:at + n], sequence[r, at:at + n] = torch.arange(n), k
+            at += n
+    real = int((sequence >= 0).sum())
+    common = dict(real_tokens=real, padded_tokens=ids.numel(), sequences=len(samples), position_ids=positions,
+                  sequence_ids=sequence)
+    if varlen:
+        return Batch(ids, None, labels, **common)
+    dtype = dtype or torch.float32
+    same = (sequence[:, :, None] == sequence[:, None, :]) & (sequence[:, :, None] >= 0)
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    keep = same & causal
+    keep |= torch.eye(width, dtype=torch.bool)  # a padding position attends to itself: no row of -inf (NaN)
+    mask = torch.zeros((len(rows), 1, width, width), dtype=dtype).masked_fill(~keep[:, None], torch.finfo(dtype).min)
+    return Batch(ids, mask, labels, **common)
 
 
 def micro_batches(ds: Dataset, *, rank: int, world: int, micro_batch: int, grad_accum: int,
-                  pad_id: int, seq_len: int, padding: str) -> Iterator[Batch]:
+                  pad_id: int, seq_len: int, padding: str, packed: bool = False, dtype=None,
+                  varlen: bool = False) -> Iterator[Batch]:
     """Endless micro-batches for this rank: global batch k is samples [k*G, (k+1)*G) (cycling);
-    within it, micro-step m of rank r takes its own contiguous slice."""
-    n, gb, step = len(ds.samples), micro_batch * world * grad_accum, 0
+    within it, micro-step m of rank r takes its own contiguous slice. Only those samples are read."""
+    n, gb, step = len(ds), micro_batch * world * grad_accum, 0
     while True:
         base = step * gb
         for m in range(grad_accum):
             first = base + (m * world + rank) * micro_batch
-            yield collate([ds.samples[(first + j) % n] for j in range(micro_batch)], pad_id, seq_len, padding)
+            samples = [ds.sample((first + j) % n) for j in range(micro_batch)]
+            yield (collate_packed(samples, pad_id, seq_len, padding, dtype, varlen) if packed
+                   else collate(samples, pad_id, seq_len, padding))
         step += 1
+
+
+class PackedStream:
+    """--packing for pt: block i is tokens[i*seq_len:(i+1)*seq_len] of the documents' stream."""
+
+    def __init__(self, ds: Dataset, seq_len: int) -> None:
+        self.base, self.seq_len = ds, seq_len
+        self.meta = ds.meta
+        self.cache_hit = ds.cache_hit
+
+    def __len__(self) -> int:
+        return len(self.base.tokens) // self.seq_len
+
+    @property
+    def path(self) -> str:
+        return self.base.path
+
+    def sample(self, i: int) -> Sample:
+        import numpy as np
+
+        ids = np.asarray(self.base.tokens[i * self.seq_len:(i + 1) * self.seq_len], dtype=np.int64).tolist()
+        return Sample(ids, list(ids))
+
+    def source_rows(self) -> list[Row]:
+        return self.base.source_rows()
+
+    def summary(self) -> dict[str, Any]:
+        return {**self.base.summary(), "samples": len(self), "packed_blocks": len(self)}

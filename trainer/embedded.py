@@ -38,7 +38,7 @@ def build_assets(out: Path = ASSET_DIR, vocab_size: int = 1024) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from trainer.data import SAMPLES_DIR
+    from trainer.rows import SAMPLES_DIR
 
     texts = []
     for f in sorted(SAMPLES_DIR.glob("*.jsonl")):

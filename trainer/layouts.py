@@ -31,6 +31,10 @@ USED = {
     "preference": {"prompt", "chosen", "rejected", "system"},
     "text": {"text"},
 }
+LAYOUTS = tuple(USED)
+REQUIRED = {"messages": {"messages"}, "sharegpt": set(), "alpaca": {"instruction", "output"},
+            "dolly": {"instruction", "response"}, "swift": {"response"}, "preference": {"chosen", "rejected"},
+            "text": {"text"}}
 REFUSED = {"label": "a KTO row (\"label\" marks the answer good or bad): SFT and DPO would learn the bad ones",
            "tools": "tool definitions: the tasks here train on plain text turns", "tool_calls": "tool calls: the tasks "
            "here train on plain text turns"}
@@ -76,17 +80,24 @@ def _system(obj: dict) -> list[dict[str, str]]:
     return [{"role": "system", "content": obj["system"]}] if isinstance(obj.get("system"), str) and obj["system"] else []
 
 
-def to_messages(obj: dict, where: str) -> tuple[str, list[dict[str, Any]], Any, set[str]]:
-    """(layout, messages, rejected: str | None, keys not used)."""
+def to_messages(obj: dict, where: str, data_format: str = "auto") -> tuple[str, list[dict[str, Any]], Any, set[str]]:
+    """(layout, messages, rejected: str | None, keys not used); data_format forces a layout."""
     for key, why in REFUSED.items():
         if key in obj:
             raise DataError(f"refused: {why}", where=where, fix="remove the key, or give data for this task")
-    layout = detect(obj)
+    layout = detect(obj) if data_format == "auto" else data_format
+    missing = sorted(REQUIRED[layout] - set(obj))
+    if missing:
+        raise DataError(f"--data-format {layout}: the row has no {', '.join(repr(k) for k in missing)} "
+                        f"(found {', '.join(sorted(obj)) or 'none'})", where=where,
+                        fix="give rows of that layout, or --data-format auto to detect each row's")
     rejected = obj.get("rejected_response")
     if layout == "messages":
         messages = obj["messages"]
     elif layout == "sharegpt":
         turns = obj.get("conversations", obj.get("conversation"))
+        if turns is None:
+            raise DataError("--data-format sharegpt: the row has no \"conversations\"", where=where)
         if not isinstance(turns, list):
             raise DataError("\"conversations\" must be a list", where=where)
         messages = []

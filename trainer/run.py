@@ -67,7 +67,7 @@ def run(cfg: RunConfig, launch: Launch) -> dict:
     if backend.check:
         backend.check()
     tokenizer = models.load_tokenizer(ref)
-    dataset = data_mod.load(cfg.data, tokenizer, cfg.task, cfg.seq_len, cfg.too_long, cfg.packing)
+    dataset = data_mod.load(cfg, tokenizer)
     phases.mark("input_ready")
     data_mod.check_enough(dataset, cfg.total_steps * cfg.global_batch, cfg.repeat_data,
                           f"{cfg.total_steps} steps x global batch {cfg.global_batch} ({cfg.micro_batch} x "
@@ -76,9 +76,8 @@ def run(cfg: RunConfig, launch: Launch) -> dict:
     if shape.vocab < len(tokenizer):
         raise UserError(f"tokenizer has {len(tokenizer)} tokens but the model's vocabulary is {shape.vocab}",
                         where=f"--model {cfg.model}", fix="use the tokenizer that belongs to the model")
-    if dataset.dropped_too_long or dataset.truncated:
-        log(topo, f"warning: {dataset.dropped_too_long} samples dropped and {dataset.truncated} truncated "
-                  f"as longer than --seq-len {cfg.seq_len} (--too-long {cfg.too_long})")
+    if topo.rank == 0:
+        log(topo, f"data: {data_mod.drop_line(dataset)}" + ("" if dataset.cache_hit else " (tokenized now)"))
     cuda = torch.cuda.is_available()
     device = torch.device("cuda", topo.local_rank) if cuda else torch.device("cpu")
     dtype = resolve_dtype(cfg.dtype, device.type)
@@ -118,7 +117,8 @@ def run(cfg: RunConfig, launch: Launch) -> dict:
     meter = metrics.Meter(device, phases, cfg.total_steps, host_baseline_gib=metrics.host_rss_now_gib())
     batches = data_mod.micro_batches(dataset, rank=topo.rank, world=topo.world, micro_batch=cfg.micro_batch,
                                      grad_accum=cfg.grad_accum, pad_id=tokenizer.pad_token_id, seq_len=cfg.seq_len,
-                                     padding=cfg.padding)
+                                     padding=cfg.padding, packed=cfg.packing and cfg.task != "pt", dtype=torch_dtype,
+                                     varlen=cfg.attn_impl == "flash_attention_2")
     log(topo, f"{cfg.task} ZeRO-{cfg.zero_stage} on {topo.world} ranks ({cfg.backend}): {cfg.warmup_steps} warm-up + "
               f"{cfg.steps} measured steps")
     ctx = Context(cfg=cfg, launch=launch, ref=ref, tokenizer=tokenizer, dataset=dataset, ds_config=ds_config,

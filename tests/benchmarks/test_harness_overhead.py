@@ -37,12 +37,12 @@ def setup():
     cfg = RunConfig(task="sft", zero_stage=2, micro_batch=4, seq_len=128, gpus_per_node=1)
     ref = models.resolve("tiny")
     tok = models.load_tokenizer(ref)
-    ds = data.load("", tok, "sft", cfg.seq_len, "drop", False)
+    ds = data.load(cfg, tok)
     engine, _, _ = engines(cfg, ref, deepspeed_config(cfg, "fp32", "cpu")[0], torch.float32,
                            str(embedded.materialize()))
     batches = data.micro_batches(ds, rank=0, world=1, micro_batch=cfg.micro_batch, grad_accum=1,
                                  pad_id=tok.pad_token_id, seq_len=cfg.seq_len, padding="fixed")
-    fixed = [next(batches) for _ in range(len(ds.samples) // cfg.micro_batch)]
+    fixed = [next(batches) for _ in range(len(ds) // cfg.micro_batch)]
     yield engine, cfg, batches, fixed
     torch.distributed.destroy_process_group()
     for k, v in saved.items():

@@ -26,7 +26,7 @@ def swift_sampler(rows: list, rank: int, world: int, micro_batch: int) -> list[l
 
 @pytest.mark.parametrize("world, micro_batch, grad_accum", [(2, 2, 1), (4, 1, 2), (3, 2, 2)])
 def test_rows_reach_each_rank_in_the_native_order(tokenizer, world, micro_batch, grad_accum):
-    ds = data.load("", tokenizer, "sft", 256, "drop", False)
+    ds = data.load(RunConfig(task="sft", seq_len=256), tokenizer)
     steps = 40  # more than the dataset holds: rows cycle as the native batches do
     rows = ordered_rows(ds, world, micro_batch, steps * grad_accum)
     for rank in range(world):
@@ -40,7 +40,7 @@ def test_rows_reach_each_rank_in_the_native_order(tokenizer, world, micro_batch,
 
 
 def test_dpo_rows_carry_the_rejected_response(tokenizer):
-    ds = data.load("", tokenizer, "dpo", 256, "drop", False)
+    ds = data.load(RunConfig(task="dpo", seq_len=256), tokenizer)
     rows = ordered_rows(ds, 2, 2, 3)
     assert len(rows) == 12 and all(r["rejected_response"] and r["messages"][-1]["role"] == "assistant" for r in rows)
 

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from core.errors import DataError
-from trainer import data
+from trainer import rows as rows_mod
 
 QA = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]
 
@@ -18,8 +18,8 @@ QA = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]
 def _read(tmp_path, rows, task="sft", name="d.jsonl", text=None):
     path = tmp_path / name
     path.write_text(text if text is not None else "".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    notes: list[str] = []
-    return data.read_rows(path, task, notes), notes
+    got, summary = rows_mod.read_rows(path, task)
+    return got, summary.lines()
 
 
 @pytest.mark.parametrize("row, messages", [
@@ -66,4 +66,4 @@ def test_kto_rows_are_refused_and_unused_keys_listed_once(tmp_path):
         _read(tmp_path, [{"messages": QA, "label": False}])
     assert e.value.where.endswith(":1")
     _, notes = _read(tmp_path, [{"messages": QA, "id": 1, "source": "x"}, {"messages": QA, "id": 2}])
-    assert notes[-1].endswith("keys not used: id, source")
+    assert "keys not used" in notes[-1] and notes[-1].endswith(": id, source")

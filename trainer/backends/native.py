@@ -11,19 +11,33 @@ from trainer.backends.base import Context, Result, engine_readback
 from trainer.ds_config import reference_config
 
 
-def sequence_logps(logits, labels):
-    """Sum of log p(label) over the labelled tokens of each sequence, and the token count."""
+def sequence_logps(logits, labels, sequence_ids=None, sequences: int = 0):
+    """Sum of log p(label) over the labelled tokens of each sequence, and the token count: per row,
+    or per packed sequence (sequence_ids, `sequences` of them)."""
+    import torch
     import torch.nn.functional as F
 
     logits, labels = logits[:, :-1, :].float(), labels[:, 1:]
     mask = labels != data.IGNORE
     nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.clamp(min=0).reshape(-1),
                           reduction="none").view(labels.shape)
-    return -(nll * mask).sum(-1), mask.sum(-1)
+    if sequence_ids is None:
+        return -(nll * mask).sum(-1), mask.sum(-1)
+    index = sequence_ids[:, 1:].clamp(min=0).reshape(-1)
+    logp = torch.zeros(sequences, dtype=nll.dtype, device=nll.device).index_add_(0, index, -(nll * mask).reshape(-1))
+    count = torch.zeros(sequences, dtype=torch.long, device=nll.device).index_add_(0, index, mask.reshape(-1).long())
+    return logp, count
+
+
+def forward_args(batch) -> dict[str, Any]:
+    out = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+    if batch.position_ids is not None:  # packed: positions restart per sample, the 4-D mask keeps samples apart
+        out["position_ids"] = batch.position_ids
+    return out
 
 
 def lm_loss(engine, batch):
-    logits = engine(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+    logits = engine(**forward_args(batch)).logits
     logp, count = sequence_logps(logits, batch.labels)
     return -logp.sum() / count.sum().clamp(min=1), {}
 
@@ -33,11 +47,11 @@ def dpo_loss(engine, reference, batch, beta: float):
     import torch
     import torch.nn.functional as F
 
-    b = batch.input_ids.size(0) // 2
-    fwd = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
-    policy, _ = sequence_logps(engine(**fwd).logits, batch.labels)
+    b, fwd = batch.sequences, forward_args(batch)
+    per = dict(sequence_ids=batch.sequence_ids, sequences=2 * b) if batch.sequence_ids is not None else {}
+    policy, _ = sequence_logps(engine(**fwd).logits, batch.labels, **per)
     with torch.no_grad():
-        ref, _ = sequence_logps(reference(**fwd).logits, batch.labels)
+        ref, _ = sequence_logps(reference(**fwd).logits, batch.labels, **per)
     chosen, rejected = beta * (policy[:b] - ref[:b]), beta * (policy[b:] - ref[b:])
     loss = -F.logsigmoid(chosen - rejected).mean()
     extra = {"reward_accuracy": (chosen > rejected).float().mean().detach(),
@@ -53,8 +67,10 @@ def optimizer_step(engine, reference, batches, cfg, device) -> dict[str, Any]:
     losses, extras = [], []
     for _ in range(cfg.grad_accum):
         b = next(batches)
-        batch = data.Batch(b.input_ids.to(device), b.attention_mask.to(device), b.labels.to(device),
-                           real_tokens=b.real_tokens, padded_tokens=b.padded_tokens, sequences=b.sequences)
+        moved = lambda t: None if t is None else t.to(device)
+        batch = data.Batch(b.input_ids.to(device), moved(b.attention_mask), b.labels.to(device),
+                           real_tokens=b.real_tokens, padded_tokens=b.padded_tokens, sequences=b.sequences,
+                           position_ids=moved(b.position_ids), sequence_ids=moved(b.sequence_ids))
         if cfg.task == "dpo":
             loss, extra = dpo_loss(engine, reference, batch, cfg.beta)
         else:

@@ -54,10 +54,10 @@ def ordered_rows(dataset, world: int, micro_batch: int, micro_steps: int) -> lis
     """The kept rows in the order ms-swift's sampler must see them: within each block of
     world x micro_batch samples (one micro-step of every rank), stackbench gives rank r the slice
     [r*mb, (r+1)*mb) and ms-swift gives it positions r, r+world, ... (BatchSamplerShard, no shuffle)."""
-    samples, block = dataset.samples, world * micro_batch
-    order = [(k * block + r * micro_batch + j) % len(samples)
+    block, source = world * micro_batch, dataset.source_rows()
+    order = [(k * block + r * micro_batch + j) % len(dataset)
              for k in range(micro_steps) for j in range(micro_batch) for r in range(world)]
-    return [_as_messages(dataset.source[samples[i].row]) for i in order]
+    return [_as_messages(source[dataset.sample(i).row]) for i in order]
 
 
 def _as_messages(row) -> dict[str, Any]:
