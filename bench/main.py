@@ -8,7 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from bench import backends, claims, summary, sweep
+from bench import backends, claims, datacheck, summary, sweep
 from bench.fit import FitCheck
 from bench.launchers import LAUNCHERS, LaunchOptions, Launcher
 from bench.launchers.contract import ENV_NAME, join_commands
@@ -126,6 +126,7 @@ def bench(**flags: Any) -> int:
     fit = FitCheck(gpu_gib=opts.gpu_mem or None, run_anyway=opts.run_anyway)
     for combination, why in invalid:
         print(f"left out {combination}: {why}")
+    kept = datacheck.check(configs, max_drop=opts.max_drop)  # a bad file stops here: nothing launched or queued
     if opts.script_only:
         for cfg in configs:
             print(runner.script(cfg, sweep_dir))
@@ -136,6 +137,11 @@ def bench(**flags: Any) -> int:
             _, why = fit.why_not(cfg)
             state = ("done (ok), will be skipped" if sweep.done(sweep_dir, cfg)
                      else f"will be skipped: {why}" if why else "to run")
+            if cfg.run_id in kept:
+                k = kept[cfg.run_id]
+                state += f"; data: {k['samples']} of {k['rows']} rows kept" + (
+                    f", {k['dropped_too_long']} dropped as longer than --seq-len" if k["dropped_too_long"] else "") + (
+                    f", {k['truncated']} truncated" if k["truncated"] else "")
             print(f"\n# {cfg.run_id}: {state}\n{join_commands(runner.commands(cfg, sweep_dir, 29500))}")
         return EXIT_OK
     if not configs:

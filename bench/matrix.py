@@ -9,7 +9,7 @@ import itertools
 import json
 from typing import Any
 
-from core.config import RunConfig, check_value, knob_fields
+from core.config import TASKS, RunConfig, check_value, knob_fields
 from core.errors import ConfigError
 
 
@@ -29,6 +29,10 @@ def expand(axes: dict[str, list[Any]] | None = None, *, given: set[str] | None =
         raise ConfigError(f"not knobs of the run config: {', '.join(unknown)}", where="matrix")
     lists = {f.name: list(v) if isinstance(v := given.get(f.name, f.default), (list, tuple)) else [v]
              for f in knob_fields()}
+    per_task = per_task_data(lists["data"], lists["task"])
+    tasks_with_files = {task for task, _ in per_task.values()}
+    if per_task and set(lists["task"]) - tasks_with_files and all(v in per_task for v in lists["data"]):
+        lists["data"].append("")  # the other tasks: their default sample sets
     for f in knob_fields():  # a value that is wrong on its own is a mistake, not a combination to leave out
         for value in lists[f.name]:
             check_value(f, value)
@@ -36,6 +40,10 @@ def expand(axes: dict[str, list[Any]] | None = None, *, given: set[str] | None =
     configs, invalid, seen = [], [], set()
     for combo in itertools.product(*lists.values()):
         chosen = dict(zip(lists, combo))
+        task, path = per_task.get(chosen["data"], (None, chosen["data"]))
+        if task not in (None, chosen["task"]) or (task is None and chosen["task"] in tasks_with_files):
+            continue  # another task's file (--data sft=a.jsonl,dpo=b.jsonl), not a combination
+        chosen["data"] = path
         # what the run's DeepSpeed config states, first: a contradiction with a knob given is a
         # mistake (raised, nothing runs); a combination it makes impossible is left out, naming it
         stated = ds_source.apply_stated(chosen, explicit)
@@ -49,6 +57,23 @@ def expand(axes: dict[str, list[Any]] | None = None, *, given: set[str] | None =
             seen.add(cfg.run_id)
             configs.append(cfg)
     return configs, invalid
+
+
+def per_task_data(values: list[str], tasks: list[str]) -> dict[str, tuple[str, str]]:
+    """--data values of the form TASK=PATH: value -> (task, path)."""
+    out = {}
+    for value in values:
+        task, eq, path = str(value).partition("=")
+        if not eq or "/" in task or task.endswith((".jsonl", ".json", ".csv", ".parquet")):
+            continue  # a plain path (which may itself hold '=' further on)
+        if task not in TASKS:
+            raise ConfigError(f"--data {value}: {task!r} is not a task", where="--data",
+                              fix=f"write TASK=PATH with TASK one of {', '.join(TASKS)}, or a plain path")
+        if task not in tasks:
+            raise ConfigError(f"--data {value}: the matrix runs no {task}", where="--data",
+                              fix=f"add {task} to --tasks, or drop its file")
+        out[value] = (task, path)
+    return out
 
 
 def sweep_id_for(configs: list[RunConfig], launcher: str) -> str:

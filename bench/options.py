@@ -35,6 +35,9 @@ class BenchOptions:
     preflight_deadline: float = option(30.0, "seconds every node gets to join the preflight (and for its all-reduce)")
     collective_timeout: int = option(300, "seconds a collective may wait before the run fails (torch's default: 1800)")
     gpu_mem: float = option(0.0, "GiB of one GPU for the fit check (default: this host's GPU; CPU: RAM per rank)")
+    max_drop: float = option(1.0, "refuse, before anything runs, a run whose data would lose more than this share "
+                                  "of rows as longer than --seq-len (0.05: at most 5%; default 1: never refuse, "
+                                  "always say it)")
     run_anyway: bool = option(False, "run configurations the memory model says cannot fit (default: record them "
                                      "skipped)")
     axis: tuple = option((), "sweep any knob: KNOB=V1,V2 (repeatable), booleans too: --axis grad_checkpointing=true,false",

@@ -17,6 +17,15 @@ def knob_cell(name: str, value) -> str:
     return "" if value in (None, "") else str(value)
 
 
+def data_cell(r: dict) -> str:
+    """Rows kept of rows read, and what was dropped or cut: nothing the data lost goes unsaid."""
+    if r["data_rows"] is None:
+        return "–"
+    lost = [f"{r['data_dropped']} dropped"] if r["data_dropped"] else []
+    lost += [f"{r['data_truncated']} cut"] if r["data_truncated"] else []
+    return f"{r['data_kept']}/{r['data_rows']}" + (f" ({', '.join(lost)})" if lost else "")
+
+
 def rows(records: list[dict]) -> list[dict[str, str]]:
     """Formatted cells per run, from the same flattening the report uses (core.record.to_row)."""
     out = []
@@ -41,6 +50,7 @@ def rows(records: list[dict]) -> list[dict[str, str]]:
             "samples/s": _fmt(r["samples_per_s"], ".2f"),
             "MFU": _fmt(r["mfu"], ".1%"),
             "peak GiB": _fmt(r["peak_gib"], ".2f"),
+            "rows kept/read": data_cell(r),
             "loss first→last": f"{_fmt(loss.get('first'), '.4f')}→{_fmt(loss.get('last'), '.4f')}" if loss else "–",
         })
     return out

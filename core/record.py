@@ -195,6 +195,11 @@ def to_row(rec: dict, path: str = "") -> dict:
         "predicted_gib": pred.get("total_gib"), "fits": pred.get("fits"),
         "loss_first": (m.get("loss") or {}).get("first"), "loss_last": (m.get("loss") or {}).get("last"),
         "first_step_s": (m.get("startup_s") or {}).get("first_step_done"),
+        # what the run's data kept (trainer/data.py): rows read, samples kept, dropped as too long, truncated
+        "data_path": (res.get("data") or {}).get("path"), "data_rows": (res.get("data") or {}).get("rows"),
+        "data_kept": (res.get("data") or {}).get("samples"),
+        "data_dropped": (res.get("data") or {}).get("dropped_too_long"),
+        "data_truncated": (res.get("data") or {}).get("truncated"),
         "device": ((rec.get("environment") or {}).get("ranks") or [{}])[0].get("device") or "cpu",
         "finished_at": rec.get("finished_at"), "path": path,
     }

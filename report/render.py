@@ -36,6 +36,11 @@ def sections(df: pd.DataFrame, skipped: list, baseline: pd.DataFrame | None) -> 
     if not side.empty:
         out.append(("Backends side by side: tokens/s per device and the ratio to native", side))
     out.append(("Memory: predicted vs measured (per rank)", tables.memory(df)))
+    kept = tables.data(df)
+    if not kept.empty:
+        lost = int((kept["dropped"].fillna(0) + kept["truncated"].fillna(0)).sum())
+        out.append(("Data: rows read, kept, dropped as longer than seq_len, truncated"
+                    + (" (some rows did not train as written)" if lost else ""), kept))
     out.append(("Failures and their causes", tables.failures(df)))
     if baseline is not None:
         out.append(("Against the baseline", tables.compare(df, baseline)))

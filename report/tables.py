@@ -87,6 +87,18 @@ def best(df: pd.DataFrame) -> pd.DataFrame:
     return agg.loc[idx].sort_values(["model", "task", "nodes"])
 
 
+def data(df: pd.DataFrame) -> pd.DataFrame:
+    """What each dataset kept at each seq-len: rows read, kept, dropped as too long, truncated."""
+    cols = ["data_path", "task", "seq_len", "too_long", "data_rows", "data_kept", "data_dropped", "data_truncated"]
+    runs = df.dropna(subset=["data_rows"]) if "data_rows" in df else df.iloc[0:0]
+    if runs.empty:
+        return pd.DataFrame(columns=cols + ["runs"])
+    return (runs.groupby(cols[:4], dropna=False)
+            .agg(rows=("data_rows", "max"), kept=("data_kept", "min"), dropped=("data_dropped", "max"),
+                 truncated=("data_truncated", "max"), runs=("run_id", "size")).reset_index()
+            .rename(columns={"data_path": "file"}))
+
+
 def failures(df: pd.DataFrame) -> pd.DataFrame:
     """Failed runs grouped by cause: status, kind, host and message, with a count and an example."""
     bad = df[df["status"] != "ok"] if not df.empty else df

@@ -1,0 +1,66 @@
+"""The sweep's data, checked once in the bench process before anything is launched, queued or
+printed as a plan: every file read and validated (a bad row exits 2 here, naming file:line, the
+field and the fix), tokenized into the cache every rank memory-maps (trainer/data.py), and what
+each run keeps of it said on the console: rows read, kept, dropped, truncated.
+
+Without the training stack here (a login node), the rows are still checked; the first run's ranks
+tokenize into the cache (once per host) and later runs reuse it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+from core.config import RunConfig
+from core.errors import DataError
+
+
+def check(configs: list[RunConfig], *, max_drop: float = 1.0) -> dict[str, dict[str, Any]]:
+    """run_id -> what its data keeps (rows, samples, dropped_too_long, truncated); raises DataError
+    for the first run its data cannot serve."""
+    from trainer import data, rows
+
+    tokenizes = importlib.util.find_spec("transformers") is not None
+    said: set[tuple] = set()  # files described
+    tokenized: dict[tuple, Any] = {}
+    out: dict[str, dict[str, Any]] = {}
+    tokenizers: dict[str, Any] = {}
+    for cfg in configs:
+        spec = data.Spec.of(cfg)
+        if not tokenizes:
+            if (spec.path, spec.task, spec.data_format) not in said:
+                said.add((spec.path, spec.task, spec.data_format))
+                for line in rows.read_rows(spec.path, spec.task, spec.data_format)[1].lines():
+                    print(f"data: {line}")
+            continue
+        key = (spec, cfg.model)
+        if key not in tokenized:
+            if cfg.model not in tokenizers:
+                from trainer import models
+
+                tokenizers[cfg.model] = models.load_tokenizer(models.resolve(cfg.model))
+            ds = data.load(cfg, tokenizers[cfg.model])
+            tokenized[key] = ds
+            if (spec.path, spec.task, spec.data_format) not in said:
+                said.add((spec.path, spec.task, spec.data_format))
+                layouts = ", ".join(f"{k} ({v})" for k, v in sorted(ds.meta["layouts"].items()))
+                print(f"data: {ds.path}: {ds.meta['rows']} rows, layout {layouts}"
+                      + ("" if ds.cache_hit else f", tokenized in {ds.meta['tokenize_s']:.1f} s"))
+                if ds.meta["unused_keys"]:
+                    print(f"data: {ds.path}: keys not used (no layout reads them): {', '.join(ds.meta['unused_keys'])}")
+            print(f"data: {data.drop_line(ds)}")
+        ds = tokenized[key]
+        problem = data.drop_problem(ds, max_drop)
+        if problem:
+            raise DataError(problem, where=f"{ds.path} (run {cfg.run_id})",
+                            fix=f"raise --seq-len (--seq-len {ds.meta['seq_len_keep']} keeps 95% of rows), pass "
+                                "--too-long truncate, or raise --max-drop")
+        data.check_enough(ds, cfg.total_steps * cfg.global_batch, cfg.repeat_data,
+                          f"{cfg.total_steps} steps x global batch {cfg.global_batch} (run {cfg.run_id})")
+        out[cfg.run_id] = {"rows": ds.meta["rows"], "samples": len(ds), "dropped_too_long": ds.meta["dropped_too_long"],
+                           "truncated": ds.meta["truncated"]}
+    if not tokenizes and configs:
+        print("note: the training stack is not installed here: rows are checked; the first run's ranks tokenize "
+              "them into the cache (once per host) and later runs reuse it")
+    return out
