@@ -30,6 +30,7 @@ from typing import Any
 from core.errors import DataError
 
 _GENERATION = re.compile(r"\{%-?\s*generation\s*-?%\}")
+_CLOSER = re.compile(r"end|eot|eom|^</", re.I)
 MARK = "\ue000{}\ue001"  # private-use code points: no template or dataset writes them
 
 
@@ -46,7 +47,10 @@ class Template:
         self.has_generation = bool(_GENERATION.search(self.source))
         specials = set(tokenizer.all_special_tokens)
         specials |= {t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special}
-        self.closers = sorted((s for s in specials if s), key=len, reverse=True)
+        # the tokens that can close a turn: EOS, and special tokens named for an end (<|im_end|>,
+        # <|eot_id|>, <|eom_id|>, <end_of_turn>, <|end|>, </s>), never a header or an image token
+        ends = {s for s in specials if _CLOSER.search(s)} | {tokenizer.eos_token or ""}
+        self.closers = sorted((s for s in ends if s), key=len, reverse=True)
 
     def render(self, messages: list[dict], where: str) -> str:
         try:
