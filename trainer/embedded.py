@@ -1,7 +1,7 @@
 """The embedded default model: a tiny Qwen3-shaped causal LM, nothing downloaded.
 
-Shipped in trainer/assets/tiny-qwen3/: config.json and a byte-level BPE tokenizer trained on the
-shipped sample sets with a ChatML chat template (`python -m trainer.embedded --rebuild` rewrites
+Shipped in trainer/assets/tiny-qwen3/: config.json and a BPE tokenizer with byte fallback trained
+on the shipped sample sets (English, Japanese, Chinese) with a ChatML chat template (`python -m trainer.embedded --rebuild` rewrites
 them). Weights are not shipped: `materialize()` initialises them from a fixed seed and saves them
 once to a cache directory, so every ZeRO stage (ZeRO-3 included, through `from_pretrained`)
 starts from the same weights and fp32 losses can be compared across stages.
@@ -31,13 +31,28 @@ CONFIG = {  # ~3.7M parameters: small enough for 2 CPU ranks, shaped like Qwen3 
     "tie_word_embeddings": True, "hidden_act": "silu", "initializer_range": 0.02,
 }
 SEED = 1234
+MERGES = 1536  # learned from the samples on top of the coverage characters (build_assets)
 
 
-def build_assets(out: Path = ASSET_DIR, vocab_size: int = 1024) -> None:
-    """Train the tokenizer on the shipped samples and write config + tokenizer files."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+def coverage_characters() -> list[str]:
+    """The characters the tokenizer holds as single tokens beyond what the samples teach it: ASCII,
+    kana, CJK punctuation and full-width forms, and the common ideographs of Chinese and Japanese:
+    GB 2312's level-1 hanzi (3,755, the most used) and JIS X 0208's level-1 kanji (2,965), read from
+    Python's own codecs, no download. Anything else falls back to its UTF-8 bytes."""
+    chars = [chr(c) for c in range(0x20, 0x7F)] + ["\n", "\t"]
+    chars += [chr(c) for r in ((0x3000, 0x3040), (0x3041, 0x3097), (0x30A0, 0x3100), (0xFF01, 0xFF5F))
+              for c in range(*r)]
+    for codec, rows in (("gb2312", range(0xB0, 0xD8)), ("euc_jp", range(0xB0, 0xD0))):
+        for hi in rows:
+            for lo in range(0xA1, 0xFF):
+                try:
+                    chars.append(bytes([hi, lo]).decode(codec))
+                except UnicodeDecodeError:
+                    pass
+    return list(dict.fromkeys(chars))
 
+
+def sample_texts() -> list[str]:
     from trainer.rows import SAMPLES_DIR
 
     texts = []
@@ -46,12 +61,35 @@ def build_assets(out: Path = ASSET_DIR, vocab_size: int = 1024) -> None:
             row = json.loads(line)
             texts += [m["content"] for m in row.get("messages", [])]
             texts += [row[k] for k in ("instruction", "input", "output", "rejected_response") if k in row]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(texts, trainer)
+    return texts
+
+
+def build_assets(out: Path = ASSET_DIR, merges: int = MERGES) -> None:
+    """Train the tokenizer on the shipped samples and write config + tokenizer files.
+
+    A BPE over characters with byte fallback, as Llama 2's, Mistral's and Gemma's tokenizers are:
+    every coverage character is one token (so Japanese and Chinese cost about a token per
+    character, not three bytes), `merges` merges learned from the samples on top, and the 256
+    byte tokens for everything else."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = coverage_characters()
+    byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
+    trainer = trainers.BpeTrainer(vocab_size=len(SPECIAL) + len(alphabet) + merges, special_tokens=SPECIAL,
+                                  initial_alphabet=alphabet, limit_alphabet=len(alphabet) + 64)
+    tok = Tokenizer(models.BPE(byte_fallback=True, fuse_unk=False))
+    tok.normalizer = normalizers.Replace(" ", "\u2581")
+    tok.pre_tokenizer = pre_tokenizers.Split("\u2581", behavior="merged_with_next")
+    tok.train_from_iterator(sample_texts(), trainer)
+    trained = json.loads(tok.to_str())
+    vocab = trained["model"]["vocab"]
+    for t in byte_tokens:  # the fallback for any character outside the vocabulary
+        vocab.setdefault(t, len(vocab))
+    trained["model"]["byte_fallback"] = True
+    trained["decoder"] = json.loads(decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(),
+                                                       decoders.Fuse()]).__getstate__())
+    tok = Tokenizer.from_str(json.dumps(trained))
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                    chat_template=CHAT_TEMPLATE, model_max_length=CONFIG["max_position_embeddings"])
     out.mkdir(parents=True, exist_ok=True)
@@ -59,8 +97,8 @@ def build_assets(out: Path = ASSET_DIR, vocab_size: int = 1024) -> None:
     from trainer.compat import portable_tokenizer_config
 
     portable_tokenizer_config(out)  # the image's transformers 4.x reads it too
-    vocab = -(-len(fast) // 64) * 64  # round up to a multiple of 64, as real models do
-    config = dict(CONFIG, vocab_size=vocab, eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id,
+    vocab_size = -(-len(fast) // 64) * 64  # round up to a multiple of 64, as real models do
+    config = dict(CONFIG, vocab_size=vocab_size, eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id,
                   bos_token_id=None)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
