@@ -203,7 +203,7 @@ def _build(spec: Spec, tokenizer, directory: Path) -> None:
 
     began = time.perf_counter()
     rows, fsummary = read_rows(spec.path, spec.task, spec.data_format)
-    encoded = encode_rows(rows, tokenizer, spec.task, tokenizer_dir=getattr(tokenizer, "name_or_path", ""))
+    encoded = encode_rows(rows, tokenizer, spec.task)
     lengths = np.array([max(len(ids) for ids, _ in seqs) for seqs in encoded], dtype=np.int64)
     tokens, learned, starts, sample_rows = [], [], [0], []
     dropped = truncated = 0
@@ -252,34 +252,36 @@ def _fit(ids, mask, seq_len: int, too_long: str):
 
 # --- tokenizing --------------------------------------------------------------------------------
 
-def encode_rows(rows: list[Row], tokenizer, task: str, tokenizer_dir: str = "") -> list[list[tuple[Any, Any]]]:
+def encode_rows(rows: list[Row], tokenizer, task: str) -> list[list[tuple[Any, Any]]]:
     """Per row, its sequences as (ids, learned) numpy arrays: one (sft, pt) or chosen + rejected (dpo).
-    Large files use every core (worker processes load the tokenizer from its directory)."""
-    workers = min(os.cpu_count() or 1, 8)
-    if len(rows) < PARALLEL_ROWS or workers < 2 or not tokenizer_dir or not Path(tokenizer_dir).is_dir():
+    Large files use every core: forked workers share the loaded tokenizer (fork needs no import
+    of the caller's main module, and the tokenizers' own threads are off in the children)."""
+    workers = min(len(os.sched_getaffinity(0)), 8)
+    if len(rows) < PARALLEL_ROWS or workers < 2:
         return _encode_chunk(rows, tokenizer, task)
     import concurrent.futures
     import multiprocessing
 
     chunk = -(-len(rows) // (workers * 4))
-    parts = [rows[i:i + chunk] for i in range(0, len(rows), chunk)]
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                                initializer=_worker_init, initargs=(tokenizer_dir,)) as pool:
-        return [seqs for part in pool.map(_worker_encode, parts, [task] * len(parts)) for seqs in part]
+    _WORKER.update(tokenizer=tokenizer, rows=rows, task=task)
+    try:
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                                    initializer=_worker_init) as pool:
+            parts = pool.map(_worker_encode, range(0, len(rows), chunk), [chunk] * (-(-len(rows) // chunk)))
+            return [seqs for part in parts for seqs in part]
+    finally:
+        _WORKER.clear()
 
 
-_WORKER: dict[str, Any] = {}
+_WORKER: dict[str, Any] = {}  # what forked workers inherit: the tokenizer, the rows, the task
 
 
-def _worker_init(tokenizer_dir: str) -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the processes are the parallelism
-    from transformers import AutoTokenizer
-
-    _WORKER["tokenizer"] = AutoTokenizer.from_pretrained(tokenizer_dir)
+def _worker_init() -> None:
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the processes are the parallelism
 
 
-def _worker_encode(rows: list[Row], task: str):
-    return _encode_chunk(rows, _WORKER["tokenizer"], task)
+def _worker_encode(start: int, size: int):
+    return _encode_chunk(_WORKER["rows"][start:start + size], _WORKER["tokenizer"], _WORKER["task"])
 
 
 def _encode_chunk(rows: list[Row], tokenizer, task: str) -> list[list[tuple[Any, Any]]]:

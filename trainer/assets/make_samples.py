@@ -154,7 +154,7 @@ def dpo_rows(rng: random.Random, n: int) -> list[dict]:
         msgs = [{"role": "system", "content": rng.choice(systems(lang))}] if i % 2 else []
         msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": good}]
         evasive = EVASIVE if lang == "en" else PHRASES[lang]["evasive"]
-        rows.append({"messages": msgs, "rejected_response": rng.choice(evasive) if i % 3 == 0 else bad})
+        rows.append({"messages": msgs, "rejected_response": rng.choice(evasive) if i % 3 else bad})
     return rows
 
 
