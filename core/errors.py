@@ -27,9 +27,16 @@ class UserError(Exception):
             self.kind = kind
         super().__init__(self.render())
 
+    def __reduce__(self):  # raised in a worker process, it arrives whole (what, where, fix, kind)
+        return _rebuild, (type(self), self.what, self.where, self.fix, self.kind)
+
     def render(self) -> str:
         head = f"{self.where}: {self.what}" if self.where else self.what
         return f"{head}\n  fix: {self.fix}" if self.fix else head
+
+
+def _rebuild(cls, what: str, where: str, fix: str, kind: str) -> "UserError":
+    return cls(what, where=where, fix=fix, kind=kind)
 
 
 class DataError(UserError):

@@ -12,9 +12,9 @@ that a row does carry (`<think>...</think>` in the content) is learned where the
 
 How the characters are found, in order:
   1. the template's own `{% generation %}` markers (transformers' return_assistant_tokens_mask);
-  2. one extra render with each learned turn's content replaced by a unique marker: the text
-     around the markers must match the real render with the contents (or the contents stripped,
-     as templates that `| trim` them write) in their places. This holds for templates that treat
+  2. the template rendered once per sequence of roles with every content replaced by a unique
+     marker: the real render must be exactly the text around the markers with each content (or it
+     stripped, as templates that `| trim` write) in its place. This holds for templates that treat
      content as opaque text: ChatML, Qwen3's, Llama 3.x's, Mistral's, Gemma's;
   3. otherwise (a template that rewrites content, e.g. Qwen3's on reasoning rows): one render per
      turn with only that turn's content replaced; what differs from the real render is the turn.
@@ -51,6 +51,7 @@ class Template:
         # <|eot_id|>, <|eom_id|>, <end_of_turn>, <|end|>, </s>), never a header or an image token
         ends = {s for s in specials if _CLOSER.search(s)} | {tokenizer.eos_token or ""}
         self.closers = sorted((s for s in ends if s), key=len, reverse=True)
+        self._skeletons: dict[tuple[str, ...], list[str] | None] = {}
 
     def render(self, messages: list[dict], where: str) -> str:
         try:
@@ -69,26 +70,30 @@ class Template:
         return text, [(a, self._close(text, b)) for a, b in found]
 
     def _by_markers(self, messages, turns, text, where) -> list[tuple[int, int]] | None:
-        marked = [dict(m, content=marker(i)) if i in turns else m for i, m in enumerate(messages)]
-        skeleton = self.render(marked, where)
-        pieces = re.split("\ue000(\\d+)\ue001", skeleton)  # [s0, k0, s1, k1, ..., sn]
-        if [int(k) for k in pieces[1::2]] != list(turns):
+        """Every content replaced by a marker: the template's own text around the contents, the same
+        for every conversation of these roles (rendered once per role sequence). The real render
+        must be exactly that text with each content (or it stripped) in its place, else None."""
+        roles = tuple(m["role"] for m in messages)
+        if roles not in self._skeletons:
+            skeleton = self.render([dict(m, content=marker(i)) for i, m in enumerate(messages)], where)
+            pieces = re.split("\ue000(\\d+)\ue001", skeleton)  # [s0, k0, s1, k1, ..., sn]
+            ordered = [int(k) for k in pieces[1::2]] == list(range(len(messages)))
+            self._skeletons[roles] = pieces[0::2] if ordered else None
+        pieces = self._skeletons[roles]
+        if pieces is None or not text.startswith(pieces[0]):
             return None
-        if not text.startswith(pieces[0]):
-            return None
-        pos, out = len(pieces[0]), []
-        for n, i in enumerate(turns):
-            after = pieces[2 * n + 2]
-            content = messages[i]["content"]
+        pos, found = len(pieces[0]), {}
+        for i, m in enumerate(messages):
+            after, content = pieces[i + 1], m["content"]
             for rendered in dict.fromkeys((content, content.strip(), content.lstrip(), content.rstrip())):
                 end = pos + len(rendered)
                 if text.startswith(rendered, pos) and text.startswith(after, end):
                     break
             else:
                 return None
-            out.append((pos, end))
+            found[i] = (pos, end)
             pos = end + len(after)
-        return out if pos == len(text) else None
+        return [found[i] for i in turns] if pos == len(text) else None
 
     def _by_difference(self, messages, turn, text, where) -> tuple[int, int]:
         other = self.render([dict(m, content=marker(0)) if i == turn else m for i, m in enumerate(messages)], where)

@@ -202,43 +202,116 @@ def _build(spec: Spec, tokenizer, directory: Path) -> None:
     import numpy as np
 
     began = time.perf_counter()
-    rows, fsummary = read_rows(spec.path, spec.task, spec.data_format)
-    encoded = encode_rows(rows, tokenizer, spec.task)
-    lengths = np.array([max(len(ids) for ids, _ in seqs) for seqs in encoded], dtype=np.int64)
-    tokens, learned, starts, sample_rows = [], [], [0], []
-    dropped = truncated = 0
-    for r, seqs in enumerate(encoded):
-        fitted = [_fit(ids, mask, spec.seq_len, spec.too_long) for ids, mask in seqs]
-        if any(f is None for f in fitted):
-            dropped += 1
-            continue
-        truncated += any(len(f[0]) < len(s[0]) for f, s in zip(fitted, seqs))
-        for ids, mask in fitted:
-            tokens.append(ids)
-            learned.append(mask)
-            starts.append(starts[-1] + len(ids))
-        sample_rows.append(r)
+    path = rows_mod.check_file(spec.path)
+    items = rows_mod.items(path)
+    if not items:
+        raise DataError("the dataset has no rows", where=str(path), fix="add rows")
+    parts = _tokenize_parts(items, tokenizer, spec)
+    ids = np.concatenate([p.ids for p in parts])
+    learned = np.concatenate([p.learned for p in parts])
+    lengths = np.concatenate([p.lengths for p in parts])
+    starts = np.concatenate([[0], np.cumsum(np.concatenate([p.seq_lengths for p in parts]))]).astype(np.int64)
+    layouts: dict[str, int] = {}
+    for p in parts:
+        for k, v in p.layouts.items():
+            layouts[k] = layouts.get(k, 0) + v
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".tmp-"))
     try:
-        flat_ids = np.concatenate(tokens).astype(np.int32) if tokens else np.zeros(0, np.int32)
-        flat_learned = np.concatenate(learned).astype(np.uint8) if learned else np.zeros(0, np.uint8)
-        np.save(tmp / "tokens.npy", flat_ids)
-        np.save(tmp / "learned.npy", flat_learned)
-        np.save(tmp / "starts.npy", np.asarray(starts, dtype=np.int64))
-        np.save(tmp / "rows.npy", np.asarray(sample_rows, dtype=np.int64))
-        meta = {"format": FORMAT, "path": spec.path, "sha256": _digest_memo(Path(spec.path)), "task": spec.task,
+        np.save(tmp / "tokens.npy", ids)
+        np.save(tmp / "learned.npy", learned)
+        np.save(tmp / "starts.npy", starts)
+        np.save(tmp / "rows.npy", np.concatenate([p.rows for p in parts]))
+        meta = {"format": FORMAT, "path": spec.path, "sha256": _digest_memo(path), "task": spec.task,
                 "seq_len": spec.seq_len, "too_long": spec.too_long, "data_format": spec.data_format,
-                "layouts": fsummary.layouts, "unused_keys": fsummary.unused_keys, "rows": len(rows),
-                "dropped_too_long": dropped, "truncated": truncated,
-                "longest_tokens": int(lengths.max()),
-                "longest_row": rows[int(lengths.argmax())].where.removeprefix(spec.path),
+                "layouts": layouts, "unused_keys": sorted(set().union(*(p.unused for p in parts))),
+                "rows": len(items), "dropped_too_long": sum(p.dropped for p in parts),
+                "truncated": sum(p.truncated for p in parts), "longest_tokens": int(lengths.max()),
+                "longest_row": items[int(lengths.argmax())][0].removeprefix(spec.path),
                 "seq_len_keep": int(np.ceil(np.quantile(lengths, KEEP_SHARE))),
-                "tokens": int(flat_ids.size), "learned_tokens": int(flat_learned.sum()),
+                "tokens": int(ids.size), "learned_tokens": int(learned.sum()),
                 "tokenize_s": round(time.perf_counter() - began, 3)}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
         os.rename(tmp, directory)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclass(slots=True)
+class _Part:
+    """One share of the file, tokenized and fitted to seq_len (what a worker sends back)."""
+
+    ids: Any          # int32: the kept sequences' tokens, one after another
+    learned: Any      # uint8: 1 where a token carries loss
+    seq_lengths: Any  # int64: per kept sequence
+    rows: Any         # int64: per kept sample, its row's index in the file
+    lengths: Any      # int64: per row read, its longest sequence before fitting
+    dropped: int
+    truncated: int
+    layouts: dict[str, int]
+    unused: set[str]
+
+
+def _tokenize_parts(items: list, tokenizer, spec: Spec) -> list[_Part]:
+    """The file's rows parsed, validated, tokenized and fitted: in this process for small files;
+    from PARALLEL_ROWS rows on, by forked workers (one per core) that share the loaded tokenizer
+    and the items (fork needs no import of the caller's main module; the tokenizers' own threads
+    are off in the children, the processes are the parallelism)."""
+    workers = min(len(os.sched_getaffinity(0)), 8)
+    if len(items) < PARALLEL_ROWS or workers < 2:
+        return [_tokenize_part(items, 0, len(items), tokenizer, spec)]
+    import concurrent.futures
+    import multiprocessing
+
+    chunk = -(-len(items) // (workers * 4))
+    bounds = [(a, min(a + chunk, len(items))) for a in range(0, len(items), chunk)]
+    _WORKER.update(items=items, tokenizer=tokenizer, spec=spec)
+    try:
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                                    initializer=_worker_init) as pool:
+            return list(pool.map(_worker_part, *zip(*bounds)))
+    finally:
+        _WORKER.clear()
+
+
+_WORKER: dict[str, Any] = {}  # what forked workers inherit: the items, the tokenizer, the spec
+
+
+def _worker_init() -> None:
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+
+def _worker_part(start: int, end: int) -> _Part:
+    return _tokenize_part(_WORKER["items"], start, end, _WORKER["tokenizer"], _WORKER["spec"])
+
+
+def _tokenize_part(items: list, start: int, end: int, tokenizer, spec: Spec) -> _Part:
+    import numpy as np
+
+    rows, layouts, unused = [], {}, set()
+    for where, item in items[start:end]:
+        row, layout, extra = rows_mod.parse_item(where, item, spec.task, spec.data_format)
+        rows.append(row)
+        layouts[layout] = layouts.get(layout, 0) + 1
+        unused |= extra
+    encoded = _encode_chunk(rows, tokenizer, spec.task)
+    ids, learned, seq_lengths, kept = [], [], [], []
+    dropped = truncated = 0
+    for r, seqs in enumerate(encoded):
+        fitted = [_fit(i, m, spec.seq_len, spec.too_long) for i, m in seqs]
+        if any(f is None for f in fitted):
+            dropped += 1
+            continue
+        truncated += any(len(f[0]) < len(s[0]) for f, s in zip(fitted, seqs))
+        for i, m in fitted:
+            ids.append(i)
+            learned.append(m)
+            seq_lengths.append(len(i))
+        kept.append(start + r)
+    cat = lambda parts, dtype: np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+    return _Part(ids=cat(ids, np.int32), learned=cat(learned, np.uint8),
+                 seq_lengths=np.asarray(seq_lengths, dtype=np.int64), rows=np.asarray(kept, dtype=np.int64),
+                 lengths=np.asarray([max(len(i) for i, _ in seqs) for seqs in encoded], dtype=np.int64),
+                 dropped=dropped, truncated=truncated, layouts=layouts, unused=unused)
 
 
 def _fit(ids, mask, seq_len: int, too_long: str):
@@ -250,39 +323,7 @@ def _fit(ids, mask, seq_len: int, too_long: str):
     return (ids, mask) if mask.any() else None
 
 
-# --- tokenizing --------------------------------------------------------------------------------
-
-def encode_rows(rows: list[Row], tokenizer, task: str) -> list[list[tuple[Any, Any]]]:
-    """Per row, its sequences as (ids, learned) numpy arrays: one (sft, pt) or chosen + rejected (dpo).
-    Large files use every core: forked workers share the loaded tokenizer (fork needs no import
-    of the caller's main module, and the tokenizers' own threads are off in the children)."""
-    workers = min(len(os.sched_getaffinity(0)), 8)
-    if len(rows) < PARALLEL_ROWS or workers < 2:
-        return _encode_chunk(rows, tokenizer, task)
-    import concurrent.futures
-    import multiprocessing
-
-    chunk = -(-len(rows) // (workers * 4))
-    _WORKER.update(tokenizer=tokenizer, rows=rows, task=task)
-    try:
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                                                    initializer=_worker_init) as pool:
-            parts = pool.map(_worker_encode, range(0, len(rows), chunk), [chunk] * (-(-len(rows) // chunk)))
-            return [seqs for part in parts for seqs in part]
-    finally:
-        _WORKER.clear()
-
-
-_WORKER: dict[str, Any] = {}  # what forked workers inherit: the tokenizer, the rows, the task
-
-
-def _worker_init() -> None:
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the processes are the parallelism
-
-
-def _worker_encode(start: int, size: int):
-    return _encode_chunk(_WORKER["rows"][start:start + size], _WORKER["tokenizer"], _WORKER["task"])
-
+# --- tokenizing ---------------------------------------------------------------------------------
 
 def _encode_chunk(rows: list[Row], tokenizer, task: str) -> list[list[tuple[Any, Any]]]:
     import numpy as np

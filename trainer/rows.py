@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from core.errors import DataError
 from trainer import layouts
@@ -56,8 +56,9 @@ def file_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def objects(path: Path) -> Iterator[tuple[str, Any]]:
-    """(where, object) for every row of the file."""
+def items(path: Path) -> list[tuple[str, Any]]:
+    """(where, item) for every row of the file: for JSONL the line's text, parsed by parse_item
+    (so workers can parse their share), else the row object."""
     suffix = path.suffix.lower()
     if suffix in (".csv", ".parquet"):
         import pandas as pd
@@ -67,9 +68,8 @@ def objects(path: Path) -> Iterator[tuple[str, Any]]:
         except ImportError as e:
             raise DataError(f"reading {suffix} needs {e.name or 'pyarrow'}", where=str(path),
                             fix="pip install pyarrow, or convert it to JSONL") from None
-        for i, rec in enumerate(frame.to_dict("records")):
-            yield f"{path}:row {i + 1}", {k: v for k, v in rec.items() if not (isinstance(v, float) and v != v)}
-        return
+        return [(f"{path}:row {i + 1}", {k: v for k, v in rec.items() if not (isinstance(v, float) and v != v)})
+                for i, rec in enumerate(frame.to_dict("records"))]
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
@@ -77,33 +77,31 @@ def objects(path: Path) -> Iterator[tuple[str, Any]]:
                         fix="save the file as UTF-8 (iconv -f GBK -t UTF-8, or your editor's 'save as')") from None
     if text.lstrip().startswith("["):
         try:
-            items = json.loads(text)
+            rows = json.loads(text)
         except json.JSONDecodeError as e:
             raise DataError(f"not valid JSON ({e.msg})", where=f"{path}:{e.lineno}:{e.colno}",
                             fix="a JSON file holds one array of row objects") from None
-        for i, obj in enumerate(items):
-            yield f"{path}:[{i}]", obj
-        return
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
+        return [(f"{path}:[{i}]", obj) for i, obj in enumerate(rows)]
+    return [(f"{path}:{n}", line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+
+
+def parse_item(where: str, item: Any, task: str, data_format: str = "auto") -> tuple[Row, str, set[str]]:
+    """One item of items(): (the row, its layout, keys it does not use)."""
+    if isinstance(item, str):
         try:
-            yield where, json.loads(line)
+            item = json.loads(item)
         except json.JSONDecodeError as e:
             raise DataError(f"not valid JSON ({e.msg}, column {e.colno})", where=where,
                             fix="each line must be one complete JSON object (or the file one JSON array)") from None
+    return parse_row_layout(item, task, where, data_format)
 
 
 def read_rows(path: str | Path, task: str, data_format: str = "auto") -> tuple[list[Row], FileSummary]:
     """Every row, validated, and what the file holds."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"dataset not found: {path}", where="--data",
-                        fix="give an existing JSONL, JSON, CSV or Parquet file with --data")
+    path = check_file(path)
     rows, unused, summary = [], set(), FileSummary(str(path))
-    for where, obj in objects(path):
-        row, layout, extra = parse_row_layout(obj, task, where, data_format)
+    for where, item in items(path):
+        row, layout, extra = parse_item(where, item, task, data_format)
         rows.append(row)
         unused |= extra
         summary.layouts[layout] = summary.layouts.get(layout, 0) + 1
@@ -111,6 +109,14 @@ def read_rows(path: str | Path, task: str, data_format: str = "auto") -> tuple[l
         raise DataError("the dataset has no rows", where=str(path), fix="add rows")
     summary.rows, summary.unused_keys = len(rows), sorted(unused)
     return rows, summary
+
+
+def check_file(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"dataset not found: {path}", where="--data",
+                        fix="give an existing JSONL, JSON, CSV or Parquet file with --data")
+    return path
 
 
 def parse_row(obj: Any, task: str, where: str) -> Row:

@@ -185,3 +185,19 @@ def test_packed_micro_batches_keep_the_samples_apart(tokenizer):
             allowed = b.attention_mask[r, 0, where] == 0  # a token of sample k attends to sample k only, causally
             n = len(where)
             assert allowed[:, where].equal(torch.ones(n, n, dtype=torch.bool).tril()) and allowed.sum() == n * (n + 1) // 2
+
+
+def test_a_big_file_is_tokenized_by_workers_and_a_bad_row_still_names_its_line(tmp_path, tokenizer, monkeypatch):
+    monkeypatch.setattr(data, "PARALLEL_ROWS", 10)  # the forked workers' path, on a small file
+    lines = [json.dumps({"messages": CONVO[1:3], "n": i}) for i in range(40)]
+    path = write_jsonl(tmp_path / "d.jsonl", lines)
+    parallel = tokenized(path, tokenizer)
+    monkeypatch.setattr(data, "PARALLEL_ROWS", 10**9)
+    write_jsonl(tmp_path / "same.jsonl", lines + [lines[0]])  # other content: its own cache entry, in-process
+    serial = tokenized(tmp_path / "same.jsonl", tokenizer)
+    assert len(parallel) == 40 and [parallel.sample(i) for i in range(40)] == [serial.sample(i) for i in range(40)]
+    monkeypatch.setattr(data, "PARALLEL_ROWS", 10)
+    write_jsonl(path, lines[:33] + ['{"messages": [}'] + lines[33:])
+    with pytest.raises(DataError) as e:
+        tokenized(path, tokenizer)
+    assert e.value.where == f"{path}:34" and "not valid JSON" in e.value.what and e.value.fix
