@@ -141,3 +141,20 @@ def test_v1_records_of_every_shape_flatten_to_their_own_rows():
         rec = json.loads(path.read_text())
         if rec.get("schema") == "stackbench.result/1":
             assert_row_filled(record.as_current(rec))
+
+
+def test_rows_dropped_as_too_long_are_in_the_report_and_the_closing_table():
+    from bench import summary
+
+    kept = make_record(run="a")
+    kept["resolved"]["data"] = {"path": "/d/alpaca.json", "rows": 10, "samples": 10, "dropped_too_long": 0, "truncated": 0}
+    lost = make_record(stage=3, run="b")
+    lost["resolved"]["data"] = {"path": "/d/alpaca.json", "rows": 10, "samples": 5, "dropped_too_long": 5, "truncated": 0}
+    lost["config"]["seq_len"] = 128
+    df = pd.DataFrame([record.to_row(r) for r in (kept, lost)])
+    table = tables.data(df)
+    assert table[["seq_len", "rows", "kept", "dropped"]].values.tolist() == [[128, 10, 5, 5], [4096, 10, 10, 0]]
+    titles = [title for title, _ in render.sections(df, [], None)]
+    assert any(t.startswith("Data:") and "did not train as written" in t for t in titles)
+    cells = [row["rows kept/read"] for row in summary.rows([kept, lost])]
+    assert cells == ["10/10", "5/10 (5 dropped)"]
