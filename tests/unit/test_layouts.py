@@ -67,3 +67,31 @@ def test_kto_rows_are_refused_and_unused_keys_listed_once(tmp_path):
     assert e.value.where.endswith(":1")
     _, notes = _read(tmp_path, [{"messages": QA, "id": 1, "source": "x"}, {"messages": QA, "id": 2}])
     assert "keys not used" in notes[-1] and notes[-1].endswith(": id, source")
+
+
+def test_data_format_forces_a_layout_and_names_what_a_row_lacks(tmp_path):
+    from core.config import DATA_FORMATS
+    from trainer import layouts
+
+    assert set(DATA_FORMATS) - {"auto"} == set(layouts.LAYOUTS)  # one list of layouts
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"instruction": "Q", "output": "A", "text": "ignored"}) + "\n", encoding="utf-8")
+    rows, summary = rows_mod.read_rows(path, "sft", data_format="alpaca")
+    assert rows[0].messages == QA and summary.unused_keys == ["text"]
+    with pytest.raises(DataError) as e:
+        rows_mod.read_rows(path, "sft", data_format="sharegpt")
+    assert "--data-format sharegpt" in e.value.what and e.value.where.endswith(":1")
+
+
+def test_data_per_task_in_the_matrix():
+    from bench.matrix import expand
+    from core.errors import ConfigError
+
+    configs, _ = expand(task=["sft", "dpo", "pt"], data=["sft=a.jsonl", "dpo=b.json"], zero_stage=[2])
+    assert {(c.task, c.data) for c in configs} == {("sft", "a.jsonl"), ("dpo", "b.json"), ("pt", "")}
+    configs, _ = expand(task=["sft", "dpo"], data=["sft=a.jsonl", "shared.jsonl"], zero_stage=[2])
+    assert {(c.task, c.data) for c in configs} == {("sft", "a.jsonl"), ("dpo", "shared.jsonl")}
+    with pytest.raises(ConfigError, match="runs no pt"):
+        expand(task=["sft"], data=["pt=c.jsonl"])
+    with pytest.raises(ConfigError, match="is not a task"):
+        expand(task=["sft"], data=["kto=c.jsonl"])
