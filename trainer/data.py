@@ -231,7 +231,11 @@ def _build(spec: Spec, tokenizer, directory: Path) -> None:
                 "tokens": int(ids.size), "learned_tokens": int(learned.sum()),
                 "tokenize_s": round(time.perf_counter() - began, 3)}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
-        os.rename(tmp, directory)
+        try:
+            os.rename(tmp, directory)
+        except OSError:  # another host sharing this cache (NFS: no flock across hosts) made it first
+            if not (directory / "meta.json").exists():
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
