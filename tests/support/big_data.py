@@ -12,6 +12,7 @@ from trainer.rows import default_path
 def write_sft(path: Path, rows: int) -> Path:
     if path.exists() and sum(1 for _ in path.open()) == rows:
         return path
+    path.parent.mkdir(parents=True, exist_ok=True)
     base = [json.loads(line) for line in default_path("sft").read_text(encoding="utf-8").splitlines()]
     base = [r for r in base if "messages" in r]
     tmp = path.with_suffix(".tmp")
