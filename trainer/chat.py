@@ -2,10 +2,11 @@
 
 What is learned of an assistant turn (SFT: every one; DPO: the final one): its content as the
 template renders it, plus the special token that closes the turn when the template writes one
-right after it (<|im_end|>, <|eot_id|>, <end_of_turn>, </s>): the model must learn to stop. What
-the template adds around the content is not learned: role headers, the newline after a closing
-token (it belongs to the next turn's header, as in ms-swift's templates), Llama 3.1's date lines
-in the system turn, and Qwen3's empty `<think>\\n\\n</think>\\n\\n` block, which its template writes
+right after it (<|im_end|>, <|eot_id|>, <end_of_turn>, </s>): the model must learn to stop; and
+the line break the template writes right after that token (ms-swift's ChatML suffix is
+`<|im_end|>\\n`, LLaMA-Factory's too: the same loss as theirs). What else the template adds is
+not learned: role headers, Llama 3.1's date lines in the system turn, and Qwen3's empty
+`<think>\\n\\n</think>\\n\\n` block, which its template writes
 before the last answer of a row without reasoning: it is the template's, not the row's, and
 learning it would teach the model to skip thinking (ms-swift's `ignore_empty_think`). Reasoning
 that a row does carry (`<think>...</think>` in the content) is learned where the template keeps it.
@@ -111,10 +112,12 @@ class Template:
         return start, end
 
     def _close(self, text: str, end: int) -> int:
-        """The end of the span extended over the special token that closes the turn, if one follows."""
+        """The end of the span extended over the special token that closes the turn, if one follows,
+        and the line break the template ends the turn with."""
         for s in self.closers:
             if text.startswith(s, end):
-                return end + len(s)
+                end += len(s)
+                return end + 1 if text.startswith("\n", end) else end
         return end
 
     def encode(self, messages: list[dict], where: str, last_only: bool):

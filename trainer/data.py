@@ -6,7 +6,8 @@ settings, in an on-disk cache every rank memory-maps; then the ranks' micro-batc
   pt   plain text: loss on every token, each document ending with the EOS token.
 
 The cache (STACKBENCH_CACHE/data/<key>/) is keyed by the file's content, the tokenizer's files
-and chat template, the task, seq_len, the too-long policy, the format and this module's version:
+and chat template, the task, seq_len, the too-long policy, the format and the source of the code
+that makes samples (this module, rows, layouts, chat):
 the bench process fills it before anything is launched (bench/datacheck.py), resumed sweeps and
 later runs reuse it, and a rank that finds it missing (another host, no shared home) builds it
 once per host under a lock. A rank reads only the samples its own steps take (numpy memmap:
@@ -21,10 +22,12 @@ per sample and attention kept within each sample: the same samples, the same los
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -107,8 +110,19 @@ def tokenizer_digest(tokenizer) -> str:
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    """The source of everything that turns a file into samples: a change to it is a new cache entry."""
+    from trainer import chat, layouts
+
+    h = hashlib.sha256()
+    for module in (rows_mod, layouts, chat, sys.modules[__name__]):
+        h.update(Path(module.__file__).read_bytes())
+    return h.hexdigest()
+
+
 def cache_dir(spec: Spec, tokenizer) -> Path:
-    content = {"format": FORMAT, "file": _digest_memo(Path(spec.path)), "tokenizer": tokenizer_digest(tokenizer),
+    content = {"format": FORMAT, "code": code_digest(), "file": _digest_memo(Path(spec.path)), "tokenizer": tokenizer_digest(tokenizer),
                "task": spec.task, "seq_len": spec.seq_len, "too_long": spec.too_long, "data_format": spec.data_format}
     key = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:20]
     return cache_root() / f"{Path(spec.path).stem[:40]}-{spec.task}-{key}"

@@ -64,13 +64,12 @@ def check(tokenizer, messages, pieces, last_only=False):
     assert learned == want_learned, [(tokenizer.decode([i]), a, b) for i, a, b in zip(ids, learned, want_learned) if a != b]
 
 
-def test_qwen3_learns_each_answer_and_its_im_end_but_not_the_empty_think_block(qwen3):
+def test_qwen3_learns_each_answer_and_its_im_end_line_but_not_the_empty_think_block(qwen3):
     check(qwen3, CONVO, [
         (SKIP, f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{Q1}<|im_end|>\n<|im_start|>assistant\n"),
-        (LEARN, f"{A1}<|im_end|>"),
-        (SKIP, f"\n<|im_start|>user\n{Q2}<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"),
-        (LEARN, f"{A2}<|im_end|>"),
-        (SKIP, "\n"),
+        (LEARN, f"{A1}<|im_end|>\n"),
+        (SKIP, f"<|im_start|>user\n{Q2}<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"),
+        (LEARN, f"{A2}<|im_end|>\n"),
     ])
 
 
@@ -81,10 +80,9 @@ def test_qwen3_reasoning_is_learned_where_the_template_keeps_it(qwen3):
                {"role": "assistant", "content": "<think>\nadd again\n</think>\n\n" + A2}]
     check(qwen3, thought, [
         (SKIP, f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{Q1}<|im_end|>\n<|im_start|>assistant\n"),
-        (LEARN, f"{A1}<|im_end|>"),
-        (SKIP, f"\n<|im_start|>user\n{Q2}<|im_end|>\n<|im_start|>assistant\n<think>\n"),
-        (LEARN, f"add again\n</think>\n\n{A2}<|im_end|>"),
-        (SKIP, "\n"),
+        (LEARN, f"{A1}<|im_end|>\n"),
+        (SKIP, f"<|im_start|>user\n{Q2}<|im_end|>\n<|im_start|>assistant\n<think>\n"),
+        (LEARN, f"add again\n</think>\n\n{A2}<|im_end|>\n"),
     ])
 
 
@@ -92,8 +90,7 @@ def test_qwen3_dpo_learns_the_final_answer_only(qwen3):
     check(qwen3, CONVO, [
         (SKIP, f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{Q1}<|im_end|>\n<|im_start|>assistant\n"
                f"{A1}<|im_end|>\n<|im_start|>user\n{Q2}<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"),
-        (LEARN, f"{A2}<|im_end|>"),
-        (SKIP, "\n"),
+        (LEARN, f"{A2}<|im_end|>\n"),
     ], last_only=True)
 
 
@@ -112,10 +109,9 @@ def test_llama31_skips_the_date_header_and_learns_trimmed_answers_with_eot(llama
 def test_gemma3_folds_the_system_prompt_and_learns_end_of_turn(gemma3):
     check(gemma3, CONVO, [
         (SKIP, f"<bos><start_of_turn>user\n{SYSTEM}\n\n{Q1}<end_of_turn>\n<start_of_turn>model\n"),
-        (LEARN, f"{A1}<end_of_turn>"),
-        (SKIP, f"\n<start_of_turn>user\n{Q2}<end_of_turn>\n<start_of_turn>model\n"),
-        (LEARN, f"{A2}<end_of_turn>"),
-        (SKIP, "\n"),
+        (LEARN, f"{A1}<end_of_turn>\n"),
+        (SKIP, f"<start_of_turn>user\n{Q2}<end_of_turn>\n<start_of_turn>model\n"),
+        (LEARN, f"{A2}<end_of_turn>\n"),
     ])
 
 
@@ -139,8 +135,8 @@ def test_generation_markers_are_used_where_the_template_has_them(tokenizer):
     marked = copy.deepcopy(tokenizer)
     marked.chat_template = (
         "{%- for message in messages %}{%- if message['role'] == 'assistant' %}"
-        "{{- '<|im_start|>assistant\\n' }}{% generation %}{{- message['content'] + '<|im_end|>' }}{% endgeneration %}"
-        "{{- '\\n' }}{%- else %}{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+        "{{- '<|im_start|>assistant\\n' }}{% generation %}{{- message['content'] + '<|im_end|>\\n' }}{% endgeneration %}"
+        "{%- else %}{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
         "{%- endif %}{%- endfor %}")
     template = Template(marked)
     assert template.has_generation
@@ -148,7 +144,7 @@ def test_generation_markers_are_used_where_the_template_has_them(tokenizer):
     plain_text, plain_ids, plain_learned = masks(tokenizer, CONVO)
     assert ids == plain_ids and learned == plain_learned
     _, last = template.encode(CONVO, "test:1", last_only=True)
-    assert marked.decode([i for i, m in zip(ids, last) if m]) == f"{A2}<|im_end|>"
+    assert marked.decode([i for i, m in zip(ids, last) if m]) == f"{A2}<|im_end|>\n"
 
 
 def test_a_whole_qwen3_dataset_tokenizes_with_these_masks(qwen3):
@@ -156,5 +152,5 @@ def test_a_whole_qwen3_dataset_tokenizes_with_these_masks(qwen3):
     (first,), (second,) = data._encode_chunk(rows, qwen3, "sft")
     _, ids, learned = masks(qwen3, CONVO)
     assert first[0].tolist() == ids and first[1].tolist() == learned
-    assert qwen3.decode(second[0][second[1]]) == f"{A1}<|im_end|>"  # a single turn is the last: no think block learned
-    assert np.count_nonzero(second[1]) == len(qwen3(f"{A1}<|im_end|>", add_special_tokens=False)["input_ids"])
+    assert qwen3.decode(second[0][second[1]]) == f"{A1}<|im_end|>\n"  # a single turn is the last: no think block learned
+    assert np.count_nonzero(second[1]) == len(qwen3(f"{A1}<|im_end|>\n", add_special_tokens=False)["input_ids"])

@@ -37,24 +37,24 @@ def learned_text(tokenizer, ids, labels):
 
 def test_sft_learns_every_assistant_turn_and_nothing_else(tokenizer):
     ids, labels = encode(tokenizer, CONVO, last_only=False)
-    assert learned_text(tokenizer, ids, labels) == "2 + 2 = 4.<|im_end|>3 + 3 = 6.<|im_end|>"
+    assert learned_text(tokenizer, ids, labels) == "2 + 2 = 4.<|im_end|>\n3 + 3 = 6.<|im_end|>\n"
     # the system prompt, user turns and role headers carry no loss
     masked = tokenizer.decode([t for t, l in zip(ids, labels) if l == data.IGNORE])
     assert masked == ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n"
-                      "<|im_start|>assistant\n\n<|im_start|>user\nAnd 3 + 3?<|im_end|>\n<|im_start|>assistant\n\n")
+                      "<|im_start|>assistant\n<|im_start|>user\nAnd 3 + 3?<|im_end|>\n<|im_start|>assistant\n")
     assert len(ids) == len(labels)
 
 
 def test_dpo_learns_only_the_final_turn(tokenizer):
     ids, labels = encode(tokenizer, CONVO, last_only=True)
-    assert learned_text(tokenizer, ids, labels) == "3 + 3 = 6.<|im_end|>"
+    assert learned_text(tokenizer, ids, labels) == "3 + 3 = 6.<|im_end|>\n"
 
 
 def test_dpo_pair_shares_the_prompt_and_differs_in_the_answer(tmp_path, tokenizer):
     row = {"messages": CONVO, "rejected_response": "I am not sure."}
     ds = tokenized(write_jsonl(tmp_path / "d.jsonl", [json.dumps(row)]), tokenizer, "dpo")
     s = ds.sample(0)
-    assert learned_text(tokenizer, s.rejected_ids, s.rejected_labels) == "I am not sure.<|im_end|>"
+    assert learned_text(tokenizer, s.rejected_ids, s.rejected_labels) == "I am not sure.<|im_end|>\n"
     prompt = [t for t, l in zip(s.input_ids, s.labels) if l == data.IGNORE]
     assert prompt == [t for t, l in zip(s.rejected_ids, s.rejected_labels) if l == data.IGNORE]
 
