@@ -68,4 +68,4 @@ def print_table(records: list[dict], title: str = "") -> None:
     for row in body:
         style = None if row["status"] == "ok" else "red"
         table.add_row(*row.values(), style=style)
-    Console(width=200).print(table)
+    Console(width=400).print(table)  # rich sizes the table to its content: no column cut short
