@@ -59,6 +59,17 @@ def portable_tokenizer_config(directory: Path) -> None:
         path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
+def portable_model_config(directory: Path) -> None:
+    """Make a model config saved by transformers 5.x read the same by 4.x: 5.x writes RoPE's theta
+    only inside `rope_parameters`, which 4.x does not read (it would take its default, 10,000)."""
+    path = Path(directory) / "config.json"
+    config = json.loads(path.read_text())
+    rope = config.get("rope_parameters") or {}
+    if "rope_theta" in rope and "rope_theta" not in config:
+        config["rope_theta"] = rope["rope_theta"]
+        path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+
+
 def logged_loss_decimals() -> int | None:
     """How many decimals transformers' Trainer keeps of the loss it logs (None: all)."""
     return None if _at_least("transformers", "5.0") else 4

@@ -31,6 +31,7 @@ CONFIG = {  # ~3.7M parameters: small enough for 2 CPU ranks, shaped like Qwen3 
     "tie_word_embeddings": True, "hidden_act": "silu", "initializer_range": 0.02,
 }
 SEED = 1234
+WEIGHTS_FORMAT = 2  # bump when what save_seeded writes changes
 MERGES = 1536  # learned from the samples on top of the coverage characters (build_assets)
 
 
@@ -114,7 +115,9 @@ def materialize(dest: Path | None = None) -> Path:
     from transformers import AutoConfig
 
     # The asset files' content names the directory, so a changed config never reuses old weights.
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(ASSET_DIR.iterdir()))).hexdigest()[:12]
+    # (and WEIGHTS_FORMAT: a directory saved before its config was made portable is not reused)
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(ASSET_DIR.iterdir()))
+                            + str(WEIGHTS_FORMAT).encode()).hexdigest()[:12]
     dest = dest or cache_root() / f"tiny-qwen3-{digest}-seed{SEED}"
     return save_seeded(AutoConfig.from_pretrained(ASSET_DIR), SEED, dest)
 
@@ -131,10 +134,11 @@ def save_seeded(config, seed: int, dest: Path, dtype: str = "float32", tokenizer
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".tmp-"))
     try:
         torch.manual_seed(seed)
-        from trainer.compat import model_dtype
+        from trainer import compat
 
-        model = AutoModelForCausalLM.from_config(config, **model_dtype(getattr(torch, dtype)))
+        model = AutoModelForCausalLM.from_config(config, **compat.model_dtype(getattr(torch, dtype)))
         model.save_pretrained(tmp)
+        compat.portable_model_config(tmp)  # the image's transformers 4.x reads RoPE's theta the same
         for f in tokenizer_dir.iterdir():
             if f.name != "config.json":
                 shutil.copy(f, tmp / f.name)

@@ -59,3 +59,17 @@ def test_old_trl_prepares_the_reference_without_the_training_blocks():
         pass
 
     assert compat.dpo_trainer(NewDPOTrainer) is NewDPOTrainer
+
+
+def test_a_model_config_saved_by_transformers_5_keeps_its_rope_theta_for_4x(tmp_path):
+    """5.x writes RoPE's theta only inside rope_parameters; 4.51 would take 10,000 instead (the tiny
+    model's 1e6): its logits differed between the two stacks until the saved config said both."""
+    import json
+
+    from trainer import compat
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen3", "rope_parameters": {
+        "rope_theta": 1000000.0, "rope_type": "default"}}))
+    compat.portable_model_config(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["rope_theta"] == 1000000.0 and saved["rope_parameters"]["rope_theta"] == 1000000.0
