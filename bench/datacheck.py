@@ -17,7 +17,7 @@ from core.errors import DataError
 
 
 def check(configs: list[RunConfig], *, max_drop: float = 1.0) -> dict[str, dict[str, Any]]:
-    """run_id -> what its data keeps (rows, samples, dropped_too_long, truncated); raises DataError
+    """run_id -> what its data keeps (data_rows, data_kept, data_dropped, data_truncated); raises DataError
     for the first run its data cannot serve."""
     from trainer import data, rows
 
@@ -44,22 +44,21 @@ def check(configs: list[RunConfig], *, max_drop: float = 1.0) -> dict[str, dict[
             tokenized[key] = ds
             if (spec.path, spec.task, spec.data_format) not in said:
                 said.add((spec.path, spec.task, spec.data_format))
-                layouts = ", ".join(f"{k} ({v})" for k, v in sorted(ds.meta["layouts"].items()))
-                print(f"data: {ds.path}: {ds.meta['rows']} rows, layout {layouts}"
-                      + ("" if ds.cache_hit else f", tokenized in {ds.meta['tokenize_s']:.1f} s"))
-                if ds.meta["unused_keys"]:
-                    print(f"data: {ds.path}: keys not used (no layout reads them): {', '.join(ds.meta['unused_keys'])}")
+                read = rows.FileSummary(ds.path, ds.meta["rows"], ds.meta["layouts"], ds.meta["unused_keys"])
+                for line in read.lines():
+                    print(f"data: {line}")
+                if not ds.cache_hit:
+                    print(f"data: tokenized in {ds.meta['tokenize_s']:.1f} s")
             print(f"data: {data.drop_line(ds)}")
         ds = tokenized[key]
         problem = data.drop_problem(ds, max_drop)
         if problem:
             raise DataError(problem, where=f"{ds.path} (run {cfg.run_id})",
-                            fix=f"raise --seq-len (--seq-len {ds.meta['seq_len_keep']} keeps 95% of rows), pass "
-                                "--too-long truncate, or raise --max-drop")
+                            fix=f"{data.seq_len_advice(ds.meta)}, or raise --max-drop")
         data.check_enough(ds, cfg.total_steps * cfg.global_batch, cfg.repeat_data,
                           f"{cfg.total_steps} steps x global batch {cfg.global_batch} (run {cfg.run_id})")
-        out[cfg.run_id] = {"rows": ds.meta["rows"], "samples": len(ds), "dropped_too_long": ds.meta["dropped_too_long"],
-                           "truncated": ds.meta["truncated"]}
+        out[cfg.run_id] = {"data_rows": ds.meta["rows"], "data_kept": len(ds),  # core.record.to_row's names
+                           "data_dropped": ds.meta["dropped_too_long"], "data_truncated": ds.meta["truncated"]}
     if not tokenizes and configs:
         print("note: the training stack is not installed here: rows are checked; the first run's ranks tokenize "
               "them into the cache (once per host) and later runs reuse it")

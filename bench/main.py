@@ -138,10 +138,7 @@ def bench(**flags: Any) -> int:
             state = ("done (ok), will be skipped" if sweep.done(sweep_dir, cfg)
                      else f"will be skipped: {why}" if why else "to run")
             if cfg.run_id in kept:
-                k = kept[cfg.run_id]
-                state += f"; data: {k['samples']} of {k['rows']} rows kept" + (
-                    f", {k['dropped_too_long']} dropped as longer than --seq-len" if k["dropped_too_long"] else "") + (
-                    f", {k['truncated']} truncated" if k["truncated"] else "")
+                state += f"; rows kept/read: {summary.data_cell(kept[cfg.run_id])}"
             print(f"\n# {cfg.run_id}: {state}\n{join_commands(runner.commands(cfg, sweep_dir, 29500))}")
         return EXIT_OK
     if not configs:

@@ -44,6 +44,7 @@ TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 # the row layouts trainer/layouts.py reads (a test keeps the two lists one)
 DATA_FORMATS = ("auto", "messages", "sharegpt", "alpaca", "dolly", "swift", "preference", "text")
 
+
 @dataclass(frozen=True, slots=True)
 class Offload:
     """One value of the offload knob: what DeepSpeed moves to the host, and how it is labelled."""

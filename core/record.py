@@ -169,7 +169,7 @@ def to_row(rec: dict, path: str = "") -> dict:
     rec = as_current(rec)
     cfg, res = rec.get("config") or {}, rec.get("resolved") or {}
     m, err, pred = rec.get("metrics") or {}, rec.get("error") or {}, rec.get("prediction") or {}
-    mem, step = m.get("memory") or {}, m.get("step_time_s") or {}
+    mem, step, data = m.get("memory") or {}, m.get("step_time_s") or {}, res.get("data") or {}
     gpu_peak = mem.get("max_allocated_gib")
     # CPU: what the run added above its pre-model RSS (older records: the whole RSS, libraries included)
     host = mem.get("host_training_gib") if mem.get("host_training_gib") is not None else mem.get("host_rss_peak_gib")
@@ -196,10 +196,8 @@ def to_row(rec: dict, path: str = "") -> dict:
         "loss_first": (m.get("loss") or {}).get("first"), "loss_last": (m.get("loss") or {}).get("last"),
         "first_step_s": (m.get("startup_s") or {}).get("first_step_done"),
         # what the run's data kept (trainer/data.py): rows read, samples kept, dropped as too long, truncated
-        "data_path": (res.get("data") or {}).get("path"), "data_rows": (res.get("data") or {}).get("rows"),
-        "data_kept": (res.get("data") or {}).get("samples"),
-        "data_dropped": (res.get("data") or {}).get("dropped_too_long"),
-        "data_truncated": (res.get("data") or {}).get("truncated"),
+        "data_path": data.get("path"), "data_rows": data.get("rows"), "data_kept": data.get("samples"),
+        "data_dropped": data.get("dropped_too_long"), "data_truncated": data.get("truncated"),
         "device": ((rec.get("environment") or {}).get("ranks") or [{}])[0].get("device") or "cpu",
         "finished_at": rec.get("finished_at"), "path": path,
     }

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from core import files
 from core.errors import DataError
 from trainer import rows as rows_mod
 from trainer.chat import Template, learned_mask
@@ -94,7 +95,7 @@ def _digest_memo(path: Path) -> str:
     except (OSError, ValueError, KeyError):
         pass
     digest = rows_mod.file_digest(path)
-    _write_json(memo, {**stamp, "sha256": digest})
+    files.write_atomic(memo, json.dumps({**stamp, "sha256": digest}), redact=False, where="STACKBENCH_CACHE")
     return digest
 
 
@@ -126,14 +127,6 @@ def cache_dir(spec: Spec, tokenizer) -> Path:
                "task": spec.task, "seq_len": spec.seq_len, "too_long": spec.too_long, "data_format": spec.data_format}
     key = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:20]
     return cache_root() / f"{Path(spec.path).stem[:40]}-{spec.task}-{key}"
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
 
 
 class Dataset:
@@ -379,6 +372,12 @@ def _encode_chunk(rows: list[Row], tokenizer, task: str) -> list[list[tuple[Any,
 
 # --- what a run needs ----------------------------------------------------------------------------
 
+def seq_len_advice(meta: dict[str, Any]) -> str:
+    """What to do about rows longer than seq_len, with the seq-len that keeps KEEP_SHARE of them."""
+    return (f"raise --seq-len (--seq-len {meta['seq_len_keep']} keeps {round(KEEP_SHARE * 100)}% of rows) or pass "
+            "--too-long truncate")
+
+
 def check_enough(ds: Dataset, needed: int, repeat: bool, why: str) -> None:
     """Enough samples for the run, or an error that says which fix applies."""
     m, have = ds.meta, len(ds)
@@ -388,8 +387,7 @@ def check_enough(ds: Dataset, needed: int, repeat: bool, why: str) -> None:
               f"{m['longest_tokens']} tokens, {m['longest_row']})") if m["dropped_too_long"] else ""
     fixes = []
     if m["dropped_too_long"]:
-        fixes.append(f"raise --seq-len (--seq-len {m['seq_len_keep']} keeps {round(KEEP_SHARE * 100)}% of rows) or "
-                     "pass --too-long truncate")
+        fixes.append(seq_len_advice(m))
     if not repeat and have:
         fixes.append("pass --repeat-data")
     fixes.append("add rows, or lower --steps / --micro-batch / --grad-accum")
@@ -412,8 +410,7 @@ def drop_line(ds: Dataset) -> str:
     line = (f"{Path(m['path']).name} ({m['task']}, seq-len {m['seq_len']}): {m['rows']} rows read, {len(ds)} kept")
     if m["dropped_too_long"]:
         line += (f", {m['dropped_too_long']} dropped as longer (longest {m['longest_tokens']} tokens, "
-                 f"{m['longest_row']}; --seq-len {m['seq_len_keep']} keeps {round(KEEP_SHARE * 100)}%, "
-                 "or --too-long truncate)")
+                 f"{m['longest_row']}; {seq_len_advice(m)})")
     if m["truncated"]:
         line += f", {m['truncated']} truncated to {m['seq_len']} tokens"
     return line
