@@ -64,8 +64,11 @@ def split_flags(flags: dict[str, Any]) -> tuple[dict[str, list], set[str], Bench
     given: set[str] = set()
     for f in knob_fields():
         value = flags.pop(bench_flag(f), None)
-        if f.metadata["repeatable"]:
+        if f.metadata["repeatable"] == "overrides":
             value = parse_overrides(value) if value else None
+        elif f.metadata["repeatable"] == "list":  # one value: the names given, joined
+            value = [",".join(dict.fromkeys(n.strip() for item in value for n in item.split(",") if n.strip()))] \
+                if value else None
         elif str(f.type) == "bool":
             value = [True] if value else None  # a boolean flag given is True; --axis sweeps both
         elif value is not None:

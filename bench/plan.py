@@ -23,8 +23,7 @@ def plan(*, model: str, gpus_per_node: int, gpu_mem_gib: float, nodes: list[int]
         raise ConfigError("--gpu-mem must be the memory of one GPU in GiB", where="--gpu-mem", fix="e.g. 80 for H100")
     shape = models.shape(models.resolve(model))
     peak = formulas.peak_flops(device, dtype)
-    fpt, _ = formulas.task_flops_per_token(task, shape.flops_params, shape.layers, shape.heads, shape.head_dim,
-                                           seq_len, grad_checkpointing)
+    fpt, _ = formulas.task_flops_per_token(task, shape.flops_params, shape.attention, seq_len, grad_checkpointing)
     rows = []
     for n in nodes:
         for stage in (0, 1, 2, 3):

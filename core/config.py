@@ -28,6 +28,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -42,6 +43,7 @@ TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 
 
 # the row layouts trainer/layouts.py reads (a test keeps the two lists one)
+Z3_LEAF = re.compile(r"none|[A-Za-z_][\w.]*(,[A-Za-z_][\w.]*)*")  # class names: nothing a shell or a path reads
 DATA_FORMATS = ("auto", "messages", "sharegpt", "alpaca", "dolly", "swift", "preference", "text")
 
 
@@ -100,14 +102,16 @@ def resolve_dtype(name: str, device_type: str) -> str:
 def knob(default: Any, help: str, *, choices: Iterable | None = None, minimum: float | None = None,
          flag: str = "", sweep: str = "", hf: str = "", swift: str | tuple[str, ...] = (),
          swift_values: dict | None = None, tasks: tuple[str, ...] = TASKS, id_name: str = "",
-         id_always: bool = False, repeatable: bool = False) -> Any:
+         id_always: bool = False, repeatable: str = "") -> Any:
     """A field of RunConfig.
     help: the one help text (trainer and bench);  choices / minimum: checked in __post_init__;
     flag: the `invoke bench` flag when it differs from the field name;  sweep: the bench's default
     comma list when it sweeps more than the default;  hf: the TrainingArguments field;  swift:
     ms-swift's flag(s), swift_values: how values translate;  tasks: the tasks it applies to (for the
     backends' arguments);  id_name / id_always: how the run id hashes it (kept from the first ids);
-    repeatable: the bench flag is given once per value (`--ds`), not as a comma list."""
+    repeatable: the bench flag is given once per value, not as a comma list, and never an axis of
+    its own: "overrides" (`--ds KEY=VALUE`: the same key twice is two runs), "list" (`--z3-leaf A
+    --z3-leaf B`: one value, the names joined by commas)."""
     meta = dict(help=help, choices=tuple(choices) if choices else None, minimum=minimum, flag=flag, sweep=sweep,
                 hf=hf, swift=(swift,) if isinstance(swift, str) else tuple(swift), swift_values=swift_values or {},
                 tasks=tasks, id_name=id_name, id_always=id_always, repeatable=repeatable)
@@ -139,7 +143,7 @@ class RunConfig:
                           "offload, batch sizes, dtype, optimizer, clipping); empty: built from the knobs")
     ds: str = knob("", "overrides of the effective DeepSpeed config, dotted keys with JSON values: `invoke bench "
                    "--ds zero_optimization.overlap_comm=true` (repeatable; the same key twice: two runs); the "
-                   "trainer takes them as one JSON object", flag="ds", repeatable=True)
+                   "trainer takes them as one JSON object", flag="ds", repeatable="overrides")
     backend: str = knob("native", "native (stackbench's DeepSpeed loop), hf (transformers' Trainer / TRL's "
                         "DPOTrainer) or swift (ms-swift's pipeline, in its own environment: ./sb swift-env), each "
                         "with the same DeepSpeed config, data and timing", choices=BACKENDS)
@@ -179,6 +183,9 @@ class RunConfig:
     dpo_ref_zero_stage: str = knob("auto", "DPO: the frozen reference model's ZeRO stage: auto (3 under a ZeRO-3 "
                                    "policy, else 0: a replica per rank, as TRL's prepare_deepspeed), 0 or 3 "
                                    "(native backend only)", choices=("auto", "0", "3"))
+    z3_leaf: str = knob("", "ZeRO-3: a module class to register as a leaf module besides the sparse MoE blocks found "
+                        "from the model's structure (repeatable: --z3-leaf A --z3-leaf B; the trainer takes A,B); "
+                        "'none': register none (DeepSpeed 0.18+ still registers its defaults)", repeatable="list")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -196,6 +203,9 @@ class RunConfig:
             ("--adam-beta1 and --adam-beta2 must be below 1" if max(self.adam_beta1, self.adam_beta2) >= 1 else None,
              "e.g. 0.9 and 0.95"),
             ("--lr and --beta must be positive" if self.lr == 0 or self.beta == 0 else None, "give positive numbers"),
+            (f"--z3-leaf {self.z3_leaf!r} is not a list of class names" if self.z3_leaf and not
+             Z3_LEAF.fullmatch(self.z3_leaf) else None, "name classes (Qwen3MoeSparseMoeBlock or its module.qualname), "
+                                                         "comma-separated, or 'none'"),
         ]
         for problem, fix in rules:
             if problem:
@@ -342,7 +352,7 @@ def check_value(f: dataclasses.Field, value: Any) -> None:
     if meta["minimum"] is not None and value < meta["minimum"]:
         raise ConfigError(f"{flag} must be at least {meta['minimum']:g} (got {value})", where="run config",
                           fix="give a larger number")
-    if meta["repeatable"] and value:
+    if meta["repeatable"] == "overrides" and value:
         overrides_of(value)  # a JSON object of dotted keys
 
 

@@ -5,7 +5,11 @@ FLOPs per token (PaLM, arXiv 2204.02311 appendix B; torchtitan `models/utils.py`
   (2) the backward pass costs twice the forward (gradients w.r.t. inputs and weights): 6 per weight;
   (3) attention scores QK^T and their product with V add 2 * 2 * T * (heads * head_dim) per layer
       per token in the forward pass, so 12 * L * H * Q * T for forward + backward. As in PaLM and
-      torchtitan the causal mask is not discounted (the kernels' real saving is not counted).
+      torchtitan the causal mask is not discounted (the kernels' real saving is not counted). Per
+      architecture (AttentionShape): MLA's query/key and value widths differ (DeepSeek: 192 and
+      128), and a layer with a sliding window (gpt-oss) or chunked attention (Llama 4) of W tokens
+      counts min(T, W) keys; layers without softmax attention (linear attention, Mamba) count none
+      and the model's shape says the figure is approximate.
   N excludes the input embedding (a lookup, no FLOPs) and includes the output projection; MoE
   counts only the active parameters (top-k experts).
 DPO: the policy trains (6N + 12LHQT per token) and the frozen reference runs forward only
@@ -14,6 +18,8 @@ HFU adds the recomputed forward pass when activation checkpointing is on (2N + 4
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 # Dense (no sparsity) peak FLOP/s by device-name substring and dtype, first match wins: more
 # specific names first. fp32 training is left out on purpose: its peak depends on whether TF32 is
@@ -47,29 +53,50 @@ def peak_flops(device_name: str | None, dtype: str) -> float | None:
     return None
 
 
-def attention_flops_per_token(layers: int, heads: int, head_dim: int, seq_len: int) -> int:
-    """Forward + backward attention-score FLOPs per token: 12 * L * H * Q * T (step 3 above)."""
-    return 12 * layers * heads * head_dim * seq_len
+@dataclass(frozen=True, slots=True)
+class AttentionShape:
+    """What attention-score FLOPs depend on. windows: per layer, None for full causal attention over
+    the sequence, N for a sliding window or a chunk of N tokens (gpt-oss, Llama 4: a token attends
+    to at most N), 0 for a layer without softmax attention (linear attention, Mamba: not counted)."""
+
+    heads: int
+    qk_dim: int                      # per head: the query / key width (MLA: nope + rope parts)
+    v_dim: int                       # per head: the value width
+    windows: tuple[int | None, ...]
+
+    @classmethod
+    def uniform(cls, layers: int, heads: int, head_dim: int) -> "AttentionShape":
+        return cls(heads, head_dim, head_dim, (None,) * layers)
+
+    def context(self, seq_len: int) -> int:
+        """Keys each token's query meets, summed over the layers."""
+        return sum(seq_len if w is None else min(seq_len, w) for w in self.windows)
 
 
-def train_flops_per_token(flops_params: int, layers: int, heads: int, head_dim: int, seq_len: int) -> int:
-    """Model FLOPs per trained token: 6N + 12LHQT."""
-    return 6 * flops_params + attention_flops_per_token(layers, heads, head_dim, seq_len)
+def attention_flops_per_token(attn: AttentionShape, seq_len: int) -> int:
+    """Forward + backward attention-score FLOPs per token (step 3 above, per layer): QK^T costs
+    2 * H * d_qk and PV 2 * H * d_v per key, times 3 for the backward: 6 * H * (d_qk + d_v) * keys;
+    12 * L * H * Q * T when every layer is full and d_qk = d_v = Q."""
+    return 6 * attn.heads * (attn.qk_dim + attn.v_dim) * attn.context(seq_len)
 
 
-def forward_flops_per_token(flops_params: int, layers: int, heads: int, head_dim: int, seq_len: int) -> int:
-    """One forward pass: a third of training, 2N + 4LHQT."""
-    return train_flops_per_token(flops_params, layers, heads, head_dim, seq_len) // 3
+def train_flops_per_token(flops_params: int, attn: AttentionShape, seq_len: int) -> int:
+    """Model FLOPs per trained token: 6N + attention."""
+    return 6 * flops_params + attention_flops_per_token(attn, seq_len)
 
 
-def task_flops_per_token(task: str, flops_params: int, layers: int, heads: int, head_dim: int,
-                         seq_len: int, recompute: bool = False) -> tuple[int, int]:
+def forward_flops_per_token(flops_params: int, attn: AttentionShape, seq_len: int) -> int:
+    """One forward pass: a third of training."""
+    return train_flops_per_token(flops_params, attn, seq_len) // 3
+
+
+def task_flops_per_token(task: str, flops_params: int, attn: AttentionShape, seq_len: int,
+                         recompute: bool = False) -> tuple[int, int]:
     """(model FLOPs, hardware FLOPs) per token fed, for a task. Hardware adds recomputation."""
-    shape = (flops_params, layers, heads, head_dim, seq_len)
-    model = train_flops_per_token(*shape)
+    model = train_flops_per_token(flops_params, attn, seq_len)
     if task == "dpo":
-        model += forward_flops_per_token(*shape)  # the frozen reference model's forward
-    hardware = model + (forward_flops_per_token(*shape) if recompute else 0)
+        model += forward_flops_per_token(flops_params, attn, seq_len)  # the frozen reference model's forward
+    hardware = model + (forward_flops_per_token(flops_params, attn, seq_len) if recompute else 0)
     return model, hardware
 
 

@@ -16,21 +16,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from core import formulas
 from core.config import RunConfig
 from core.errors import ConfigError
 
 PRESET_DIR = Path(__file__).parent / "presets"
-
-# Sparse MoE blocks that must be ZeRO-3 leaf modules: ZeRO-3 prefetches parameters in the order
-# of the first forward, and a token routing that skips experts on one rank and not another makes
-# the ranks wait on each other forever (DeepSpeed issue 7461). As a leaf, the whole block's
-# parameters are gathered at once. Keyed by HF model_type.
-MOE_LEAF_CLASSES = {
-    "qwen3_moe": "Qwen3MoeSparseMoeBlock",
-    "qwen2_moe": "Qwen2MoeSparseMoeBlock",
-    "mixtral": "MixtralSparseMoeBlock",
-}
-
 
 def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
@@ -99,7 +89,11 @@ class ModelShape:
     kv_heads: int
     head_dim: int
     vocab: int
-    moe: dict | None       # {"experts", "top_k"} for MoE models
+    moe: dict | None       # {"experts", "top_k", "routed_params"} for MoE models (routed: the experts' weights)
+    qk_head_dim: int       # per head, the query / key width (MLA: nope + rope) ...
+    v_head_dim: int        # ... and the value width
+    attention_windows: list  # per layer: None full, N a window / chunk of N tokens, 0 no softmax attention
+    attention_note: str    # how attention FLOPs are counted where they are approximate ("" when exact)
 
     @property
     def flops_params(self) -> int:
@@ -107,35 +101,83 @@ class ModelShape:
         the output projection (a matmul even when its weight is tied), MoE: active experts only."""
         return self.active - self.embedding - self.lm_head + self.vocab * self.hidden
 
+    @property
+    def attention(self) -> formulas.AttentionShape:
+        return formulas.AttentionShape(self.heads, self.qk_head_dim, self.v_head_dim, tuple(self.attention_windows))
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def shape(ref: ModelRef) -> ModelShape:
+def meta_model(ref: ModelRef, attn_impl: str | None = None):
+    """The model built on the meta device: its structure and exact shapes, no memory, no weights."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    cfg = hf_config(ref)
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(cfg)
+        return AutoModelForCausalLM.from_config(hf_config(ref), **({"attn_implementation": attn_impl} if attn_impl else {}))
+
+
+def shape(ref: ModelRef, model=None) -> ModelShape:
+    """model: the meta_model(ref) when the caller has one."""
+    cfg = hf_config(ref)
+    model = model if model is not None else meta_model(ref)
+    from trainer import moe
+
     named = dict(model.named_parameters())  # deduplicates tied weights
     total = sum(p.numel() for p in named.values())
     embedding = model.get_input_embeddings().weight.numel()
     out = model.get_output_embeddings()
     tied = out is not None and out.weight is model.get_input_embeddings().weight
     lm_head = 0 if tied or out is None else out.weight.numel()
-    experts = sum(p.numel() for n, p in named.items() if ".experts." in n)
-    n_exp = getattr(cfg, "num_experts", None) or getattr(cfg, "num_local_experts", None)
-    top_k = getattr(cfg, "num_experts_per_tok", None)
-    active = total - experts + (experts * top_k // n_exp if n_exp else 0)
+    per_block, n_exp = moe.routed_parameters(model)  # the experts' weights, found from the structure
+    routed = sum(n for n, _ in per_block)
+    top_k = next((v for v in (getattr(cfg, k, None) for k in TOP_K_KEYS) if v),
+                 getattr(getattr(cfg, "ffn_config", None), "moe_top_k", None))  # DBRX keeps it in ffn_config
+    if n_exp and not top_k:
+        raise ConfigError(f"{ref.name}: a sparse MoE model whose config names no experts-per-token",
+                          where="--model", fix=f"set one of {', '.join(TOP_K_KEYS)} in its config.json")
+    active = total - routed + sum(n * top_k // e for n, e in per_block)
     heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    mla = getattr(cfg, "kv_lora_rank", None)  # DeepSeek's multi-head latent attention
+    windows, note = attention_windows(cfg)
     return ModelShape(
         params=total, embedding=embedding, lm_head=lm_head, non_embedding=total - embedding - lm_head,
         active=active, largest_layer=max(p.numel() for p in named.values()), layers=cfg.num_hidden_layers,
         hidden=cfg.hidden_size, heads=heads, kv_heads=getattr(cfg, "num_key_value_heads", heads) or heads,
-        head_dim=getattr(cfg, "head_dim", None) or cfg.hidden_size // heads, vocab=cfg.vocab_size,
-        moe={"experts": n_exp, "top_k": top_k} if n_exp else None,
+        head_dim=head_dim, vocab=cfg.vocab_size,
+        moe={"experts": n_exp, "top_k": top_k, "routed_params": routed} if n_exp else None,
+        qk_head_dim=cfg.qk_nope_head_dim + cfg.qk_rope_head_dim if mla else head_dim,
+        v_head_dim=cfg.v_head_dim if mla else head_dim, attention_windows=windows, attention_note=note,
     )
+
+
+# where configs say how many experts each token goes to
+TOP_K_KEYS = ("num_experts_per_tok", "moe_top_k", "moe_k", "top_k")
+
+
+def attention_windows(cfg) -> tuple[list, str]:
+    """(per layer: None full, N a sliding window / chunk of N tokens, 0 no softmax attention; a
+    note where attention FLOPs are approximate). From transformers' layer_types where the config
+    has them (5.x), else the 4.x fields (Llama 4's no_rope_layers, Jamba's attention period)."""
+    layers = cfg.num_hidden_layers
+    kinds = getattr(cfg, "layer_types", None)
+    if not kinds and getattr(cfg, "attention_chunk_size", None) and getattr(cfg, "no_rope_layers", None):
+        kinds = ["chunked_attention" if rope else "full_attention" for rope in cfg.no_rope_layers]  # Llama 4, 4.x
+    if not kinds and getattr(cfg, "attn_layer_period", None):  # Jamba, 4.x
+        kinds = ["full_attention" if i % cfg.attn_layer_period == cfg.attn_layer_offset else "mamba"
+                 for i in range(layers)]
+    if not kinds:
+        window = getattr(cfg, "sliding_window", None) if getattr(cfg, "use_sliding_window", True) else None
+        kinds = ["sliding_attention" if window else "full_attention"] * layers
+    by_kind = {"full_attention": None, "sliding_attention": getattr(cfg, "sliding_window", None),
+               "chunked_attention": getattr(cfg, "attention_chunk_size", None)}
+    windows = [by_kind.get(k, 0) for k in kinds[:layers]]
+    other = sorted({k for k in kinds[:layers] if k not in by_kind})
+    note = (f"{sum(w == 0 for w in windows)} of {layers} layers are {', '.join(other)}: their sequence mixing is not "
+            "counted in the attention FLOPs (their projections are, in 6N), so MFU is approximate") if other else ""
+    return windows, note
 
 
 def load_tokenizer(ref: ModelRef):
@@ -155,6 +197,38 @@ def load_tokenizer(ref: ModelRef):
     return tok
 
 
+@dataclass(frozen=True, slots=True)
+class Attention:
+    """The attention implementation a run uses: the one asked for, or where the model has none of
+    that kind, the first it supports of sdpa and eager (said on the console and in the record)."""
+
+    asked: str
+    used: str
+    why: str = ""      # the model's own reason for refusing `asked` ("" when used == asked)
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def attention(ref: ModelRef, asked: str, explicit: bool) -> Attention:
+    """Ask transformers itself (a meta-device build with each implementation): its refusal is the
+    model's reason. explicit (--attn-impl given): a refusal is the user's error, not a fallback."""
+    reasons = {}
+    for impl in dict.fromkeys([asked, "sdpa", "eager"]):
+        try:
+            meta_model(ref, impl)
+        except (ValueError, ImportError) as e:  # transformers: "does not support ... attn_implementation"
+            reasons[impl] = " ".join(str(e).split())
+            if impl == asked and explicit:
+                raise ConfigError(f"--attn-impl {asked}: {ref.name} refuses it: {reasons[impl]}", where="--attn-impl",
+                                  fix="leave --attn-impl out (stackbench then uses one the model supports) or give "
+                                      "one it supports: sdpa, eager") from None
+            continue
+        return Attention(asked, impl, reasons.get(asked, ""))
+    raise ConfigError(f"{ref.name} supports none of {asked}, sdpa, eager: {reasons}", where="--model",
+                      fix="check the model's config against the installed transformers")
+
+
 def build(ref: ModelRef, *, dtype, attn_impl: str, seed: int, weights_dir: str | None):
     """The model on the CPU (DeepSpeed moves it). Under ZeRO-3 the caller keeps an HfDeepSpeedConfig
     alive, so transformers builds it inside deepspeed.zero.Init (partitioned as it is created)."""
@@ -170,24 +244,16 @@ def build(ref: ModelRef, *, dtype, attn_impl: str, seed: int, weights_dir: str |
     return AutoModelForCausalLM.from_config(hf_config(ref), **kw)
 
 
-def set_moe_leaves(model, model_type: str) -> list[str]:
-    """Register sparse MoE blocks as ZeRO-3 leaf modules; returns the class names registered."""
-    name = MOE_LEAF_CLASSES.get(model_type)
-    if not name:
-        return []
-    classes = {type(m) for m in model.modules() if type(m).__name__ == name}
-    if classes:
-        from deepspeed.utils import set_z3_leaf_modules
-        set_z3_leaf_modules(model, list(classes))
-    return sorted(c.__name__ for c in classes)
+def build_for(cfg: RunConfig, ref: ModelRef, torch_dtype, weights: str | None, *, attn_impl: str, ds_config: dict,
+              frozen: bool = False):
+    """(model, MoE leaf blocks) for a run: the policy, or with frozen=True DPO's reference. Under
+    ZeRO-3 the caller keeps a HfDeepSpeedConfig alive so this builds inside zero.Init, and sparse
+    MoE blocks become leaf modules (trainer/moe.py: DeepSpeed issue 7461)."""
+    from trainer import moe
 
-
-def build_for(cfg: RunConfig, ref: ModelRef, torch_dtype, weights: str | None, frozen: bool = False):
-    """(model, MoE leaf classes) for a run: the policy, or with frozen=True DPO's reference. Under
-    ZeRO-3 the caller keeps a HfDeepSpeedConfig alive so this builds inside zero.Init, and MoE
-    blocks become leaf modules (DeepSpeed issue 7461)."""
-    model = build(ref, dtype=torch_dtype, attn_impl=cfg.attn_impl, seed=cfg.seed, weights_dir=weights)
-    leaves = set_moe_leaves(model, model.config.model_type) if cfg.zero_stage == 3 else []
+    model = build(ref, dtype=torch_dtype, attn_impl=attn_impl, seed=cfg.seed, weights_dir=weights)
+    stage = (ds_config.get("zero_optimization") or {}).get("stage", 0)
+    leaves = moe.register(model, ds_config, cfg.z3_leaf) if stage == 3 else []
     if frozen:
         model.requires_grad_(False)
-    return model, leaves
+    return model, [b.to_dict() for b in leaves]

@@ -141,8 +141,8 @@ def run(cfg: RunConfig, launch: Launch) -> dict:
 
 def _record(ctx: Context, started: str, everyone: list[dict], shape: models.ModelShape, result) -> dict:
     cfg, launch, topo = ctx.cfg, ctx.launch, ctx.topo
-    flops = formulas.task_flops_per_token(cfg.task, shape.flops_params, shape.layers, shape.heads, shape.head_dim,
-                                          cfg.seq_len, cfg.grad_checkpointing)
+    flops = formulas.task_flops_per_token(cfg.task, shape.flops_params, shape.attention, cfg.seq_len,
+                                          cfg.grad_checkpointing)
     metrics_out = metrics.reduce(everyone, task=cfg.task, warmup=cfg.warmup_steps, flops_per_token=flops,
                                  peak=formulas.peak_flops(everyone[0]["device"], ctx.dtype))
     env = fingerprint()

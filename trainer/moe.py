@@ -1,0 +1,209 @@
+"""Sparse MoE blocks, found from a model's structure, registered as ZeRO-3 leaf modules.
+
+Why: ZeRO-3 gathers a module's parameters when its forward is entered and prefetches in the order
+the first step traced. A sparse MoE block runs only the experts its tokens were routed to, so two
+ranks with different data enter different expert modules, gather different parameters and wait on
+each other in the all-gathers until the collective times out (DeepSpeed issue 7461). A leaf
+module's parameters are gathered at once when it is entered, whatever runs inside it.
+
+What a sparse MoE block is here, from the structure alone (no table of model types): a module
+with, among its direct children,
+  - a router: a module whose only parameters are one [E, d] weight and an optional [E] bias,
+    its own or one nn.Linear's inside it (nn.Linear in transformers 4.x, the TopKRouter classes
+    of 5.x, the gatings of Granite, DBRX and JetMoE), E >= 2 and not an embedding;
+  - experts: an nn.ModuleList of E modules of one class (transformers 4.x), or a module (not a
+    Linear) whose every parameter is stacked by expert, at least 2-D with a leading dimension E
+    (transformers 5.x, Llama 4, Granite, JetMoE) or a multiple of E (DBRX's flattened weights),
+    held as raw parameters: a module built of torch layers (a Linear, a Conv1d) is one layer or a
+    shared expert, never E experts.
+The outermost such module is registered (the one whose forward picks the experts), never whole
+decoder layers. DeepSpeed >= 0.18 registers a default list itself (zero_optimization.leaf_module,
+default: the Mixtral and Qwen MoE blocks): those are left to it and recorded as its.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from core.errors import ConfigError
+
+NONE = "none"  # --z3-leaf none: register nothing (to measure what leaves change)
+
+
+@dataclass(slots=True)
+class Block:
+    """One MoE block class of a model and how it is registered (a record's moe_leaf_modules entry)."""
+
+    name: str                     # the class's name
+    qualname: str                 # module.qualname: what DeepSpeed's leaf_module config matches
+    instances: int = 0            # modules of this class in the model
+    experts: int | None = None    # E (None for a class the user named that the finder does not see)
+    layout: str | None = None     # "module list" (one module per expert) or "stacked" (3-D parameters)
+    found_by: list[str] = field(default_factory=list)  # structure, user (--z3-leaf), deepspeed default / config
+    registered_by: str = ""       # stackbench, deepspeed, or "" (--z3-leaf none)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _router_experts(module) -> int | None:
+    """E when the module is a router: one [E, d] weight, its own or one Linear's inside it; any
+    other parameter holds one value per expert (a bias, ERNIE's [1, E] score correction)."""
+    import torch.nn as nn
+
+    if isinstance(module, (nn.Embedding, nn.ModuleList)):
+        return None
+    params = list(module.parameters())
+    weights = [p for p in params if p.dim() == 2 and min(p.shape) > 1]
+    if len(weights) != 1:
+        return None
+    e = weights[0].shape[0]
+    if e < 2 or any(p is not weights[0] and p.numel() != e for p in params):
+        return None
+    return e
+
+
+def _experts(module, e: int) -> str | None:
+    """The layout when the module holds E experts: "module list" or "stacked"; else None."""
+    import torch.nn as nn
+
+    if isinstance(module, nn.ModuleList):
+        kinds = {type(m) for m in module}
+        return "module list" if len(module) == e and len(kinds) == 1 and any(True for _ in module.parameters()) else None
+    if any(type(m).__module__.startswith("torch.nn") and any(True for _ in m.parameters(recurse=False))
+           for m in module.modules()):  # built of torch layers (a Linear, a Conv1d): one layer each, or a shared expert
+        return None
+    params = list(module.parameters())
+    if not params or any(p.dim() < 2 or p.shape[0] % e for p in params):
+        return None
+    return "stacked"
+
+
+def _is_block(module) -> tuple[int, str, list] | None:
+    """(E, layout, the expert children) when the module routes tokens to a subset of its experts."""
+    children = list(module.children())
+    for router in children:
+        e = _router_experts(router)
+        if e is None:
+            continue
+        experts = [(c, layout) for c in children if c is not router and (layout := _experts(c, e))]
+        if experts:
+            return e, experts[0][1], [c for c, _ in experts]
+    return None
+
+
+def blocks(model):
+    """(name, module, E, layout, expert children) of every sparse MoE block, outermost matches only
+    (a match's descendants are not blocks of their own), in model order."""
+    inside: list[str] = []
+    for name, module in model.named_modules():
+        if any(name.startswith(p + ".") for p in inside):
+            continue
+        hit = _is_block(module)
+        if hit is not None:
+            inside.append(name)
+            yield name, module, *hit
+
+
+def find(model) -> list[Block]:
+    """The model's sparse MoE block classes."""
+    found: dict[type, Block] = {}
+    for _, module, e, layout, _ in blocks(model):
+        block = found.setdefault(type(module), Block(type(module).__name__, _qualname(type(module)),
+                                                     experts=e, layout=layout, found_by=["structure"]))
+        block.instances += 1
+    return list(found.values())
+
+
+def routed_parameters(model) -> tuple[list[tuple[int, int]], int | None]:
+    """([(parameters of one block's experts, E)], the largest E or None for a dense model): what a
+    token passes k of E of (shared experts, routers and everything else it passes whole)."""
+    per_block = [(sum(p.numel() for c in experts for p in c.parameters()), e) for *_, e, _, experts in blocks(model)]
+    return per_block, max((e for _, e in per_block), default=None)
+
+
+def deepspeed_leaf_classes(ds_config: dict) -> tuple[list[str], str] | None:
+    """(the classes DeepSpeed registers itself, "deepspeed default" or "deepspeed config") where it
+    has a leaf_module setting (0.18+); None where it has not (0.16.9, the image's pin)."""
+    try:
+        from deepspeed.runtime.zero.leaf_module_config import DEFAULT_LEAF_MODULE_CLASSES
+    except ImportError:
+        return None
+    given = (ds_config.get("zero_optimization") or {}).get("leaf_module") or {}
+    if "classes" in given:  # DeepSpeed: a config's list replaces the defaults
+        classes = given["classes"]
+        return ([classes] if isinstance(classes, str) else list(classes)), "deepspeed config"
+    return list(DEFAULT_LEAF_MODULE_CLASSES), "deepspeed default"
+
+
+def user_names(z3_leaf: str) -> list[str]:
+    return [] if z3_leaf in ("", NONE) else [n.strip() for n in z3_leaf.split(",") if n.strip()]
+
+
+def check_names(model, z3_leaf: str) -> None:
+    """Every class --z3-leaf names is in the model (a meta-device build is enough)."""
+    names = user_names(z3_leaf)
+    if not names:
+        return
+    present = {c.__name__ for c in map(type, model.modules())} | {_qualname(type(m)) for m in model.modules()}
+    missing = [n for n in names if n not in present]
+    if missing:
+        blocks = ", ".join(b.name for b in find(model)) or "none found"
+        raise ConfigError(f"--z3-leaf {', '.join(missing)}: no such module class in {type(model).__name__}",
+                          where="--z3-leaf",
+                          fix=f"name a class of the model (its MoE blocks: {blocks}); a class name or module.qualname")
+
+
+def plan(model, ds_config: dict, z3_leaf: str = "") -> list[Block]:
+    """What is registered as a ZeRO-3 leaf, by whom and why: the structural finder's blocks plus
+    the classes --z3-leaf names, less what DeepSpeed registers itself."""
+    check_names(model, z3_leaf)
+    blocks = {b.name: b for b in ([] if z3_leaf == NONE else find(model))}
+    by_name = {}
+    for m in model.modules():
+        by_name.setdefault(type(m).__name__, type(m))
+        by_name.setdefault(_qualname(type(m)), type(m))
+    for name in user_names(z3_leaf):
+        cls = by_name[name]
+        block = blocks.setdefault(cls.__name__, Block(cls.__name__, _qualname(cls)))
+        block.found_by.append("user (--z3-leaf)")
+    ds = deepspeed_leaf_classes(ds_config)
+    if ds:
+        listed, source = ds
+        for cls in {c for c in map(type, model.modules()) if c.__name__ in listed or _qualname(c) in listed}:
+            block = blocks.setdefault(cls.__name__, Block(cls.__name__, _qualname(cls)))
+            block.found_by.append(source)
+            block.registered_by = "deepspeed"  # its engine sets the flag: not registered twice
+    for block in blocks.values():
+        cls = by_name[block.name]
+        block.instances = sum(type(m) is cls for m in model.modules())
+        if not block.registered_by and z3_leaf != NONE:
+            block.registered_by = "stackbench"
+    return list(blocks.values())
+
+
+def register(model, ds_config: dict, z3_leaf: str = "") -> list[Block]:
+    """Register the plan's stackbench blocks (deepspeed.utils.set_z3_leaf_modules: DeepSpeed 0.16's
+    config has no leaf_module key); returns the whole plan for the record."""
+    blocks = plan(model, ds_config, z3_leaf)
+    ours = [b.name for b in blocks if b.registered_by == "stackbench"]
+    if ours:
+        from deepspeed.utils import set_z3_leaf_modules
+
+        classes = {type(m) for m in model.modules() if type(m).__name__ in ours}
+        set_z3_leaf_modules(model, sorted(classes, key=lambda c: c.__name__))
+    return blocks
+
+
+def describe(blocks: list[Block]) -> str:
+    """One console line: what is a leaf and why."""
+    if not blocks:
+        return "ZeRO-3 leaf modules: none (no sparse MoE block found)"
+    return "ZeRO-3 leaf modules: " + "; ".join(
+        f"{b.name} x{b.instances}" + (f" ({b.experts} experts, {b.layout})" if b.experts else "")
+        + f", found by {' + '.join(b.found_by)}, registered by {b.registered_by or 'nobody (--z3-leaf none)'}"
+        for b in blocks)
