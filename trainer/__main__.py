@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = with_topology(cfg, given, Topology.from_env())  # before anything can fail: records say what ran
         cfg = ds_source.reconcile(cfg, given)  # what a --deepspeed config states (the bench has done this already)
         launch = launch.replace(run_id=launch.run_id or cfg.run_id)
-        run(cfg, launch)
+        run(cfg, launch, frozenset(given))
         return EXIT_OK
     except UserError as e:
         print(f"{prefix} error: {e.render()}", file=sys.stderr, flush=True)

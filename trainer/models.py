@@ -11,6 +11,7 @@ A reference is one of:
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -69,7 +70,7 @@ def hf_config(ref: ModelRef):
 
     if ref.path:
         return AutoConfig.from_pretrained(ref.path)
-    config = dict(ref.config)
+    config = copy.deepcopy(ref.config)  # configs change their nested dicts (DBRX's attn_config) as they read them
     return AutoConfig.for_model(config.pop("model_type"), **config)
 
 

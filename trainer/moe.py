@@ -23,6 +23,7 @@ default: the Mixtral and Qwen MoE blocks): those are left to it and recorded as 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 from core.errors import ConfigError
@@ -50,6 +51,11 @@ def _qualname(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def _shape(p) -> tuple[int, ...]:
+    """A parameter's full shape, also when ZeRO-3 has partitioned it (its data is then empty)."""
+    return tuple(getattr(p, "ds_shape", None) or p.shape)
+
+
 def _router_experts(module) -> int | None:
     """E when the module is a router: one [E, d] weight, its own or one Linear's inside it; any
     other parameter holds one value per expert (a bias, ERNIE's [1, E] score correction)."""
@@ -57,12 +63,12 @@ def _router_experts(module) -> int | None:
 
     if isinstance(module, (nn.Embedding, nn.ModuleList)):
         return None
-    params = list(module.parameters())
-    weights = [p for p in params if p.dim() == 2 and min(p.shape) > 1]
+    shapes = [_shape(p) for p in module.parameters()]
+    weights = [i for i, sh in enumerate(shapes) if len(sh) == 2 and min(sh) > 1]
     if len(weights) != 1:
         return None
-    e = weights[0].shape[0]
-    if e < 2 or any(p is not weights[0] and p.numel() != e for p in params):
+    e = shapes[weights[0]][0]
+    if e < 2 or any(i != weights[0] and math.prod(sh) != e for i, sh in enumerate(shapes)):
         return None
     return e
 
@@ -77,8 +83,8 @@ def _experts(module, e: int) -> str | None:
     if any(type(m).__module__.startswith("torch.nn") and any(True for _ in m.parameters(recurse=False))
            for m in module.modules()):  # built of torch layers (a Linear, a Conv1d): one layer each, or a shared expert
         return None
-    params = list(module.parameters())
-    if not params or any(p.dim() < 2 or p.shape[0] % e for p in params):
+    shapes = [_shape(p) for p in module.parameters()]
+    if not shapes or any(len(sh) < 2 or sh[0] % e for sh in shapes):
         return None
     return "stacked"
 
@@ -122,7 +128,8 @@ def find(model) -> list[Block]:
 def routed_parameters(model) -> tuple[list[tuple[int, int]], int | None]:
     """([(parameters of one block's experts, E)], the largest E or None for a dense model): what a
     token passes k of E of (shared experts, routers and everything else it passes whole)."""
-    per_block = [(sum(p.numel() for c in experts for p in c.parameters()), e) for *_, e, _, experts in blocks(model)]
+    per_block = [(sum(math.prod(_shape(p)) for c in experts for p in c.parameters()), e)
+                 for *_, e, _, experts in blocks(model)]
     return per_block, max((e for _, e in per_block), default=None)
 
 

@@ -22,7 +22,7 @@ from core.errors import UserError
 from core.fingerprint import fingerprint
 from core.host import free_port, host_gib_per_rank
 from trainer import data as data_mod
-from trainer import metrics, models
+from trainer import metrics, models, moe
 from trainer.backends import REGISTRY
 from trainer.backends.base import Context, Topology
 from trainer import ds_source
@@ -52,8 +52,9 @@ def with_topology(cfg: RunConfig, given: set[str], topo: Topology) -> RunConfig:
     return cfg.replace(**started)
 
 
-def run(cfg: RunConfig, launch: Launch) -> dict:
-    """The run on this rank (cfg already says the topology it was started with: with_topology)."""
+def run(cfg: RunConfig, launch: Launch, given: frozenset[str] = frozenset()) -> dict:
+    """The run on this rank (cfg already says the topology it was started with: with_topology);
+    given: the knobs set on the command line (an --attn-impl given is not replaced by a fallback)."""
     import torch
 
     topo = Topology.from_env()
@@ -72,7 +73,10 @@ def run(cfg: RunConfig, launch: Launch) -> dict:
     data_mod.check_enough(dataset, cfg.total_steps * cfg.global_batch, cfg.repeat_data,
                           f"{cfg.total_steps} steps x global batch {cfg.global_batch} ({cfg.micro_batch} x "
                           f"{cfg.grad_accum} x {cfg.world_size} ranks)")
-    shape = models.shape(ref)
+    attention = models.attention(ref, cfg.attn_impl, explicit="attn_impl" in given)
+    meta = models.meta_model(ref, attention.used)
+    shape = models.shape(ref, meta)
+    moe.check_names(meta, cfg.z3_leaf)  # a class --z3-leaf names that the model lacks: said before any collective
     if shape.vocab < len(tokenizer):
         raise UserError(f"tokenizer has {len(tokenizer)} tokens but the model's vocabulary is {shape.vocab}",
                         where=f"--model {cfg.model}", fix="use the tokenizer that belongs to the model")
@@ -88,6 +92,10 @@ def run(cfg: RunConfig, launch: Launch) -> dict:
     if topo.rank == 0:
         for note in describe(ds_provenance):
             log(topo, f"note: {note}")
+        if attention.why:
+            log(topo, f"note: attention {attention.used}, not {attention.asked}: {attention.why}")
+        if cfg.zero_stage == 3:
+            log(topo, f"note: {moe.describe(moe.plan(meta, ds_config, cfg.z3_leaf))}")
 
     # 2. devices and the process group
     import deepspeed
@@ -118,13 +126,12 @@ def run(cfg: RunConfig, launch: Launch) -> dict:
     batches = data_mod.micro_batches(dataset, rank=topo.rank, world=topo.world, micro_batch=cfg.micro_batch,
                                      grad_accum=cfg.grad_accum, pad_id=tokenizer.pad_token_id, seq_len=cfg.seq_len,
                                      padding=cfg.padding, packed=cfg.packing and cfg.task != "pt", dtype=torch_dtype,
-                                     varlen=cfg.attn_impl == "flash_attention_2")
+                                     varlen=attention.used == "flash_attention_2")
     log(topo, f"{cfg.task} ZeRO-{cfg.zero_stage} on {topo.world} ranks ({cfg.backend}): {cfg.warmup_steps} warm-up + "
               f"{cfg.steps} measured steps")
-    ctx = Context(cfg=cfg, launch=launch, ref=ref, tokenizer=tokenizer, dataset=dataset, ds_config=ds_config,
-                  ds_provenance=ds_provenance,
-                  dtype=dtype, torch_dtype=torch_dtype, weights=weights, topo=topo, device=device, batches=batches,
-                  meter=meter)
+    ctx = Context(cfg=cfg, launch=launch, ref=ref, attention=attention, tokenizer=tokenizer, dataset=dataset,
+                  ds_config=ds_config, ds_provenance=ds_provenance, dtype=dtype, torch_dtype=torch_dtype,
+                  weights=weights, topo=topo, device=device, batches=batches, meter=meter)
     result = backend.train(ctx)
 
     # 4. gather and reduce on rank 0
@@ -150,12 +157,13 @@ def _record(ctx: Context, started: str, everyone: list[dict], shape: models.Mode
                     for r in everyone]
     env["hosts"] = sorted({r["host"] for r in everyone})
     device_gib = env["devices"].get("memory_gib") or host_gib_per_rank(topo.local_world)
-    prediction = memory_model.predict_for(shape, cfg, dtype=ctx.dtype, device_gib=device_gib).to_dict()
+    prediction = memory_model.predict_for(shape, cfg.replace(attn_impl=ctx.attention.used), dtype=ctx.dtype,
+                                          device_gib=device_gib).to_dict()
     resolved = {
         "model": {"name": ctx.ref.name, "path": ctx.ref.path or None, "kind": ctx.ref.kind, **shape.to_dict()},
         "dtype": ctx.dtype, "world_size": topo.world, "global_batch": cfg.global_batch,
         "ref_zero_stage": cfg.ref_zero_stage if cfg.task == "dpo" else None,
-        "moe_leaf_modules": result.leaves, "data": ctx.dataset.summary(), "deepspeed": ctx.ds_config,
+        "attention": ctx.attention.to_dict(), "moe_leaf_modules": result.leaves, "data": ctx.dataset.summary(), "deepspeed": ctx.ds_config,
         "deepspeed_from": ctx.ds_provenance, "engine": result.engine,
     }
     if result.setup:  # how the harness made the backend's trainer run (trainer/backends/)

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 from core.config import Launch, RunConfig
 from trainer.data import Batch, Dataset
 from trainer.metrics import Meter
-from trainer.models import ModelRef
+from trainer.models import Attention, ModelRef
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +38,7 @@ class Context:
     cfg: RunConfig
     launch: Launch
     ref: ModelRef
+    attention: Attention      # the implementation the model is built with (asked for, or the fallback)
     tokenizer: Any
     dataset: Dataset
     ds_config: dict           # what DeepSpeed gets (a backend that must change it changes it here: it is recorded)
@@ -90,6 +91,6 @@ def engine_readback(engine: Any) -> dict[str, Any]:
 @dataclass(slots=True)
 class Result:
     steps: list[dict[str, Any]]   # per optimizer step on this rank (Meter.steps, losses filled in)
-    leaves: list[str]             # the MoE classes registered as ZeRO-3 leaf modules
+    leaves: list[dict]            # the ZeRO-3 leaf module classes, who found and registered them (trainer/moe.py)
     setup: dict | None = None     # how the harness made another trainer run, for the record
     engine: dict | None = None    # engine_readback() of the policy engine

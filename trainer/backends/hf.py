@@ -104,7 +104,8 @@ def train(ctx: Context) -> Result:
     else:
         args = TrainingArguments(**common)
     # built after TrainingArguments: under ZeRO-3 that is what makes from_pretrained partition it
-    model, leaves = models.build_for(cfg, ctx.ref, ctx.torch_dtype, ctx.weights)
+    model, leaves = models.build_for(cfg, ctx.ref, ctx.torch_dtype, ctx.weights, attn_impl=ctx.attention.used,
+                                     ds_config=ctx.ds_config)
     model.config.use_cache = False
     fed = [next(ctx.batches) for _ in range(cfg.total_steps * cfg.grad_accum)]
 
@@ -118,7 +119,8 @@ def train(ctx: Context) -> Result:
 
         # the native batches in TRL's layout (trainer/compat.py: it changed in TRL 0.29)
         feed = [compat.dpo_batch(b.input_ids, b.attention_mask, b.labels, ctx.tokenizer.pad_token_id) for b in fed]
-        reference, _ = models.build_for(cfg, ctx.ref, ctx.torch_dtype, ctx.weights, frozen=True)
+        reference, _ = models.build_for(cfg, ctx.ref, ctx.torch_dtype, ctx.weights, attn_impl=ctx.attention.used,
+                                        ds_config=ctx.ds_config, frozen=True)
         from datasets import Dataset
 
         placeholder = Dataset.from_dict({"prompt": ["a"], "chosen": ["b"], "rejected": ["c"]})  # batches come from feed

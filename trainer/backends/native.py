@@ -86,14 +86,14 @@ def optimizer_step(engine, reference, batches, cfg, device) -> dict[str, Any]:
     return out
 
 
-def engines(cfg, ref, ds_config: dict, torch_dtype, weights: str | None):
+def engines(cfg, ref, ds_config: dict, torch_dtype, weights: str | None, attn_impl: str):
     """(policy engine, reference engine or None, MoE leaves). A model is built inside zero.Init
     (partitioned as it is created) while a HfDeepSpeedConfig of a stage-3 config lives."""
     import deepspeed
     from transformers.integrations import HfDeepSpeedConfig
 
     keep_alive = HfDeepSpeedConfig(ds_config) if cfg.zero_stage == 3 else None
-    model, leaves = models.build_for(cfg, ref, torch_dtype, weights)
+    model, leaves = models.build_for(cfg, ref, torch_dtype, weights, attn_impl=attn_impl, ds_config=ds_config)
     if cfg.grad_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
@@ -103,7 +103,8 @@ def engines(cfg, ref, ds_config: dict, torch_dtype, weights: str | None):
     if cfg.task == "dpo":
         ref_config = reference_config(ds_config, cfg.ref_zero_stage)
         keep_alive = HfDeepSpeedConfig(ref_config) if cfg.ref_zero_stage == 3 else None
-        ref_model, _ = models.build_for(cfg, ref, torch_dtype, weights, frozen=True)
+        ref_model, _ = models.build_for(cfg, ref, torch_dtype, weights, attn_impl=attn_impl, ds_config=ref_config,
+                                        frozen=True)
         reference, *_ = deepspeed.initialize(model=ref_model, config=ref_config)
         reference.eval()
     del keep_alive
@@ -111,7 +112,8 @@ def engines(cfg, ref, ds_config: dict, torch_dtype, weights: str | None):
 
 
 def train(ctx: Context) -> Result:
-    engine, reference, leaves = engines(ctx.cfg, ctx.ref, ctx.ds_config, ctx.torch_dtype, ctx.weights)
+    engine, reference, leaves = engines(ctx.cfg, ctx.ref, ctx.ds_config, ctx.torch_dtype, ctx.weights,
+                                        ctx.attention.used)
     ctx.meter.engines_ready()
     for _ in range(ctx.cfg.total_steps):
         ctx.meter.step_begin()

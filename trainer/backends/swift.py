@@ -92,6 +92,19 @@ def swift_argv(cfg, ref, model_dir: str, data_file: Path, ds_file: Path, out_dir
     return argv
 
 
+def swift_leaves(model) -> list[dict]:
+    """The classes ms-swift registered as ZeRO-3 leaves (its own table of model types), as the
+    record's moe_leaf_modules entries; what the structural finder sees is listed beside them."""
+    from trainer import moe
+
+    flagged = {type(m) for m in model.modules() if getattr(m, "_z3_leaf", False)}
+    found = {b.name: b for b in moe.find(model)}
+    return [moe.Block(c.__name__, f"{c.__module__}.{c.__qualname__}", sum(type(m) is c for m in model.modules()),
+                      found_by=["ms-swift"] + (["structure"] if c.__name__ in found else []),
+                      registered_by="ms-swift").to_dict() for c in sorted(flagged, key=lambda c: c.__name__)] + [
+        {**b.to_dict(), "registered_by": ""} for name, b in found.items() if name not in {c.__name__ for c in flagged}]
+
+
 def model_dir(cfg, ref, weights: str | None, dtype: str, topo) -> str:
     """A directory ms-swift can load. Presets are random-init: written once per host from the seed."""
     if weights:
@@ -118,7 +131,7 @@ def train(ctx: Context) -> Result:
     work.mkdir(parents=True, exist_ok=True)
     rows = ordered_rows(ctx.dataset, topo.world, cfg.micro_batch, cfg.total_steps * cfg.grad_accum)
     data_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    argv = swift_argv(cfg, ctx.ref, model_dir(cfg, ctx.ref, ctx.weights, ctx.dtype, topo), data_file, ds_file,
+    argv = swift_argv(cfg.replace(attn_impl=ctx.attention.used), ctx.ref, model_dir(cfg, ctx.ref, ctx.weights, ctx.dtype, topo), data_file, ds_file,
                       work / "out", ctx.dtype)
     # ms-swift's trainer builds the optimizer itself (it fails on DeepSpeed's DummyOptim): the
     # AdamW settings went in as Trainer arguments, and the record's config shows what DeepSpeed got
@@ -177,6 +190,6 @@ def _measured_pipeline(task: str, measure, counts: deque, padding_to: int | None
             try:
                 return super().train(trainer)
             finally:  # ms-swift registers MoE blocks as ZeRO-3 leaves itself: record which it did
-                self.leaves = sorted({type(m).__name__ for m in trainer.model.modules() if getattr(m, "_z3_leaf", False)})
+                self.leaves = swift_leaves(trainer.model)
 
     return Measured
