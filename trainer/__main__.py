@@ -3,7 +3,9 @@
 Start it under a distributed launcher (torchrun, srun + torchrun); `invoke bench` does that and
 fills in --run-id, --out, --launcher and --command. Every flag is a field of core.config.RunConfig
 (what the run is) or core.config.Launch (bookkeeping). Exit codes: 0 ok, 2 bad input (a record
-with status failed / kind bad_input is written by rank 0), 3 out of memory, 1 anything else.
+with status failed / kind bad_input is written by rank 0), 3 out of memory, 1 anything else: its
+exception goes to torch elastic's error file (@record), with this rank and host, where the
+launcher reads it for the record (bench/launchers/outcomes.py).
 """
 
 from __future__ import annotations
@@ -61,5 +63,28 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
+def entry() -> int:
+    """main under torch elastic's @record: an exception main lets through is written to the error
+    file torchrun gives each rank (TORCHELASTIC_ERROR_FILE, under --log-dir), its extraInfo naming
+    this rank and host besides torch's traceback and timestamp."""
+    import json
+
+    from torch.distributed.elastic.multiprocessing.errors import ErrorHandler, record
+
+    class RankErrorHandler(ErrorHandler):
+        def record_exception(self, e: BaseException) -> None:
+            super().record_exception(e)
+            path = self._get_error_file_path()
+            if not path or not os.path.isfile(path):
+                return
+            with open(path) as fh:
+                data = json.load(fh)
+            data["message"]["extraInfo"].update(rank=os.environ.get("RANK", "0"), host=socket.gethostname())
+            with open(path, "w") as fh:
+                json.dump(data, fh)
+
+    return record(main, error_handler=RankErrorHandler())()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

@@ -218,16 +218,14 @@ def attention(ref: ModelRef, asked: str, explicit: bool) -> Attention:
     for impl in dict.fromkeys([asked, "sdpa", "eager"]):
         try:
             meta_model(ref, impl)
-        except (ValueError, ImportError) as e:  # transformers: "does not support ... attn_implementation"
-            reasons[impl] = " ".join(str(e).split())
-            if impl == asked and explicit:
-                raise ConfigError(f"--attn-impl {asked}: {ref.name} refuses it: {reasons[impl]}", where="--attn-impl",
-                                  fix="leave --attn-impl out (stackbench then uses one the model supports) or give "
-                                      "one it supports: sdpa, eager") from None
-            continue
-        return Attention(asked, impl, reasons.get(asked, ""))
-    raise ConfigError(f"{ref.name} supports none of {asked}, sdpa, eager: {reasons}", where="--model",
-                      fix="check the model's config against the installed transformers")
+        except (ValueError, ImportError) as e:  # transformers: "... does not support ... attn_implementation"
+            reasons[impl] = " ".join(str(e).split()).split(". ")[0].rstrip(".") + "."  # its first sentence
+    supported = [impl for impl in dict.fromkeys([asked, "sdpa", "eager"]) if impl not in reasons]
+    if asked in reasons and explicit or not supported:
+        raise ConfigError(f"--attn-impl {asked}: {ref.name} refuses it: {reasons[asked]}", where="--attn-impl",
+                          fix=f"give one it supports ({', '.join(supported) or 'none of sdpa, eager'}), or leave "
+                              "--attn-impl out and stackbench uses the first of them")
+    return Attention(asked, supported[0], reasons.get(asked, ""))
 
 
 def build(ref: ModelRef, *, dtype, attn_impl: str, seed: int, weights_dir: str | None):

@@ -12,6 +12,7 @@ import dataclasses
 import os
 import re
 import shlex
+import shutil
 import sys
 import time
 import uuid
@@ -148,6 +149,7 @@ class Launcher(ABC):
         run_dir = sweep_dir / cfg.run_id
         heartbeat = run_dir / "heartbeat"
         heartbeat.unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "ranks", ignore_errors=True)  # an earlier attempt's error files are not this one's
         cmds = self.commands(cfg, sweep_dir, free_port())
         command = join_commands(cmds)
         cmds = [c + ["--command", command] for c in cmds]  # the record says how to reproduce it
@@ -164,7 +166,8 @@ class Launcher(ABC):
         if out.exists():  # the trainer wrote its own record (ok, bad input, oom)
             return record.read(out)
         status, error = outcomes.classify([p.log for p in procs], killed_because,
-                                          {p.node: p.popen.returncode for p in procs}, self.node_names(cfg.nodes))
+                                          {p.node: p.popen.returncode for p in procs}, self.node_names(cfg.nodes),
+                                          outcomes.rank_errors(run_dir))
         rec = record.new(status, cfg, launch, started_at=started, error=error)
         record.write(out, rec)
         return rec

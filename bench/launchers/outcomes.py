@@ -21,7 +21,6 @@ from core.errors import OUT_OF_MEMORY
 _TORCHRUN_FAILURE = re.compile(r"time\s*:\s*(\S+)\s*\n\s*host\s*:\s*(\S+)\s*\n\s*rank\s*:\s*(\d+)[^\n]*\n"
                                r"\s*exitcode\s*:\s*(-?\d+)")
 _TEE = r"(?:\[default\d+\]:)?"  # torchrun --tee prefixes each line with the local rank
-_EXCEPTION = re.compile(rf"^{_TEE}(?:\[rank(\d+)\]: )?([\w.]+(?:Error|Exception|Interrupt)): (.*)$", re.M)
 _TRAINER_ERROR = re.compile(rf"^{_TEE}\[([^:\]]+):(\d+)\] error: (.*)$", re.M)  # the trainer's own line
 
 
@@ -47,9 +46,11 @@ def describe_exit(code: int) -> str:
 
 
 def classify(logs: list[Path], killed_because: str | None = None, exit_codes: dict | None = None,
-             hosts: list[str] | None = None) -> tuple[str, dict]:
-    """(status, error) from per-node logs (index = node), when known exit codes by node, and the
-    host of each node (torchrun's summary names a host by its FQDN, often just "localhost")."""
+             hosts: list[str] | None = None, raised: list[dict] | None = None) -> tuple[str, dict]:
+    """(status, error) from per-node logs (index = node), when known exit codes by node, the host
+    of each node (torchrun's summary names a host by its FQDN, often just "localhost"), and the
+    exceptions the ranks raised (rank_errors: their own error files)."""
+    raised = raised or []
     texts = [p.read_text(errors="replace") if p.exists() else "" for p in logs]
     log_paths = ", ".join(str(p) for p in logs)
     if killed_because:
@@ -68,19 +69,49 @@ def classify(logs: list[Path], killed_because: str | None = None, exit_codes: di
     # (their peer vanished from a collective) are consequences, so signals first, then the earliest
     found = [(int(code) >= 0, when, node, host, int(rank), int(code))
              for node, text in enumerate(texts) for when, host, rank, code in _TORCHRUN_FAILURE.findall(text)]
-    if found:
-        _, _, node, host, rank, code = min(found)
+    first = min(found) if found else None
+    if raised and not (first and first[-1] < 0):  # a rank killed by a signal raised nothing: it stays the cause
+        cause = raised[0]
+        code = next((c for _, _, _, _, r, c in found if r == cause["rank"]), None)
+        how = f"{describe_exit(code)}: " if code is not None else ""
+        return "failed", record.error("crash", f"rank {cause['rank']} on {cause['host']} {how}raised "
+                                      f"{cause['message']}{cause['where']}", rank=cause["rank"], host=cause["host"],
+                                      log=cause["file"])
+    if first:
+        _, _, node, host, rank, code = first
         host = hosts[node] if hosts and node < len(hosts) else host
-        how = describe_exit(code)
-        raised = [m for m in _EXCEPTION.findall(texts[node]) if not m[0] or m[0] == str(rank)]
-        if raised and code >= 0:
-            how += f": {raised[-1][1]}: {raised[-1][2]}"
-        return "failed", record.error("crash", f"rank {rank} on {host} {how}", rank=rank, host=host,
+        return "failed", record.error("crash", f"rank {rank} on {host} {describe_exit(code)}", rank=rank, host=host,
                                       log=str(logs[node]))
     codes = ", ".join(f"node {n}: {describe_exit(c)}" for n, c in (exit_codes or {}).items() if c not in (None, 0))
     first = next((p for p in logs if p.exists()), logs[0] if logs else Path("-"))
     return "failed", record.error("crash", f"{codes or 'no exit code'}; last lines of {first.name}:\n{tail(first)}",
                                   log=log_paths)
+
+
+# what a rank raises because another went away: never the cause when a rank raised something else
+_CONSEQUENCE = re.compile(r"DistBackendError|Connection (reset|closed)|Broken pipe|timed out|Timeout|"
+                          r"ProcessGroupGloo|NCCL communicator was aborted|watchdog", re.I)
+
+
+def rank_errors(run_dir: Path) -> list[dict]:
+    """The exceptions ranks raised, from torch elastic's error files (trainer/__main__.py writes
+    them through @record, under the run's --log-dir), first cause first: the earliest, and at the
+    same second an exception of its own before one caused by a vanished peer."""
+    out = []
+    for path in sorted(run_dir.glob("ranks/**/error.json")):
+        try:
+            info = json.loads(path.read_text())["message"]
+            extra = info.get("extraInfo") or {}
+            stack = [line.strip() for line in str(extra.get("py_callstack", "")).splitlines() if line.strip()]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a file a dying rank left half-written: the others still speak
+        frames = [line for line in stack if line.startswith('File "')]
+        where = f" ({frames[-1]})" if frames else ""
+        message = str(info.get("message", "")).strip().splitlines()
+        out.append({"rank": int(extra["rank"]) if str(extra.get("rank", "")).isdigit() else None,
+                    "host": extra.get("host"), "timestamp": int(extra.get("timestamp") or 0),
+                    "message": message[0] if message else "an exception", "where": where, "file": str(path)})
+    return sorted(out, key=lambda e: (e["timestamp"], bool(_CONSEQUENCE.search(e["message"]))))
 
 
 def interrupted(cfg: RunConfig, launch: Launch, started: str) -> dict:

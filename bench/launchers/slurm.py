@@ -248,6 +248,7 @@ class SlurmLauncher(Launcher):
         out = record.path(sweep_dir, cfg.run_id)
         out.unlink(missing_ok=True)
         run_dir = sweep_dir / cfg.run_id
+        shutil.rmtree(run_dir / "ranks", ignore_errors=True)  # an earlier attempt's error files are not this one's
         command = shlex.join(["sbatch", "--export=ALL", str(run_dir / JOB_FILE)])
         launch = self.bookkeeping(cfg, sweep_dir, command)
         job = _submit(run_dir, self.script(cfg, sweep_dir, command=command))
@@ -272,7 +273,7 @@ class SlurmLauncher(Launcher):
         joined = record.read(pf).get("joined_hosts") if pf.exists() else None  # node i's host, from the preflight
         status, error = outcomes.classify(
             logs, killed_because or (f"Slurm ended the job: {state}" if state == "TIMEOUT" else None), {"job": code},
-            joined)
+            joined, outcomes.rank_errors(run_dir))
         if state == "OUT_OF_MEMORY":
             status, error["kind"] = "oom", "oom"
         error["message"] = f"Slurm job {job} {state}: {error['message']}"

@@ -4,6 +4,7 @@ the table lists no code the commands do not have."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -78,13 +79,24 @@ def test_each_command_exits_with_the_documented_code(key, tmp_path):
         assert "Traceback" not in p.stderr and ("error" in p.stderr.lower() or "usage" in p.stderr.lower())
 
 
-def test_the_trainer_keeps_a_crash_as_1():
-    """Anything that is not a user mistake or out of memory keeps its traceback and exits 1."""
+def test_the_trainer_keeps_a_crash_as_1(tmp_path):
+    """Anything that is not a user mistake or out of memory keeps its traceback, exits 1 and, under
+    torch elastic's @record, lands in the rank's error file with its rank and host (the launcher's
+    record takes it from there: bench/launchers/outcomes.rank_errors)."""
     script = ("import sys, trainer.__main__ as m, trainer.run as r\n"
-              "def boom(cfg, launch): raise RuntimeError('a bug')\n"
+              "def boom(cfg, launch, given=None): raise RuntimeError('a bug')\n"
               "r.run = boom\n"
-              "sys.exit(m.main(['--model', 'tiny']))")
+              "sys.argv = ['trainer', '--model', 'tiny']\n"
+              "sys.exit(m.entry())")
+    error_file = tmp_path / "ranks" / "attempt_0" / "1" / "error.json"
+    error_file.parent.mkdir(parents=True)
     p = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                       env=dict(os.environ, PYTHONPATH=str(ROOT), RANK="3", TORCHELASTIC_ERROR_FILE=str(error_file)))
     assert p.returncode == 1 and "RuntimeError: a bug" in p.stderr, p.stderr[-2000:]
     assert re.search(r"Traceback", p.stderr)
+    info = json.loads(error_file.read_text())["message"]
+    assert info["message"] == "RuntimeError: a bug" and info["extraInfo"]["rank"] == "3"
+    from bench.launchers.outcomes import rank_errors
+
+    (cause,) = rank_errors(tmp_path)
+    assert cause["rank"] == 3 and cause["message"] == "RuntimeError: a bug" and "boom" in cause["where"]

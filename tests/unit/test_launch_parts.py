@@ -10,6 +10,7 @@ import pytest
 
 from bench.fit import FitCheck
 from bench.launchers import LaunchOptions
+from bench.launchers import outcomes
 from bench.launchers.outcomes import classify
 from bench.launchers.slurm import SlurmLauncher
 from bench.launchers.torchrun import TorchrunLauncher, read_hostfile
@@ -150,3 +151,42 @@ def test_script_only_prints_sbatch_scripts():
                 "--script-only")
     assert p.returncode == 0, p.stderr
     assert p.stdout.count("#!/bin/bash") == 2 and p.stdout.count("#SBATCH --nodes=2") == 2
+
+
+def _error_file(run_dir, local_rank, message, *, rank, host, timestamp, where='File "/x/model.py", line 7, in forward'):
+    path = run_dir / "ranks" / "run_abc" / "attempt_0" / str(local_rank) / "error.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"message": {"message": message, "extraInfo": {
+        "py_callstack": f"Traceback (most recent call last):\n  {where}\n{message}\n", "timestamp": str(timestamp),
+        "rank": str(rank), "host": host}}}))
+
+
+SUMMARY = """torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-11-22_09:00:00
+  host      : localhost
+  rank      : {rank} (local_rank: {local})
+  exitcode  : {code} (pid: 4242)
+  error_file: /somewhere/error.json
+  traceback : see the error file
+"""
+
+
+def test_a_crash_record_carries_the_failing_ranks_own_exception_from_its_error_file(tmp_path):
+    """The exception comes from torch elastic's error file, not the launcher's summary; a peer's
+    consequence at the same second (its connection reset) is not the cause."""
+    log = tmp_path / "node0.log"
+    log.write_text(SUMMARY.format(rank=1, local=1, code=1))
+    _error_file(tmp_path, 0, "RuntimeError: Connection reset by peer", rank=0, host="node-a", timestamp=100)
+    _error_file(tmp_path, 1, 'ValueError: GptOssForCausalLM does not support attn_implementation="sdpa"', rank=1,
+                host="node-a", timestamp=100)
+    status, error = classify([log], raised=outcomes.rank_errors(tmp_path))
+    assert status == "failed" and error["rank"] == 1 and error["host"] == "node-a"
+    assert 'raised ValueError: GptOssForCausalLM does not support attn_implementation="sdpa"' in error["message"]
+    assert "exited with code 1" in error["message"] and "model.py" in error["message"]
+    assert error["log"].endswith("1/error.json")
+    # a rank killed by a signal raised nothing: it stays the cause over the peers' exceptions
+    log.write_text(SUMMARY.format(rank=2, local=0, code=-9))
+    status, error = classify([log], raised=outcomes.rank_errors(tmp_path))
+    assert "rank 2 on localhost killed by SIGKILL" in error["message"]

@@ -1,0 +1,43 @@
+"""What each run's model will be built with, said before anything is launched or queued: the
+attention implementation (a fallback where the model has no kernel of the kind asked for; an
+--attn-impl given explicitly that the model refuses is an error here) and, under ZeRO-3, the
+leaf modules and who registers them (trainer/moe.py). A --z3-leaf class the model lacks stops the
+sweep here. Models are built on the meta device: no memory, no weights."""
+
+from __future__ import annotations
+
+import importlib.util
+from types import SimpleNamespace
+
+from core.config import RunConfig
+from core.host import has_nvidia_driver
+
+
+def check(configs: list[RunConfig], given: set[str]) -> None:
+    if importlib.util.find_spec("transformers") is None:  # a login node without the training stack
+        return  # the ranks check the same before any collective
+    from core.config import dtype_on
+    from trainer import ds_config, models, moe
+
+    device = "cuda" if has_nvidia_driver() else "cpu"
+    said: set = set()
+    attentions: dict = {}
+    for cfg in configs:
+        ref = models.resolve(cfg.model)
+        if (cfg.model, cfg.attn_impl) not in attentions:
+            attentions[cfg.model, cfg.attn_impl] = models.attention(ref, cfg.attn_impl, explicit="attn_impl" in given)
+        attention = attentions[cfg.model, cfg.attn_impl]
+        if attention.why and (ref.name, attention.asked) not in said:
+            said.add((ref.name, attention.asked))
+            print(f"note: {ref.name}: attention {attention.used}, not {attention.asked}: {attention.why} "
+                  f"(give --attn-impl {attention.used} to make it explicit)")
+        if cfg.zero_stage != 3 and not cfg.z3_leaf:
+            continue
+        meta = models.meta_model(ref, attention.used)
+        moe.check_names(meta, cfg.z3_leaf)
+        key = (ref.name, cfg.z3_leaf, cfg.deepspeed, cfg.ds)
+        if cfg.zero_stage == 3 and key not in said:
+            said.add(key)
+            hidden = SimpleNamespace(hidden_size=models.hf_config(ref).hidden_size)
+            config, _ = ds_config.deepspeed_config(cfg, dtype_on(cfg.dtype, device), device, hidden)
+            print(f"{ref.name}: {moe.describe(moe.plan(meta, config, cfg.z3_leaf))}")
