@@ -155,7 +155,7 @@ def shape(ref: ModelRef, model=None) -> ModelShape:
 
 
 # where configs say how many experts each token goes to
-TOP_K_KEYS = ("num_experts_per_tok", "moe_top_k", "moe_k", "top_k")
+TOP_K_KEYS = ("num_experts_per_tok", "moe_top_k", "moe_k")  # not "top_k": 4.x configs carry generation's top_k=50
 
 
 def attention_windows(cfg) -> tuple[list, str]:
