@@ -130,3 +130,18 @@ def test_without_leaves_the_pinned_stack_on_cpu_does_not_hang(tmp_path, pinned_p
     assert [b["name"] for b in with_leaf["resolved"]["moe_leaf_modules"]] == ["MixtralSparseMoeBlock"]
     losses = [r["metrics"]["loss"]["per_step"] for r in (without, with_leaf)]
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_without_leaves_stacked_experts_need_none_unless_a_sub_module_runs_per_expert(tmp_path):
+    """Do leaves still matter for transformers 5's stacked layout? Measured, --z3-leaf none (OLMoE
+    and DBRX are no DeepSpeed defaults, so nothing registers them): OLMoE's experts module is
+    entered once per forward on every rank, whatever the routing, and trains; DBRX's enters its
+    expert sub-module once per expert hit, so ranks routing differently issue different numbers
+    of all-gathers and one aborts (gloo: "collective mismatch"). With DbrxFFN a leaf it trains
+    (the zoo test above)."""
+    zoo = _zoo(sys.executable, tmp_path / "zoo.json", "torch_extensions", "--only", "olmoe,dbrx", "--z3-leaf", "none")
+    results = zoo["results"]
+    assert results["olmoe"]["status"] == "ok" and results["olmoe"]["leaves"] == []
+    rank0, rank1 = ({tuple(x) for x in fired} for fired in results["olmoe"]["fired"])
+    assert rank0 != rank1
+    assert results.get("dbrx", {}).get("status") != "ok", results.get("dbrx")
