@@ -136,7 +136,8 @@ def test_v1_records_of_every_shape_flatten_to_their_own_rows():
                             nodes=2, gpus_per_node=8)
     assert row["error_kind"] == "bad_input"
     df, skipped = load.load(ROOT / "results" / "reference")  # the committed /1 records: ok ones, written by the trainer
-    assert not skipped and len(df) >= 30 and df["model"].eq("tiny").all()
+    # every reference run trained the embedded model or a shipped architecture (cpu-2core-moe-zero's)
+    assert not skipped and len(df) >= 30 and df["model"].map(lambda m: m == "tiny" or "results/reference/" in m).all()
     for path in sorted((ROOT / "results" / "reference").glob("*/*-*.json")):
         rec = json.loads(path.read_text())
         if rec.get("schema") == "stackbench.result/1":
