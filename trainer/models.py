@@ -111,7 +111,9 @@ class ModelShape:
 
 
 def meta_model(ref: ModelRef, attn_impl: str | None = None):
-    """The model built on the meta device: its structure and exact shapes, no memory, no weights."""
+    """The model built on the meta device: its structure and exact shapes, no memory, no weights.
+    Not while a ZeRO-3 HfDeepSpeedConfig lives: transformers would build it inside zero.Init
+    ("Cannot copy out of meta tensor")."""
     import torch
     from transformers import AutoModelForCausalLM
 

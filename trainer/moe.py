@@ -4,12 +4,17 @@ Why: ZeRO-3 gathers a module's parameters when its forward is entered and prefet
 the first step traced. A sparse MoE block runs only the experts its tokens were routed to, so two
 ranks with different data enter different expert modules, gather different parameters and wait on
 each other in the all-gathers until the collective times out (DeepSpeed issue 7461). A leaf
-module's parameters are gathered at once when it is entered, whatever runs inside it.
+module's parameters are gathered at once when it is entered, whatever runs inside it. Most of
+transformers 5's blocks keep their experts as one module entered once per forward whatever the
+routing, which ZeRO-3 survives without a leaf (measured: OLMoE); DBRX enters an expert sub-module
+once per expert hit and mismatches without one (tests/integration/test_moe.py). The finder
+registers every block either way, as DeepSpeed's own defaults do (a layout can change between
+releases of transformers).
 
 What a sparse MoE block is here, from the structure alone (no table of model types): a module
 with, among its direct children,
-  - a router: a module whose only parameters are one [E, d] weight and an optional [E] bias,
-    its own or one nn.Linear's inside it (nn.Linear in transformers 4.x, the TopKRouter classes
+  - a router: a module with one [E, d] weight, its own or one nn.Linear's inside it, and no other
+    parameter but per-expert values (a bias, ERNIE's score correction) (nn.Linear in transformers 4.x, the TopKRouter classes
     of 5.x, the gatings of Granite, DBRX and JetMoE), E >= 2 and not an embedding;
   - experts: an nn.ModuleList of E modules of one class (transformers 4.x), or a module (not a
     Linear) whose every parameter is stacked by expert, at least 2-D with a leading dimension E
@@ -56,7 +61,7 @@ def _shape(p) -> tuple[int, ...]:
     return tuple(getattr(p, "ds_shape", None) or p.shape)
 
 
-def _router_experts(module) -> int | None:
+def router_experts(module) -> int | None:
     """E when the module is a router: one [E, d] weight, its own or one Linear's inside it; any
     other parameter holds one value per expert (a bias, ERNIE's [1, E] score correction)."""
     import torch.nn as nn
@@ -93,7 +98,7 @@ def _is_block(module) -> tuple[int, str, list] | None:
     """(E, layout, the expert children) when the module routes tokens to a subset of its experts."""
     children = list(module.children())
     for router in children:
-        e = _router_experts(router)
+        e = router_experts(router)
         if e is None:
             continue
         experts = [(c, layout) for c in children if c is not router and (layout := _experts(c, e))]
@@ -159,38 +164,38 @@ def check_names(model, z3_leaf: str) -> None:
     present = {c.__name__ for c in map(type, model.modules())} | {_qualname(type(m)) for m in model.modules()}
     missing = [n for n in names if n not in present]
     if missing:
-        blocks = ", ".join(b.name for b in find(model)) or "none found"
+        found = ", ".join(b.name for b in find(model)) or "none found"
         raise ConfigError(f"--z3-leaf {', '.join(missing)}: no such module class in {type(model).__name__}",
                           where="--z3-leaf",
-                          fix=f"name a class of the model (its MoE blocks: {blocks}); a class name or module.qualname")
+                          fix=f"name a class of the model (its MoE blocks: {found}); a class name or module.qualname")
 
 
 def plan(model, ds_config: dict, z3_leaf: str = "") -> list[Block]:
     """What is registered as a ZeRO-3 leaf, by whom and why: the structural finder's blocks plus
     the classes --z3-leaf names, less what DeepSpeed registers itself."""
     check_names(model, z3_leaf)
-    blocks = {b.name: b for b in ([] if z3_leaf == NONE else find(model))}
+    entries = {b.name: b for b in ([] if z3_leaf == NONE else find(model))}
     by_name = {}
     for m in model.modules():
         by_name.setdefault(type(m).__name__, type(m))
         by_name.setdefault(_qualname(type(m)), type(m))
     for name in user_names(z3_leaf):
         cls = by_name[name]
-        block = blocks.setdefault(cls.__name__, Block(cls.__name__, _qualname(cls)))
+        block = entries.setdefault(cls.__name__, Block(cls.__name__, _qualname(cls)))
         block.found_by.append("user (--z3-leaf)")
     ds = deepspeed_leaf_classes(ds_config)
     if ds:
         listed, source = ds
         for cls in {c for c in map(type, model.modules()) if c.__name__ in listed or _qualname(c) in listed}:
-            block = blocks.setdefault(cls.__name__, Block(cls.__name__, _qualname(cls)))
+            block = entries.setdefault(cls.__name__, Block(cls.__name__, _qualname(cls)))
             block.found_by.append(source)
             block.registered_by = "deepspeed"  # its engine sets the flag: not registered twice
-    for block in blocks.values():
+    for block in entries.values():
         cls = by_name[block.name]
         block.instances = sum(type(m) is cls for m in model.modules())
         if not block.registered_by and z3_leaf != NONE:
             block.registered_by = "stackbench"
-    return list(blocks.values())
+    return list(entries.values())
 
 
 def register(model, ds_config: dict, z3_leaf: str = "") -> list[Block]:

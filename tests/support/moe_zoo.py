@@ -117,7 +117,7 @@ def run_one(model_type: str, z3_leaf: str, topo, device) -> dict:
     model.config.use_cache = False
     fired: set = set()
     for name, module, e, _layout, _experts in moe.blocks(model):
-        router = next(c for c in module.children() if moe._router_experts(c) == e)
+        router = next(c for c in module.children() if moe.router_experts(c) == e)
         router.register_forward_hook(_router_hook(fired, name, e, top_k))
     engine, *_ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters()], config=ds)
     del keep_alive
