@@ -185,7 +185,8 @@ class RunConfig:
                                    "(native backend only)", choices=("auto", "0", "3"))
     z3_leaf: str = knob("", "ZeRO-3: a module class to register as a leaf module besides the sparse MoE blocks found "
                         "from the model's structure (repeatable: --z3-leaf A --z3-leaf B; the trainer takes A,B); "
-                        "'none': register none (DeepSpeed 0.18+ still registers its defaults)", repeatable="list")
+                        "'none': register none (DeepSpeed 0.18+ registers its own defaults unless --ds "
+                        "zero_optimization.leaf_module.classes=[])", repeatable="list")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -117,8 +117,20 @@ def meta_model(ref: ModelRef, attn_impl: str | None = None):
     import torch
     from transformers import AutoModelForCausalLM
 
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(hf_config(ref), **({"attn_implementation": attn_impl} if attn_impl else {}))
+    try:
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(hf_config(ref),
+                                                    **({"attn_implementation": attn_impl} if attn_impl else {}))
+    except (ValueError, ImportError):
+        raise  # transformers' refusals (an attention implementation, a size): attention() reads them
+    except Exception as e:  # a config this transformers cannot build: the user's file, said before any launch
+        import transformers
+
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ConfigError(f"{ref.name}: its config does not build with transformers {transformers.__version__}: "
+                          f"{type(e).__name__}: {first}", where=f"{ref.path}/config.json" if ref.path else "--model",
+                          fix="check the config against what this transformers reads (model_type, rope_scaling, "
+                              "sizes), or use the transformers the model needs") from None
 
 
 def shape(ref: ModelRef, model=None) -> ModelShape:

@@ -70,7 +70,11 @@ def classify(logs: list[Path], killed_because: str | None = None, exit_codes: di
     found = [(int(code) >= 0, when, node, host, int(rank), int(code))
              for node, text in enumerate(texts) for when, host, rank, code in _TORCHRUN_FAILURE.findall(text)]
     first = min(found) if found else None
-    if raised and not (first and first[-1] < 0):  # a rank killed by a signal raised nothing: it stays the cause
+    # a rank killed by a signal before it could raise (the OOM killer, a segfault) is the cause; one
+    # that raised first and was then stopped (torchrun sends the survivors SIGTERM) is not
+    killed_first = first and first[-1] < 0 and first[-1] != -signal.SIGTERM and \
+        first[-2] not in {e["rank"] for e in raised}
+    if raised and not killed_first:
         cause = raised[0]
         code = next((c for _, _, _, _, r, c in found if r == cause["rank"]), None)
         how = f"{describe_exit(code)}: " if code is not None else ""

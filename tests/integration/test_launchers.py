@@ -95,6 +95,19 @@ def test_a_rank_killed_mid_run_is_recorded_failed_and_the_sweep_goes_on(tmp_path
     assert ok["status"] == "ok", ok.get("error")
 
 
+def test_a_rank_that_raises_is_recorded_with_its_own_exception_from_its_error_file(tmp_path):
+    """DeepSpeed refuses the optimizer on both ranks after the process group formed: the record
+    names the rank, its exception and where it was raised, read from torch elastic's error file
+    (trainer/__main__.py runs under @record), not torchrun's summary; torchrun's SIGTERM to the
+    other rank is not mistaken for the cause."""
+    spec = _spec(ds='{"optimizer.type": "NoSuchOptimizer"}', gpus_per_node=2)
+    rec = LocalLauncher(LaunchOptions(deadline_s=300)).launch(spec, tmp_path / "sweep")
+    err = rec["error"]
+    assert rec["status"] == "failed" and err["kind"] == "crash" and err["rank"] in (0, 1), err
+    assert "raised AssertionError: NoSuchOptimizer is not a supported DeepSpeed Optimizer" in err["message"]
+    assert "deepspeed/runtime/engine.py" in err["message"] and err["log"].endswith("error.json")
+
+
 def test_a_run_past_its_deadline_is_killed_and_recorded_timeout_with_the_last_lines(tmp_path):
     spec = _spec(nodes=2, steps=400, repeat_data=True)
     t0 = time.monotonic()

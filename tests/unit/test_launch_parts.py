@@ -190,3 +190,7 @@ def test_a_crash_record_carries_the_failing_ranks_own_exception_from_its_error_f
     log.write_text(SUMMARY.format(rank=2, local=0, code=-9))
     status, error = classify([log], raised=outcomes.rank_errors(tmp_path))
     assert "rank 2 on localhost killed by SIGKILL" in error["message"]
+    # one that raised and was then stopped by torchrun (SIGTERM to the survivors) is not
+    log.write_text(SUMMARY.format(rank=1, local=1, code=-15))
+    status, error = classify([log], raised=outcomes.rank_errors(tmp_path))
+    assert error["rank"] == 1 and "raised ValueError" in error["message"]
