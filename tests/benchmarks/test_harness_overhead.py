@@ -39,7 +39,7 @@ def setup():
     tok = models.load_tokenizer(ref)
     ds = data.load(cfg, tok)
     engine, _, _ = engines(cfg, ref, deepspeed_config(cfg, "fp32", "cpu")[0], torch.float32,
-                           str(embedded.materialize()))
+                           str(embedded.materialize()), cfg.attn_impl)
     batches = data.micro_batches(ds, rank=0, world=1, micro_batch=cfg.micro_batch, grad_accum=1,
                                  pad_id=tok.pad_token_id, seq_len=cfg.seq_len, padding="fixed")
     fixed = [next(batches) for _ in range(len(ds) // cfg.micro_batch)]
