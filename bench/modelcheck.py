@@ -21,19 +21,18 @@ def check(configs: list[RunConfig], given: set[str]) -> None:
 
     device = "cuda" if has_nvidia_driver() else "cpu"
     said: set = set()
-    attentions: dict = {}
+    built: dict = {}  # (model, attn_impl) -> (Attention, meta model): one build per pair, not per run
     for cfg in configs:
         ref = models.resolve(cfg.model)
-        if (cfg.model, cfg.attn_impl) not in attentions:
-            attentions[cfg.model, cfg.attn_impl] = models.attention(ref, cfg.attn_impl, explicit="attn_impl" in given)
-        attention = attentions[cfg.model, cfg.attn_impl]
+        if (cfg.model, cfg.attn_impl) not in built:
+            built[cfg.model, cfg.attn_impl] = models.attention(ref, cfg.attn_impl, explicit="attn_impl" in given)
+        attention, meta = built[cfg.model, cfg.attn_impl]
         if attention.why and (ref.name, attention.asked) not in said:
             said.add((ref.name, attention.asked))
             print(f"note: {ref.name}: attention {attention.used}, not {attention.asked}: {attention.why} "
                   f"(give --attn-impl {attention.used} to make it explicit)")
         if cfg.zero_stage != 3 and not cfg.z3_leaf:
             continue
-        meta = models.meta_model(ref, attention.used)
         moe.check_names(meta, cfg.z3_leaf)
         key = (ref.name, cfg.z3_leaf, cfg.deepspeed, cfg.ds)
         if cfg.zero_stage == 3 and key not in said:

@@ -225,29 +225,31 @@ class Attention:
         return asdict(self)
 
 
-def attention(ref: ModelRef, asked: str, explicit: bool) -> Attention:
-    """Ask transformers itself (a meta-device build with the implementation): its refusal is the
-    model's reason. explicit (--attn-impl given): a refusal is the user's error, not a fallback."""
+def attention(ref: ModelRef, asked: str, explicit: bool):
+    """(Attention, the model built on the meta device with it). Asks transformers itself: a
+    meta-device build with the implementation, whose refusal is the model's reason. explicit
+    (--attn-impl given): a refusal is the user's error, not a fallback."""
     reasons: dict[str, str] = {}
+    built: dict[str, Any] = {}
 
     def refuses(impl: str) -> str:
         """The model's reason for refusing impl (its first sentence), "" when it builds."""
         if impl not in reasons:
             try:
-                meta_model(ref, impl)
+                built[impl] = meta_model(ref, impl)
                 reasons[impl] = ""
             except (ValueError, ImportError) as e:  # transformers: "... does not support ... attn_implementation"
                 reasons[impl] = " ".join(str(e).split()).split(". ")[0].rstrip(".") + "."
         return reasons[impl]
 
     if not refuses(asked):
-        return Attention(asked, asked)  # the usual case: one build
+        return Attention(asked, asked), built[asked]  # the usual case: one build
     supported = [impl for impl in ("sdpa", "eager") if impl != asked and not refuses(impl)]
     if explicit or not supported:
         raise ConfigError(f"--attn-impl {asked}: {ref.name} refuses it: {reasons[asked]}", where="--attn-impl",
                           fix=f"give one it supports ({', '.join(supported) or 'none of sdpa, eager'}), or leave "
                               "--attn-impl out and stackbench uses the first of them")
-    return Attention(asked, supported[0], reasons[asked])
+    return Attention(asked, supported[0], reasons[asked]), built[supported[0]]
 
 
 def build(ref: ModelRef, *, dtype, attn_impl: str, seed: int, weights_dir: str | None):

@@ -52,7 +52,8 @@ class Block:
         return asdict(self)
 
 
-def _qualname(cls: type) -> str:
+def qualname(cls: type) -> str:
+    """module.qualname: what DeepSpeed's leaf_module config matches, beside the bare name."""
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
@@ -124,7 +125,7 @@ def find(model) -> list[Block]:
     """The model's sparse MoE block classes."""
     found: dict[type, Block] = {}
     for _, module, e, layout, _ in blocks(model):
-        block = found.setdefault(type(module), Block(type(module).__name__, _qualname(type(module)),
+        block = found.setdefault(type(module), Block(type(module).__name__, qualname(type(module)),
                                                      experts=e, layout=layout, found_by=["structure"]))
         block.instances += 1
     return list(found.values())
@@ -161,7 +162,7 @@ def check_names(model, z3_leaf: str) -> None:
     names = user_names(z3_leaf)
     if not names:
         return
-    present = {c.__name__ for c in map(type, model.modules())} | {_qualname(type(m)) for m in model.modules()}
+    present = {c.__name__ for c in map(type, model.modules())} | {qualname(type(m)) for m in model.modules()}
     missing = [n for n in names if n not in present]
     if missing:
         found = ", ".join(b.name for b in find(model)) or "none found"
@@ -178,16 +179,16 @@ def plan(model, ds_config: dict, z3_leaf: str = "") -> list[Block]:
     by_name = {}
     for m in model.modules():
         by_name.setdefault(type(m).__name__, type(m))
-        by_name.setdefault(_qualname(type(m)), type(m))
+        by_name.setdefault(qualname(type(m)), type(m))
     for name in user_names(z3_leaf):
         cls = by_name[name]
-        block = entries.setdefault(cls.__name__, Block(cls.__name__, _qualname(cls)))
+        block = entries.setdefault(cls.__name__, Block(cls.__name__, qualname(cls)))
         block.found_by.append("user (--z3-leaf)")
     ds = deepspeed_leaf_classes(ds_config)
     if ds:
         listed, source = ds
-        for cls in {c for c in map(type, model.modules()) if c.__name__ in listed or _qualname(c) in listed}:
-            block = entries.setdefault(cls.__name__, Block(cls.__name__, _qualname(cls)))
+        for cls in {c for c in map(type, model.modules()) if c.__name__ in listed or qualname(c) in listed}:
+            block = entries.setdefault(cls.__name__, Block(cls.__name__, qualname(cls)))
             block.found_by.append(source)
             block.registered_by = "deepspeed"  # its engine sets the flag: not registered twice
     for block in entries.values():

@@ -73,8 +73,7 @@ def run(cfg: RunConfig, launch: Launch, given: frozenset[str] = frozenset()) -> 
     data_mod.check_enough(dataset, cfg.total_steps * cfg.global_batch, cfg.repeat_data,
                           f"{cfg.total_steps} steps x global batch {cfg.global_batch} ({cfg.micro_batch} x "
                           f"{cfg.grad_accum} x {cfg.world_size} ranks)")
-    attention = models.attention(ref, cfg.attn_impl, explicit="attn_impl" in given)
-    meta = models.meta_model(ref, attention.used)
+    attention, meta = models.attention(ref, cfg.attn_impl, explicit="attn_impl" in given)
     shape = models.shape(ref, meta)
     moe.check_names(meta, cfg.z3_leaf)  # a class --z3-leaf names that the model lacks: said before any collective
     if shape.vocab < len(tokenizer):

@@ -72,8 +72,8 @@ def classify(logs: list[Path], killed_because: str | None = None, exit_codes: di
     first = min(found) if found else None
     # a rank killed by a signal before it could raise (the OOM killer, a segfault) is the cause; one
     # that raised first and was then stopped (torchrun sends the survivors SIGTERM) is not
-    killed_first = first and first[-1] < 0 and first[-1] != -signal.SIGTERM and \
-        first[-2] not in {e["rank"] for e in raised}
+    first_rank, first_code = (first[4], first[5]) if first else (None, 0)
+    killed_first = first_code < 0 and first_code != -signal.SIGTERM and first_rank not in {e["rank"] for e in raised}
     if raised and not killed_first:
         cause = raised[0]
         code = next((c for _, _, _, _, r, c in found if r == cause["rank"]), None)

@@ -108,7 +108,7 @@ def run_one(model_type: str, z3_leaf: str, topo, device) -> dict:
                     z3_leaf=z3_leaf, gpus_per_node=topo.world)
     ref = models.ModelRef("preset", f"zoo-{model_type}", "", config(model_type))
     tokenizer = models.load_tokenizer(ref)
-    attention = models.attention(ref, cfg.attn_impl, explicit=False)
+    attention, _ = models.attention(ref, cfg.attn_impl, explicit=False)
     hidden = models.hf_config(ref).hidden_size
     top_k = models.shape(ref).moe["top_k"]  # on the meta device: before zero.Init is on
     ds, _ = deepspeed_config(cfg, "fp32", "cpu", type("M", (), {"hidden_size": hidden}))

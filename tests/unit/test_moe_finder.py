@@ -101,10 +101,11 @@ def test_z3_leaf_takes_class_names_only(bad):
 
 def test_attention_falls_back_where_the_model_has_no_sdpa_and_refuses_when_asked_for():
     ref = models.ModelRef("preset", "tiny-gpt-oss", "", moe_zoo.config("gpt_oss"))
-    fallback = models.attention(ref, "sdpa", explicit=False)
+    fallback, built = models.attention(ref, "sdpa", explicit=False)
     assert (fallback.used, fallback.asked) == ("eager", "sdpa") and "does not support" in fallback.why
+    assert built.config._attn_implementation == "eager"  # the meta model handed back is the one built with it
     with pytest.raises(ConfigError) as e:
         models.attention(ref, "sdpa", explicit=True)
     assert "give one it supports (eager)" in e.value.fix
-    same = models.attention(models.resolve("tiny"), "sdpa", explicit=True)
+    same, _ = models.attention(models.resolve("tiny"), "sdpa", explicit=True)
     assert (same.used, same.why) == ("sdpa", "")

@@ -99,7 +99,7 @@ def swift_leaves(model) -> list[dict]:
 
     flagged = {type(m) for m in model.modules() if getattr(m, "_z3_leaf", False)}
     found = {b.name: b for b in moe.find(model)}
-    return [moe.Block(c.__name__, f"{c.__module__}.{c.__qualname__}", sum(type(m) is c for m in model.modules()),
+    return [moe.Block(c.__name__, moe.qualname(c), sum(type(m) is c for m in model.modules()),
                       found_by=["ms-swift"] + (["structure"] if c.__name__ in found else []),
                       registered_by="ms-swift").to_dict() for c in sorted(flagged, key=lambda c: c.__name__)] + [
         {**b.to_dict(), "registered_by": ""} for name, b in found.items() if name not in {c.__name__ for c in flagged}]
@@ -131,8 +131,8 @@ def train(ctx: Context) -> Result:
     work.mkdir(parents=True, exist_ok=True)
     rows = ordered_rows(ctx.dataset, topo.world, cfg.micro_batch, cfg.total_steps * cfg.grad_accum)
     data_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    argv = swift_argv(cfg.replace(attn_impl=ctx.attention.used), ctx.ref, model_dir(cfg, ctx.ref, ctx.weights, ctx.dtype, topo), data_file, ds_file,
-                      work / "out", ctx.dtype)
+    argv = swift_argv(cfg.replace(attn_impl=ctx.attention.used), ctx.ref,
+                      model_dir(cfg, ctx.ref, ctx.weights, ctx.dtype, topo), data_file, ds_file, work / "out", ctx.dtype)
     # ms-swift's trainer builds the optimizer itself (it fails on DeepSpeed's DummyOptim): the
     # AdamW settings went in as Trainer arguments, and the record's config shows what DeepSpeed got
     removed = ctx.ds_config.pop("optimizer")
