@@ -76,3 +76,32 @@ def check_writable(directory: str | Path, min_free: int = MIN_FREE_BYTES, where:
         raise ResultsUnwritable(f"{directory} has {free / 2**20:.1f} MiB free; a sweep needs at least "
                                 f"{min_free / 2**20:.0f} MiB for its logs and records", where=where,
                                 fix=f"free space or point {where} at a directory with room")
+
+
+def build_once(directory: Path, complete: str, build) -> bool:
+    """Make `directory` once: build(tmp) fills a temporary directory beside it, renamed into place.
+    Processes of one host wait for each other (an flock); a host sharing the filesystem (NFS: no
+    flock across hosts) may finish first, and its directory is kept. `complete`: the file whose
+    presence says a directory is whole. True when this process built it."""
+    import fcntl
+
+    if (directory / complete).exists():
+        return False
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(directory.parent / f".{directory.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (directory / complete).exists():
+            return False
+        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".tmp-"))
+        try:
+            build(tmp)
+            if not (tmp / complete).exists():
+                raise RuntimeError(f"building {directory} left no {complete} in {tmp}")
+            try:
+                os.rename(tmp, directory)
+            except OSError:
+                if not (directory / complete).exists():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return True

@@ -139,3 +139,19 @@ def dpo_batch(input_ids, attention_mask, labels, pad_id: int, ignore: int = -100
     return {"prompt_input_ids": prompt_ids, "prompt_attention_mask": prompt_mask,
             "chosen_input_ids": chosen_ids, "chosen_attention_mask": chosen_mask,
             "rejected_input_ids": rejected_ids, "rejected_attention_mask": rejected_mask}
+
+
+def collective_timeout_for_every_group(timeout) -> None:
+    """Make every process group the run creates wait at most `timeout`, not only the world group.
+
+    DeepSpeed creates its own groups (data-parallel, expert, ZeRO++ groups: deepspeed.comm's
+    new_group(ranks) passes no timeout), and torch gives a group without one its default: 30 min on
+    gloo, 10 min on NCCL. Measured on the namespace cluster: with --collective-timeout 20 and a
+    node's link cut mid-step, ZeRO-2's gradient all-reduce (on DeepSpeed's group) still waited
+    after 150 s, while an all-reduce on the world group failed at 20 s. torch reads the default
+    from these module globals (torch 2.6 to 2.13), so setting them covers every later new_group."""
+    from torch.distributed import distributed_c10d as c10d
+
+    c10d.default_pg_timeout = timeout
+    if hasattr(c10d, "default_pg_nccl_timeout"):
+        c10d.default_pg_nccl_timeout = timeout

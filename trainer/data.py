@@ -21,14 +21,11 @@ per sample and attention kept within each sample: the same samples, the same los
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import hashlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,17 +184,10 @@ class Dataset:
 def prepare(spec: Spec, tokenizer) -> Dataset:
     """The spec's tokenized dataset: from the cache, or tokenized now (once per host: a lock)."""
     directory = cache_dir(spec, tokenizer)
-    if (directory / "meta.json").exists():
-        return Dataset(directory, spec.path)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    with open(directory.parent / f".{directory.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (directory / "meta.json").exists():
-            _build(spec, tokenizer, directory)
-            built = Dataset(directory, spec.path)
-            built.cache_hit = False
-            return built
-    return Dataset(directory, spec.path)
+    built = files.build_once(directory, "meta.json", lambda tmp: _build(spec, tokenizer, tmp))
+    ds = Dataset(directory, spec.path)
+    ds.cache_hit = not built
+    return ds
 
 
 def load(cfg, tokenizer) -> "Dataset | PackedStream":
@@ -205,7 +195,8 @@ def load(cfg, tokenizer) -> "Dataset | PackedStream":
     return PackedStream(ds, cfg.seq_len) if cfg.task == "pt" and cfg.packing else ds
 
 
-def _build(spec: Spec, tokenizer, directory: Path) -> None:
+def _build(spec: Spec, tokenizer, tmp: Path) -> None:
+    """Tokenize the spec's file into tmp (the cache entry, before it is renamed into place)."""
     import numpy as np
 
     began = time.perf_counter()
@@ -222,29 +213,20 @@ def _build(spec: Spec, tokenizer, directory: Path) -> None:
     for p in parts:
         for k, v in p.layouts.items():
             layouts[k] = layouts.get(k, 0) + v
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".tmp-"))
-    try:
-        np.save(tmp / "tokens.npy", ids)
-        np.save(tmp / "learned.npy", learned)
-        np.save(tmp / "starts.npy", starts)
-        np.save(tmp / "rows.npy", np.concatenate([p.rows for p in parts]))
-        meta = {"format": FORMAT, "path": spec.path, "sha256": _digest_memo(path), "task": spec.task,
-                "seq_len": spec.seq_len, "too_long": spec.too_long, "data_format": spec.data_format,
-                "layouts": layouts, "unused_keys": sorted(set().union(*(p.unused for p in parts))),
-                "rows": len(items), "dropped_too_long": sum(p.dropped for p in parts),
-                "truncated": sum(p.truncated for p in parts), "longest_tokens": int(lengths.max()),
-                "longest_row": items[int(lengths.argmax())][0].removeprefix(spec.path),
-                "seq_len_keep": int(np.ceil(np.quantile(lengths, KEEP_SHARE))),
-                "tokens": int(ids.size), "learned_tokens": int(learned.sum()),
-                "tokenize_s": round(time.perf_counter() - began, 3)}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
-        try:
-            os.rename(tmp, directory)
-        except OSError:  # another host sharing this cache (NFS: no flock across hosts) made it first
-            if not (directory / "meta.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    np.save(tmp / "tokens.npy", ids)
+    np.save(tmp / "learned.npy", learned)
+    np.save(tmp / "starts.npy", starts)
+    np.save(tmp / "rows.npy", np.concatenate([p.rows for p in parts]))
+    meta = {"format": FORMAT, "path": spec.path, "sha256": _digest_memo(path), "task": spec.task,
+            "seq_len": spec.seq_len, "too_long": spec.too_long, "data_format": spec.data_format,
+            "layouts": layouts, "unused_keys": sorted(set().union(*(p.unused for p in parts))),
+            "rows": len(items), "dropped_too_long": sum(p.dropped for p in parts),
+            "truncated": sum(p.truncated for p in parts), "longest_tokens": int(lengths.max()),
+            "longest_row": items[int(lengths.argmax())][0].removeprefix(spec.path),
+            "seq_len_keep": int(np.ceil(np.quantile(lengths, KEEP_SHARE))),
+            "tokens": int(ids.size), "learned_tokens": int(learned.sum()),
+            "tokenize_s": round(time.perf_counter() - began, 3)}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
 @dataclass(slots=True)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
+
+from core import files
 
 ASSET_DIR = Path(__file__).parent / "assets" / "tiny-qwen3"
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -124,31 +125,25 @@ def materialize(dest: Path | None = None) -> Path:
 
 def save_seeded(config, seed: int, dest: Path, dtype: str = "float32", tokenizer_dir: Path = ASSET_DIR) -> Path:
     """`config` with weights initialised from `seed`, plus the tokenizer files of tokenizer_dir, as
-    one HF directory at dest: written once, atomically (ranks of one host may race to it)."""
-    import torch
-    from transformers import AutoModelForCausalLM
+    one HF directory at dest: written once, atomically (ranks of one host may race to it). Call it
+    before torch.distributed is initialised: transformers 5 then saves on global rank 0 only, and
+    node 1's first rank would find an empty directory."""
 
-    if (dest / "model.safetensors").exists() or (dest / "model.safetensors.index.json").exists():
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".tmp-"))
-    try:
-        torch.manual_seed(seed)
+    def build(tmp: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
         from trainer import compat
 
+        torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, **compat.model_dtype(getattr(torch, dtype)))
         model.save_pretrained(tmp)
         compat.portable_model_config(tmp)  # the image's transformers 4.x reads RoPE's theta the same
         for f in tokenizer_dir.iterdir():
             if f.name != "config.json":
                 shutil.copy(f, tmp / f.name)
-        try:
-            os.rename(tmp, dest)  # atomic; another process may have won the race: theirs is identical
-        except OSError:
-            if not dest.exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    files.build_once(dest, "config.json", build)
     return dest
 
 

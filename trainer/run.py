@@ -22,7 +22,7 @@ from core.errors import UserError
 from core.fingerprint import fingerprint
 from core.host import free_port, host_gib_per_rank
 from trainer import data as data_mod
-from trainer import metrics, models, moe
+from trainer import compat, metrics, models, moe
 from trainer.backends import REGISTRY
 from trainer.backends.base import Context, Topology
 from trainer import ds_source
@@ -106,19 +106,17 @@ def run(cfg: RunConfig, launch: Launch, given: frozenset[str] = frozenset()) -> 
     if "WORLD_SIZE" not in os.environ:  # started without a launcher: a world of one (DeepSpeed would look for MPI)
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=str(free_port()))
-    # A hang must fail in minutes, not after the 30-minute default.
-    deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo",
-                               timeout=timedelta(seconds=launch.collective_timeout_s))
-    phases.mark("dist_ready")
-
     weights = ref.weights_dir
-    if ref.kind == "tiny":
+    if ref.kind == "tiny":  # before the process group: transformers 5 saves on global rank 0 only once there is one
         from trainer import embedded
 
-        if topo.local_rank == 0:
-            embedded.materialize()
-        dist.barrier()
-        weights = str(embedded.materialize())
+        weights = str(embedded.materialize())  # one rank per host builds it (a lock), the others wait
+    # A hang must fail in minutes, not after the 30-minute default.
+    collective_timeout = timedelta(seconds=launch.collective_timeout_s)
+    compat.collective_timeout_for_every_group(collective_timeout)  # DeepSpeed's own groups too
+    deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", timeout=collective_timeout)
+    phases.mark("dist_ready")
+
 
     # 3. the backend trains; the shared meter times every optimizer step
     meter = metrics.Meter(device, phases, cfg.total_steps, host_baseline_gib=metrics.host_rss_now_gib())

@@ -168,7 +168,8 @@ class SlurmLauncher(Launcher):
               env: dict[str, str], steps: list[str], about: str) -> str:
         """An sbatch script: the allocation, the environment (no secrets: Slurm carries those), the
         rendezvous variables, then steps (srun lines from `srun()`) in order."""
-        sb = [f"--job-name=sb-{name}"[:120], f"--nodes={nodes}", "--ntasks-per-node=1", f"--time={minutes}",
+        # --no-requeue: a job Slurm requeues after a node failure would only pend again under the same id
+        sb = [f"--job-name=sb-{name}"[:120], f"--nodes={nodes}", "--ntasks-per-node=1", f"--time={minutes}", "--no-requeue",
               f"--output={filename(run_dir)}/slurm-%j.out", f"--chdir={Path.cwd()}"]
         gpus = self.request_gpus()
         if gpus:
@@ -253,7 +254,7 @@ class SlurmLauncher(Launcher):
         launch = self.bookkeeping(cfg, sweep_dir, command)
         job = _submit(run_dir, self.script(cfg, sweep_dir, command=command))
         try:
-            killed_because = self._follow(job, run_dir / "heartbeat")
+            killed_because = self._follow(job, run_dir / "heartbeat", preflight=run_dir / "preflight.json")
         except BaseException:  # Ctrl-C: cancel this job only, record it, pass it on
             _slurm("scancel", job, check=False)
             record.write(out, outcomes.interrupted(cfg, launch, started))
@@ -266,7 +267,7 @@ class SlurmLauncher(Launcher):
         state, code = job_state(job)
         pf = run_dir / "preflight.json"
         pf_logs = sorted(run_dir.glob("preflight-node*.log"))
-        if code == EXIT_PREFLIGHT and not killed_because:
+        if killed_because == PREFLIGHT_FAILED or (code == EXIT_PREFLIGHT and not killed_because):
             return outcomes.preflight_failed(cfg, launch, outcomes.read_preflight(pf, pf_logs, None), started,
                                              slurm_job_id=job)
         logs = sorted(run_dir.glob("node*.log")) + sorted(run_dir.glob("slurm-*.out"))
@@ -281,13 +282,19 @@ class SlurmLauncher(Launcher):
         record.write(out, rec)
         return rec
 
-    def _follow(self, job: str, heartbeat: Path, limit: float | None = None) -> str | None:
+    def _follow(self, job: str, heartbeat: Path, limit: float | None = None, preflight: Path | None = None) -> str | None:
+        """Wait for the job to end; why it was cancelled, or None when it ended by itself."""
         t0 = time.monotonic()
         limit = (limit or self.options.deadline_s) + self.options.preflight_deadline_s * 2
         while True:
             state = _slurm("squeue", "-h", "-j", job, "-o", "%T", check=False).strip()
             if not state:
                 return None
+            # node 0 has named a node that did not join: srun would wait for that node's step
+            # until slurmctld declares it down (its node timeout: 5 minutes by default)
+            if preflight is not None and preflight.exists() and not _preflight_ok(preflight):
+                _cancel(job)
+                return PREFLIGHT_FAILED
             if state == "RUNNING" and time.monotonic() - t0 > limit:  # queue wait is not the run's fault
                 _cancel(job)
                 return f"deadline of {limit:.0f} s passed"
@@ -297,6 +304,16 @@ class SlurmLauncher(Launcher):
             if state == "PENDING":
                 t0 = time.monotonic()
             time.sleep(self.poll_s)
+
+
+PREFLIGHT_FAILED = "the preflight failed"
+
+
+def _preflight_ok(path: Path) -> bool:
+    try:
+        return bool(record.read(path).get("ok"))
+    except (OSError, ValueError):  # being written (atomically: not half a file) or gone
+        return True
 
 
 def _cancel(job: str) -> None:

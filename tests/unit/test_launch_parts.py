@@ -33,7 +33,7 @@ def test_sbatch_script_has_the_allocation_preflight_and_one_torchrun_per_node(tm
     script = launcher.script(SPEC, tmp_path / "sweep")
     lines = script.splitlines()
     for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=8",
-                 "#SBATCH --partition=gpu", "#SBATCH --account=proj", "#SBATCH --exclusive", "#SBATCH --qos=high",
+                 "#SBATCH --partition=gpu", "#SBATCH --account=proj", "#SBATCH --no-requeue", "#SBATCH --exclusive", "#SBATCH --qos=high",
                  "export NCCL_SOCKET_IFNAME=ib0", "export NCCL_DEBUG=INFO", "set -euo pipefail"):
         assert line in lines, line
     assert "UNRELATED_SETTING" not in script  # only multi-node settings pass through
@@ -194,3 +194,23 @@ def test_a_crash_record_carries_the_failing_ranks_own_exception_from_its_error_f
     log.write_text(SUMMARY.format(rank=1, local=1, code=-15))
     status, error = classify([log], raised=outcomes.rank_errors(tmp_path))
     assert error["rank"] == 1 and "raised ValueError" in error["message"]
+
+
+def test_every_process_group_gets_the_collective_timeout_deepspeed_does_not_pass(tmp_path):
+    """DeepSpeed's new_group(ranks) passes no timeout: torch's default (30 min on gloo) applied to
+    ZeRO's gradient all-reduce until the trainer set it for every group (trainer/compat.py)."""
+    script = f"""
+import torch, torch.distributed as dist
+from datetime import timedelta
+from trainer import compat
+compat.collective_timeout_for_every_group(timedelta(seconds=17))
+dist.init_process_group("gloo", init_method="file://{tmp_path}/pg", rank=0, world_size=1, timeout=timedelta(seconds=17))
+import deepspeed.comm as dcomm
+dcomm.init_distributed(dist_backend="gloo", timeout=timedelta(seconds=17))
+group = dcomm.new_group([0])  # how DeepSpeed makes its data-parallel and expert groups
+print(group._get_backend(torch.device("cpu")).options._timeout.total_seconds())
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                         env=dict(os.environ, DS_ACCELERATOR="cpu"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "17.0"
