@@ -33,6 +33,8 @@ class BenchOptions:
     preflight: bool = option(True, "join + all-reduce check of every node before each node count's runs "
                                    "(--no-preflight skips)")
     preflight_deadline: float = option(30.0, "seconds every node gets to join the preflight (and for its all-reduce)")
+    queue_timeout: float = option(1800.0, "slurm: seconds a job may pend (before it first runs, and after a "
+                                          "requeue) before it is cancelled and recorded timeout with Slurm's reason")
     collective_timeout: int = option(300, "seconds a collective may wait before the run fails (torch's default: 1800)")
     gpu_mem: float = option(0.0, "GiB of one GPU for the fit check (default: this host's GPU; CPU: RAM per rank)")
     max_drop: float = option(1.0, "refuse, before anything runs, a run whose data would lose more than this share "
@@ -45,7 +47,7 @@ class BenchOptions:
     env: tuple = option((), "KEY=VALUE for every rank on every host (repeatable); NCCL_*, GLOO_* ... pass through by "
                             "themselves", iterable=True)
     hostfile: str = option("", "torchrun launcher: one host per line ('host slots=8'), node 0 first")
-    ssh_options: str = option("", "torchrun launcher: options for ssh (default: BatchMode, ConnectTimeout=10)")
+    ssh_options: str = option("", "torchrun launcher: options for ssh (default: BatchMode, ConnectTimeout=10, ServerAliveInterval=10)")
     partition: str = option("", "slurm: partition")
     account: str = option("", "slurm: account")
     exclusive: bool = option(False, "slurm: whole nodes")

@@ -21,6 +21,7 @@ from bench.launchers import Launcher
 from bench.launchers.outcomes import preflight_failed
 from core import files, record
 from core.config import RunConfig
+from core.errors import ConfigError
 
 
 def done(sweep_dir: Path, cfg: RunConfig) -> dict | None:
@@ -62,7 +63,8 @@ def run_sweep(configs: list[RunConfig], launcher: Launcher, sweep_dir: Path, *, 
     console = Console(stderr=True)
     quiet = not sys.stderr.isatty() if quiet is None else quiet
     records: list[dict] = []
-    preflights: dict[tuple[int, int], dict | None] = {}
+    preflights: dict[tuple, dict | None] = {}
+    dead: set[str] = set()  # hosts a run found dead: left out of every later run
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=quiet)
     with progress:
@@ -88,6 +90,14 @@ def run_sweep(configs: list[RunConfig], launcher: Launcher, sweep_dir: Path, *, 
                 rec = rec or launcher.launch(cfg, sweep_dir)
             finally:
                 claim.release()
+            if dead:
+                rec["excluded_hosts"] = sorted(dead)
+                record.write(record.path(sweep_dir, cfg.run_id), rec)
+            newly = _exclude_dead(rec, launcher) - dead
+            if newly:
+                dead |= newly
+                _say(progress, quiet, f"{', '.join(sorted(newly))} found dead ({rec['error']['kind']}): left out of the "
+                                      "rest of this sweep")
             records.append(rec)
             why = f": {rec['error']['kind']}: {rec['error']['message'].splitlines()[0]}" if rec.get("error") else ""
             _say(progress, quiet,
@@ -108,9 +118,15 @@ def _not_runnable(cfg: RunConfig, sweep_dir: Path, launcher: Launcher, fit: FitC
                              error=record.error("predicted_oom", why))
             record.write(record.path(sweep_dir, cfg.run_id), rec)
             return rec
-    key = (cfg.nodes, cfg.gpus_per_node)
+    try:
+        hosts = tuple(launcher.hosts(cfg.nodes))
+    except ConfigError as e:  # hosts found dead earlier in the sweep leave too few (the plan had enough)
+        rec = record.new("failed", cfg, launch, started_at=started, error=record.error("preflight", e.what))
+        record.write(record.path(sweep_dir, cfg.run_id), rec)
+        return rec
+    key = (cfg.nodes, cfg.gpus_per_node, hosts)  # a host left out changes the nodes checked
     if launcher.options.preflight and key not in preflights:
-        pf = preflights[key] = launcher.preflight(*key, sweep_dir)
+        pf = preflights[key] = launcher.preflight(cfg.nodes, cfg.gpus_per_node, sweep_dir)
         if pf is not None:
             ar = pf.get("allreduce") or {}
             say(f"preflight {cfg.nodes} node(s) x {cfg.gpus_per_node}: " + (
@@ -121,6 +137,15 @@ def _not_runnable(cfg: RunConfig, sweep_dir: Path, launcher: Launcher, fit: FitC
     if pf is not None and not pf["ok"]:
         return preflight_failed(cfg, launch, pf, started)
     return None
+
+
+def _exclude_dead(rec: dict, launcher: Launcher) -> set[str]:
+    """The hosts a failed run names as dead (a preflight that did not join, a node lost mid-run),
+    as far as the launcher can leave them out."""
+    error = rec.get("error") or {}
+    if rec.get("status") != "failed" or error.get("kind") not in ("preflight", "node_lost") or not error.get("host"):
+        return set()
+    return launcher.exclude({h.strip() for h in str(error["host"]).split(",") if h.strip()})
 
 
 def _say(progress, quiet: bool, line: str) -> None:

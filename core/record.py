@@ -10,7 +10,8 @@ for every outcome, written atomically, flattened for tables by one `to_row()`.
     metrics, prediction, environment, and per-writer extras (trainer_argv, slurm_job_id, preflight)
 
 Statuses and the error kinds each may carry: ok (none), oom (oom), failed (bad_input, crash,
-preflight), timeout (timeout), skipped (predicted_oom), interrupted (interrupted).
+preflight, node_lost: a host that vanished mid-run or that Slurm declared failed), timeout (timeout,
+queue_timeout: a batch job that never started), skipped (predicted_oom), interrupted (interrupted).
 
 /1 records (before the run config was one class) are read through `upgrade_v1`, so reports and
 baselines keep working with them; to_row reads /2 only.
@@ -32,7 +33,8 @@ SCHEMA = "stackbench.result/2"
 SCHEMA_V1 = "stackbench.result/1"
 # Bump when what a metric means changes, so old and new figures are never compared blindly.
 METHOD_VERSION = 1
-KINDS = {"ok": (None,), "oom": ("oom",), "failed": ("bad_input", "crash", "preflight"), "timeout": ("timeout",),
+KINDS = {"ok": (None,), "oom": ("oom",), "failed": ("bad_input", "crash", "preflight", "node_lost"),
+         "timeout": ("timeout", "queue_timeout"),
          "skipped": ("predicted_oom",), "interrupted": ("interrupted",)}
 STATUSES = tuple(KINDS)
 REQUIRED = ("schema", "run_id", "sweep_id", "status", "error", "command", "started_at", "finished_at",

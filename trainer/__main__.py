@@ -71,6 +71,8 @@ def entry() -> int:
 
     from torch.distributed.elastic.multiprocessing.errors import ErrorHandler, record
 
+    from trainer import liveness
+
     class RankErrorHandler(ErrorHandler):
         def record_exception(self, e: BaseException) -> None:
             super().record_exception(e)
@@ -79,9 +81,12 @@ def entry() -> int:
                 return
             with open(path) as fh:
                 data = json.load(fh)
-            data["message"]["extraInfo"].update(rank=os.environ.get("RANK", "0"), host=socket.gethostname())
+            data["message"]["extraInfo"].update(rank=os.environ.get("RANK", "0"), host=socket.gethostname(),
+                                                lost_hosts=",".join(liveness.lost_hosts()))
             with open(path, "w") as fh:
                 json.dump(data, fh)
+            if liveness.isolated():  # its torchrun agent would retry the rendezvous for many minutes
+                liveness.end_this_node("this rank failed while the job's store was unreachable")
 
     return record(main, error_handler=RankErrorHandler())()
 

@@ -22,7 +22,7 @@ from core.errors import UserError
 from core.fingerprint import fingerprint
 from core.host import free_port, host_gib_per_rank
 from trainer import data as data_mod
-from trainer import compat, metrics, models, moe
+from trainer import compat, liveness, metrics, models, moe
 from trainer.backends import REGISTRY
 from trainer.backends.base import Context, Topology
 from trainer import ds_source
@@ -115,6 +115,7 @@ def run(cfg: RunConfig, launch: Launch, given: frozenset[str] = frozenset()) -> 
     collective_timeout = timedelta(seconds=launch.collective_timeout_s)
     compat.collective_timeout_for_every_group(collective_timeout)  # DeepSpeed's own groups too
     deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", timeout=collective_timeout)
+    liveness.start(launch.collective_timeout_s)  # which node vanished, if one does; a cut-off node ends itself
     phases.mark("dist_ready")
 
 

@@ -54,6 +54,11 @@ class Launcher(ABC):
     def rendezvous(self, cfg: RunConfig, node: int, port: int) -> list[str]:
         """torchrun's flags for node `node` to meet the others."""
 
+    def exclude(self, hosts: set[str]) -> set[str]:
+        """Leave hosts found dead out of every later run; the hosts this launcher can leave out (a
+        launcher that places nodes itself: the hostfile's, Slurm's; emulated nodes have none)."""
+        return set()
+
     def node_names(self, nodes: int) -> list[str]:
         """The host each node's failures are reported against."""
         return self.hosts(nodes)

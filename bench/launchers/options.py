@@ -15,6 +15,8 @@ class LaunchOptions:
     """After one node's process fails, how long the others get to exit by themselves."""
     collective_timeout_s: int = 300
     """A collective that waits longer fails the run (torch's default is 30 minutes)."""
+    queue_timeout_s: float = 1800.0
+    """How long a job may wait in a batch queue, before it first runs and after a requeue."""
     preflight: bool = True
     preflight_deadline_s: float = 30.0
     """Seconds for every node to join the preflight and for its all-reduce."""

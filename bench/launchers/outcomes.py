@@ -17,6 +17,7 @@ from bench import preflight as preflight_mod
 from core import record
 from core.config import Launch, RunConfig
 from core.errors import OUT_OF_MEMORY
+from trainer.liveness import STALE_S as LOST_AFTER_S
 
 _TORCHRUN_FAILURE = re.compile(r"time\s*:\s*(\S+)\s*\n\s*host\s*:\s*(\S+)\s*\n\s*rank\s*:\s*(\d+)[^\n]*\n"
                                r"\s*exitcode\s*:\s*(-?\d+)")
@@ -74,6 +75,13 @@ def classify(logs: list[Path], killed_because: str | None = None, exit_codes: di
     # that raised first and was then stopped (torchrun sends the survivors SIGTERM) is not
     first_rank, first_code = (first[4], first[5]) if first else (None, 0)
     killed_first = first_code < 0 and first_code != -signal.SIGTERM and first_rank not in {e["rank"] for e in raised}
+    lost = next((e for e in raised if e["lost_hosts"]), None)
+    if lost and not killed_first:  # a peer that vanished is the cause of every timeout after it
+        hosts_lost = ", ".join(lost["lost_hosts"])
+        return "failed", record.error("node_lost", f"{hosts_lost} stopped answering (no liveness beat for "
+                                      f"{LOST_AFTER_S:.0f} s); then rank {lost['rank']} on {lost['host']} raised "
+                                      f"{lost['message']}{lost['where']}", rank=lost["rank"],
+                                      host=lost["lost_hosts"][0], log=lost["file"])
     if raised and not killed_first:
         cause = raised[0]
         code = next((c for _, _, _, _, r, c in found if r == cause["rank"]), None)
@@ -114,6 +122,7 @@ def rank_errors(run_dir: Path) -> list[dict]:
         message = str(info.get("message", "")).strip().splitlines()
         out.append({"rank": int(extra["rank"]) if str(extra.get("rank", "")).isdigit() else None,
                     "host": extra.get("host"), "timestamp": int(extra.get("timestamp") or 0),
+                    "lost_hosts": [h for h in str(extra.get("lost_hosts") or "").split(",") if h],
                     "message": message[0] if message else "an exception", "where": where, "file": str(path)})
     return sorted(out, key=lambda e: (e["timestamp"], bool(_CONSEQUENCE.search(e["message"]))))
 

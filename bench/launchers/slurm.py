@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.backends import env_for
@@ -135,9 +136,15 @@ class SlurmLauncher(Launcher):
         self.sbatch_args, self.gpus, self.container_image, self.poll_s = tuple(sbatch_args), gpus, container_image, poll_s
         # --script-only / --dry-run ask no sinfo: they work on a laptop with no Slurm client
         self._cluster_has_gpus: bool | None = None if ask_cluster else True
+        self.dead: set[str] = set()  # nodes found dead in this sweep: --exclude for every later job
 
     def hosts(self, nodes: int) -> list[str]:
-        return [f"(allocation node {i})" for i in range(nodes)]  # known only inside the job
+        return [f"(allocation node {i})" for i in range(nodes)]
+
+    def exclude(self, hosts: set[str]) -> set[str]:
+        found = {h for h in hosts if SLURM_NAME.fullmatch(h) and "," not in h}
+        self.dead |= found
+        return found  # known only inside the job
 
     def rendezvous(self, cfg: RunConfig, node: int, port: int) -> list[str]:
         # evaluated by the batch shell: the same line for every node, c10d assigns node ranks
@@ -176,6 +183,8 @@ class SlurmLauncher(Launcher):
             sb.append(f"--gpus-per-node={procs_per_node}")
         sb += [f"--partition={self.partition}"] * bool(self.partition) + [f"--account={self.account}"] * bool(self.account)
         sb += ["--exclusive"] * self.exclusive + list(self.sbatch_args)
+        if self.dead:  # slurmctld believes a cut node idle until its own node timeout, and would place us there
+            sb.append(f"--exclude={','.join(sorted(self.dead))}")
         why_gpus = ("--slurm-gpus yes" if self.gpus == "yes" else "--slurm-gpus no" if self.gpus == "no" else
                     "the cluster advertises gpu GRES" if self._asked else
                     "--slurm-gpus auto, and no Slurm client was asked: --slurm-gpus no leaves the line out")
@@ -238,9 +247,10 @@ class SlurmLauncher(Launcher):
             minutes=self.minutes(deadline_s), env=self.env(), about="a command on every node, then the preflight",
             steps=[self.srun(nodes, f"{filename(work_dir)}/node%n.log", argv, (work_dir,), all_or_none=False) + " || true",
                    self.preflight_step(nodes, procs_per_node, work_dir)]))
-        killed = self._follow(job, work_dir / "no-heartbeat", limit=deadline_s)
+        stopped = self._follow(job, work_dir / "no-heartbeat", limit=deadline_s)
         logs = sorted(work_dir.glob("node*.log"))
-        return logs, outcomes.read_preflight(work_dir / "preflight.json", sorted(work_dir.glob("preflight-node*.log")), killed)
+        return logs, outcomes.read_preflight(work_dir / "preflight.json", sorted(work_dir.glob("preflight-node*.log")),
+                                             stopped.message if stopped else None)
 
     # --- running ---------------------------------------------------------------------------------
 
@@ -254,7 +264,7 @@ class SlurmLauncher(Launcher):
         launch = self.bookkeeping(cfg, sweep_dir, command)
         job = _submit(run_dir, self.script(cfg, sweep_dir, command=command))
         try:
-            killed_because = self._follow(job, run_dir / "heartbeat", preflight=run_dir / "preflight.json")
+            stopped = self._follow(job, run_dir / "heartbeat", preflight=run_dir / "preflight.json", run_dir=run_dir)
         except BaseException:  # Ctrl-C: cancel this job only, record it, pass it on
             _slurm("scancel", job, check=False)
             record.write(out, outcomes.interrupted(cfg, launch, started))
@@ -267,46 +277,106 @@ class SlurmLauncher(Launcher):
         state, code = job_state(job)
         pf = run_dir / "preflight.json"
         pf_logs = sorted(run_dir.glob("preflight-node*.log"))
-        if killed_because == PREFLIGHT_FAILED or (code == EXIT_PREFLIGHT and not killed_because):
-            return outcomes.preflight_failed(cfg, launch, outcomes.read_preflight(pf, pf_logs, None), started,
-                                             slurm_job_id=job)
+        if (stopped and stopped.kind == "preflight") or (code == EXIT_PREFLIGHT and not stopped):
+            result = outcomes.read_preflight(pf, pf_logs, stopped.message if stopped else None)
+            if stopped and stopped.host and not pf.exists():
+                result["missing_hosts"] = stopped.host.split(",")
+            return outcomes.preflight_failed(cfg, launch, result, started, slurm_job_id=job)
+        if stopped and stopped.kind in ("node_lost", "queue_timeout"):
+            rec = record.new(stopped.status, cfg, launch, started_at=started, slurm_job_id=job,
+                             error=record.error(stopped.kind, f"Slurm job {job}: {stopped.message}", host=stopped.host,
+                                                log=str(run_dir)))
+            record.write(out, rec)
+            return rec
         logs = sorted(run_dir.glob("node*.log")) + sorted(run_dir.glob("slurm-*.out"))
         joined = record.read(pf).get("joined_hosts") if pf.exists() else None  # node i's host, from the preflight
+        killed_because = stopped.message if stopped and stopped.kind == "timeout" else None
         status, error = outcomes.classify(
             logs, killed_because or (f"Slurm ended the job: {state}" if state == "TIMEOUT" else None), {"job": code},
             joined, outcomes.rank_errors(run_dir))
         if state == "OUT_OF_MEMORY":
             status, error["kind"] = "oom", "oom"
+        if stopped and stopped.kind == "crash":
+            error["message"] += f" (cancelled {self.options.grace_s:.0f} s later: the other nodes had not ended)"
         error["message"] = f"Slurm job {job} {state}: {error['message']}"
         rec = record.new(status, cfg, launch, started_at=started, error=error, slurm_job_id=job)
         record.write(out, rec)
         return rec
 
-    def _follow(self, job: str, heartbeat: Path, limit: float | None = None, preflight: Path | None = None) -> str | None:
-        """Wait for the job to end; why it was cancelled, or None when it ended by itself."""
+    def _follow(self, job: str, heartbeat: Path, limit: float | None = None, preflight: Path | None = None,
+                run_dir: Path | None = None) -> "Stopped | None":
+        """Wait for the job to end; why stackbench cancelled it, or None when it ended by itself.
+
+        Every wait is bounded: the queue (--queue-timeout, before the first start and after a
+        requeue), the run (its deadline, from the first start), the preflight's verdict (a node
+        that never starts its step leaves srun waiting for slurmctld's node timeout, 5 minutes by
+        default), and a failed rank's peers (srun cannot stop a step on a node it cannot reach)."""
+        opts = self.options
+        limit = (limit or opts.deadline_s) + opts.preflight_deadline_s * 2
+        verdict_by = 2 * opts.preflight_deadline_s + 30  # its join and all-reduce deadlines, and start-up
         t0 = time.monotonic()
-        limit = (limit or self.options.deadline_s) + self.options.preflight_deadline_s * 2
+        running_since = failed_at = None
+        nodes = ""
         while True:
-            state = _slurm("squeue", "-h", "-j", job, "-o", "%T", check=False).strip()
+            now = time.monotonic()
+            state, reason, listed = (_slurm("squeue", "-h", "-j", job, "-o", "%T|%r|%N", check=False).strip()
+                                     + "||").split("|")[:3]
+            nodes = listed if listed and listed != "(null)" else nodes
             if not state:
                 return None
+            if state in NODE_FAILURE or (running_since is not None and state in ("PENDING", "REQUEUED")):
+                lost = _down_nodes(nodes) or nodes
+                _cancel(job)
+                return Stopped("failed", "node_lost", f"Slurm {'requeued the job' if state != 'NODE_FAIL' else 'ended the job'} "
+                               f"({state}, reason {reason or 'none given'}) after it had started on {nodes}; "
+                               f"down or failing: {lost}", lost)
+            if state == "PENDING":
+                if now - t0 > opts.queue_timeout_s:
+                    _cancel(job)
+                    return Stopped("timeout", "queue_timeout", f"still pending after {opts.queue_timeout_s:.0f} s "
+                                   f"(--queue-timeout), Slurm's reason: {reason or 'none given'}")
+                time.sleep(self.poll_s)
+                continue
+            running_since = running_since or now
             # node 0 has named a node that did not join: srun would wait for that node's step
             # until slurmctld declares it down (its node timeout: 5 minutes by default)
             if preflight is not None and preflight.exists() and not _preflight_ok(preflight):
                 _cancel(job)
-                return PREFLIGHT_FAILED
-            if state == "RUNNING" and time.monotonic() - t0 > limit:  # queue wait is not the run's fault
+                return Stopped("failed", "preflight", PREFLIGHT_FAILED)
+            if preflight is not None and not preflight.exists() and now - running_since > verdict_by:
+                silent = _silent_nodes(nodes, preflight.parent)
                 _cancel(job)
-                return f"deadline of {limit:.0f} s passed"
-            if heartbeat.exists() and time.time() - heartbeat.stat().st_mtime > self.options.heartbeat_s:
+                return Stopped("failed", "preflight", f"no preflight result {verdict_by:.0f} s after the job started on "
+                               f"{nodes}: the step never started on {', '.join(silent) or 'some node'} "
+                               f"(down, or unreachable from slurmctld)", ",".join(silent) or None)
+            if now - running_since > limit:
                 _cancel(job)
-                return f"no step finished for {self.options.heartbeat_s:.0f} s (heartbeat {heartbeat})"
-            if state == "PENDING":
-                t0 = time.monotonic()
+                return Stopped("timeout", "timeout", f"deadline of {limit:.0f} s passed")
+            if heartbeat.exists() and time.time() - heartbeat.stat().st_mtime > opts.heartbeat_s:
+                _cancel(job)
+                return Stopped("timeout", "timeout", f"no step finished for {opts.heartbeat_s:.0f} s (heartbeat {heartbeat})")
+            if run_dir is not None and failed_at is None and next(run_dir.glob("ranks/**/error.json"), None):
+                failed_at = now
+            if failed_at is not None and now - failed_at > opts.grace_s:
+                _cancel(job)  # a rank raised and its peers did not end: one of them cannot be reached
+                return Stopped("failed", "crash", RANK_FAILED)
             time.sleep(self.poll_s)
 
 
+@dataclass(frozen=True)
+class Stopped:
+    """Why stackbench cancelled a job: the record's status and error kind, a message, the host(s)."""
+
+    status: str
+    kind: str
+    message: str
+    host: str | None = None
+
+
 PREFLIGHT_FAILED = "the preflight failed"
+RANK_FAILED = "a rank failed and the job did not end"
+# states in which Slurm has given up on the job's nodes (a requeue shows as one of these, or PENDING again)
+NODE_FAILURE = {"NODE_FAIL", "BOOT_FAIL", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
 
 
 def _preflight_ok(path: Path) -> bool:
@@ -314,6 +384,24 @@ def _preflight_ok(path: Path) -> bool:
         return bool(record.read(path).get("ok"))
     except (OSError, ValueError):  # being written (atomically: not half a file) or gone
         return True
+
+
+def hostnames(nodelist: str) -> list[str]:
+    """Slurm's compressed node list (hn[1-3],gpu7) as host names."""
+    return _slurm("scontrol", "show", "hostnames", nodelist, check=False).split() if nodelist else []
+
+
+def _down_nodes(nodelist: str) -> str:
+    """Those of the nodes slurmctld marks down, failing, not responding or drained."""
+    text = _slurm("sinfo", "-h", "-N", "-n", nodelist, "-o", "%N|%T", check=False) if nodelist else ""
+    bad = [n for n, _, st in (line.partition("|") for line in text.split()) if re.search(r"down|fail|drain|\*|no_resp", st)]
+    return ",".join(dict.fromkeys(bad))
+
+
+def _silent_nodes(nodelist: str, run_dir: Path) -> list[str]:
+    """Nodes of the allocation whose preflight step wrote nothing (its log is made when it starts)."""
+    return [h for i, h in enumerate(hostnames(nodelist))
+            if not (run_dir / f"preflight-node{i}.log").exists()]
 
 
 def _cancel(job: str) -> None:

@@ -74,17 +74,37 @@ class TorchrunLauncher(Launcher):
                               fix="write one host per line (node 0 first), e.g. 'node-a slots=8'")
         self.hostfile = hostfile
         self.entries = read_hostfile(hostfile)
+        self.dead: set[str] = set()
         self.ssh_options = shlex.split(ssh_options) or ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
+                                                        "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=3",
                                                         "-o", "StrictHostKeyChecking=accept-new"]
 
     def hosts(self, nodes: int) -> list[str]:
-        if nodes > len(self.entries):
-            raise ConfigError(f"{nodes} nodes asked for but {self.hostfile} lists {len(self.entries)} hosts",
+        return [h for h, _ in self.live(nodes)]
+
+    def live(self, nodes: int) -> list[tuple[str, int | None]]:
+        """The first `nodes` hostfile entries not found dead in this sweep."""
+        live = [e for e in self.entries if e[0] not in self.dead]
+        if nodes > len(live):
+            dead = f", {len(self.dead)} of them found dead in this sweep ({', '.join(sorted(self.dead))})" if self.dead else ""
+            raise ConfigError(f"{nodes} nodes asked for but {self.hostfile} lists {len(self.entries)} hosts{dead}",
                               where="--nodes", fix=f"add hosts to {self.hostfile} or ask for fewer nodes")
-        return [h for h, _ in self.entries[:nodes]]
+        return live[:nodes]
+
+    def exclude(self, hosts: set[str]) -> set[str]:
+        # a lost host names itself by its hostname; the hostfile may list it by address
+        def address(h: str) -> str:
+            try:
+                return socket.gethostbyname(h)
+            except OSError:
+                return h
+        wanted = hosts | {address(h) for h in hosts}
+        found = {h for h, _ in self.entries if h in wanted or address(h) in wanted}
+        self.dead |= found
+        return found
 
     def check(self, cfg: RunConfig) -> None:
-        for host, slots in self.entries[:cfg.nodes]:
+        for host, slots in self.live(cfg.nodes):
             if slots is not None and slots < cfg.gpus_per_node:
                 raise ConfigError(f"{host} has slots={slots} but --gpus-per-node is {cfg.gpus_per_node}",
                                   where=self.hostfile, fix="lower --gpus-per-node or raise the slots")
