@@ -3,8 +3,10 @@ the fit check, and the CLI's handling of bad launcher settings."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -14,9 +16,10 @@ from bench.launchers import outcomes
 from bench.launchers.outcomes import classify
 from bench.launchers.slurm import SlurmLauncher
 from bench.launchers.torchrun import TorchrunLauncher, read_hostfile
+from bench import sweep as sweep_mod
 from bench.sweep import run_sweep
 from core import record
-from core.config import RunConfig
+from core.config import Launch, RunConfig
 from core.errors import ConfigError
 from tests.conftest import ROOT
 from tests.support.rows import assert_row_filled
@@ -153,12 +156,68 @@ def test_script_only_prints_sbatch_scripts():
     assert p.stdout.count("#!/bin/bash") == 2 and p.stdout.count("#SBATCH --nodes=2") == 2
 
 
-def _error_file(run_dir, local_rank, message, *, rank, host, timestamp, where='File "/x/model.py", line 7, in forward'):
+def _error_file(run_dir, local_rank, message, *, rank, host, timestamp, where='File "/x/model.py", line 7, in forward',
+                lost_hosts=""):
     path = run_dir / "ranks" / "run_abc" / "attempt_0" / str(local_rank) / "error.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"message": {"message": message, "extraInfo": {
         "py_callstack": f"Traceback (most recent call last):\n  {where}\n{message}\n", "timestamp": str(timestamp),
-        "rank": str(rank), "host": host}}}))
+        "rank": str(rank), "host": host, "lost_hosts": lost_hosts}}}))
+
+
+def test_a_timeout_after_a_node_stopped_beating_is_recorded_node_lost_with_that_host(tmp_path):
+    """A cut link gives the survivors a receive timeout without an address; rank 0's error file
+    names the node whose liveness beats stopped, and that host is the record's."""
+    _error_file(tmp_path, 0, "torch.distributed.DistBackendError: Timed out waiting 20000ms for recv", rank=0,
+                host="hn1", timestamp=100, lost_hosts="hn2")
+    status, error = classify([tmp_path / "node0.log"], raised=outcomes.rank_errors(tmp_path))
+    assert (status, error["kind"], error["host"]) == ("failed", "node_lost", "hn2")
+    assert error["message"].startswith("hn2 stopped answering") and "Timed out waiting" in error["message"]
+    assert record.validate(record.new(status, SPEC, Launch(out=str(tmp_path)), started_at=record.now(), error=error)) == []
+
+
+def test_liveness_names_the_node_whose_beats_stopped_on_a_real_store(monkeypatch):
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    from core.host import free_port
+    from trainer import liveness
+
+    port = free_port()
+    server = dist.TCPStore("127.0.0.1", port, is_master=True, timeout=timedelta(seconds=5), wait_for_workers=False)
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    monkeypatch.setattr(liveness, "STALE_S", 0.3)
+    watcher = liveness.Liveness(0, 2, watch=True, isolate_after_s=60)
+    peer = liveness.Liveness(1, 2, watch=False, isolate_after_s=60)
+    for _ in range(3):
+        watcher.beat_once()
+        peer.beat_once()
+    watcher.beat_once()  # it has seen node 1's last beat
+    assert watcher.lost() == []
+    time.sleep(0.4)
+    watcher.beat_once()  # node 0 goes on; node 1 has stopped
+    assert watcher.lost() == [socket.gethostname()]
+    assert not peer.isolated()
+    del server
+
+
+def test_a_host_found_dead_is_left_out_of_later_runs(tmp_path):
+    """torchrun: out of the hostfile (a 2-node run then cannot be placed); Slurm: --exclude."""
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("127.0.0.1\nnode-b\n")
+    launcher = TorchrunLauncher(hostfile=str(hostfile))
+    rec = {"status": "failed", "error": record.error("node_lost", "gone", host="node-b")}
+    assert sweep_mod._exclude_dead(rec, launcher) == {"node-b"}
+    assert launcher.hosts(1) == ["127.0.0.1"]
+    with pytest.raises(ConfigError, match="1 of them found dead"):
+        launcher.hosts(2)
+    assert sweep_mod._exclude_dead({"status": "failed", "error": record.error("crash", "x", host="127.0.0.1")},
+                                   launcher) == set()  # a crash says nothing about its host
+    slurm = SlurmLauncher(gpus="no", ask_cluster=False)
+    slurm.exclude({"hn2"})
+    assert "#SBATCH --exclude=hn2" in slurm.script(SPEC, tmp_path).splitlines()
 
 
 SUMMARY = """torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
