@@ -139,12 +139,12 @@ class SlurmLauncher(Launcher):
         self.dead: set[str] = set()  # nodes found dead in this sweep: --exclude for every later job
 
     def hosts(self, nodes: int) -> list[str]:
-        return [f"(allocation node {i})" for i in range(nodes)]
+        return [f"(allocation node {i})" for i in range(nodes)]  # known only inside the job
 
     def exclude(self, hosts: set[str]) -> set[str]:
         found = {h for h in hosts if SLURM_NAME.fullmatch(h) and "," not in h}
         self.dead |= found
-        return found  # known only inside the job
+        return found
 
     def rendezvous(self, cfg: RunConfig, node: int, port: int) -> list[str]:
         # evaluated by the batch shell: the same line for every node, c10d assigns node ranks
@@ -324,7 +324,7 @@ class SlurmLauncher(Launcher):
             nodes = listed if listed and listed != "(null)" else nodes
             if not state:
                 return None
-            if state in NODE_FAILURE or (running_since is not None and state in ("PENDING", "REQUEUED")):
+            if state in NODE_FAILURE or (running_since is not None and state == "PENDING"):
                 lost = _down_nodes(nodes) or nodes
                 _cancel(job)
                 return Stopped("failed", "node_lost", f"Slurm {'requeued the job' if state != 'NODE_FAIL' else 'ended the job'} "
