@@ -279,8 +279,13 @@ class SlurmLauncher(Launcher):
         pf_logs = sorted(run_dir.glob("preflight-node*.log"))
         if (stopped and stopped.kind == "preflight") or (code == EXIT_PREFLIGHT and not stopped):
             result = outcomes.read_preflight(pf, pf_logs, stopped.message if stopped else None)
-            if stopped and stopped.host and not pf.exists():
-                result["missing_hosts"] = stopped.host.split(",")
+            unreachable = srun_unreachable(run_dir)
+            if not pf.exists() and (unreachable or (stopped and stopped.host)):
+                result["missing_hosts"] = list(unreachable) or stopped.host.split(",")
+                if unreachable:
+                    result["message"] = (f"srun could not start the preflight on "
+                                         f"{', '.join(f'{h} ({why})' for h, why in unreachable.items())}: "
+                                         f"down or unreachable from this allocation; {result['message']}")
             return outcomes.preflight_failed(cfg, launch, result, started, slurm_job_id=job)
         if stopped and stopped.kind in ("node_lost", "queue_timeout"):
             rec = record.new(stopped.status, cfg, launch, started_at=started, slurm_job_id=job,
@@ -316,20 +321,24 @@ class SlurmLauncher(Launcher):
         verdict_by = 2 * opts.preflight_deadline_s + 30  # its join and all-reduce deadlines, and start-up
         t0 = time.monotonic()
         running_since = failed_at = None
-        nodes = ""
+        nodes = ""  # the allocation, as first listed (a COMPLETING job lists only the nodes it waits for)
         while True:
             now = time.monotonic()
             state, reason, listed = (_slurm("squeue", "-h", "-j", job, "-o", "%T|%r|%N", check=False).strip()
                                      + "||").split("|")[:3]
-            nodes = listed if listed and listed != "(null)" else nodes
-            if not state:
-                return None
-            if state in NODE_FAILURE or (running_since is not None and state == "PENDING"):
-                lost = _down_nodes(nodes) or nodes
+            nodes = nodes or (listed if listed != "(null)" else "")
+            # a requeue passes through COMPLETING too (the job is stopped, then pends again): its restart count says which
+            requeued = state == "COMPLETING" and _restarts(job) > 0
+            if not state or (state == "COMPLETING" and not requeued):
+                return None  # the batch script has ended; Slurm may still wait on a node it cannot reach
+            if state in NODE_FAILURE or requeued or (running_since is not None and state == "PENDING"):
+                # only nodes Slurm itself marks bad are named (and left out of the sweep): a requeue
+                # by hand or by a site's policy says nothing against the nodes the job had
+                lost = _down_nodes(nodes)
                 _cancel(job)
                 return Stopped("failed", "node_lost", f"Slurm {'requeued the job' if state != 'NODE_FAIL' else 'ended the job'} "
                                f"({state}, reason {reason or 'none given'}) after it had started on {nodes}; "
-                               f"down or failing: {lost}", lost)
+                               f"down or failing: {lost or 'none of them, per sinfo'}", lost or None)
             if state == "PENDING":
                 if now - t0 > opts.queue_timeout_s:
                     _cancel(job)
@@ -379,6 +388,19 @@ RANK_FAILED = "a rank failed and the job did not end"
 NODE_FAILURE = {"NODE_FAIL", "BOOT_FAIL", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
 
 
+# srun's own line when it cannot start a step's task on a node (slurmd unreachable, node gone)
+_LAUNCH_FAILED = re.compile(r"Task launch for StepId=\S+ failed on node ([\w.-]+): (.+)")
+
+
+def srun_unreachable(run_dir: Path) -> dict[str, str]:
+    """{node: srun's reason} for the nodes srun could not start a task on, from the job's output."""
+    found: dict[str, str] = {}
+    for out in sorted(run_dir.glob("slurm-*.out")):
+        for node, why in _LAUNCH_FAILED.findall(out.read_text(errors="replace")):
+            found.setdefault(node, why.strip())
+    return found
+
+
 def _preflight_ok(path: Path) -> bool:
     try:
         return bool(record.read(path).get("ok"))
@@ -404,12 +426,22 @@ def _silent_nodes(nodelist: str, run_dir: Path) -> list[str]:
             if not (run_dir / f"preflight-node{i}.log").exists()]
 
 
-def _cancel(job: str) -> None:
+def _cancel(job: str, wait_s: float = 60) -> None:
+    """Cancel and wait until nothing of the job runs or pends. A job stays COMPLETING on a node
+    slurmctld cannot reach until the node answers or its node timeout passes: not waited for (that
+    node's ranks end themselves, trainer/liveness.py)."""
     _slurm("scancel", job, check=False)
-    for _ in range(60):
-        if not _slurm("squeue", "-h", "-j", job, "-o", "%T", check=False).strip():
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < wait_s:
+        if _slurm("squeue", "-h", "-j", job, "-o", "%T", check=False).strip() in ("", "COMPLETING"):
             return
-        time.sleep(1)
+        time.sleep(0.5)
+
+
+def _restarts(job: str) -> int:
+    """How many times Slurm has requeued the job."""
+    found = re.search(r"Restarts=(\d+)", _slurm("scontrol", "show", "job", "-o", job, check=False))
+    return int(found.group(1)) if found else 0
 
 
 def job_state(job: str) -> tuple[str, int | None]:

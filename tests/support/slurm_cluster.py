@@ -245,6 +245,41 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscrib
         self.down(quiet=True)
         raise RuntimeError(f"Slurm nodes not idle after {timeout:.0f} s: {out!r}\n{logs}")
 
+    # --- faults ------------------------------------------------------------------------------------
+
+    def cut(self, node: int) -> None:
+        """Take a node's link down (its end of the bridge): the node runs on, unreachable from
+        slurmctld and the other nodes, as when a cable or a switch port dies."""
+        sh("ip", "link", "set", f"sbv{node}", "down")
+
+    def restore(self, node: int) -> None:
+        sh("ip", "link", "set", f"sbv{node}", "up")
+
+    def processes(self, node: int, pattern: str) -> list[str]:
+        """Command lines of the processes running in a node's namespace that contain pattern."""
+        found = []
+        for pid in sh("ip", "netns", "pids", self.names[node], check=False).stdout.split():
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if pattern in cmd:
+                found.append(f"{pid}: {cmd}")
+        return found
+
+    def reset(self, timeout: float = 120) -> None:
+        """Between fault tests: every link up, no job left, every node resumed and idle."""
+        env = dict(os.environ, **self.env)
+        for i in range(self.nodes):
+            self.restore(i)
+        sh("scancel", "--full", "--user", "root", check=False, env=env)
+        t0 = time.monotonic()
+        while sh("squeue", "-h", check=False, env=env).stdout.strip() and time.monotonic() - t0 < timeout:
+            time.sleep(0.5)
+        for name in self.names:  # a node slurmctld set down or drained comes back (idle ones refuse: fine)
+            sh("scontrol", "update", f"nodename={name}", "state=resume", check=False, env=env)
+        self._wait_idle(timeout)
+
     # --- down --------------------------------------------------------------------------------------
 
     def down(self, quiet: bool = False) -> None:
