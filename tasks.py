@@ -8,7 +8,15 @@ import os
 import shlex
 import sys
 
-from invoke import Collection, Exit, ParseError, Program, task
+from invoke import Collection, Exit, ParseError, Program
+from invoke import task as invoke_task
+
+
+def task(*args, **kwargs):
+    """invoke's @task without generated short flags: invoke hands out a flag's first free letter,
+    and so gave -h (help's) to --hostfile and --preflight-deadline, and '--' to --dry-run. Every
+    flag here is long (a one-letter name such as test's -k is its own); -h is help everywhere."""
+    return invoke_task(*args, **{"auto_shortflags": False, **kwargs})
 
 
 def _run(fn, **kwargs) -> None:
@@ -58,8 +66,7 @@ def _bench(c, **flags):
 
 
 _bench.__signature__, _BENCH_HELP, _BENCH_ITERABLE = _bench_signature()
-# no generated short flags: invoke would hand out -h, -1 and "--" to knobs (keep -h for help)
-bench = task(_bench, name="bench", help=_BENCH_HELP, iterable=_BENCH_ITERABLE, auto_shortflags=False)
+bench = task(_bench, name="bench", help=_BENCH_HELP, iterable=_BENCH_ITERABLE)
 
 
 @task(help={
@@ -229,4 +236,8 @@ program = _Program(namespace=Collection.from_module(sys.modules[__name__]), name
                    version="0.1.0")
 
 if __name__ == "__main__":
-    program.run()
+    try:
+        program.run()
+    except BrokenPipeError:  # `./sb ... | head`: the reader has what it wanted; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)  # 128 + SIGPIPE, what a shell reports for the same

@@ -15,8 +15,8 @@ from bench.launchers.contract import ENV_NAME, join_commands
 from bench.matrix import expand, sweep_id_for
 from bench.options import BenchOptions
 from core import files, secrets
-from core.config import (CPU_BF16_WARNING, bench_default, dtype_on, bench_flag, knob_fields, parse_axis, parse_axis_flag,
-                         parse_overrides, resolve_dtype)
+from core.config import (CPU_BF16_WARNING, bench_default, bench_flag, check_value, cli_flag, dtype_on, knob_fields,
+                         parse_axis, parse_axis_flag, parse_overrides, resolve_dtype)
 from core.host import has_nvidia_driver
 from trainer import ds_source
 from core.errors import EXIT_FAILED, EXIT_OK, ConfigError
@@ -74,12 +74,16 @@ def split_flags(flags: dict[str, Any]) -> tuple[dict[str, list], set[str], Bench
             value = [True] if value else None  # a boolean flag given is True; --axis sweeps both
         elif value is not None:
             value = parse_axis(f, value)
+            for v in value:  # a wrong value names the flag it was typed in, before the matrix is built
+                check_value(f, v, flag=cli_flag(bench_flag(f)))
         if value is not None:
             given.add(f.name)
         axes[f.name] = value if value is not None else bench_default(f)
     opts = BenchOptions.from_flags(flags)
     for text in opts.axis:
         f, values = parse_axis_flag(text)
+        for v in values:
+            check_value(f, v, flag=f"--axis {f.name}")
         if f.name in given:
             raise ConfigError(f"{f.name} is given twice (its flag and --axis)", where="--axis", fix="give it once")
         axes[f.name], _ = values, given.add(f.name)

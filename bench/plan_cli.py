@@ -16,8 +16,9 @@ def plan(*, model: str, gpus_per_node: int, gpu_mem: float, nodes: str, task: st
     if as_json:
         print(json.dumps(rows, indent=1))
         return 0
-    from rich.console import Console
     from rich.table import Table
+
+    from core.console import stdout_console
 
     table = Table(title=f"{model} {task}, seq {seq_len}, micro-batch {micro_batch}, {gpus_per_node} x {gpu_mem:g} GiB "
                         f"per node ({device})")
@@ -29,7 +30,7 @@ def plan(*, model: str, gpus_per_node: int, gpu_mem: float, nodes: str, task: st
                       f"{r['model_states_gib']:.1f}", f"{r['activations_gib']:.1f}", f"{r['host_gib_per_rank']:.1f}",
                       "[green]yes[/]" if r["fits"] else "[red]no[/]",
                       f"{r['max_tokens_per_s_per_device']:.0f}" if r["max_tokens_per_s_per_device"] else "–")
-    console = Console()
+    console = stdout_console()
     console.print(table)
     for line in recommend(rows):
         console.print(line)

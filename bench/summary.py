@@ -46,6 +46,7 @@ def rows(records: list[dict]) -> list[dict[str, str]]:
             "step s (p10-p90)": f"{_fmt(r['step_s'])} ({_fmt(r['step_p10_s'])}-{_fmt(r['step_p90_s'])})"
             if r["step_s"] is not None else "–",
             "tok/s": _fmt(r["tokens_per_s"], ".0f"),
+            "tok/s @median step": _fmt(r["tokens_per_s_median_step"], ".0f"),
             "tok/s/dev": _fmt(r["tokens_per_s_per_device"], ".0f"),
             "samples/s": _fmt(r["samples_per_s"], ".2f"),
             "MFU": _fmt(r["mfu"], ".1%"),
@@ -57,15 +58,17 @@ def rows(records: list[dict]) -> list[dict[str, str]]:
 
 
 def print_table(records: list[dict], title: str = "") -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title, caption="peak GiB: device allocator peak on GPU; on CPU host RSS above the "
-                                       "pre-model baseline (max over ranks); MFU: none on CPU (no defined peak)")
+    from core.console import stdout_console
+
+    table = Table(title=title, caption=f"{record.THROUGHPUT_CONVENTION} peak GiB: device allocator peak on GPU; on "
+                                       "CPU host RSS above the pre-model baseline (max over ranks); MFU: none on CPU "
+                                       "(no defined peak)")
     body = rows(records)
     for col in (body[0] if body else {"run": ""}):
         table.add_column(col, justify="left" if col in ("run", "status", "task", "backend") else "right", no_wrap=col == "run")
     for row in body:
         style = None if row["status"] == "ok" else "red"
         table.add_row(*row.values(), style=style)
-    Console(width=400).print(table)  # rich sizes the table to its content: no column cut short
+    stdout_console().print(table)

@@ -342,16 +342,18 @@ def _argv(obj) -> list[str]:
     return argv
 
 
-def check_value(f: dataclasses.Field, value: Any) -> None:
-    """One knob's value on its own: its type, its allowed values, its minimum."""
-    meta, flag, kind = f.metadata, cli_flag(f.name), TYPES[str(f.type)]
+def check_value(f: dataclasses.Field, value: Any, flag: str = "") -> None:
+    """One knob's value on its own: its type, its allowed values, its minimum. The error names
+    `flag` (what the user typed: `--zero`, `--axis zero_stage`), else the trainer's flag."""
+    meta, kind = f.metadata, TYPES[str(f.type)]
+    where, flag = (flag, "") if flag else ("run config", cli_flag(f.name) + " ")
     if isinstance(value, bool) != (kind is bool) or not isinstance(value, (int, float) if kind is float else kind):
-        raise ConfigError(f"{flag} {value!r} is not a {f.type}", where="run config", fix=f"give a {f.type}")
+        raise ConfigError(f"{flag}{value!r} is not a {f.type}", where=where, fix=f"give a {f.type}")
     if meta["choices"] and value not in meta["choices"]:
-        raise ConfigError(f"unknown {flag} {value!r}", where="run config",
+        raise ConfigError(f"{flag}{value!r} is not a valid value", where=where,
                           fix=f"use one of {', '.join(map(str, meta['choices']))}")
     if meta["minimum"] is not None and value < meta["minimum"]:
-        raise ConfigError(f"{flag} must be at least {meta['minimum']:g} (got {value})", where="run config",
+        raise ConfigError(f"{flag}{value!r} is below the minimum of {meta['minimum']:g}", where=where,
                           fix="give a larger number")
     if meta["repeatable"] == "overrides" and value:
         overrides_of(value)  # a JSON object of dotted keys

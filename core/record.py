@@ -41,6 +41,14 @@ REQUIRED = ("schema", "run_id", "sweep_id", "status", "error", "command", "start
             "config", "launch", "resolved", "metrics", "prediction", "environment")
 
 
+# How throughput is ranked and compared everywhere (the bench's table, the report's best-configuration
+# and backends tables, baselines): said in their captions and the README.
+THROUGHPUT_CONVENTION = ("tokens/s = real (non-padding) tokens of the measured steps / their total time (warm-up "
+                         "excluded): the rate a long run gets, slow steps included; rankings and comparisons use it. "
+                         "Beside it: the median step time and tokens/s at the median step (a typical step, slow ones "
+                         "left out), which can order two close configurations the other way.")
+
+
 def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
@@ -190,6 +198,7 @@ def to_row(rec: dict, path: str = "") -> dict:
         "dtype": res.get("dtype") or cfg.get("dtype"), "launcher": (rec.get("launch") or {}).get("launcher"),
         "step_s": step.get("median"), "step_p10_s": step.get("p10"), "step_p90_s": step.get("p90"), "step_cv": step.get("cv"),
         "tokens_per_s": m.get("tokens_per_s"), "tokens_per_s_per_device": m.get("tokens_per_s_per_device"),
+        "tokens_per_s_median_step": m.get("tokens_per_s_median_step"),
         "samples_per_s": m.get("samples_per_s"), "tflops_per_device": m.get("tflops_per_device"), "mfu": m.get("mfu"),
         "peak_gib": peak, "peak_source": "device" if gpu_peak is not None else (
             "host RSS above pre-model" if mem.get("host_training_gib") is not None else "host RSS" if peak is not None

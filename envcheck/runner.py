@@ -73,7 +73,7 @@ def emit(report: dict, *, strict: bool = False, as_json: bool = False, out: str 
 
 
 def print_table(report: dict) -> None:
-    from rich.console import Console
+    from core.console import stdout_console
     from rich.table import Table
 
     style = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
@@ -89,4 +89,4 @@ def print_table(report: dict) -> None:
         table.add_row(c["area"] if c["area"] != last else "", c["name"], f"[{style[c['status']]}]{c['status']}[/]",
                       c["value"], detail)
         last = c["area"]
-    Console().print(table)
+    stdout_console().print(table)

@@ -7,6 +7,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from report import tables  # noqa: E402
@@ -20,6 +21,18 @@ def _finish(fig, ax, **labels):
     return fig
 
 
+def _node_axis(ax, nodes) -> None:
+    """Ticks at the node counts measured, as integers; a log2 axis when the counts double
+    (1, 2, 4, 8 ... spaced evenly), else a linear one."""
+    counts = sorted({int(n) for n in nodes})
+    doubling = len(counts) >= 3 and all(b == 2 * a for a, b in zip(counts, counts[1:]))
+    if doubling:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(counts, [str(n) for n in counts])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_xlabel("nodes (count)")
+
+
 def throughput_vs_nodes(df: pd.DataFrame):
     runs = tables.ok(df)
     if runs.empty or runs["nodes"].nunique() < 2:
@@ -30,7 +43,8 @@ def throughput_vs_nodes(df: pd.DataFrame):
         for label, g in runs[runs["task"] == task].assign(label=tables.label).groupby("label"):
             g = g.groupby("nodes")["tokens_per_s"].max()
             ax.plot(g.index, g.values, marker="o", label=label)
-        _finish(fig, ax, title=f"{task}: throughput", xlabel="nodes", ylabel="tokens/s (all devices)")
+        _node_axis(ax, runs["nodes"])
+        _finish(fig, ax, title=f"{task}: throughput", ylabel="throughput (tokens/s, all devices)")
     return fig
 
 
@@ -43,7 +57,8 @@ def scaling_efficiency(df: pd.DataFrame):
         g = g.groupby("nodes")["scaling_efficiency"].mean()
         ax.plot(g.index, 100 * g.values, marker="o", label=f"{task} {label}")
     ax.axhline(100, color="grey", lw=0.8, ls="--")
-    return _finish(fig, ax, title="scaling efficiency vs the smallest node count", xlabel="nodes", ylabel="%")
+    _node_axis(ax, runs["nodes"])
+    return _finish(fig, ax, title="scaling efficiency vs the smallest node count", ylabel="scaling efficiency (%)")
 
 
 def memory_vs_prediction(df: pd.DataFrame):
@@ -57,7 +72,8 @@ def memory_vs_prediction(df: pd.DataFrame):
     ax.bar([i - 0.2 for i in x], g["peak_gib"], 0.4, label="measured peak")
     ax.bar([i + 0.2 for i in x], g["predicted_gib"], 0.4, label="predicted (memory model)")
     ax.set_xticks(list(x), g.index, rotation=60, ha="right", fontsize=7)
-    return _finish(fig, ax, title="peak memory per rank: measured vs predicted", ylabel="GiB")
+    return _finish(fig, ax, title="peak memory per rank: measured vs predicted", xlabel="configuration",
+                   ylabel="peak memory per rank (GiB)")
 
 
 def task_cost(df: pd.DataFrame):
@@ -66,7 +82,8 @@ def task_cost(df: pd.DataFrame):
         return None
     g = runs.groupby(["zero_stage", "task"])["tokens_per_s_per_device"].mean().unstack("task")
     ax = g.plot.bar(figsize=(5.5, 3.6), rot=0)
-    ax.set(title="cost by task: tokens/s per device", xlabel="ZeRO stage", ylabel="tokens/s/device")
+    ax.set(title="cost by task: tokens/s per device", xlabel="ZeRO stage",
+           ylabel="throughput (tokens/s per device)")
     ax.figure.tight_layout()
     return ax.figure
 
@@ -80,7 +97,7 @@ def step_spread(df: pd.DataFrame):
     ax.errorbar(list(x), runs["step_s"], yerr=[runs["step_s"] - runs["step_p10_s"], runs["step_p90_s"] - runs["step_s"]],
                 fmt="o", ms=3, capsize=2)
     ax.set_xticks(list(x), [r.rsplit("-", 1)[0] for r in runs["run_id"]], rotation=75, ha="right", fontsize=6)
-    ax.set(title="step time: median with p10-p90", ylabel="s")
+    ax.set(title="step time: median with p10-p90", xlabel="run", ylabel="step time (s)")
     fig.tight_layout()
     return fig
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from core import files
+from core.record import THROUGHPUT_CONVENTION
 from report import plots, tables
 
 
@@ -23,7 +24,7 @@ def sections(df: pd.DataFrame, skipped: list, baseline: pd.DataFrame | None) -> 
     out: list[tuple[str, pd.DataFrame | str]] = []
     counts = df["status"].value_counts().to_dict() if not df.empty else {}
     out.append(("Summary", f"{len(df)} runs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) +
-                (f"; {len(skipped)} files skipped" if skipped else "")))
+                (f"; {len(skipped)} files skipped" if skipped else "") + f". {THROUGHPUT_CONVENTION}"))
     for (model, task), m in tables.matrix(df).items():
         out.append((f"{model} / {task}: tokens/s per device (ZeRO stage x nodes)", m))
     sc = tables.scaling(df)

@@ -74,14 +74,16 @@ def matrix(df: pd.DataFrame, value: str = "tokens_per_s_per_device") -> dict[tup
 
 
 def best(df: pd.DataFrame) -> pd.DataFrame:
-    """The fastest ok configuration (median tokens/s per device) per model, task and node count."""
+    """The fastest ok configuration (median tokens/s per device, core.record.THROUGHPUT_CONVENTION)
+    per model, task and node count; its median step time beside."""
     runs = ok(df).dropna(subset=["tokens_per_s_per_device"])
     if runs.empty:
         return runs
     conf = keys(runs)  # the best chooses among every knob the runs varied
     runs = _hashable(runs, conf)
     agg = runs.groupby(conf, dropna=False).agg(tokens_per_s_per_device=("tokens_per_s_per_device", "median"),
-                                              mfu=("mfu", "median"), peak_gib=("peak_gib", "max"),
+                                              step_s=("step_s", "median"), mfu=("mfu", "median"),
+                                              peak_gib=("peak_gib", "max"),
                                               runs=("run_id", "size"), example=("run_id", "first")).reset_index()
     idx = agg.groupby(["model", "task", "nodes"])["tokens_per_s_per_device"].idxmax()
     return agg.loc[idx].sort_values(["model", "task", "nodes"])
@@ -147,13 +149,16 @@ def compare(current: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:
 
 
 def backends(df: pd.DataFrame) -> pd.DataFrame:
-    """Backends side by side per configuration: tokens/s per device and the ratio to native."""
+    """Backends side by side per configuration: tokens/s per device (core.record.THROUGHPUT_CONVENTION)
+    and the ratio to native, each backend's median step time beside."""
     runs = ok(df)
     if runs.empty or runs["backend"].nunique() < 2:
         return pd.DataFrame()
     conf = [k for k in keys(runs) if k != "backend"]
-    wide = _hashable(runs, conf).pivot_table(index=conf, columns="backend", values="tokens_per_s_per_device", aggfunc="median")
+    runs = _hashable(runs, conf)
+    wide = runs.pivot_table(index=conf, columns="backend", values="tokens_per_s_per_device", aggfunc="median")
     if "native" in wide:
         for b in [c for c in wide.columns if c != "native"]:
             wide[f"{b} / native"] = wide[b] / wide["native"]
-    return wide.reset_index()
+    steps = runs.pivot_table(index=conf, columns="backend", values="step_s", aggfunc="median")
+    return wide.join(steps.rename(columns=lambda b: f"{b}: median step s")).reset_index()

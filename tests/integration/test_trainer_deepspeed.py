@@ -137,9 +137,9 @@ def test_out_of_memory_is_recorded_as_oom_by_the_trainer(tmp_path):
 
 @pytest.mark.parametrize("args, expect", [
     (["--model", "/nonexistent/model"], "neither a preset nor an existing directory"),
-    (["--zero-stage", "4"], "unknown --zero-stage 4"),
+    (["--zero-stage", "4"], "--zero-stage 4 is not a valid value"),
     (["--zero-stage", "2", "--offload", "optimizer+params"], "parameter offload needs ZeRO-3"),
-    (["--micro-batch", "0"], "--micro-batch must be at least 1"),
+    (["--micro-batch", "0"], "--micro-batch 0 is below the minimum of 1"),
     (["--steps", "500"], "need 1004"),  # 502 steps x global batch 2: more than the 108 samples
     (["--backend", "swift", "--task", "pt", "--packing"], "--packing with --backend swift"),
     (["--backend", "swift"], "ms-swift is not installed"),  # this environment has none: said before any collective
