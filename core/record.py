@@ -198,7 +198,7 @@ def to_row(rec: dict, path: str = "") -> dict:
         "dtype": res.get("dtype") or cfg.get("dtype"), "launcher": (rec.get("launch") or {}).get("launcher"),
         "step_s": step.get("median"), "step_p10_s": step.get("p10"), "step_p90_s": step.get("p90"), "step_cv": step.get("cv"),
         "tokens_per_s": m.get("tokens_per_s"), "tokens_per_s_per_device": m.get("tokens_per_s_per_device"),
-        "tokens_per_s_median_step": m.get("tokens_per_s_median_step"),
+        "tokens_per_s_median_step": _at_median_step(m),
         "samples_per_s": m.get("samples_per_s"), "tflops_per_device": m.get("tflops_per_device"), "mfu": m.get("mfu"),
         "peak_gib": peak, "peak_source": "device" if gpu_peak is not None else (
             "host RSS above pre-model" if mem.get("host_training_gib") is not None else "host RSS" if peak is not None
@@ -210,6 +210,9 @@ def to_row(rec: dict, path: str = "") -> dict:
         "data_path": data.get("path"), "data_rows": data.get("rows"), "data_kept": data.get("samples"),
         "data_dropped": data.get("dropped_too_long"), "data_truncated": data.get("truncated"),
         "device": ((rec.get("environment") or {}).get("ranks") or [{}])[0].get("device") or "cpu",
+        # how many distinct hosts the ranks ran on, and the cores of one (CPU runs): emulated nodes share a host
+        "hosts": len(set((rec.get("environment") or {}).get("hosts") or [])) or None,
+        "host_cpus": (((rec.get("environment") or {}).get("devices") or {}).get("cpus")),
         "finished_at": rec.get("finished_at"), "path": path,
     }
     if out["peak_gib"] and out["predicted_gib"]:
@@ -221,17 +224,43 @@ def to_row(rec: dict, path: str = "") -> dict:
     return out
 
 
+def _at_median_step(m: dict) -> float | None:
+    """tokens/s at the median step (THROUGHPUT_CONVENTION's other figure): the real tokens of a mean
+    step over the median step time, i.e. tokens_per_s x mean step / median step."""
+    times, median = m.get("step_times_s") or [], (m.get("step_time_s") or {}).get("median")
+    if not times or not median or m.get("tokens_per_s") is None:
+        return None
+    return m["tokens_per_s"] * (sum(times) / len(times)) / median
+
+
 # knobs that are the table's own columns, or that say how long a run was measured rather than what
 # it ran; every other knob that varies among records gets a column of its own (varying_knobs)
 SHOWN_KNOBS = ("model", "task", "backend", "zero_stage", "offload", "nodes", "gpus_per_node", "micro_batch", "seq_len",
                "dtype", "steps", "warmup_steps")
 
 
-def varying_knobs(rows: list[dict], shown: tuple[str, ...] = SHOWN_KNOBS) -> list[str]:
+def varying_knobs(rows, shown: tuple[str, ...] = SHOWN_KNOBS) -> list[str]:
     """The knobs beside `shown` (a table's own columns) that take more than one value among these
-    rows, in config order."""
-    def text(v: Any) -> str:
-        return "null" if v is None or v != v else json.dumps(v, sort_keys=True, default=str)  # NaN: absent
+    rows (dicts, or a DataFrame's columns), in config order."""
+    def key(v: Any) -> Any:  # NaN (a missing cell) is absent; 1 and 1.0 and True stay apart, as in JSON
+        if v is None or (isinstance(v, float) and v != v):
+            return None
+        return (type(v).__name__, v) if isinstance(v, (str, int, float, bool)) else json.dumps(v, sort_keys=True,
+                                                                                              default=str)
 
-    return [f.name for f in dataclasses.fields(RunConfig) if f.name not in shown
-            and len({text(r.get(f.name)) for r in rows}) > 1]
+    def distinct(column) -> Any:  # a DataFrame's column: its distinct values first (thousands of rows, few values)
+        try:
+            return column.drop_duplicates()
+        except TypeError:  # lists or dicts: unhashable
+            return column
+
+    def varies(name: str) -> bool:
+        values = (distinct(rows[name]) if name in rows else ()) if hasattr(rows, "columns") else (r.get(name) for r in rows)
+        seen = set()
+        for v in values:
+            seen.add(key(v))
+            if len(seen) > 1:
+                return True
+        return False
+
+    return [f.name for f in dataclasses.fields(RunConfig) if f.name not in shown and varies(f.name)]

@@ -96,22 +96,37 @@ def leaks(text: str, env: Mapping[str, str] | None = None) -> list[str]:
     return [name for name, value in _credential_values(env) if value in text]
 
 
-def redact(text: str, env: Mapping[str, str] | None = None) -> str:
-    """Text with the value of every credential of the environment replaced by its name, in the
-    forms it takes once serialised (as is, and JSON-escaped)."""
-    for name, value in _credential_values(env):
-        for form in {value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}:
-            if form in text:
-                text = text.replace(form, f"<{name}: redacted>")
+def _forms(env: Mapping[str, str] | None) -> list[tuple[str, str]]:
+    """(name, text) for every form a credential's value takes once serialised (as is, and JSON-escaped)."""
+    return [(name, form) for name, value in _credential_values(env)
+            for form in {value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}]
+
+
+def _redact(text: str, forms: list[tuple[str, str]]) -> str:
+    for name, form in forms:
+        if form in text:
+            text = text.replace(form, f"<{name}: redacted>")
     return text
 
 
+def redact(text: str, env: Mapping[str, str] | None = None) -> str:
+    """Text with the value of every credential of the environment replaced by its name, in the
+    forms it takes once serialised (as is, and JSON-escaped)."""
+    return _redact(text, _forms(env))
+
+
 def redact_obj(obj: Any, env: Mapping[str, str] | None = None) -> Any:
-    """redact() on every string of a JSON-like object, before it is serialised."""
-    if isinstance(obj, str):
-        return redact(obj, env)
-    if isinstance(obj, dict):
-        return {k: redact_obj(v, env) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [redact_obj(v, env) for v in obj]
-    return obj
+    """redact() on every string of a JSON-like object, before it is serialised; the environment is
+    read once per object, not once per string (a report reads thousands of records)."""
+    forms = _forms(env)
+
+    def walk(o: Any) -> Any:
+        if isinstance(o, str):
+            return _redact(o, forms)
+        if isinstance(o, dict):
+            return {k: walk(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [walk(v) for v in o]
+        return o
+
+    return walk(obj)

@@ -14,8 +14,7 @@ from report.load import KEY
 
 def keys(*frames: pd.DataFrame) -> list[str]:
     """KEY plus every other knob that varies in these frames: what tells configurations apart."""
-    rows = [r for f in frames if not f.empty for r in f.to_dict("records")]
-    return KEY + varying_knobs(rows)
+    return KEY + varying_knobs(pd.concat([f for f in frames if not f.empty] or [pd.DataFrame()]))
 
 
 def _hashable(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
@@ -24,6 +23,10 @@ def _hashable(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
                         for c in cols if c in df})
 
 GROUP = ["model", "task", "backend", "offload", "gpus_per_node", "micro_batch", "seq_len", "dtype"]
+# below this, differences are run-to-run noise even on a quiet machine: never called a difference
+NOISE_FLOOR = 0.02
+# what a configuration's label leaves out: the table's own axes, and how long a run was measured
+_LABEL_SHOWN = ("model", "task", "zero_stage", "offload", "nodes", "steps", "warmup_steps")
 
 
 def ok(df: pd.DataFrame) -> pd.DataFrame:
@@ -37,13 +40,54 @@ def label(df: pd.DataFrame) -> pd.Series:
     return pd.Series([labels[pair] for pair in zip(df["zero_stage"], df["offload"])], index=df.index, dtype=object)
 
 
+def run_spread(runs: pd.DataFrame) -> pd.Series:
+    """Each run's own spread: (p90 - p10) / median of its step times."""
+    return (runs["step_p90_s"] - runs["step_p10_s"]) / runs["step_s"]
+
+
+def config_label(df: pd.DataFrame) -> pd.Series:
+    """'ZeRO-2', 'ZeRO-3 +opt offload micro_batch=4': the stage, and every other knob that varies
+    among these rows (model, task and nodes are the tables' own axes)."""
+    out = label(df)
+    if df.empty:
+        return out
+    for name in varying_knobs(df, shown=_LABEL_SHOWN):
+        out = out + " " + name + "=" + df[name].astype(str)
+    return out
+
+
+def configurations(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration and node count over its ok runs: how many runs, the median
+    tokens/s per device (core.record.THROUGHPUT_CONVENTION), its spread (the largest of each run's
+    own and of the range between runs, relative to the median), the median step time and the
+    tokens/s at it, the largest peak memory, the median MFU."""
+    runs = ok(df).dropna(subset=["tokens_per_s_per_device"])
+    cols = ["configuration", "runs", "tokens_per_s_per_device", "spread", "step_s", "tokens_per_s_median_step",
+            "tokens_per_s", "world_size", "peak_gib", "mfu"]
+    if runs.empty:
+        return pd.DataFrame(columns=KEY + cols)
+    conf = keys(runs)
+    runs = _hashable(runs, conf).assign(spread=run_spread(runs), configuration=config_label(runs))
+    agg = (runs.groupby(conf + ["configuration"], dropna=False)
+           .agg(runs=("run_id", "size"), tokens_per_s_per_device=("tokens_per_s_per_device", "median"),
+                low=("tokens_per_s_per_device", "min"), high=("tokens_per_s_per_device", "max"),
+                spread=("spread", "max"), step_s=("step_s", "median"),
+                tokens_per_s_median_step=("tokens_per_s_median_step", "median"), tokens_per_s=("tokens_per_s", "median"),
+                world_size=("world_size", "first"), peak_gib=("peak_gib", "max"), mfu=("mfu", "median"))
+           .reset_index())
+    between = (agg["high"] - agg["low"]) / agg["tokens_per_s_per_device"]
+    agg["spread"] = pd.concat([agg["spread"], between], axis=1).max(axis=1)
+    return agg.drop(columns=["low", "high"]).sort_values(["model", "task", "nodes", "tokens_per_s_per_device"],
+                                                         ascending=[True, True, True, False])
+
+
 def scaling(df: pd.DataFrame) -> pd.DataFrame:
     """Per configuration and node count: median tokens/s and its ratio to (tokens/s at the smallest
     node count N0) x N / N0; repeated runs of a configuration are reduced by their median."""
     runs = ok(df)
     if runs.empty:
         return pd.DataFrame(columns=GROUP + ["zero_stage", "nodes", "runs", "tokens_per_s", "scaling_efficiency"])
-    keys = GROUP + ["zero_stage", *varying_knobs(runs.to_dict("records"))]
+    keys = GROUP + ["zero_stage", *varying_knobs(runs)]
     runs = _hashable(runs, keys)
     agg = (runs.groupby(keys + ["nodes"], dropna=False)["tokens_per_s"].agg(["median", "size"]).reset_index()
            .rename(columns={"median": "tokens_per_s", "size": "runs"}))
@@ -58,13 +102,8 @@ def matrix(df: pd.DataFrame, value: str = "tokens_per_s_per_device") -> dict[tup
     """(model, task) -> ZeRO stage (rows) x nodes (columns): the median of `value` over ok runs,
     else the status of the configuration's runs (oom, failed, ...)."""
     out = {}
-    # the pivot shows model, task, stage and nodes: every other knob that varies labels its rows
-    extra = varying_knobs(df.to_dict("records"), shown=("model", "task", "zero_stage", "offload", "nodes", "steps",
-                                                         "warmup_steps")) if not df.empty else []
-    stage = label(df)
-    for name in extra:  # runs that differ in another knob get rows of their own
-        stage = stage + " " + name + "=" + df[name].astype(str)
-    frame = df.assign(stage=stage, ok_value=df[value].where(df["status"] == "ok"))
+    # the pivot shows model, task, stage and nodes: runs that differ in another knob get rows of their own
+    frame = df.assign(stage=config_label(df), ok_value=df[value].where(df["status"] == "ok"))
     for (model, task), g in frame.groupby(["model", "task"], dropna=False):
         values = g.pivot_table(index="stage", columns="nodes", values="ok_value", aggfunc="median")
         status = g.pivot_table(index="stage", columns="nodes", values="status", aggfunc="first")
@@ -133,15 +172,14 @@ def compare(current: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=cols)
 
     def reduce(runs: pd.DataFrame) -> pd.DataFrame:
-        spread = (runs["step_p90_s"] - runs["step_p10_s"]) / runs["step_s"]
-        return (_hashable(runs, key).assign(spread=spread).groupby(key, dropna=False)
+        return (_hashable(runs, key).assign(spread=run_spread(runs)).groupby(key, dropna=False)
                 .agg(tokens_per_s_per_device=("tokens_per_s_per_device", "median"), spread=("spread", "max"))
                 .reset_index())
 
     merged = reduce(cur).merge(reduce(base), on=key, suffixes=("", "_base"))
     merged["baseline"] = merged["tokens_per_s_per_device_base"]
     merged["delta_pct"] = 100 * (merged["tokens_per_s_per_device"] / merged["baseline"] - 1)
-    merged["noise_pct"] = 100 * merged[["spread", "spread_base"]].max(axis=1).clip(lower=0.02)
+    merged["noise_pct"] = 100 * merged[["spread", "spread_base"]].max(axis=1).clip(lower=NOISE_FLOOR)
     merged["verdict"] = "same"
     merged.loc[merged["delta_pct"] < -merged["noise_pct"], "verdict"] = "REGRESSION"
     merged.loc[merged["delta_pct"] > merged["noise_pct"], "verdict"] = "faster"

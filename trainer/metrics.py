@@ -237,8 +237,6 @@ def reduce(everyone: list[dict[str, Any]], *, task: str, warmup: int, flops_per_
         "tokens_per_s": tokens_per_s,
         "padded_tokens_per_s": padded / total_s,
         "tokens_per_s_per_device": per_device,
-        # the other convention, beside the ranking one (core.record.THROUGHPUT_CONVENTION): a typical step's rate
-        "tokens_per_s_median_step": real / len(times) / statistics.median(times),
         "samples_per_s": seqs / total_s,
         "flops_per_token": model_fpt,
         # model FLOPs are counted on the real tokens (useful work); hardware FLOPs on every token fed

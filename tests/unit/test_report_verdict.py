@@ -1,0 +1,88 @@
+"""The report people act on, from constructed records: the verdict names the configuration to use
+with its numbers, caveats appear where the records call for them and only there, and the tables
+carry no index column, units in their headers and figures rounded to their spread."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from core import record
+from report import numbers, render, verdict
+from tests.unit.test_report_and_plan import make_record
+
+
+def _row(rec: dict, *, hosts: list[str], cpus: int | None = None, device: str | None = None) -> dict:
+    rec["environment"] = {"hosts": hosts, "devices": {"type": "cpu" if device is None else "cuda", "cpus": cpus},
+                          "ranks": [{"rank": 0, "host": hosts[0], "device": device}]}
+    return record.to_row(rec)
+
+
+H100 = "NVIDIA H100 80GB HBM3"
+
+
+def _gpu_frame() -> pd.DataFrame:
+    """qwen3-8b SFT on 8-GPU nodes: ZeRO-2 clearly ahead at 1 node, ZeRO-2 and ZeRO-3 within 1% at 2
+    nodes (spread 5%), ZeRO-0 out of memory, one ZeRO-3 run failed on a host."""
+    hosts = lambda n: [f"gpu-{i}" for i in range(n)]  # noqa: E731
+    recs = [(make_record(stage=2, nodes=1, tps=8000, spread=0.01, run="a"), 1),
+            (make_record(stage=3, nodes=1, tps=6000, spread=0.01, run="b"), 1),
+            (make_record(stage=2, nodes=2, tps=16000, spread=0.05, run="c"), 2),
+            (make_record(stage=3, nodes=2, tps=15900, spread=0.05, run="d"), 2),
+            (make_record(stage=0, nodes=1, status="oom", run="e"), 1)]
+    failed = make_record(stage=3, nodes=4, run="f")
+    failed.update(status="failed", metrics=None,
+                  error=record.error("node_lost", "gpu-3 stopped answering (no liveness beat for 10 s)", host="gpu-3"))
+    recs.append((failed, 4))
+    return pd.DataFrame([_row(r, hosts=hosts(n), device=H100) for r, n in recs])
+
+
+def test_the_verdict_names_the_configuration_to_use_with_its_numbers():
+    (text,) = verdict.verdict(_gpu_frame())
+    assert text.startswith("**qwen3-8b / sft.**")
+    # 1 node: ZeRO-2 1,000 tokens/s per device (8000 / 8 GPUs), ZeRO-3 25% slower, beyond a 2% spread
+    assert "At 1 node (8 ranks) use ZeRO-2: 1,000 tokens/s per device; the next best, ZeRO-3, is 25.0% slower." in text
+    # 2 nodes: 0.6% apart with 10% spread: said, but not claimed
+    assert re.search(r"At 2 nodes \(16 ranks\) use ZeRO-2: [\d,]+ tokens/s per device; the next best, ZeRO-3, is 0\.6% "
+                     r"slower, within the runs' spread of 10%: not distinguishable\.", text), text
+    assert "Does not fit: ZeRO-0 at 1 node (out of memory on gpu-17)." in text
+    assert "Failed: ZeRO-3 at 4 nodes (failed, node_lost: gpu-3 stopped answering" in text
+
+
+def test_the_oversubscription_caveat_for_emulated_nodes_and_not_for_a_cluster():
+    emulated = pd.DataFrame([_row(make_record(nodes=n, gpus=2, run=f"e{n}"), hosts=["vm"], cpus=2) for n in (1, 2)])
+    said = " ".join(verdict.caveats(emulated))
+    assert "The 2-node runs were 4 ranks on 1 host of 2 cores" in said and "not comparable" in said
+    assert "The 1-node runs" not in said  # 2 ranks on 2 cores, one host: nothing to say
+    assert "2 runs on CPU: no MFU" in said
+    cluster = pd.DataFrame([_row(make_record(nodes=n, gpus=8, run=f"c{n}"), hosts=[f"gpu-{i}" for i in range(n)],
+                                 device=H100) for n in (1, 2)])
+    assert not any("ranks on" in c or "on CPU" in c for c in verdict.caveats(cluster))
+    crowded_cluster = pd.DataFrame([_row(make_record(nodes=2, gpus=4, run="s"), hosts=["sbnode0", "sbnode1"], cpus=2)])
+    (said,) = [c for c in verdict.caveats(crowded_cluster) if "ranks on" in c]
+    assert "8 ranks on 2 hosts of 2 cores" in said and "emulated" not in said  # distinct hosts, but crowded
+
+
+def test_tables_have_no_index_column_and_units_in_their_headers(tmp_path):
+    df = _gpu_frame()
+    paths = render.write(df, [], tmp_path)
+    md = paths["md"].read_text()
+    headers = [line for line, nxt in zip(md.splitlines(), md.splitlines()[1:]) if line.startswith("|")
+               and re.match(r"^\|[:\- |]+\|$", nxt)]
+    assert len(headers) >= 5
+    for header in headers:
+        first = header.split("|")[1].strip()
+        assert first, f"an index column: {header}"
+    html = paths["html"].read_text()
+    assert "<th></th>" not in html and "<tbody><tr><th" not in html
+    assert "tokens/s per device" in md and "peak memory per rank (GiB)" in md and "median step (s)" in md
+    assert "**1,000**" in md and "<strong>1,000</strong>" in html  # the best cell marked
+    assert md.index("## Verdict") < md.index("## Throughput and scaling") < md.index("## Every configuration")
+    assert paths["json"].exists() and len(pd.read_json(paths["json"])) == len(df)  # full precision for machines
+
+
+def test_figures_are_rounded_to_what_their_spread_supports():
+    assert numbers.rounded(354.04, 0.13) == "350" and numbers.rounded(354.04, 0.005) == "354.0"
+    assert numbers.rounded(354.04) == "354" and numbers.rounded(25612.0, 0.01) == "25,600"
+    assert numbers.rounded(0.20043, 0.05) == "0.200" and numbers.rounded(float("nan")) == "–"
