@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from core import formulas
 from core.host import GIB
+from trainer.comms import CommsLog
 
 
 class Phases:
@@ -183,13 +184,17 @@ class Meter:
     heartbeat and the start-up phases, and each step's figures (loss, real / padded tokens and
     sequences fed; DPO adds reward_accuracy and reward_margin)."""
 
-    def __init__(self, device, phases: Phases, total_steps: int, host_baseline_gib: float | None = None):
+    def __init__(self, device, phases: Phases, total_steps: int, host_baseline_gib: float | None = None,
+                 comms: CommsLog | None = None):
         self.timer, self.memory = StepTimer(device), MemoryTracker(device, host_baseline_gib)
         self.phases, self.total_steps = phases, total_steps
+        self.comms = comms  # DeepSpeed's comms logger over the measured steps, when the config enables it
         self.steps: list[dict[str, Any]] = []
 
     def engines_ready(self) -> None:
         self.phases.mark("engines_ready")
+        if self.comms and self.comms.warmup_steps == 0:
+            self.comms.window_opens()
 
     def step_begin(self) -> None:
         self.timer.start()
@@ -202,13 +207,17 @@ class Meter:
         figures = figures() if callable(figures) else figures
         self.steps.append({k: float(v) if hasattr(v, "item") else v for k, v in figures.items()})
         heartbeat(len(self.steps) - 1, self.total_steps)
+        if self.comms:
+            self.comms.step_done(len(self.steps) - 1)
         if len(self.steps) == 1:
             self.phases.mark("first_step_done")
 
     def mine(self, host: str, rank: int, device_name: str | None, steps: list[dict[str, Any]]) -> dict[str, Any]:
         """This rank's share of the record (steps: the backend's per-step figures), gathered on rank 0."""
+        measured = len(steps) - (self.comms.warmup_steps if self.comms else 0)
         return {"host": host, "rank": rank, "times": self.timer.seconds(), "steps": steps,
-                "memory": self.memory.summary(), "startup_s": self.phases.since_launch(), "device": device_name}
+                "memory": self.memory.summary(), "startup_s": self.phases.since_launch(), "device": device_name,
+                "comms": self.comms.per_step(measured) if self.comms else None}
 
 
 def reduce(everyone: list[dict[str, Any]], *, task: str, warmup: int, flops_per_token: tuple[int, int],
@@ -250,6 +259,8 @@ def reduce(everyone: list[dict[str, Any]], *, task: str, warmup: int, flops_per_
         "startup_s": {k: max(r["startup_s"][k] for r in everyone) for k in everyone[0]["startup_s"]},
         "loss": {"first": losses[0], "last": losses[-1], "per_step": losses},
     }
+    if everyone[0].get("comms"):  # DeepSpeed's comms logger: rank 0's collectives (every rank makes the same calls)
+        out["comms_per_step"] = everyone[0]["comms"]
     if task == "dpo":
         for key in ("reward_accuracy", "reward_margin"):
             series = rank_mean(key)

@@ -25,6 +25,7 @@ from trainer import data as data_mod
 from trainer import compat, liveness, metrics, models, moe
 from trainer.backends import REGISTRY
 from trainer.backends.base import Context, Topology
+from trainer.comms import CommsLog
 from trainer import ds_source
 from trainer.ds_config import deepspeed_config, describe
 
@@ -120,7 +121,8 @@ def run(cfg: RunConfig, launch: Launch, given: frozenset[str] = frozenset()) -> 
 
 
     # 3. the backend trains; the shared meter times every optimizer step
-    meter = metrics.Meter(device, phases, cfg.total_steps, host_baseline_gib=metrics.host_rss_now_gib())
+    meter = metrics.Meter(device, phases, cfg.total_steps, host_baseline_gib=metrics.host_rss_now_gib(),
+                          comms=CommsLog(ds_config, cfg.warmup_steps))
     batches = data_mod.micro_batches(dataset, rank=topo.rank, world=topo.world, micro_batch=cfg.micro_batch,
                                      grad_accum=cfg.grad_accum, pad_id=tokenizer.pad_token_id, seq_len=cfg.seq_len,
                                      padding=cfg.padding, packed=cfg.packing and cfg.task != "pt", dtype=torch_dtype,

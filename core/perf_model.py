@@ -1,0 +1,124 @@
+"""The performance model, part 1: what ZeRO communicates per optimizer step, collective by
+collective, as DeepSpeed implements it (0.16-0.19, checked against its comms logger by
+tests/integration/test_comm_volumes.py), and how long that takes at a bus bandwidth.
+
+Sizes are in DeepSpeed's comms-logger convention (deepspeed/comm/utils.py get_msg_size_from_args:
+the tensor handed to the call): an all-reduce and a reduce-scatter count their whole input, an
+all-gather one rank's shard. Per optimizer step of `ga` micro-batches, with Psi trainable
+parameters, N data-parallel ranks, g bytes per gradient element as communicated and p bytes per
+parameter element:
+
+  stage 0  all_reduce      g*Psi          once, at the accumulation boundary (engine.allreduce_gradients)
+  stage 1  all_reduce      g*Psi          once, at the boundary: DeepSpeed all-reduces each gradient
+                                          bucket (use_multi_rank_bucket_allreduce) where the ZeRO paper
+                                          (arXiv 1910.02054, sec. 7) reduce-scatters, so a rank receives
+                                          every gradient, not only its partition's
+           all_gather      p*Psi/N        each rank's updated partition to every rank (all_gather_dp_groups)
+  stage 2  all_reduce      g*Psi*ga       the same buckets, but reduced in every backward as they fill
+                                          (partition_gradients): gradient accumulation multiplies it
+           all_gather      p*Psi/N        once, after the optimizer step
+  stage 3  reduce_scatter  g*Psi*ga       every backward's gradients (reduce_scatter_tensor)
+           all_gather      every use of a parameter gathers it when none is kept between uses
+                                          (stage3_max_reuse_distance or stage3_max_live_parameters 0, no
+                                          persistent parameters): forward, and again in backward, per
+                                          micro-batch; a tied embedding is used twice (input and lm_head):
+                                          p*(Psi + tied)*2*ga/N. DeepSpeed's parameter cache (both knobs
+                                          1e9 by default) keeps gathered parameters for their next use, so
+                                          the real figure lies between once per step (p*Psi/N) and that
+
+Scalars (one number: the loss, overflow flags, gradient norms; 8 bytes at most) are left out. The paper's
+communication volume, for comparison: 2*Psi per step at stages 0-2 (all-reduce = reduce-scatter
++ all-gather), 3*Psi at stage 3.
+
+Time (nccl-tests, doc/PERFORMANCE.md): bus bandwidth busbw is the rate that makes every
+collective comparable to a point-to-point link. For a buffer of S bytes, t = S/algbw and
+  all_reduce:      busbw = algbw * 2(N-1)/N   -> t = S * 2(N-1)/N / busbw
+  reduce_scatter:  busbw = algbw * (N-1)/N    -> t = S * (N-1)/N / busbw      (S: the whole input)
+  all_gather:      busbw = algbw * (N-1)/N    -> t = N*shard * (N-1)/N / busbw = shard*(N-1) / busbw
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+OPS = ("all_reduce", "all_gather", "reduce_scatter")
+# DeepSpeed's comms-logger names -> ours
+LOGGED_AS = {"all_reduce": "all_reduce", "inference_all_reduce": "all_reduce", "all_gather_into_tensor": "all_gather",
+             "all_gather": "all_gather", "allgather_fn": "all_gather", "reduce_scatter_tensor": "reduce_scatter",
+             "reduce_scatter": "reduce_scatter", "reduce_scatter_fn": "reduce_scatter"}
+SCALAR_BYTES = 8  # a message of one number (a loss, an overflow flag, a norm): bookkeeping, not model traffic
+
+
+@dataclass(frozen=True)
+class Volume:
+    """Bytes one collective type moves per optimizer step (comms-logger convention): exact when
+    low == high, else the range DeepSpeed's parameter cache leaves open."""
+
+    op: str
+    low: float
+    high: float
+
+    @property
+    def exact(self) -> bool:
+        return self.low == self.high
+
+
+def zero_volumes(stage: int, params: int, ranks: int, grad_accum: int, *, grad_bytes: int, param_bytes: int,
+                 tied_embedding: int = 0, keeps_params: bool = True) -> dict[str, Volume]:
+    """{op: Volume} per optimizer step for one engine (the table in the module docstring).
+    tied_embedding: the embedding's parameter count when lm_head shares it, else 0; keeps_params:
+    whether DeepSpeed's ZeRO-3 parameter cache may keep a gathered parameter for its next use."""
+    if ranks <= 1:
+        return {}  # a world of one: DeepSpeed communicates nothing that the model counts
+    g, p, ga = grad_bytes * params, param_bytes * params, grad_accum
+    if stage == 0:
+        return {"all_reduce": Volume("all_reduce", g, g)}
+    if stage in (1, 2):
+        reduced = g * (ga if stage == 2 else 1)
+        return {"all_reduce": Volume("all_reduce", reduced, reduced),
+                "all_gather": Volume("all_gather", p / ranks, p / ranks)}
+    if stage == 3:
+        every_use = param_bytes * (params + tied_embedding) * 2 * ga / ranks
+        return {"reduce_scatter": Volume("reduce_scatter", g * ga, g * ga),
+                "all_gather": Volume("all_gather", p / ranks if keeps_params else every_use, every_use)}
+    raise ValueError(f"ZeRO stage {stage}")
+
+
+def keeps_params(zero_optimization: dict) -> bool:
+    """Whether DeepSpeed's ZeRO-3 may keep a gathered parameter for its next use (its defaults: yes)."""
+    z = zero_optimization or {}
+    no_cache = z.get("stage3_max_reuse_distance", 1e9) == 0 or z.get("stage3_max_live_parameters", 1e9) == 0
+    return not (no_cache and z.get("stage3_param_persistence_threshold", 1e5) == 0)
+
+
+def bus_bytes(op: str, size: float, ranks: int) -> float:
+    """What a collective of `size` bytes (comms-logger convention) puts on the bus, by nccl-tests'
+    definitions: divide by the bus bandwidth for its time."""
+    n = ranks
+    if n <= 1:
+        return 0.0
+    if op == "all_reduce":
+        return size * 2 * (n - 1) / n
+    if op == "reduce_scatter":
+        return size * (n - 1) / n
+    if op == "all_gather":
+        return size * (n - 1)  # size is one rank's shard
+    raise ValueError(f"unknown collective {op!r}")
+
+
+def comm_seconds(volumes: dict[str, Volume], ranks: int, busbw_bytes_per_s: float, *, high: bool = True) -> float:
+    """Seconds the step's collectives take at this bus bandwidth, none of it hidden by overlap."""
+    return sum(bus_bytes(v.op, v.high if high else v.low, ranks) for v in volumes.values()) / busbw_bytes_per_s
+
+
+def logged_volumes(comms_per_step: dict) -> dict[str, float]:
+    """A record's metrics.comms_per_step (DeepSpeed's comms logger) as {op: bytes per step}, scalars left out."""
+    out: dict[str, float] = {}
+    for name, entry in comms_per_step.items():
+        op = LOGGED_AS.get(name)
+        if op is None:
+            continue
+        total = sum(float(size) * calls for size, calls in entry["sizes"].items() if float(size) > SCALAR_BYTES)
+        if total:
+            out[op] = out.get(op, 0.0) + total
+    return out
