@@ -109,11 +109,10 @@ def best_table(df: pd.DataFrame) -> pd.DataFrame:
     best = tables.best(df)
     if best.empty:
         return pd.DataFrame()
-    return pd.DataFrame([{"model": r["model"], "task": r["task"], "nodes": count(r["nodes"]),
-                          "configuration": tables.config_label(pd.DataFrame([r])).iloc[0],
+    return pd.DataFrame([{"model": r["model"], "task": r["task"], "nodes": count(r["nodes"]), "configuration": conf,
                           "tokens/s per device": rounded(r["tokens_per_s_per_device"]),
                           "median step (s)": rounded(r["step_s"]), "runs": count(r["runs"]), "example run": r["example"]}
-                         for _, r in best.iterrows()])
+                         for (_, r), conf in zip(best.iterrows(), tables.config_label(best))])
 
 
 def backends_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -141,13 +140,11 @@ def memory_table(df: pd.DataFrame) -> pd.DataFrame:
     mem = tables.memory(df)
     if mem.empty:
         return pd.DataFrame()
-    return pd.DataFrame([{"model": r["model"], "task": r["task"],
-                          "configuration": tables.config_label(pd.DataFrame([r])).iloc[0],
-                          "ranks": count(r["world_size"]), "micro-batch": count(r["micro_batch"]),
+    return pd.DataFrame([{"model": r["model"], "task": r["task"], "configuration": conf, "ranks": count(r["world_size"]), "micro-batch": count(r["micro_batch"]),
                           "seq len (tokens)": count(r["seq_len"]), "runs": count(r["runs"]),
                           "predicted (GiB)": rounded(r["predicted_gib"]), "measured (GiB)": rounded(r["peak_gib"]),
                           "measured as": r["peak_source"], "error (%)": rounded(r["prediction_error_pct"])}
-                         for _, r in mem.iterrows()])
+                         for (_, r), conf in zip(mem.iterrows(), tables.config_label(mem))])
 
 
 def data_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -175,11 +172,11 @@ def baseline_table(df: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     shown = [c for c in cmp.columns if c not in ("tokens_per_s_per_device", "baseline", "delta_pct", "noise_pct",
                                                  "verdict", "zero_stage", "offload")]
-    return pd.DataFrame([{**{c: text(r[c]) for c in shown},
-                          "configuration": tables.config_label(pd.DataFrame([r])).iloc[0],
+    return pd.DataFrame([{**{c: text(r[c]) for c in shown}, "configuration": conf,
                           "tokens/s per device": rounded(r["tokens_per_s_per_device"]),
                           "baseline": rounded(r["baseline"]), "change (%)": f"{r['delta_pct']:+.1f}",
-                          "noise (%)": f"{r['noise_pct']:.0f}", "verdict": r["verdict"]} for _, r in cmp.iterrows()])
+                          "noise (%)": f"{r['noise_pct']:.0f}", "verdict": r["verdict"]}
+                         for (_, r), conf in zip(cmp.iterrows(), tables.config_label(cmp))])
 
 
 # --- the report --------------------------------------------------------------------------------------

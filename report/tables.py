@@ -47,12 +47,17 @@ def run_spread(runs: pd.DataFrame) -> pd.Series:
 
 def config_label(df: pd.DataFrame) -> pd.Series:
     """'ZeRO-2', 'ZeRO-3 +opt offload micro_batch=4': the stage, and every other knob that varies
-    among these rows (model, task and nodes are the tables' own axes)."""
+    among the rows of the same model and task (model, task and nodes are the tables' own axes);
+    a knob left at nothing (no --ds, no --deepspeed) is not written."""
     out = label(df)
     if df.empty:
         return out
-    for name in varying_knobs(df, shown=_LABEL_SHOWN):
-        out = out + " " + name + "=" + df[name].astype(str)
+    def part(name: str, v) -> str:
+        return "" if v is None or (isinstance(v, float) and v != v) or v == "" else f" {name}={v}"
+
+    for _, g in df.groupby(["model", "task"], dropna=False, sort=False):
+        for name in varying_knobs(g, shown=_LABEL_SHOWN):
+            out.loc[g.index] = out.loc[g.index] + g[name].map(lambda v, name=name: part(name, v))
     return out
 
 
