@@ -151,11 +151,17 @@ def report(c, results="results", out="", baseline=""):
             "gpu_mem": "GiB of one GPU (H100 80, H200 141)", "nodes": "comma list of node counts",
             "task": "sft, dpo or pt", "seq_len": "sequence length", "micro_batch": "sequences (pairs) per GPU",
             "device": "GPU name for the peak-FLOPs bound (H100, H200, A100 ...)",
-            "grad_checkpointing": "recompute activations", "json": "print JSON rows"})
+            "grad_checkpointing": "recompute activations", "json": "print JSON rows",
+            "calibrate": "a sweep's folder (results/<sweep>): fit the step-time model to its runs, show measured vs "
+                         "predicted for each, predict node counts up to 512"})
 def plan(c, model="qwen3-8b", gpus_per_node=8, gpu_mem=80.0, nodes="1,2,4", task="sft", seq_len=4096, micro_batch=1,
-         device="H100", grad_checkpointing=False, json=False):
+         device="H100", grad_checkpointing=False, json=False, calibrate=""):
     """Will it fit? Predicted memory per GPU for every ZeRO stage and offload, ranked, before any GPU-hour."""
+    from bench.plan_cli import calibrate as run_calibrate
     from bench.plan_cli import plan as run_plan
+
+    if calibrate:
+        return _run(run_calibrate, results=calibrate, as_json=json)
 
     _run(run_plan, model=model, gpus_per_node=int(gpus_per_node), gpu_mem=float(gpu_mem), nodes=nodes, task=task,
          seq_len=int(seq_len), micro_batch=int(micro_batch), device=device, grad_checkpointing=grad_checkpointing,

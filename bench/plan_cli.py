@@ -35,3 +35,45 @@ def plan(*, model: str, gpus_per_node: int, gpu_mem: float, nodes: str, task: st
     for line in recommend(rows):
         console.print(line)
     return 0
+
+
+def calibrate(*, results: str, as_json: bool) -> int:
+    """`invoke plan --calibrate DIR`: the step-time model fitted to a sweep, checked run by run."""
+    from bench.calibrate import calibrate as fit_sweep
+
+    out = fit_sweep(results)
+    if as_json:
+        print(json.dumps(out, indent=1))
+        return 0
+    from rich.table import Table
+
+    from core.console import stdout_console
+
+    console = stdout_console()
+    k = out["coefficients"]
+    bus = f"{k['busbw_bytes_per_s'] / 1e9:.3g} GB/s" if k["busbw_bytes_per_s"] else "none (no multi-rank run)"
+    console.print(f"fitted to {len(out['fitted_from'])} runs of {results}: achieved {k['flops_per_s_per_rank'] / 1e9:.3g} "
+                  f"GFLOP/s per rank, bus bandwidth {bus}, fixed per step: "
+                  + ", ".join(f"{key} {s * 1e3:.0f} ms" for key, s in k["fixed_s"].items()))
+    for e in out["excluded"]:
+        console.print(f"left out {e['run_id']}: {e['why']} (measures the host being shared)")
+    table = Table(title="step time: measured vs predicted (left out: fitted without that run)")
+    for col in ("run", "task", "ZeRO", "nodes x ranks", "micro-batch", "measured s", "predicted s", "error %",
+                "left out s", "left out error %"):
+        table.add_column(col, justify="left" if col in ("run", "task") else "right")
+    for r in out["runs"]:
+        table.add_row(r["run_id"].rsplit("-", 1)[0], r["task"], str(r["zero_stage"]), f"{r['nodes']}x{r['gpus_per_node']}",
+                      str(r["micro_batch"]), f"{r['measured_s']:.3f}", f"{r['predicted_s']:.3f}", f"{r['error_pct']:+.1f}",
+                      f"{r['left_out_predicted_s']:.3f}", f"{r['left_out_error_pct']:+.1f}")
+    console.print(table)
+    err = out["left_out_error_pct"]
+    console.print(f"left-out error: median {err['median']:.1f}%, worst {err['worst']:.1f}% over {len(out['runs'])} runs")
+    pred = Table(title="predicted, from each task and stage's smallest measured run (one bus bandwidth for every "
+                       "node count: emulated nodes have no inter-node link to measure)")
+    for col in ("task", "ZeRO", "nodes", "step s", "tokens/s per device", "scaling efficiency %"):
+        pred.add_column(col, justify="left" if col == "task" else "right")
+    for p in out["predictions"]:
+        pred.add_row(p["task"], str(p["zero_stage"]), str(p["nodes"]), f"{p['predicted_step_s']:.3g}",
+                     f"{p['predicted_tokens_per_s_per_device']:.3g}", f"{100 * p['scaling_efficiency']:.0f}")
+    console.print(pred)
+    return 0

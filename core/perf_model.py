@@ -84,6 +84,16 @@ def zero_volumes(stage: int, params: int, ranks: int, grad_accum: int, *, grad_b
     raise ValueError(f"ZeRO stage {stage}")
 
 
+def reference_volumes(ref_stage: int, params: int, ranks: int, grad_accum: int, *, param_bytes: int,
+                      tied_embedding: int = 0, keeps_params: bool = True) -> dict[str, Volume]:
+    """DPO's frozen reference engine: at ZeRO-3 its forward gathers every parameter it uses, per
+    micro-batch (a tied embedding twice), or once per step when the cache keeps them; no gradients."""
+    if ref_stage != 3 or ranks <= 1:
+        return {}
+    every_use = param_bytes * (params + tied_embedding) * grad_accum / ranks
+    return {"all_gather": Volume("all_gather", param_bytes * params / ranks if keeps_params else every_use, every_use)}
+
+
 def keeps_params(zero_optimization: dict) -> bool:
     """Whether DeepSpeed's ZeRO-3 may keep a gathered parameter for its next use (its defaults: yes)."""
     z = zero_optimization or {}
@@ -122,3 +132,28 @@ def logged_volumes(comms_per_step: dict) -> dict[str, float]:
         if total:
             out[op] = out.get(op, 0.0) + total
     return out
+
+
+# --- step time ----------------------------------------------------------------------------------------
+# step time = compute + communication not hidden + a fixed per-step cost, for one rank:
+#   compute = FLOPs of the step (tokens fed x model FLOPs per token) / achieved FLOP/s
+#   communication = bus bytes of the step's collectives / bus bandwidth (no overlap: what is fitted
+#                   is the exposed part; gloo on a CPU overlaps nothing)
+#   fixed = per task and stage: the optimizer step, ZeRO's hooks and bookkeeping, the launch of
+#           each collective, DPO's reference engine
+# The three kinds of coefficients are not derived: bench/calibrate.py fits them to measured runs.
+
+
+@dataclass(frozen=True)
+class StepCoefficients:
+    """Fitted from measured runs (bench/calibrate.py says which)."""
+
+    flops_per_s: float               # achieved per rank
+    busbw_bytes_per_s: float | None  # None: no multi-rank run to fit it from
+    fixed_s: dict                    # "task zero-stage" -> seconds per step
+
+
+def step_seconds(compute_flops: float, bus: float, key: str, k: StepCoefficients) -> float:
+    """Predicted seconds of one optimizer step on one rank."""
+    comm = bus / k.busbw_bytes_per_s if bus and k.busbw_bytes_per_s else 0.0
+    return compute_flops / k.flops_per_s + comm + k.fixed_s[key]
