@@ -40,8 +40,8 @@ def _nodes_header(n) -> str:
 def throughput_matrices(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """Per model and task: configuration x node count, tokens/s per device; the best of each node
     count in bold; a configuration that did not run ok shows its status."""
-    confs = tables.configurations(df)
     labelled = df.assign(configuration=tables.config_label(df))
+    confs = tables.configurations(labelled)
     out = []
     for (model, task), runs in labelled.groupby(["model", "task"], dropna=False, sort=True):
         measured = confs[(confs["model"] == model) & (confs["task"] == task)]
@@ -97,22 +97,26 @@ def scaling_table(df: pd.DataFrame) -> pd.DataFrame:
     group = ["model", "task", "configuration"]
     smallest = sc.loc[sc.groupby(group)["nodes"].idxmin(), group + ["nodes", "tokens_per_s"]]
     sc = sc.merge(smallest.rename(columns={"nodes": "base_nodes", "tokens_per_s": "base_tokens_per_s"}), on=group)
-    rows = [{"model": r.model, "task": r.task, "configuration": r.configuration,
-             "from → to nodes": f"{int(r.base_nodes)} → {int(r.nodes)}", "runs": count(r.runs),
-             "tokens/s (all devices) at the smallest": rounded(r.base_tokens_per_s),
-             "tokens/s (all devices)": rounded(r.tokens_per_s), "scaling efficiency (%)": pct(r.scaling_efficiency)}
-            for r in sc[sc["nodes"] != sc["base_nodes"]].itertuples()]
-    return pd.DataFrame(rows).sort_values(["model", "task", "configuration", "from → to nodes"]) if rows else pd.DataFrame()
+    above = sc[sc["nodes"] != sc["base_nodes"]].sort_values(["model", "task", "configuration", "nodes"])
+    return pd.DataFrame([{"model": r.model, "task": r.task, "configuration": r.configuration,
+                          "from → to nodes": f"{int(r.base_nodes)} → {int(r.nodes)}", "runs": count(r.runs),
+                          "tokens/s (all devices) at the smallest": rounded(r.base_tokens_per_s),
+                          "tokens/s (all devices)": rounded(r.tokens_per_s),
+                          "scaling efficiency (%)": pct(r.scaling_efficiency)} for r in above.itertuples()])
 
 
 def best_table(df: pd.DataFrame) -> pd.DataFrame:
-    best = tables.best(df)
-    if best.empty:
+    """The first of each model, task and node count in tables.configurations' order (tables.best's
+    choice), under the label the other tables give it."""
+    confs = tables.configurations(df)
+    if confs.empty:
         return pd.DataFrame()
-    return pd.DataFrame([{"model": r["model"], "task": r["task"], "nodes": count(r["nodes"]), "configuration": conf,
-                          "tokens/s per device": rounded(r["tokens_per_s_per_device"]),
-                          "median step (s)": rounded(r["step_s"]), "runs": count(r["runs"]), "example run": r["example"]}
-                         for (_, r), conf in zip(best.iterrows(), tables.config_label(best))])
+    best = confs.groupby(["model", "task", "nodes"], sort=True).head(1).sort_values(["model", "task", "nodes"])
+    return pd.DataFrame([{"model": r["model"], "task": r["task"], "nodes": count(r["nodes"]),
+                          "configuration": r["configuration"],
+                          "tokens/s per device": rounded(r["tokens_per_s_per_device"], r["spread"]),
+                          "median step (s)": rounded(r["step_s"], r["spread"]), "runs": count(r["runs"]),
+                          "example run": r["example"]} for _, r in best.iterrows()])
 
 
 def backends_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -66,19 +66,22 @@ def configurations(df: pd.DataFrame) -> pd.DataFrame:
     tokens/s per device (core.record.THROUGHPUT_CONVENTION), its spread (the largest of each run's
     own and of the range between runs, relative to the median), the median step time and the
     tokens/s at it, the largest peak memory, the median MFU."""
-    runs = ok(df).dropna(subset=["tokens_per_s_per_device"])
     cols = ["configuration", "runs", "tokens_per_s_per_device", "spread", "step_s", "tokens_per_s_median_step",
-            "tokens_per_s", "world_size", "peak_gib", "mfu"]
-    if runs.empty:
+            "tokens_per_s", "world_size", "peak_gib", "mfu", "example"]
+    if df.empty or ok(df).dropna(subset=["tokens_per_s_per_device"]).empty:
         return pd.DataFrame(columns=KEY + cols)
+    # labelled among every run, failed ones included: the same configuration reads the same in every table
+    labelled = df if "configuration" in df else df.assign(configuration=config_label(df))
+    runs = ok(labelled).dropna(subset=["tokens_per_s_per_device"])
     conf = keys(runs)
-    runs = _hashable(runs, conf).assign(spread=run_spread(runs), configuration=config_label(runs))
+    runs = _hashable(runs, conf).assign(spread=run_spread(runs))
     agg = (runs.groupby(conf + ["configuration"], dropna=False)
            .agg(runs=("run_id", "size"), tokens_per_s_per_device=("tokens_per_s_per_device", "median"),
                 low=("tokens_per_s_per_device", "min"), high=("tokens_per_s_per_device", "max"),
                 spread=("spread", "max"), step_s=("step_s", "median"),
                 tokens_per_s_median_step=("tokens_per_s_median_step", "median"), tokens_per_s=("tokens_per_s", "median"),
-                world_size=("world_size", "first"), peak_gib=("peak_gib", "max"), mfu=("mfu", "median"))
+                world_size=("world_size", "first"), peak_gib=("peak_gib", "max"), mfu=("mfu", "median"),
+                example=("run_id", "first"))
            .reset_index())
     between = (agg["high"] - agg["low"]) / agg["tokens_per_s_per_device"]
     agg["spread"] = pd.concat([agg["spread"], between], axis=1).max(axis=1)
@@ -101,20 +104,6 @@ def scaling(df: pd.DataFrame) -> pd.DataFrame:
     agg = agg.merge(base, on=keys, how="left")
     agg["scaling_efficiency"] = agg["tokens_per_s"] / (agg["base_tokens_per_s"] * agg["nodes"] / agg["base_nodes"])
     return agg.drop(columns=["base_nodes", "base_tokens_per_s"])
-
-
-def matrix(df: pd.DataFrame, value: str = "tokens_per_s_per_device") -> dict[tuple, pd.DataFrame]:
-    """(model, task) -> ZeRO stage (rows) x nodes (columns): the median of `value` over ok runs,
-    else the status of the configuration's runs (oom, failed, ...)."""
-    out = {}
-    # the pivot shows model, task, stage and nodes: runs that differ in another knob get rows of their own
-    frame = df.assign(stage=config_label(df), ok_value=df[value].where(df["status"] == "ok"))
-    for (model, task), g in frame.groupby(["model", "task"], dropna=False):
-        values = g.pivot_table(index="stage", columns="nodes", values="ok_value", aggfunc="median")
-        status = g.pivot_table(index="stage", columns="nodes", values="status", aggfunc="first")
-        cells = values.map(lambda v: f"{v:.4g}" if pd.notna(v) else None)
-        out[(model, task)] = cells.combine_first(status).reindex(index=status.index, columns=status.columns)
-    return out
 
 
 def best(df: pd.DataFrame) -> pd.DataFrame:

@@ -32,8 +32,8 @@ def verdict(df: pd.DataFrame) -> list[str]:
     """One paragraph per model and task: use X at each node count, with the numbers."""
     if df.empty:
         return []
-    confs = tables.configurations(df)
     df = df.assign(configuration=tables.config_label(df))
+    confs = tables.configurations(df)
     out = []
     for (model, task), runs in df.groupby(["model", "task"], dropna=False, sort=True):
         said = []

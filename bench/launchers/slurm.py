@@ -279,7 +279,7 @@ class SlurmLauncher(Launcher):
         pf_logs = sorted(run_dir.glob("preflight-node*.log"))
         if (stopped and stopped.kind == "preflight") or (code == EXIT_PREFLIGHT and not stopped):
             result = outcomes.read_preflight(pf, pf_logs, stopped.message if stopped else None)
-            unreachable = srun_unreachable(run_dir)
+            unreachable = srun_unreachable(run_dir, job)
             if not pf.exists() and (unreachable or (stopped and stopped.host)):
                 result["missing_hosts"] = list(unreachable) or stopped.host.split(",")
                 if unreachable:
@@ -321,6 +321,7 @@ class SlurmLauncher(Launcher):
         verdict_by = 2 * opts.preflight_deadline_s + 30  # its join and all-reduce deadlines, and start-up
         t0 = time.monotonic()
         running_since = failed_at = None
+        restarts = _restarts(job)  # at submission: a later count above it is a requeue of this follow's job
         nodes = ""  # the allocation, as first listed (a COMPLETING job lists only the nodes it waits for)
         while True:
             now = time.monotonic()
@@ -328,7 +329,7 @@ class SlurmLauncher(Launcher):
                                      + "||").split("|")[:3]
             nodes = nodes or (listed if listed != "(null)" else "")
             # a requeue passes through COMPLETING too (the job is stopped, then pends again): its restart count says which
-            requeued = state == "COMPLETING" and _restarts(job) > 0
+            requeued = state == "COMPLETING" and _restarts(job) > restarts
             if not state or (state == "COMPLETING" and not requeued):
                 return None  # the batch script has ended; Slurm may still wait on a node it cannot reach
             if state in NODE_FAILURE or requeued or (running_since is not None and state == "PENDING"):
@@ -392,13 +393,12 @@ NODE_FAILURE = {"NODE_FAIL", "BOOT_FAIL", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_F
 _LAUNCH_FAILED = re.compile(r"Task launch for StepId=\S+ failed on node ([\w.-]+): (.+)")
 
 
-def srun_unreachable(run_dir: Path) -> dict[str, str]:
-    """{node: srun's reason} for the nodes srun could not start a task on, from the job's output."""
-    found: dict[str, str] = {}
-    for out in sorted(run_dir.glob("slurm-*.out")):
-        for node, why in _LAUNCH_FAILED.findall(out.read_text(errors="replace")):
-            found.setdefault(node, why.strip())
-    return found
+def srun_unreachable(run_dir: Path, job: str) -> dict[str, str]:
+    """{node: srun's reason} for the nodes srun could not start a task on, from this job's output
+    (an earlier attempt's slurm-<job>.out may lie beside it: not this job's nodes)."""
+    out = run_dir / f"slurm-{job}.out"
+    text = out.read_text(errors="replace") if out.exists() else ""
+    return {node: why.strip() for node, why in reversed(_LAUNCH_FAILED.findall(text))}
 
 
 def _preflight_ok(path: Path) -> bool:
@@ -444,10 +444,17 @@ def _restarts(job: str) -> int:
     return int(found.group(1)) if found else 0
 
 
-def job_state(job: str) -> tuple[str, int | None]:
-    """(state, exit code of the batch script) of a finished job."""
-    text = _slurm("scontrol", "show", "job", "-o", job, check=False)
-    state = re.search(r"JobState=(\S+)", text)
+def job_state(job: str, settle_s: float = 30) -> tuple[str, int | None]:
+    """(state, exit code of the batch script) of a finished job. While the job is COMPLETING,
+    Slurm shows that flag instead of how it ended (OUT_OF_MEMORY, TIMEOUT, CANCELLED ...): read
+    again for up to settle_s (a node slurmctld cannot reach keeps it COMPLETING for minutes)."""
+    t0 = time.monotonic()
+    while True:
+        text = _slurm("scontrol", "show", "job", "-o", job, check=False)
+        state = re.search(r"JobState=(\S+)", text)
+        if not state or state.group(1) != "COMPLETING" or time.monotonic() - t0 > settle_s:
+            break
+        time.sleep(1)
     code = re.search(r"ExitCode=(\d+):(\d+)", text)
     if not state and shutil.which("sacct"):
         text = _slurm("sacct", "-n", "-P", "-X", "-j", job, "-o", "State,ExitCode", check=False).strip()

@@ -86,3 +86,17 @@ def test_figures_are_rounded_to_what_their_spread_supports():
     assert numbers.rounded(354.04, 0.13) == "350" and numbers.rounded(354.04, 0.005) == "354.0"
     assert numbers.rounded(354.04) == "354" and numbers.rounded(25612.0, 0.01) == "25,600"
     assert numbers.rounded(0.20043, 0.05) == "0.200" and numbers.rounded(float("nan")) == "–"
+
+
+def test_a_knob_that_varies_only_among_failed_runs_labels_every_table_the_same():
+    """micro_batch 4 ran, micro_batch 8 ran out of memory: the measured row is 'micro_batch=4' in the
+    matrix, the verdict and the best-configuration table alike, and shows its number."""
+    ran, oom = make_record(stage=2, tps=8000, run="mb4"), make_record(stage=2, status="oom", run="mb8")
+    ran["config"]["micro_batch"], oom["config"]["micro_batch"] = 4, 8
+    df = pd.DataFrame([_row(ran, hosts=["gpu-0"], device=H100), _row(oom, hosts=["gpu-0"], device=H100)])
+    (_, matrix), = render.throughput_matrices(df)
+    cells = dict(zip(matrix["configuration"], matrix["1 node"]))
+    assert cells == {"ZeRO-2 micro_batch=4": "**1,000**", "ZeRO-2 micro_batch=8": "oom"}
+    (text,) = verdict.verdict(df)
+    assert "use ZeRO-2 micro_batch=4: 1,000 tokens/s" in text and "Does not fit: ZeRO-2 micro_batch=8" in text
+    assert render.best_table(df)["configuration"].tolist() == ["ZeRO-2 micro_batch=4"]
