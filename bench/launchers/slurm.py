@@ -274,7 +274,7 @@ class SlurmLauncher(Launcher):
             rec["slurm_job_id"] = job
             record.write(out, rec)
             return rec
-        state, code = job_state(job)
+        state, code = job_state(job, settle_s=0)  # the exit code is known while the job completes
         pf = run_dir / "preflight.json"
         pf_logs = sorted(run_dir.glob("preflight-node*.log"))
         if (stopped and stopped.kind == "preflight") or (code == EXIT_PREFLIGHT and not stopped):
@@ -293,6 +293,8 @@ class SlurmLauncher(Launcher):
                                                 log=str(run_dir)))
             record.write(out, rec)
             return rec
+        if state == "COMPLETING":  # how it ended (OUT_OF_MEMORY, TIMEOUT ...) shows once it has completed
+            state, code = job_state(job)
         logs = sorted(run_dir.glob("node*.log")) + sorted(run_dir.glob("slurm-*.out"))
         joined = record.read(pf).get("joined_hosts") if pf.exists() else None  # node i's host, from the preflight
         killed_because = stopped.message if stopped and stopped.kind == "timeout" else None
@@ -444,10 +446,11 @@ def _restarts(job: str) -> int:
     return int(found.group(1)) if found else 0
 
 
-def job_state(job: str, settle_s: float = 30) -> tuple[str, int | None]:
+def job_state(job: str, settle_s: float = 10) -> tuple[str, int | None]:
     """(state, exit code of the batch script) of a finished job. While the job is COMPLETING,
     Slurm shows that flag instead of how it ended (OUT_OF_MEMORY, TIMEOUT, CANCELLED ...): read
-    again for up to settle_s (a node slurmctld cannot reach keeps it COMPLETING for minutes)."""
+    again for up to settle_s (an epilog takes seconds; a node slurmctld cannot reach keeps the job
+    COMPLETING for minutes, and is not waited for)."""
     t0 = time.monotonic()
     while True:
         text = _slurm("scontrol", "show", "job", "-o", job, check=False)
