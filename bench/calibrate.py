@@ -60,7 +60,8 @@ def _bus(world: int, *, stage: int, task: str, ref_stage: int, params: int, grad
     if task == "dpo":
         vols = {**vols, **{f"reference {op}": v for op, v in perf_model.reference_volumes(
             ref_stage, params, world, grad_accum, param_bytes=dtype_bytes, tied_embedding=tied, keeps_params=keeps).items()}}
-    return sum(perf_model.bus_bytes(v.op, v.low if keeps else v.high, world) for v in vols.values())
+    # exact volumes have low == high; with DeepSpeed's cache kept, ZeRO-3's floor (once per step)
+    return sum(perf_model.bus_bytes(v.op, v.low, world) for v in vols.values())
 
 
 def run_of(rec: dict) -> Run:
@@ -74,10 +75,9 @@ def run_of(rec: dict) -> Run:
                 tied=model["embedding"] if model.get("lm_head") == 0 else 0, keeps=keeps)
     times = m["step_times_s"]
     mean_step = sum(times) / len(times)
-    env = rec.get("environment") or {}
-    hosts, cpus = len(set(env.get("hosts") or [])) or 1, (env.get("devices") or {}).get("cpus")
-    crowded = (f"{world} ranks on {hosts} host(s) of {cpus} cores" if cpus and world / hosts > cpus
-               and (env.get("devices") or {}).get("type") == "cpu" else "")
+    row = record.to_row(rec)
+    crowded = (f"{world} ranks on {row['hosts']} host(s) of {row['host_cpus']} cores"
+               if (record.ranks_per_core(row) or 0) > 1 else "")
     return Run(rec["run_id"], cfg["task"], cfg["zero_stage"], cfg["nodes"], cfg["gpus_per_node"], world,
                cfg["micro_batch"], cfg["seq_len"], cfg["grad_accum"],
                f"{cfg['task']} {stage_label(cfg['zero_stage'], cfg.get('offload') or 'none')}",

@@ -224,6 +224,15 @@ def to_row(rec: dict, path: str = "") -> dict:
     return out
 
 
+def ranks_per_core(row: dict) -> float | None:
+    """On a CPU run, ranks per core of a host (to_row's world_size, hosts, host_cpus): above 1, the
+    ranks wait for each other's CPU time and measure the host being shared. None on a GPU or unknown."""
+    world, hosts, cpus = row.get("world_size"), row.get("hosts"), row.get("host_cpus")
+    if row.get("device") != "cpu" or not world or not cpus or cpus != cpus or world != world:
+        return None
+    return world / (hosts if hosts and hosts == hosts else 1) / cpus
+
+
 def _at_median_step(m: dict) -> float | None:
     """tokens/s at the median step (THROUGHPUT_CONVENTION's other figure): the real tokens of a mean
     step over the median step time, i.e. tokens_per_s x mean step / median step."""

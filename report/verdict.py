@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from core import record
 from core.config import stage_label
 from report import tables
 from report.numbers import rounded
@@ -85,8 +86,7 @@ def caveats(df: pd.DataFrame) -> list[str]:
             continue
         n_hosts, ranks = int(hosts.max()), int(g["world_size"].max())
         cpus = g["host_cpus"].dropna()
-        per_host = ranks / max(n_hosts, 1)
-        crowded = not cpus.empty and (g["device"] == "cpu").all() and per_host > cpus.min()
+        crowded = any((record.ranks_per_core(r) or 0) > 1 for r in g.to_dict("records"))
         emulated = nodes > n_hosts
         if emulated or crowded:
             where = f"{ranks} ranks on {n_hosts} host{'s' if n_hosts != 1 else ''}" + (
