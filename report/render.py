@@ -106,12 +106,9 @@ def scaling_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def best_table(df: pd.DataFrame) -> pd.DataFrame:
-    """The first of each model, task and node count in tables.configurations' order (tables.best's
-    choice), under the label the other tables give it."""
-    confs = tables.configurations(df)
-    if confs.empty:
+    best = tables.best(df)
+    if best.empty:
         return pd.DataFrame()
-    best = confs.groupby(["model", "task", "nodes"], sort=True).head(1).sort_values(["model", "task", "nodes"])
     return pd.DataFrame([{"model": r["model"], "task": r["task"], "nodes": count(r["nodes"]),
                           "configuration": r["configuration"],
                           "tokens/s per device": rounded(r["tokens_per_s_per_device"], r["spread"]),

@@ -108,18 +108,9 @@ def scaling(df: pd.DataFrame) -> pd.DataFrame:
 
 def best(df: pd.DataFrame) -> pd.DataFrame:
     """The fastest ok configuration (median tokens/s per device, core.record.THROUGHPUT_CONVENTION)
-    per model, task and node count; its median step time beside."""
-    runs = ok(df).dropna(subset=["tokens_per_s_per_device"])
-    if runs.empty:
-        return runs
-    conf = keys(runs)  # the best chooses among every knob the runs varied
-    runs = _hashable(runs, conf)
-    agg = runs.groupby(conf, dropna=False).agg(tokens_per_s_per_device=("tokens_per_s_per_device", "median"),
-                                              step_s=("step_s", "median"), mfu=("mfu", "median"),
-                                              peak_gib=("peak_gib", "max"),
-                                              runs=("run_id", "size"), example=("run_id", "first")).reset_index()
-    idx = agg.groupby(["model", "task", "nodes"])["tokens_per_s_per_device"].idxmax()
-    return agg.loc[idx].sort_values(["model", "task", "nodes"])
+    per model, task and node count, a row of configurations() (its median step time beside)."""
+    confs = configurations(df)  # already fastest first within each model, task and node count
+    return confs.groupby(["model", "task", "nodes"], sort=True).head(1).sort_values(["model", "task", "nodes"])
 
 
 def data(df: pd.DataFrame) -> pd.DataFrame:
