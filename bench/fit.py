@@ -56,7 +56,19 @@ class FitCheck:
         gib, _ = self.capacity(cfg)
         gpu = bool(self.gpu_gib) or self.local_gpu is not None
         dtype = dtype_on(cfg.dtype, "cuda" if gpu else "cpu")  # the runs may start elsewhere (a login node)
-        return memory_model.predict_for(self._shapes[cfg.model], cfg, dtype=dtype, device_gib=gib)
+        return memory_model.predict_for(self._shapes[cfg.model], cfg, dtype=dtype, device_gib=gib,
+                                        zero_optimization=self._zero(cfg, dtype), device_type="cuda" if gpu else "cpu")
+
+    def _zero(self, cfg: RunConfig, dtype: str) -> dict | None:
+        """The zero_optimization section the run will get (its buffer sizes), as far as it can be
+        known before launch: the user's config with its --ds overrides; "auto" stays for ZeroKnobs."""
+        from trainer import ds_config
+
+        try:
+            config, _ = ds_config.deepspeed_config(cfg, dtype, "cpu")
+        except Exception:  # noqa: BLE001 - the run's own launch reports a bad config; DeepSpeed's defaults here
+            return None
+        return config.get("zero_optimization")
 
     def why_not(self, cfg: RunConfig) -> tuple[dict, str | None]:
         """(prediction, reason to skip or None)."""

@@ -158,7 +158,9 @@ def _record(ctx: Context, started: str, everyone: list[dict], shape: models.Mode
     env["hosts"] = sorted({r["host"] for r in everyone})
     device_gib = env["devices"].get("memory_gib") or host_gib_per_rank(topo.local_world)
     prediction = memory_model.predict_for(shape, cfg.replace(attn_impl=ctx.attention.used), dtype=ctx.dtype,
-                                          device_gib=device_gib).to_dict()
+                                          device_gib=device_gib,
+                                          zero_optimization=(ctx.ds_config or {}).get("zero_optimization"),
+                                          device_type="cuda" if everyone[0]["device"] else "cpu").to_dict()
     resolved = {
         "model": {"name": ctx.ref.name, "path": ctx.ref.path or None, "kind": ctx.ref.kind, **shape.to_dict()},
         "dtype": ctx.dtype, "world_size": topo.world, "global_batch": cfg.global_batch,
