@@ -153,9 +153,12 @@ def report(c, results="results", out="", baseline=""):
             "device": "GPU name for the peak-FLOPs bound (H100, H200, A100 ...)",
             "grad_checkpointing": "recompute activations", "json": "print JSON rows",
             "calibrate": "a sweep's folder (results/<sweep>): fit the step-time model to its runs, show measured vs "
-                         "predicted for each, predict node counts up to 512"})
+                         "predicted for each, predict node counts up to 512",
+            "mfu": "model FLOPs utilization the step time is predicted at (default 0.4)",
+            "busbw_intra": "bus bandwidth within a node, GB/s (default 360: NVLink 4; the preflight measures yours)",
+            "busbw_inter": "bus bandwidth across nodes, GB/s (default 45: one 400 Gb/s NIC per GPU)"})
 def plan(c, model="qwen3-8b", gpus_per_node=8, gpu_mem=80.0, nodes="1,2,4", task="sft", seq_len=4096, micro_batch=1,
-         device="H100", grad_checkpointing=False, json=False, calibrate=""):
+         device="H100", grad_checkpointing=False, json=False, calibrate="", mfu=0.4, busbw_intra=360.0, busbw_inter=45.0):
     """Will it fit? Predicted memory per GPU for every ZeRO stage and offload, ranked, before any GPU-hour."""
     from bench.plan_cli import calibrate as run_calibrate
     from bench.plan_cli import plan as run_plan
@@ -165,7 +168,7 @@ def plan(c, model="qwen3-8b", gpus_per_node=8, gpu_mem=80.0, nodes="1,2,4", task
 
     _run(run_plan, model=model, gpus_per_node=int(gpus_per_node), gpu_mem=float(gpu_mem), nodes=nodes, task=task,
          seq_len=int(seq_len), micro_batch=int(micro_batch), device=device, grad_checkpointing=grad_checkpointing,
-         as_json=json)
+         as_json=json, mfu=float(mfu), busbw_intra=float(busbw_intra), busbw_inter=float(busbw_inter))
 
 
 @task(help={"k": "only tests matching this pytest -k expression", "unit": "only the fast unit tests",

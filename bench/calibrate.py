@@ -53,23 +53,11 @@ class Run:
     crowded: str             # why it cannot calibrate (ranks outnumber cores), or ""
 
 
-def _bus(world: int, *, stage: int, task: str, ref_stage: int, params: int, grad_accum: int, dtype_bytes: int,
-         tied: int, keeps: bool) -> float:
-    vols = perf_model.zero_volumes(stage, params, world, grad_accum, grad_bytes=dtype_bytes, param_bytes=dtype_bytes,
-                                   tied_embedding=tied, keeps_params=keeps)
-    if task == "dpo":
-        vols = {**vols, **{f"reference {op}": v for op, v in perf_model.reference_volumes(
-            ref_stage, params, world, grad_accum, param_bytes=dtype_bytes, tied_embedding=tied, keeps_params=keeps).items()}}
-    # exact volumes have low == high; with DeepSpeed's cache kept, ZeRO-3's floor (once per step)
-    return sum(perf_model.bus_bytes(v.op, v.low, world) for v in vols.values())
-
-
 def run_of(rec: dict) -> Run:
     cfg, res, m = rec["config"], rec["resolved"], rec["metrics"]
     model, world = res["model"], res["world_size"]
     zero = (res.get("deepspeed") or {}).get("zero_optimization") or {}
-    # the cache keeps gathered parameters while they fit under its live-parameter limit
-    keeps = perf_model.keeps_params(zero) and model["params"] <= zero.get("stage3_max_live_parameters", 1e9)
+    keeps = perf_model.keeps_params(zero, model["params"])
     args = dict(stage=cfg["zero_stage"], task=cfg["task"], ref_stage=res.get("ref_zero_stage") or 0,
                 params=model["params"], grad_accum=cfg["grad_accum"], dtype_bytes=DTYPE_BYTES.get(res["dtype"], 4),
                 tied=model["embedding"] if model.get("lm_head") == 0 else 0, keeps=keeps)
@@ -82,7 +70,7 @@ def run_of(rec: dict) -> Run:
                cfg["micro_batch"], cfg["seq_len"], cfg["grad_accum"],
                f"{cfg['task']} {stage_label(cfg['zero_stage'], cfg.get('offload') or 'none')}",
                m["padded_tokens_per_s"] * mean_step / world, m["tokens_per_s"] * mean_step / world,
-               m["flops_per_token"], _bus(world, **args), args, m["step_time_s"]["median"], crowded)
+               m["flops_per_token"], perf_model.step_bus_bytes(world, **args), args, m["step_time_s"]["median"], crowded)
 
 
 def _design(runs: list[Run], keys: list[str]) -> np.ndarray:
@@ -107,7 +95,7 @@ def fit(runs: list[Run]) -> perf_model.StepCoefficients:
 
 
 def predict(run: Run, k: perf_model.StepCoefficients, world: int | None = None) -> float:
-    bus = run.bus if world is None else _bus(world, **run.volume_args)
+    bus = run.bus if world is None else perf_model.step_bus_bytes(world, **run.volume_args)
     return perf_model.step_seconds(run.tokens_fed * run.flops_per_token, bus, run.key, k)
 
 

@@ -1,14 +1,16 @@
 """`invoke plan`: will it fit, and what should I run? For a model, GPUs per node and GPU memory,
 node counts, task, sequence length and micro-batch: the memory model's prediction per device for
-every ZeRO stage and offload, whether it fits, and an upper bound on tokens/s from the device's
-peak FLOPs (100% MFU; real runs reach 30-50%). Ranked: what fits first; then no offload (offload
-moves traffic to PCIe and the CPU's Adam); then the lowest stage that fits (less communication
-per step); then the most headroom. bench's fit check uses the same memory model."""
+every ZeRO stage and offload, whether it fits, and the step-time model's prediction
+(core/perf_model.py: compute at an assumed MFU of the device's peak, ZeRO's communication at
+nominal bus bandwidths within and across nodes, offload over PCIe and the host's Adam; every
+assumption a flag, stated on the output) with an upper bound on tokens/s at 100% MFU beside it.
+Ranked: what fits first, then predicted tokens/s per device, then the most headroom. bench's fit
+check uses the same memory model; `invoke plan --calibrate` fits the step-time model to measured runs."""
 
 from __future__ import annotations
 
-from core import formulas, memory_model
-from core.config import OFFLOADS, RunConfig, offload_problem
+from core import formulas, memory_model, perf_model
+from core.config import OFFLOADS, RunConfig, offload_problem, stage_label
 from core.errors import ConfigError
 
 HEADROOM = 0.9  # leave 10% of the device for the allocator's fragmentation, NCCL buffers, the CUDA context
@@ -16,14 +18,20 @@ HEADROOM = 0.9  # leave 10% of the device for the allocator's fragmentation, NCC
 
 def plan(*, model: str, gpus_per_node: int, gpu_mem_gib: float, nodes: list[int], task: str = "sft",
          seq_len: int = 4096, micro_batch: int = 1, device: str = "H100", dtype: str = "bf16",
-         grad_checkpointing: bool = False) -> list[dict]:
+         grad_checkpointing: bool = False, mfu: float = perf_model.NOMINAL_MFU,
+         busbw_intra_gbps: float = perf_model.NOMINAL_BUSBW_INTRA / 1e9,
+         busbw_inter_gbps: float = perf_model.NOMINAL_BUSBW_INTER / 1e9) -> list[dict]:
     from trainer import models
 
     if gpu_mem_gib <= 0:
         raise ConfigError("--gpu-mem must be the memory of one GPU in GiB", where="--gpu-mem", fix="e.g. 80 for H100")
     shape = models.shape(models.resolve(model))
     peak = formulas.peak_flops(device, dtype)
-    fpt, _ = formulas.task_flops_per_token(task, shape.flops_params, shape.attention, seq_len, grad_checkpointing)
+    fpt, hfu_fpt = formulas.task_flops_per_token(task, shape.flops_params, shape.attention, seq_len, grad_checkpointing)
+    k = perf_model.nominal(peak, mfu=mfu, busbw_intra=busbw_intra_gbps * 1e9, busbw_inter=busbw_inter_gbps * 1e9) \
+        if peak else None
+    value_bytes = 4 if dtype == "fp32" else 2
+    tokens = micro_batch * seq_len * (2 if task == "dpo" else 1)  # per rank per step (one micro-batch), no padding
     rows = []
     for n in nodes:
         for stage in (0, 1, 2, 3):
@@ -34,15 +42,31 @@ def plan(*, model: str, gpus_per_node: int, gpu_mem_gib: float, nodes: list[int]
                                 seq_len=seq_len, zero_stage=stage, offload=offload, dtype=dtype,
                                 grad_checkpointing=grad_checkpointing)
                 pred = memory_model.predict_for(shape, cfg, dtype=dtype, device_gib=gpu_mem_gib * HEADROOM)
+                step = None
+                if k is not None:
+                    bus = perf_model.step_bus_bytes(
+                        cfg.world_size, stage=stage, task=task, ref_stage=cfg.ref_zero_stage or 0, params=shape.params,
+                        grad_accum=cfg.grad_accum, dtype_bytes=value_bytes,
+                        tied=shape.embedding if shape.lm_head == 0 else 0,
+                        keeps=perf_model.keeps_params({}, shape.params))
+                    off = perf_model.offload_seconds(cfg.offload_optimizer, cfg.offload_param, shape.params,
+                                                     cfg.world_size, cfg.grad_accum, value_bytes, k)
+                    # hfu_fpt: what the device computes, recomputation included
+                    step = perf_model.step_seconds(tokens * cfg.grad_accum * hfu_fpt, bus, "", k, nodes=n, offload_s=off)
                 rows.append({
                     "nodes": n, "world_size": cfg.world_size, "zero_stage": stage, "offload": offload,
-                    "predicted_gib": pred.total_gib, "model_states_gib": pred.model_states_gib,
+                    "predicted_gib": pred.total_gib, "model_states_gib": pred.model_states_gib, "buffers_gib": pred.buffers_gib,
                     "activations_gib": pred.activations_gib + pred.logits_gib, "reference_gib": pred.reference_gib,
                     "host_gib_per_rank": pred.host_gib, "fits": bool(pred.fits),
                     "headroom_gib": gpu_mem_gib - pred.total_gib,
                     "max_tokens_per_s_per_device": peak / fpt if peak else None,
+                    "predicted_step_s": step,
+                    "predicted_tokens_per_s_per_device": tokens * cfg.grad_accum / step if step else None,
+                    "label": stage_label(stage, offload),
                 })
-    rows.sort(key=lambda r: (not r["fits"], r["nodes"], r["offload"] != "none", r["zero_stage"], -r["headroom_gib"]))
+    # without a peak (an unlisted device) no speed is predicted: the lower stage, no offload, goes first
+    rows.sort(key=lambda r: (not r["fits"], r["nodes"], -(r["predicted_tokens_per_s_per_device"] or 0),
+                             r["offload"] != "none", r["zero_stage"], -r["headroom_gib"]))
     for rank, r in enumerate(rows, 1):
         r["rank"] = rank
     return rows
@@ -57,6 +81,9 @@ def recommend(rows: list[dict]) -> list[str]:
             out.append(f"{n} node(s): nothing fits; use more nodes, a shorter --seq-len, a smaller micro-batch or "
                        f"--grad-checkpointing")
         else:
+            speed = (f", {fit['predicted_tokens_per_s_per_device']:,.0f} tokens/s per GPU predicted"
+                     if fit["predicted_tokens_per_s_per_device"] else "")
             out.append(f"{n} node(s): ZeRO-{fit['zero_stage']}" + ("" if fit["offload"] == "none" else
-                       f" with {fit['offload']} offload") + f", {fit['predicted_gib']:.1f} GiB per GPU predicted")
+                       f" with {fit['offload']} offload") + f", {fit['predicted_gib']:.1f} GiB per GPU predicted"
+                       + speed)
     return out

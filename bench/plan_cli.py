@@ -5,14 +5,21 @@ from __future__ import annotations
 import json
 
 from core.config import knob_field, parse_axis
+from core.errors import ConfigError
 from bench.plan import plan as make_plan
 from bench.plan import recommend
 
 
 def plan(*, model: str, gpus_per_node: int, gpu_mem: float, nodes: str, task: str, seq_len: int, micro_batch: int,
-         device: str, grad_checkpointing: bool, as_json: bool) -> int:
+         device: str, grad_checkpointing: bool, as_json: bool, mfu: float, busbw_intra: float, busbw_inter: float) -> int:
+    for flag, value, top in (("--mfu", mfu, 1.0), ("--busbw-intra", busbw_intra, None), ("--busbw-inter", busbw_inter, None)):
+        if not value > 0 or (top and value > top):
+            raise ConfigError(f"{flag} {value} is out of range", where=flag,
+                              fix="a fraction in (0, 1] for --mfu; GB/s above 0 for the bus bandwidths "
+                                  "(the preflight's busbw, or nccl-tests')")
     rows = make_plan(model=model, gpus_per_node=gpus_per_node, gpu_mem_gib=gpu_mem, nodes=parse_axis(knob_field("nodes"), nodes), task=task,
-                     seq_len=seq_len, micro_batch=micro_batch, device=device, grad_checkpointing=grad_checkpointing)
+                     seq_len=seq_len, micro_batch=micro_batch, device=device, grad_checkpointing=grad_checkpointing,
+                     mfu=mfu, busbw_intra_gbps=busbw_intra, busbw_inter_gbps=busbw_inter)
     if as_json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -22,16 +29,25 @@ def plan(*, model: str, gpus_per_node: int, gpu_mem: float, nodes: str, task: st
 
     table = Table(title=f"{model} {task}, seq {seq_len}, micro-batch {micro_batch}, {gpus_per_node} x {gpu_mem:g} GiB "
                         f"per node ({device})")
-    for col in ("rank", "nodes", "ZeRO", "offload", "GiB/GPU", "states", "activ.+logits", "host GiB/rank", "fits",
-                "≤ tok/s/GPU"):
+    for col in ("rank", "nodes", "ZeRO", "offload", "GiB/GPU", "states", "buffers", "activ.+logits", "host GiB/rank",
+                "fits", "step s", "tok/s/GPU", "≤ tok/s/GPU"):
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(str(r["rank"]), str(r["nodes"]), str(r["zero_stage"]), r["offload"], f"{r['predicted_gib']:.1f}",
-                      f"{r['model_states_gib']:.1f}", f"{r['activations_gib']:.1f}", f"{r['host_gib_per_rank']:.1f}",
-                      "[green]yes[/]" if r["fits"] else "[red]no[/]",
+                      f"{r['model_states_gib']:.1f}", f"{r['buffers_gib']:.1f}", f"{r['activations_gib']:.1f}",
+                      f"{r['host_gib_per_rank']:.1f}", "[green]yes[/]" if r["fits"] else "[red]no[/]",
+                      f"{r['predicted_step_s']:.3g}" if r["predicted_step_s"] else "–",
+                      f"{r['predicted_tokens_per_s_per_device']:,.0f}" if r["predicted_tokens_per_s_per_device"] else "–",
                       f"{r['max_tokens_per_s_per_device']:.0f}" if r["max_tokens_per_s_per_device"] else "–")
     console = stdout_console()
     console.print(table)
+    if rows and rows[0]["predicted_step_s"] is not None:
+        console.print(f"step time predicted at {mfu:.0%} MFU, bus bandwidth {busbw_intra:g} GB/s within a node and "
+                      f"{busbw_inter:g} GB/s across nodes (--mfu, --busbw-intra, --busbw-inter: nominal unless you "
+                      f"set them; the preflight's busbw or `invoke plan --calibrate` give measured ones); no fixed "
+                      f"per-step cost. Ranked: fits, then predicted tokens/s per GPU.")
+    else:
+        console.print(f"no peak FLOP/s known for {device}: no step time predicted; ranked: fits, no offload, lowest stage")
     for line in recommend(rows):
         console.print(line)
     return 0

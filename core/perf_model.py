@@ -94,11 +94,15 @@ def reference_volumes(ref_stage: int, params: int, ranks: int, grad_accum: int, 
     return {"all_gather": Volume("all_gather", param_bytes * params / ranks if keeps_params else every_use, every_use)}
 
 
-def keeps_params(zero_optimization: dict) -> bool:
-    """Whether DeepSpeed's ZeRO-3 may keep a gathered parameter for its next use (its defaults: yes)."""
+def keeps_params(zero_optimization: dict, params: int | None = None) -> bool:
+    """Whether DeepSpeed's ZeRO-3 may keep a gathered parameter for its next use (its defaults: yes),
+    and, given the model's size, whether its parameters fit under the cache's live-parameter limit."""
     z = zero_optimization or {}
     no_cache = z.get("stage3_max_reuse_distance", 1e9) == 0 or z.get("stage3_max_live_parameters", 1e9) == 0
-    return not (no_cache and z.get("stage3_param_persistence_threshold", 1e5) == 0)
+    if no_cache and z.get("stage3_param_persistence_threshold", 1e5) == 0:
+        return False
+    limit = z.get("stage3_max_live_parameters", 1e9)
+    return params is None or not isinstance(limit, (int, float)) or params <= limit
 
 
 def bus_bytes(op: str, size: float, ranks: int) -> float:
@@ -134,26 +138,78 @@ def logged_volumes(comms_per_step: dict) -> dict[str, float]:
     return out
 
 
+def step_bus_bytes(world: int, *, stage: int, task: str, ref_stage: int, params: int, grad_accum: int,
+                   dtype_bytes: int, tied: int, keeps: bool) -> float:
+    """Bus bytes of one optimizer step's collectives (the policy's, and DPO's reference engine's):
+    exact volumes have low == high; with DeepSpeed's cache kept, ZeRO-3's floor (once per step)."""
+    vols = list(zero_volumes(stage, params, world, grad_accum, grad_bytes=dtype_bytes, param_bytes=dtype_bytes,
+                             tied_embedding=tied, keeps_params=keeps).values())
+    if task == "dpo":
+        vols += reference_volumes(ref_stage, params, world, grad_accum, param_bytes=dtype_bytes,
+                                  tied_embedding=tied, keeps_params=keeps).values()
+    return sum(bus_bytes(v.op, v.low, world) for v in vols)
+
+
 # --- step time ----------------------------------------------------------------------------------------
-# step time = compute + communication not hidden + a fixed per-step cost, for one rank:
+# step time = compute + communication not hidden + offload + a fixed per-step cost, for one rank:
 #   compute = FLOPs of the step (tokens fed x model FLOPs per token) / achieved FLOP/s
-#   communication = bus bytes of the step's collectives / bus bandwidth (no overlap: what is fitted
-#                   is the exposed part; gloo on a CPU overlaps nothing)
+#   communication = bus bytes of the step's collectives / bus bandwidth: within a node when the run has
+#                   one, across nodes otherwise (a ring or tree spanning nodes runs at its slowest
+#                   link). No overlap: what is fitted is the exposed part; gloo on a CPU overlaps nothing
+#   offload = ZeRO-Offload (arXiv 2101.06840, sec. 4): per step a rank's gradient partition goes to the
+#             host and its updated parameter partition comes back over PCIe, and the host's Adam
+#             updates the partition; parameter offload (ZeRO-3) also brings the partition's parameters
+#             from the host for every micro-batch's forward and backward
 #   fixed = per task and stage: the optimizer step, ZeRO's hooks and bookkeeping, the launch of
 #           each collective, DPO's reference engine
-# The three kinds of coefficients are not derived: bench/calibrate.py fits them to measured runs.
+# bench/calibrate.py fits the coefficients to measured runs; `invoke plan` without measurements uses
+# nominal ones (NOMINAL_* below, stated on its output).
 
 
 @dataclass(frozen=True)
 class StepCoefficients:
-    """Fitted from measured runs (bench/calibrate.py says which)."""
+    """Fitted from measured runs (bench/calibrate.py says which), or nominal (`nominal`)."""
 
     flops_per_s: float               # achieved per rank
-    busbw_bytes_per_s: float | None  # None: no multi-rank run to fit it from
+    busbw_bytes_per_s: float | None  # within a node (emulated nodes: the only one); None: nothing to fit it from
     fixed_s: dict                    # "task zero-stage" -> seconds per step
+    inter_busbw_bytes_per_s: float | None = None  # across nodes; None: as within
+    pcie_bytes_per_s: float | None = None          # host <-> device, for offload
+    cpu_adam_params_per_s: float | None = None     # parameters the host's Adam updates per second, per rank
+
+    def busbw(self, nodes: int) -> float | None:
+        return self.inter_busbw_bytes_per_s if nodes > 1 and self.inter_busbw_bytes_per_s else self.busbw_bytes_per_s
 
 
-def step_seconds(compute_flops: float, bus: float, key: str, k: StepCoefficients) -> float:
+# Nominal figures for planning before anything is measured; each is a flag of `invoke plan`.
+NOMINAL_MFU = 0.40            # dense bf16 fine-tuning on H100 commonly reaches 35-45% MFU
+NOMINAL_BUSBW_INTRA = 360e9   # NVLink 4 (900 GB/s per GPU): nccl-tests all_reduce busbw on 8 x H100, large messages
+NOMINAL_BUSBW_INTER = 45e9    # one 400 Gb/s NIC per GPU at ~90%: a ring's bound across nodes (NCCL's tree/SHARP do better)
+NOMINAL_PCIE = 40e9           # PCIe Gen5 x16 host <-> device, achieved
+NOMINAL_CPU_ADAM = 1e9 / 8    # DeepSpeed's CPU Adam, ~1e9 parameters/s per node shared by its 8 ranks
+
+
+def nominal(peak_flops: float, *, mfu: float = NOMINAL_MFU, busbw_intra: float = NOMINAL_BUSBW_INTRA,
+            busbw_inter: float = NOMINAL_BUSBW_INTER) -> StepCoefficients:
+    """Coefficients from a device's peak and link rates, no fixed cost: an estimate to rank with."""
+    return StepCoefficients(flops_per_s=peak_flops * mfu, busbw_bytes_per_s=busbw_intra, fixed_s={},
+                            inter_busbw_bytes_per_s=busbw_inter, pcie_bytes_per_s=NOMINAL_PCIE,
+                            cpu_adam_params_per_s=NOMINAL_CPU_ADAM)
+
+
+def offload_seconds(offload_optimizer: bool, offload_param: bool, params: int, ranks: int, grad_accum: int,
+                    value_bytes: int, k: StepCoefficients) -> float:
+    """Seconds one step spends moving a rank's partition over PCIe and in the host's Adam (module comment)."""
+    if not offload_optimizer or not k.pcie_bytes_per_s:
+        return 0.0
+    part = params / ranks
+    moved = 2 * value_bytes * part + (2 * value_bytes * part * grad_accum if offload_param else 0)
+    return moved / k.pcie_bytes_per_s + (part / k.cpu_adam_params_per_s if k.cpu_adam_params_per_s else 0.0)
+
+
+def step_seconds(compute_flops: float, bus: float, key: str, k: StepCoefficients, *, nodes: int = 1,
+                 offload_s: float = 0.0) -> float:
     """Predicted seconds of one optimizer step on one rank."""
-    comm = bus / k.busbw_bytes_per_s if bus and k.busbw_bytes_per_s else 0.0
-    return compute_flops / k.flops_per_s + comm + k.fixed_s[key]
+    busbw = k.busbw(nodes)
+    comm = bus / busbw if bus and busbw else 0.0
+    return compute_flops / k.flops_per_s + comm + offload_s + k.fixed_s.get(key, 0.0)

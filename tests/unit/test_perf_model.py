@@ -42,3 +42,48 @@ def test_logged_volumes_read_deepspeeds_names_and_leave_scalars_out():
               "all_gather_into_tensor": {"calls": 1, "bytes": 500, "sizes": {"128": 1.0, "2000": 0.5}},
               "broadcast": {"calls": 1, "bytes": 8, "sizes": {"8": 1.0}}}
     assert pm.logged_volumes(logged) == {"all_reduce": 4000.0, "all_gather": 1128.0}
+
+
+def test_the_cache_keeps_parameters_only_under_its_live_limit():
+    assert pm.keeps_params({}, 6 * 10**8) and not pm.keeps_params({}, 8 * 10**9)  # 1e9 by default
+    assert pm.keeps_params({"stage3_max_live_parameters": 1e10}, 8 * 10**9)
+
+
+def test_offload_and_cross_node_links_in_the_step_time_by_hand():
+    k = pm.StepCoefficients(flops_per_s=1e12, busbw_bytes_per_s=100e9, fixed_s={"sft ZeRO-2": 0.5},
+                            inter_busbw_bytes_per_s=10e9, pcie_bytes_per_s=20e9, cpu_adam_params_per_s=1e9)
+    assert pm.step_seconds(2e12, 1e10, "sft ZeRO-2", k, nodes=1) == pytest.approx(2 + 0.1 + 0.5)
+    assert pm.step_seconds(2e12, 1e10, "sft ZeRO-2", k, nodes=2) == pytest.approx(2 + 1.0 + 0.5)  # the NIC, not NVLink
+    # 8e9 params on 8 ranks, bf16: 1e9 each; 2 GB down + 2 GB up over 20 GB/s, and 1e9 params of host Adam
+    assert pm.offload_seconds(True, False, 8 * 10**9, 8, 4, 2, k) == pytest.approx(0.2 + 1.0)
+    # parameter offload also brings the partition for each of 4 micro-batches' forward and backward
+    assert pm.offload_seconds(True, True, 8 * 10**9, 8, 4, 2, k) == pytest.approx(0.2 + 0.8 + 1.0)
+    assert pm.offload_seconds(False, False, 8 * 10**9, 8, 4, 2, k) == 0
+
+
+def test_plan_ranks_what_fits_by_predicted_speed():
+    from bench.plan import plan
+
+    rows = plan(model="qwen3-8b", gpus_per_node=8, gpu_mem_gib=80, nodes=[1, 2], seq_len=4096)
+    fitting = [r for r in rows if r["fits"]]
+    assert rows[: len(fitting)] == fitting  # what fits first
+    for n in (1, 2):
+        speeds = [r["predicted_tokens_per_s_per_device"] for r in fitting if r["nodes"] == n]
+        assert speeds == sorted(speeds, reverse=True) and all(s > 0 for s in speeds)
+    by = {(r["nodes"], r["zero_stage"], r["offload"]): r for r in rows}
+    assert by[(1, 3, "optimizer")]["predicted_step_s"] > by[(1, 3, "none")]["predicted_step_s"]  # PCIe + host Adam
+    # ZeRO-3's traffic crosses the 45 GB/s NICs at 2 nodes: slower per GPU than inside one node
+    assert by[(2, 3, "none")]["predicted_tokens_per_s_per_device"] < by[(1, 3, "none")]["predicted_tokens_per_s_per_device"]
+    faster_link = plan(model="qwen3-8b", gpus_per_node=8, gpu_mem_gib=80, nodes=[2], busbw_inter_gbps=400)
+    assert next(r for r in faster_link if r["zero_stage"] == 3 and r["offload"] == "none")["predicted_step_s"] < \
+        by[(2, 3, "none")]["predicted_step_s"]
+
+
+def test_plan_refuses_an_impossible_assumption_naming_the_flag():
+    from bench.plan_cli import plan as plan_cli
+    from core.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        plan_cli(model="qwen3-0.6b", gpus_per_node=8, gpu_mem=80, nodes="1", task="sft", seq_len=2048, micro_batch=1,
+                 device="H100", grad_checkpointing=False, as_json=True, mfu=1.5, busbw_intra=360, busbw_inter=45)
+    assert e.value.where == "--mfu"
