@@ -7,6 +7,7 @@ import inspect
 import os
 import shlex
 import sys
+from pathlib import Path
 
 from invoke import Collection, Exit, ParseError, Program
 from invoke import task as invoke_task
@@ -156,15 +157,19 @@ def report(c, results="results", out="", baseline=""):
                          "predicted for each, predict node counts up to 512",
             "mfu": "model FLOPs utilization the step time is predicted at (default 0.4)",
             "busbw_intra": "bus bandwidth within a node, GB/s (default 360: NVLink 4; the preflight measures yours)",
-            "busbw_inter": "bus bandwidth across nodes, GB/s (default 45: one 400 Gb/s NIC per GPU)"})
+            "busbw_inter": "bus bandwidth across nodes, GB/s (default 45: one 400 Gb/s NIC per GPU)",
+            "plot": "with --calibrate: where the prediction plot goes (default <sweep>/prediction.png)"})
 def plan(c, model="qwen3-8b", gpus_per_node=8, gpu_mem=80.0, nodes="1,2,4", task="sft", seq_len=4096, micro_batch=1,
-         device="H100", grad_checkpointing=False, json=False, calibrate="", mfu=0.4, busbw_intra=360.0, busbw_inter=45.0):
+         device="H100", grad_checkpointing=False, json=False, calibrate="", mfu=0.4, busbw_intra=360.0, busbw_inter=45.0, plot=""):
     """Will it fit? Predicted memory per GPU for every ZeRO stage and offload, ranked, before any GPU-hour."""
     from bench.plan_cli import calibrate as run_calibrate
     from bench.plan_cli import plan as run_plan
 
     if calibrate:
-        return _run(run_calibrate, results=calibrate, as_json=json)
+        from report.plots import calibration
+
+        return _run(run_calibrate, results=calibrate, as_json=json, figure=calibration,
+                    plot=plot or str(Path(calibrate) / "prediction.png"))
 
     _run(run_plan, model=model, gpus_per_node=int(gpus_per_node), gpu_mem=float(gpu_mem), nodes=nodes, task=task,
          seq_len=int(seq_len), micro_batch=int(micro_batch), device=device, grad_checkpointing=grad_checkpointing,

@@ -68,9 +68,27 @@ def run_of(rec: dict) -> Run:
                if (record.ranks_per_core(row) or 0) > 1 else "")
     return Run(rec["run_id"], cfg["task"], cfg["zero_stage"], cfg["nodes"], cfg["gpus_per_node"], world,
                cfg["micro_batch"], cfg["seq_len"], cfg["grad_accum"],
-               f"{cfg['task']} {stage_label(cfg['zero_stage'], cfg.get('offload') or 'none')}",
+               key_of(cfg["task"], cfg["zero_stage"], cfg.get("offload")),
                m["padded_tokens_per_s"] * mean_step / world, m["tokens_per_s"] * mean_step / world,
                m["flops_per_token"], perf_model.step_bus_bytes(world, **args), args, m["step_time_s"]["median"], crowded)
+
+
+def run_for(cfg, like: Run) -> Run:
+    """A run not measured yet, as the model sees it: `like` (a measured run of the same model, task,
+    sequence length and data) scaled to cfg's micro-batch and accumulation, at cfg's stage and world."""
+    scale = cfg.micro_batch * cfg.grad_accum / (like.micro_batch * like.grad_accum)
+    args = {**like.volume_args, "stage": cfg.zero_stage, "grad_accum": cfg.grad_accum,
+            "ref_stage": cfg.ref_zero_stage if cfg.task == "dpo" else 0}
+    world = cfg.nodes * cfg.gpus_per_node
+    return Run(cfg.run_id, cfg.task, cfg.zero_stage, cfg.nodes, cfg.gpus_per_node, world, cfg.micro_batch, cfg.seq_len,
+               cfg.grad_accum, key_of(cfg.task, cfg.zero_stage, cfg.offload), like.tokens_fed * scale,
+               like.real_tokens * scale, like.flops_per_token, perf_model.step_bus_bytes(world, **args), args,
+               float("nan"), "")
+
+
+def key_of(task: str, stage: int, offload: str | None) -> str:
+    """Which fixed per-step cost applies: "sft ZeRO-2", "sft ZeRO-3 +opt offload"."""
+    return f"{task} {stage_label(stage, offload or 'none')}"
 
 
 def _design(runs: list[Run], keys: list[str]) -> np.ndarray:
@@ -96,7 +114,8 @@ def fit(runs: list[Run]) -> perf_model.StepCoefficients:
 
 def predict(run: Run, k: perf_model.StepCoefficients, world: int | None = None) -> float:
     bus = run.bus if world is None else perf_model.step_bus_bytes(world, **run.volume_args)
-    return perf_model.step_seconds(run.tokens_fed * run.flops_per_token, bus, run.key, k)
+    nodes = run.nodes if world is None else max(1, world // run.gpus_per_node)
+    return perf_model.step_seconds(run.tokens_fed * run.flops_per_token, bus, run.key, k, nodes=nodes)
 
 
 def calibrate(results: str) -> dict:
@@ -133,9 +152,22 @@ def calibrate(results: str) -> dict:
             "fitted_from": [r.run_id for r in used],
             "excluded": [{"run_id": r.run_id, "why": r.crowded} for r in excluded],
             "runs": rows,
+            "preflight_busbw_gbps": _preflight_busbw(recs),
             "left_out_error_pct": {"median": statistics.median(errors) if errors else None,
                                    "worst": max(errors) if errors else None},
             "predictions": _predictions(used, k)}
+
+
+def _preflight_busbw(recs: list[dict]) -> dict:
+    """{"N node(s)": {collective: best busbw GB/s}} from the preflights the runs carry (bench/preflight.py),
+    beside the fitted figure: the links as a collective benchmark sees them."""
+    out: dict[str, dict] = {}
+    for r in recs:
+        for op, c in ((r.get("preflight") or {}).get("collectives") or {}).items():
+            if (c or {}).get("busbw_gbps"):
+                key = f"{r['config']['nodes']} node(s) x {r['config']['gpus_per_node']}"
+                out.setdefault(key, {})[op] = max(out.get(key, {}).get(op, 0.0), c["busbw_gbps"])
+    return out
 
 
 def _predictions(runs: list[Run], k: perf_model.StepCoefficients) -> list[dict]:

@@ -76,7 +76,7 @@ class FitCheck:
         if pred.fits is False and not self.run_anyway:
             gib, source = self.capacity(cfg)
             return pred.to_dict(), (f"predicted {pred.total_gib:.1f} GiB per rank (model states "
-                                    f"{pred.model_states_gib:.1f}, activations {pred.activations_gib:.1f}, logits "
+                                    f"{pred.model_states_gib:.1f}, DeepSpeed's buffers {pred.buffers_gib:.1f}, activations {pred.activations_gib:.1f}, logits "
                                     f"{pred.logits_gib:.1f}, reference {pred.reference_gib:.1f}) > {gib:.1f} GiB "
                                     f"({source}); try a higher ZeRO stage, offload, more nodes or a smaller "
                                     f"micro-batch, or --run-anyway")

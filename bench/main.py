@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from bench import backends, claims, datacheck, modelcheck, summary, sweep
+from bench.autotune import Autotuner
 from bench.fit import FitCheck
 from bench.launchers import LAUNCHERS, LaunchOptions, Launcher
 from bench.launchers.contract import ENV_NAME, join_commands
@@ -58,11 +59,16 @@ def make_launcher(opts: BenchOptions) -> Launcher:
     return LAUNCHERS[opts.launcher](launch_options(opts), **settings)
 
 
+AUTO_MICRO_BATCHES = (1, 2, 4, 8, 16, 32, 64)
+
+
 def split_flags(flags: dict[str, Any]) -> tuple[dict[str, list], set[str], BenchOptions]:
     """`invoke bench`'s keyword arguments -> (knob name -> values, the knobs given explicitly, the
     sweep's options). A knob flag not given sweeps its default (or wider list: --zero 0,1,2,3)."""
     axes: dict[str, list] = {}
     given: set[str] = set()
+    if str(flags.get("micro_batch", "")).strip() == "auto":  # the autotuner's candidates, stopped by memory
+        flags["micro_batch"], flags["autotune"] = ",".join(map(str, AUTO_MICRO_BATCHES)), True
     for f in knob_fields():
         value = flags.pop(bench_flag(f), None)
         if f.metadata["repeatable"] == "overrides":
@@ -154,12 +160,15 @@ def bench(**flags: Any) -> int:
         raise ConfigError("the matrix is empty", fix="check --tasks, --zero and --offload")
     backends.check(sorted({c.backend for c in configs}))
     files.check_writable(sweep_dir)
+    tuner = Autotuner(configs) if opts.autotune else None
     with claims.SweepLock(sweep_dir):
-        records = sweep.run_sweep(configs, runner, sweep_dir, fit=fit)
+        records = sweep.run_sweep(configs, runner, sweep_dir, fit=fit, tuner=tuner)
     ok = sum(r["status"] == "ok" for r in records)
     skipped = sum(r["status"] == "skipped" for r in records)
-    summary.print_table(records, title=f"{sweep_id}: {ok}/{len(records)} ok" + (f", {skipped} skipped (cannot fit)"
+    summary.print_table(records, title=f"{sweep_id}: {ok}/{len(records)} ok" + (f", {skipped} skipped"
                                        if skipped else "") + f" -> {sweep_dir}")
+    if tuner is not None:
+        summary.print_autotune(records, len(configs))
     if len(records) < len(configs):
         print(f"{len(configs) - len(records)} run(s) left to the other process running them (see above)")
     return EXIT_OK if len(records) == len(configs) and all(r["status"] in ("ok", "skipped") for r in records) \

@@ -40,6 +40,10 @@ class BenchOptions:
     max_drop: float = option(1.0, "refuse, before anything runs, a run whose data would lose more than this share "
                                   "of rows as longer than --seq-len (0.05: at most 5%; default 1: never refuse, "
                                   "always say it)")
+    autotune: bool = option(False, "measure only what is worth it: runs in order of predicted speed, a direction "
+                                   "stopped at the first OOM (or what the memory model says cannot fit), "
+                                   "configurations predicted clearly slower than the best measured skipped with the "
+                                   "reason; --micro-batch auto proposes 1, 2, 4 ... 64 (bench/autotune.py)")
     run_anyway: bool = option(False, "run configurations the memory model says cannot fit (default: record them "
                                      "skipped)")
     axis: tuple = option((), "sweep any knob: KNOB=V1,V2 (repeatable), booleans too: --axis grad_checkpointing=true,false",

@@ -53,11 +53,15 @@ def plan(*, model: str, gpus_per_node: int, gpu_mem: float, nodes: str, task: st
     return 0
 
 
-def calibrate(*, results: str, as_json: bool) -> int:
-    """`invoke plan --calibrate DIR`: the step-time model fitted to a sweep, checked run by run."""
+def calibrate(*, results: str, as_json: bool, plot: str = "", figure=None) -> int:
+    """`invoke plan --calibrate DIR`: the step-time model fitted to a sweep, checked run by run.
+    figure: what draws the predictions (report.plots.calibration, handed in by tasks.py), saved to plot."""
     from bench.calibrate import calibrate as fit_sweep
 
     out = fit_sweep(results)
+    drawn = figure(out) if figure and plot else None
+    if drawn is not None:
+        drawn.savefig(plot, dpi=110)
     if as_json:
         print(json.dumps(out, indent=1))
         return 0
@@ -71,6 +75,8 @@ def calibrate(*, results: str, as_json: bool) -> int:
     console.print(f"fitted to {len(out['fitted_from'])} runs of {results}: achieved {k['flops_per_s_per_rank'] / 1e9:.3g} "
                   f"GFLOP/s per rank, bus bandwidth {bus}, fixed per step: "
                   + ", ".join(f"{key} {s * 1e3:.0f} ms" for key, s in k["fixed_s"].items()))
+    for where, found in out["preflight_busbw_gbps"].items():
+        console.print(f"the preflight measured at {where}: " + ", ".join(f"{op} {bw:.3g} GB/s" for op, bw in found.items()))
     for e in out["excluded"]:
         console.print(f"left out {e['run_id']}: {e['why']} (measures the host being shared)")
     table = Table(title="step time: measured vs predicted (left out: fitted without that run)")
@@ -92,4 +98,6 @@ def calibrate(*, results: str, as_json: bool) -> int:
         pred.add_row(p["task"], str(p["zero_stage"]), str(p["nodes"]), f"{p['predicted_step_s']:.3g}",
                      f"{p['predicted_tokens_per_s_per_device']:.3g}", f"{100 * p['scaling_efficiency']:.0f}")
     console.print(pred)
+    if drawn is not None:
+        console.print(f"plot: {plot}")
     return 0

@@ -5,7 +5,10 @@ torchrun cannot tell: its rendezvous waits for every node before it starts any w
 times out without saying who was missing. So one process per node meets the others at a TCPStore
 on the first host; node 0 knows which hosts to expect and names the ones that never registered.
 When all have joined, each node spawns its ranks, which run a timed all-reduce (NCCL on GPUs, gloo
-on CPU), check the sum, and report bus bandwidth the way nccl-tests does (busbw = algbw * 2(n-1)/n).
+on CPU), check the sum, and report bus bandwidth the way nccl-tests does (busbw = algbw * 2(n-1)/n);
+then the collectives ZeRO uses besides, all-gather and reduce-scatter, at the same size (busbw =
+algbw * (n-1)/n, S the gathered output or the scattered input). Within one node that is the
+intra-node bus; over several, the slowest link of the ring, the inter-node one.
 
     python -m bench.preflight --node-rank R --nnodes N --nproc P --master HOST:PORT \
         --hosts h0,h1,... --deadline 30 --out preflight.json
@@ -157,31 +160,57 @@ def _rank(args: argparse.Namespace, local: int, queue) -> None:
                                 timeout=timedelta(seconds=args.deadline))
         x = torch.full((args.bytes // 4,), float(rank + 1), device=device)
         dist.all_reduce(x)  # warm-up: connections are made here
-        iters, times = 5, []
-        for _ in range(iters):
-            x.fill_(float(rank + 1))
-            if cuda:
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            dist.all_reduce(x)
-            if cuda:
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t)
+        times = _timed(lambda: dist.all_reduce(x), cuda, before=lambda: x.fill_(float(rank + 1)))
         expected = world * (world + 1) / 2
         if not torch.allclose(x[:1].cpu(), torch.tensor([expected])):
             raise RuntimeError(f"all-reduce gave {x[0].item()} instead of {expected}")
+        collectives = {"all_reduce": _bandwidth(args.bytes, times, 2 * (world - 1) / world)}
+        shard = torch.ones(args.bytes // 4 // world, device=device)
+        whole = torch.empty(shard.numel() * world, device=device)
+        # torch 2.13 renamed them (*_single); 2.6 has only the old names
+        gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+        scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+        for op, call in (("all_gather", lambda: gather(whole, shard)), ("reduce_scatter", lambda: scatter(shard, whole))):
+            try:
+                call()
+                collectives[op] = _bandwidth(whole.numel() * 4, _timed(call, cuda), (world - 1) / world)
+            except (RuntimeError, NotImplementedError) as e:  # a backend without it (older gloo): said, not fatal
+                collectives[op] = {"error": str(e).splitlines()[0][:200]}
         everyone: list = [None] * world
         dist.all_gather_object(everyone, {"rank": rank, "host": me})
-        best = min(times)
-        algbw = args.bytes / best / 1e9
         queue.put({"ok": True, "rank": rank, "backend": dist.get_backend(), "world_size": world,
                    "hosts": sorted({e["host"] for e in everyone}), "ranks": everyone,
-                   "allreduce": {"bytes": args.bytes, "best_s": best, "median_s": sorted(times)[iters // 2],
-                                 "algbw_gbps": algbw, "busbw_gbps": algbw * 2 * (world - 1) / world}})
+                   "allreduce": collectives["all_reduce"], "collectives": collectives,
+                   "spans_nodes": args.nnodes > 1})
         dist.destroy_process_group()
     except Exception as e:  # noqa: BLE001 - every failure becomes a named report
         queue.put({"ok": False, "rank": rank, "message": f"rank {rank} on {me}: {type(e).__name__}: "
                                                          f"{str(e).splitlines()[0] if str(e) else ''}"})
+
+
+def _timed(call, cuda: bool, before=None, iters: int = 5) -> list[float]:
+    import torch
+
+    times = []
+    for _ in range(iters):
+        if before:
+            before()
+        if cuda:
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        call()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def _bandwidth(size: int, times: list[float], bus_factor: float) -> dict:
+    """nccl-tests' figures for a collective of `size` bytes: algbw = size / time, busbw = algbw * factor."""
+    best = min(times)
+    algbw = size / best / 1e9
+    return {"bytes": size, "best_s": best, "median_s": sorted(times)[len(times) // 2], "algbw_gbps": algbw,
+            "busbw_gbps": algbw * bus_factor}
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ def rows(records: list[dict]) -> list[dict[str, str]]:
             **{name: knob_cell(name, r[name]) for name in varying},
             "step s (p10-p90)": f"{_fmt(r['step_s'])} ({_fmt(r['step_p10_s'])}-{_fmt(r['step_p90_s'])})"
             if r["step_s"] is not None else "–",
+            "predicted step s": _fmt(r["predicted_step_s"]),
             "tok/s": _fmt(r["tokens_per_s"], ".0f"),
             "tok/s @median step": _fmt(r["tokens_per_s_median_step"], ".0f"),
             "tok/s/dev": _fmt(r["tokens_per_s_per_device"], ".0f"),
@@ -72,3 +73,22 @@ def print_table(records: list[dict], title: str = "") -> None:
         style = None if row["status"] == "ok" else "red"
         table.add_row(*row.values(), style=style)
     stdout_console().print(table)
+
+
+def print_autotune(records: list[dict], matrix_size: int) -> None:
+    """What `--autotune` found: the fastest measured configuration per group, and what it cost."""
+    from bench.autotune import fastest
+    from core.config import stage_label
+    from core.console import stdout_console
+
+    console = stdout_console()
+    measured = sum(r["status"] not in ("skipped",) for r in records)
+    console.print(f"autotune: {measured} run(s) launched of the {matrix_size} in the matrix; "
+                  f"{sum((r.get('error') or {}).get('kind') == 'predicted_slower' for r in records)} skipped as "
+                  f"predicted slower, {sum((r.get('error') or {}).get('kind') == 'predicted_oom' for r in records)} as "
+                  "unable to fit")
+    for rec in fastest(records).values():
+        c = rec["config"]
+        console.print(f"fastest measured: {c['task']} {c['model']} {c['nodes']} node(s) x {c['gpus_per_node']}: "
+                      f"{stage_label(c['zero_stage'], c['offload'])}, micro-batch {c['micro_batch']}: "
+                      f"{rec['metrics']['tokens_per_s_per_device']:,.0f} tokens/s per device ({rec['run_id']})")

@@ -6,6 +6,9 @@ Before the first run of each node count, a preflight (join + all-reduce, seconds
 host; when it fails, that node count's runs are recorded failed with the host named, and the
 sweep goes on with the others. Runs the memory model says cannot fit are recorded skipped. Each run is claimed before it starts
 (bench.claims): one another live process is running is left to it, and not in the records returned.
+Before each run the step-time model, fitted to the sweep's ok runs so far, predicts its step time
+(bench.autotune.Predictor): the record keeps it as prediction.step_time_s. With an autotuner the
+order is its choice, and what it leaves out is recorded skipped with its reason.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import time
 from pathlib import Path
 
 from bench import claims
+from bench.autotune import Autotuner, Predictor
 from bench.fit import FitCheck
 from bench.launchers import Launcher
 from bench.launchers.outcomes import preflight_failed
@@ -53,8 +57,20 @@ def _config_file_changed(rec: dict) -> bool:
     return False
 
 
+def _schedule(configs: list[RunConfig], tuner: Autotuner | None, records: list[dict]):
+    """(config to run or None, [(config, error kind, why) to record skipped]) until the sweep is done."""
+    if tuner is None:
+        yield from ((cfg, []) for cfg in configs)
+        return
+    while True:
+        decision = tuner.next(records)
+        yield decision.cfg, decision.skip
+        if decision.cfg is None:
+            return
+
+
 def run_sweep(configs: list[RunConfig], launcher: Launcher, sweep_dir: Path, *, quiet: bool | None = None,
-              fit: FitCheck | None = None) -> list[dict]:
+              fit: FitCheck | None = None, tuner: Autotuner | None = None) -> list[dict]:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -69,7 +85,17 @@ def run_sweep(configs: list[RunConfig], launcher: Launcher, sweep_dir: Path, *, 
                         TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=quiet)
     with progress:
         bar = progress.add_task("sweep", total=len(configs))
-        for i, cfg in enumerate(configs, 1):
+        predictor = tuner.predictor if tuner else Predictor()
+        i = 0
+        for cfg, skips in _schedule(configs, tuner, records):
+            for other, kind, why in skips:
+                i += 1
+                records.append(_skipped(other, kind, why, sweep_dir, launcher, predictor, records))
+                _say(progress, quiet, f"[{i}/{len(configs)}] {other.run_id}: skipped: {why}")
+                progress.advance(bar)
+            if cfg is None:
+                break
+            i += 1
             prior = done(sweep_dir, cfg)
             if prior:
                 records.append(prior)
@@ -84,14 +110,21 @@ def run_sweep(configs: list[RunConfig], launcher: Launcher, sweep_dir: Path, *, 
                                       f"{other.get('host')}, left to it")
                 progress.advance(bar)
                 continue
+            predicted = predictor.step_seconds(cfg, records)
             t0 = time.monotonic()
             try:
-                rec = _not_runnable(cfg, sweep_dir, launcher, fit, preflights, lambda line: _say(progress, quiet, line))
+                rec, pf = _not_runnable(cfg, sweep_dir, launcher, fit, preflights,
+                                        lambda line: _say(progress, quiet, line))
                 rec = rec or launcher.launch(cfg, sweep_dir)
             finally:
                 claim.release()
             if dead:
                 rec["excluded_hosts"] = sorted(dead)
+            if pf and pf.get("ok") and rec["status"] == "ok":  # the links this run's nodes measured, beside it
+                rec["preflight"] = {"backend": pf.get("backend"), "spans_nodes": pf.get("spans_nodes"),
+                                    "collectives": pf.get("collectives") or {"all_reduce": pf.get("allreduce")}}
+            if dead or predicted[0] is not None or rec.get("preflight"):
+                _with_step_prediction(rec, *predicted)
                 record.write(record.path(sweep_dir, cfg.run_id), rec)
             newly = _exclude_dead(rec, launcher) - dead
             if newly:
@@ -106,9 +139,27 @@ def run_sweep(configs: list[RunConfig], launcher: Launcher, sweep_dir: Path, *, 
     return records
 
 
+def _with_step_prediction(rec: dict, step_s: float | None, fitted_on: int) -> None:
+    """The step time predicted before the run started, beside the memory prediction."""
+    if step_s is None:
+        return
+    rec["prediction"] = {**(rec.get("prediction") or {}), "step_time_s": step_s,
+                         "step_time_fitted_on": f"{fitted_on} ok runs of this sweep before it (bench/calibrate.py)"}
+
+
+def _skipped(cfg: RunConfig, kind: str, why: str, sweep_dir: Path, launcher: Launcher, predictor: Predictor,
+             records: list[dict]) -> dict:
+    rec = record.new("skipped", cfg, launcher.bookkeeping(cfg, sweep_dir), started_at=record.now(),
+                     error=record.error(kind, why))
+    _with_step_prediction(rec, *predictor.step_seconds(cfg, records))
+    record.write(record.path(sweep_dir, cfg.run_id), rec)
+    return rec
+
+
 def _not_runnable(cfg: RunConfig, sweep_dir: Path, launcher: Launcher, fit: FitCheck | None,
-                  preflights: dict, say) -> dict | None:
-    """A skipped or failed record when the run must not start (cannot fit; its nodes failed the preflight)."""
+                  preflights: dict, say) -> tuple[dict | None, dict | None]:
+    """(a skipped or failed record when the run must not start (cannot fit; its nodes failed the
+    preflight), the preflight of its nodes)."""
     started = record.now()
     launch = launcher.bookkeeping(cfg, sweep_dir)
     if fit is not None:
@@ -117,26 +168,33 @@ def _not_runnable(cfg: RunConfig, sweep_dir: Path, launcher: Launcher, fit: FitC
             rec = record.new("skipped", cfg, launch, started_at=started, prediction=prediction,
                              error=record.error("predicted_oom", why))
             record.write(record.path(sweep_dir, cfg.run_id), rec)
-            return rec
+            return rec, None
     try:
         hosts = tuple(launcher.hosts(cfg.nodes))
     except ConfigError as e:  # hosts found dead earlier in the sweep leave too few (the plan had enough)
         rec = record.new("failed", cfg, launch, started_at=started, error=record.error("preflight", e.what))
         record.write(record.path(sweep_dir, cfg.run_id), rec)
-        return rec
+        return rec, None
     key = (cfg.nodes, cfg.gpus_per_node, hosts)  # a host left out changes the nodes checked
     if launcher.options.preflight and key not in preflights:
         pf = preflights[key] = launcher.preflight(cfg.nodes, cfg.gpus_per_node, sweep_dir)
         if pf is not None:
-            ar = pf.get("allreduce") or {}
             say(f"preflight {cfg.nodes} node(s) x {cfg.gpus_per_node}: " + (
-                f"ok, {len(pf.get('joined_hosts', []))} nodes joined in {pf.get('join_s', 0):.1f} s, all-reduce "
-                f"{ar.get('bytes', 0) / 2**20:.0f} MiB busbw {ar.get('busbw_gbps', 0):.2f} GB/s ({pf.get('backend')})"
+                f"ok, {len(pf.get('joined_hosts', []))} nodes joined in {pf.get('join_s', 0):.1f} s; " + _busbw(pf)
                 if pf["ok"] else f"FAILED: {pf['message']}"))
     pf = preflights.get(key)
     if pf is not None and not pf["ok"]:
-        return preflight_failed(cfg, launch, pf, started)
-    return None
+        return preflight_failed(cfg, launch, pf, started), pf
+    return None, pf
+
+
+def _busbw(pf: dict) -> str:
+    """The preflight's bus bandwidths, as nccl-tests prints them."""
+    found = pf.get("collectives") or {"all_reduce": pf.get("allreduce") or {}}
+    size = (found.get("all_reduce") or {}).get("bytes", 0) / 2**20
+    return (f"busbw at {size:.0f} MiB ({pf.get('backend')}, {'across nodes' if pf.get('spans_nodes') else 'one node'}): "
+            + ", ".join(f"{op} {c['busbw_gbps']:.2f} GB/s" if "busbw_gbps" in c else f"{op}: {c.get('error')}"
+                        for op, c in found.items()))
 
 
 def _exclude_dead(rec: dict, launcher: Launcher) -> set[str]:

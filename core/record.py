@@ -35,7 +35,7 @@ SCHEMA_V1 = "stackbench.result/1"
 METHOD_VERSION = 1
 KINDS = {"ok": (None,), "oom": ("oom",), "failed": ("bad_input", "crash", "preflight", "node_lost"),
          "timeout": ("timeout", "queue_timeout"),
-         "skipped": ("predicted_oom",), "interrupted": ("interrupted",)}
+         "skipped": ("predicted_oom", "predicted_slower"), "interrupted": ("interrupted",)}
 STATUSES = tuple(KINDS)
 REQUIRED = ("schema", "run_id", "sweep_id", "status", "error", "command", "started_at", "finished_at",
             "config", "launch", "resolved", "metrics", "prediction", "environment")
@@ -204,6 +204,7 @@ def to_row(rec: dict, path: str = "") -> dict:
             "host RSS above pre-model" if mem.get("host_training_gib") is not None else "host RSS" if peak is not None
             else None),
         "predicted_gib": pred.get("total_gib"), "fits": pred.get("fits"),
+        "predicted_step_s": pred.get("step_time_s"),
         "loss_first": (m.get("loss") or {}).get("first"), "loss_last": (m.get("loss") or {}).get("last"),
         "first_step_s": (m.get("startup_s") or {}).get("first_step_done"),
         # what the run's data kept (trainer/data.py): rows read, samples kept, dropped as too long, truncated
@@ -219,6 +220,8 @@ def to_row(rec: dict, path: str = "") -> dict:
         out["prediction_error_pct"] = 100 * (out["predicted_gib"] - out["peak_gib"]) / out["peak_gib"]
     else:
         out["prediction_error_pct"] = None
+    out["step_prediction_error_pct"] = (100 * (out["predicted_step_s"] - out["step_s"]) / out["step_s"]
+                                        if out["predicted_step_s"] and out["step_s"] else None)
     for f in dataclasses.fields(RunConfig):  # every other knob, under its name: any of them may vary in a sweep
         out.setdefault(f.name, cfg.get(f.name, f.default))
     return out

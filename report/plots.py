@@ -104,3 +104,32 @@ def step_spread(df: pd.DataFrame):
 
 FIGURES = {"throughput": throughput_vs_nodes, "scaling": scaling_efficiency, "memory": memory_vs_prediction,
            "task_cost": task_cost, "step_spread": step_spread}
+
+
+def calibration(fitted: dict):
+    """`invoke plan --calibrate`: predicted tokens/s per device and scaling efficiency against node
+    count, one line per task and stage (from its smallest measured run), the measured runs of the
+    same micro-batch marked. None when there is nothing predicted."""
+    pred = pd.DataFrame(fitted["predictions"])
+    if pred.empty:
+        return None
+    runs = pd.DataFrame(fitted["runs"])
+    fig, (speed, scaling) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for (task, stage), line in pred.groupby(["task", "zero_stage"]):
+        label = f"{task} ZeRO-{stage}"
+        drawn = speed.plot(line["nodes"], line["predicted_tokens_per_s_per_device"], label=label)[0]
+        scaling.plot(line["nodes"], 100 * line["scaling_efficiency"], color=drawn.get_color(), label=label)
+        mb = line["micro_batch"].iloc[0]
+        seen = runs[(runs["task"] == task) & (runs["zero_stage"] == stage) & (runs["micro_batch"] == mb)] \
+            if not runs.empty else runs
+        if not seen.empty:
+            speed.scatter(seen["nodes"], seen["measured_tokens_per_s_per_device"], color=drawn.get_color(), marker="o",
+                          s=22, zorder=3)
+    for ax in (speed, scaling):
+        _node_axis(ax, pred["nodes"])
+    speed.set_yscale("log")
+    _finish(fig, speed, title="tokens/s per device: predicted (lines), measured (dots)",
+            ylabel="tokens/s per device (log)")
+    _finish(fig, scaling, title="scaling efficiency vs 1 node (predicted)",
+            ylabel="scaling efficiency (%)")
+    return fig

@@ -57,13 +57,16 @@ def throughput_matrices(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
                     cell = rounded(r["tokens_per_s_per_device"], r["spread"]) + (f" (×{int(r['runs'])})" if r["runs"] > 1 else "")
                     row[_nodes_header(n)] = f"**{cell}**" if best else cell
                 else:
-                    status = runs[(runs["configuration"] == conf) & (runs["nodes"] == n)]["status"]
-                    row[_nodes_header(n)] = ("skipped: cannot fit" if (status == "skipped").all() else
-                                             ", ".join(sorted(set(status)))) if not status.empty else MISSING
+                    these = runs[(runs["configuration"] == conf) & (runs["nodes"] == n)]
+                    row[_nodes_header(n)] = ", ".join(sorted({SKIP_CELL.get(k, st) for st, k in
+                                                              zip(these["status"], these["error_kind"])})) or MISSING
             rows[conf] = row
         out.append((f"{model} / {task}: tokens/s per device by configuration and node count (best in bold; ×N: "
                     "median of N runs)", pd.DataFrame(list(rows.values()))))
     return out
+
+
+SKIP_CELL = {"predicted_oom": "skipped: cannot fit", "predicted_slower": "skipped: predicted slower"}
 
 
 def configurations_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -148,6 +151,18 @@ def memory_table(df: pd.DataFrame) -> pd.DataFrame:
                          for (_, r), conf in zip(mem.iterrows(), tables.config_label(mem))])
 
 
+def step_time_table(df: pd.DataFrame) -> pd.DataFrame:
+    steps = tables.step_time(df)
+    if steps.empty:
+        return pd.DataFrame()
+    return pd.DataFrame([{"model": r["model"], "task": r["task"], "configuration": conf, "ranks": count(r["world_size"]),
+                          "micro-batch": count(r["micro_batch"]), "seq len (tokens)": count(r["seq_len"]),
+                          "runs": count(r["runs"]), "predicted (s)": rounded(r["predicted_step_s"]),
+                          "measured median (s)": rounded(r["step_s"]),
+                          "error (%)": rounded(r["step_prediction_error_pct"])}
+                         for (_, r), conf in zip(steps.iterrows(), tables.config_label(steps))])
+
+
 def data_table(df: pd.DataFrame) -> pd.DataFrame:
     kept = tables.data(df)
     if kept.empty:
@@ -208,6 +223,10 @@ def sections(df: pd.DataFrame, skipped: list, baseline: pd.DataFrame | None,
     if not side.empty:
         out.append(("Backends side by side: tokens/s per device and the ratio to native", side))
     out.append(("Memory: predicted vs measured (per rank)", memory_table(df)))
+    steps = step_time_table(df)
+    if not steps.empty:
+        out.append(("Step time: predicted before each run (the step-time model fitted to the sweep's earlier runs) "
+                    "vs measured", steps))
     kept = data_table(df)
     if not kept.empty:
         lost = any(r not in ("0", MISSING) for r in list(kept["dropped"]) + list(kept["truncated"]))

@@ -136,15 +136,28 @@ def failures(df: pd.DataFrame) -> pd.DataFrame:
             .sort_values("runs", ascending=False))
 
 
-def memory(df: pd.DataFrame) -> pd.DataFrame:
-    """Predicted next to measured per configuration (median over its runs), with the error in percent."""
-    runs = df.dropna(subset=["peak_gib", "predicted_gib"])
-    keys = ["model", "task", "zero_stage", "offload", "world_size", "micro_batch", "seq_len", "peak_source"]
+def predicted_vs_measured(df: pd.DataFrame, predicted: str, measured: str, error: str,
+                          extra_keys: tuple = ()) -> pd.DataFrame:
+    """A model's prediction next to the measurement per configuration (medians over its runs), with
+    the error in percent."""
+    runs = df.dropna(subset=[measured, predicted])
+    keys = ["model", "task", "zero_stage", "offload", "world_size", "micro_batch", "seq_len", *extra_keys]
     if runs.empty:
-        return pd.DataFrame(columns=keys + ["runs", "predicted_gib", "peak_gib", "prediction_error_pct"])
+        return pd.DataFrame(columns=keys + ["runs", predicted, measured, error])
     return (runs.groupby(keys, dropna=False)
-            .agg(runs=("run_id", "size"), predicted_gib=("predicted_gib", "median"), peak_gib=("peak_gib", "median"),
-                 prediction_error_pct=("prediction_error_pct", "median")).reset_index())
+            .agg(runs=("run_id", "size"), **{predicted: (predicted, "median"), measured: (measured, "median"),
+                                            error: (error, "median")}).reset_index())
+
+
+def memory(df: pd.DataFrame) -> pd.DataFrame:
+    """The memory model's prediction against the measured peak (bench/fit.py, core/memory_model.py)."""
+    return predicted_vs_measured(df, "predicted_gib", "peak_gib", "prediction_error_pct", ("peak_source",))
+
+
+def step_time(df: pd.DataFrame) -> pd.DataFrame:
+    """The step-time model's prediction, made before each run from the sweep's earlier ones, against
+    the measured median step."""
+    return predicted_vs_measured(df, "predicted_step_s", "step_s", "step_prediction_error_pct")
 
 
 def compare(current: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:

@@ -56,7 +56,8 @@ def verdict(df: pd.DataFrame) -> list[str]:
                 sentence += (f", within the runs' spread of {noise:.0f}%: not distinguishable." if cost <= noise
                              else ".")
             said.append(sentence)
-        unfit = runs[runs["status"].isin(["oom", "skipped"])].drop_duplicates(["configuration", "nodes"])
+        unfit = runs[(runs["status"] == "oom") | (runs["error_kind"] == "predicted_oom")].drop_duplicates(
+            ["configuration", "nodes"])
         if not unfit.empty:
             said.append("Does not fit: " + "; ".join(
                 f"{r.configuration} at {_nodes(r.nodes)} ("
@@ -119,7 +120,12 @@ def caveats(df: pd.DataFrame) -> list[str]:
         out.append(f"{r.file} ({r.task}, seq_len {r.seq_len}): {int(r.dropped or 0)} of {int(r.rows)} rows dropped as "
                    f"longer than seq_len, {int(r.truncated or 0)} truncated: those runs did not train on the data as "
                    "written.")
-    skipped = df[(df["status"] == "skipped")]
+    slower = df[df["error_kind"] == "predicted_slower"]
+    if not slower.empty:
+        out.append(f"{len(slower)} configuration{'s were' if len(slower) != 1 else ' was'} not measured: the autotuner "
+                   "predicted them clearly slower than the best it measured (the step-time model's word, each "
+                   "record says by how much); run the sweep without --autotune to measure them.")
+    skipped = df[df["error_kind"] == "predicted_oom"]
     if not skipped.empty:
         names = sorted({f"{stage_label(r.zero_stage, r.offload)} at {_nodes(r.nodes)}" for r in skipped.itertuples()})
         out.append(f"{len(skipped)} configuration{'s were' if len(skipped) != 1 else ' was'} skipped as unable to fit, on "

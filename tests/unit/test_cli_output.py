@@ -63,7 +63,8 @@ def test_tables_in_a_pipe_keep_every_value_whole(capsys):
     rows = make_plan(model="qwen3-235b-a22b", gpus_per_node=8, gpu_mem_gib=80, nodes=[1, 64, 512], task="dpo",
                      seq_len=32768, micro_batch=4, device="H200", grad_checkpointing=False)
     plan_cli(model="qwen3-235b-a22b", gpus_per_node=8, gpu_mem=80, nodes="1,64,512", task="dpo", seq_len=32768,
-             micro_batch=4, device="H200", grad_checkpointing=False, as_json=False)
+             micro_batch=4, device="H200", grad_checkpointing=False, as_json=False, mfu=0.4, busbw_intra=360,
+             busbw_inter=45)
     out = capsys.readouterr().out
     assert "…" not in out
     for r in rows:
