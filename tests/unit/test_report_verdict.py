@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 import pandas as pd
+import pytest
 
 from core import record
 from report import numbers, render, verdict
@@ -100,3 +101,22 @@ def test_a_knob_that_varies_only_among_failed_runs_labels_every_table_the_same()
     (text,) = verdict.verdict(df)
     assert "use ZeRO-2 micro_batch=4: 1,000 tokens/s" in text and "Does not fit: ZeRO-2 micro_batch=8" in text
     assert render.best_table(df)["configuration"].tolist() == ["ZeRO-2 micro_batch=4"]
+
+
+def test_step_time_predicted_before_a_run_sits_beside_the_measured_one_and_autotune_skips_are_said():
+    hosts = ["gpu-0"]
+    predicted = make_record(stage=2, nodes=1, step=0.5, run="p")
+    predicted["prediction"]["step_time_s"] = 0.55
+    slower = make_record(stage=3, nodes=1, run="s")
+    slower.update(status="skipped", metrics=None,
+                  error=record.error("predicted_slower", "predicted 600 tokens/s per device, 40% below p measured at 1,000"))
+    df = pd.DataFrame([_row(predicted, hosts=hosts, device=H100), _row(slower, hosts=hosts, device=H100)])
+    assert df.loc[0, "step_prediction_error_pct"] == pytest.approx(10.0)
+    table = render.step_time_table(df)
+    assert list(table["predicted (s)"]) == ["0.550"] and list(table["measured median (s)"]) == ["0.500"]
+    assert float(table["error (%)"][0]) == pytest.approx(10)
+    matrix = dict(render.throughput_matrices(df))
+    (cells,) = matrix.values()
+    assert "skipped: predicted slower" in cells.to_string()
+    assert any("not measured: the autotuner predicted them clearly slower" in c for c in verdict.caveats(df))
+    assert not any("unable to fit" in c for c in verdict.caveats(df))  # a predicted-slower skip is not a memory skip
