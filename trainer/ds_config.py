@@ -28,7 +28,7 @@ def generated(cfg: RunConfig, dtype: str, device_type: str) -> dict[str, Any]:
         "train_micro_batch_size_per_gpu": cfg.micro_batch,
         "gradient_accumulation_steps": cfg.grad_accum,
         "train_batch_size": cfg.global_batch,
-        "optimizer": adamw(cfg),
+        "optimizer": adamw(cfg, device_type),
         "gradient_clipping": cfg.max_grad_norm,
         "zero_optimization": zero,
         "bf16": {"enabled": dtype == "bf16"},
@@ -39,11 +39,16 @@ def generated(cfg: RunConfig, dtype: str, device_type: str) -> dict[str, Any]:
     }
 
 
-def adamw(cfg: RunConfig) -> dict[str, Any]:
-    # torch_adam: torch's AdamW, no compiled op. With offload DeepSpeed's CPU Adam does the
-    # step on the host, as in production (compiled once, cached in TORCH_EXTENSIONS_DIR).
-    return {"type": "AdamW", "params": {"lr": cfg.lr, "betas": [cfg.adam_beta1, cfg.adam_beta2], "eps": cfg.adam_eps,
-                                        "weight_decay": cfg.weight_decay, "torch_adam": not cfg.offload_optimizer}}
+def adamw(cfg: RunConfig, device_type: str) -> dict[str, Any]:
+    # torch_adam: torch's AdamW, no compiled op (DeepSpeed's fused Adam is JIT-compiled with nvcc,
+    # which a GPU host may not have); on a GPU its fused kernel (fused=True), one launch per step.
+    # With offload DeepSpeed's CPU Adam does the step on the host, as in production (compiled once,
+    # cached in TORCH_EXTENSIONS_DIR). The record's resolved.engine says which optimizer ran.
+    params = {"lr": cfg.lr, "betas": [cfg.adam_beta1, cfg.adam_beta2], "eps": cfg.adam_eps,
+              "weight_decay": cfg.weight_decay, "torch_adam": not cfg.offload_optimizer}
+    if device_type == "cuda" and not cfg.offload_optimizer:
+        params["fused"] = True
+    return {"type": "AdamW", "params": params}
 
 
 def deepspeed_config(cfg: RunConfig, dtype: str, device_type: str,
@@ -102,7 +107,7 @@ def deepspeed_config(cfg: RunConfig, dtype: str, device_type: str,
     # an Adam without some of its settings gets them from the knobs
     optimizer = ds_source._get(config, "optimizer.type")
     if optimizer is None:
-        change("optimizer", adamw(cfg), "no optimizer in the config: AdamW from --lr, --adam-*, --weight-decay, as "
+        change("optimizer", adamw(cfg, device_type), "no optimizer in the config: AdamW from --lr, --adam-*, --weight-decay, as "
                                         "the Hugging Face Trainer creates")
     elif str(optimizer).lower() in ("adam", "adamw"):
         for key, value, flag in (("lr", cfg.lr, "--lr"), ("betas", [cfg.adam_beta1, cfg.adam_beta2], "--adam-beta1/2"),

@@ -82,10 +82,28 @@ def engine_readback(engine: Any) -> dict[str, Any]:
         "offload_optimizer": device(call("zero_offload_optimizer")), "offload_param": device(call("zero_offload_param")),
         "reduce_bucket_size": call("zero_reduce_bucket_size"), "overlap_comm": call("zero_overlap_comm"),
         "optimizer": type(inner).__name__ if inner is not None else None,
+        # torch's AdamW says which kernel it steps with; DeepSpeed's own (FusedAdam, DeepSpeedCPUAdam) are compiled ops
+        "optimizer_module": type(inner).__module__ if inner is not None else None,
+        "optimizer_kernel": _kernel(inner, group, param),
         "lr": group.get("lr"), "betas": list(group["betas"]) if "betas" in group else None, "eps": group.get("eps"),
         "weight_decay": group.get("weight_decay"),
         "param_dtype": str(param.dtype).replace("torch.", "") if param is not None else None,
     }
+
+
+def _kernel(optimizer: Any, group: dict, param: Any) -> str | None:
+    """How the optimizer steps: DeepSpeed's compiled op, or torch's fused / foreach / for-loop kernel
+    (foreach unset: torch's default, foreach for GPU tensors, a for-loop on CPU)."""
+    if optimizer is None:
+        return None
+    if type(optimizer).__module__.startswith("deepspeed.ops"):
+        return "compiled op"
+    if "fused" not in group:
+        return None
+    if group.get("fused"):
+        return "fused"
+    on_gpu = param is not None and param.device.type == "cuda"
+    return "foreach" if group.get("foreach") or (group.get("foreach") is None and on_gpu) else "for-loop"
 
 
 @dataclass(slots=True)
