@@ -176,6 +176,29 @@ def plan(c, model="qwen3-8b", gpus_per_node=8, gpu_mem=80.0, nodes="1,2,4", task
          as_json=json, mfu=float(mfu), busbw_intra=float(busbw_intra), busbw_inter=float(busbw_inter))
 
 
+@task(help={"out": "the wheel folder (default .cache/gpu-wheels)",
+            "python": "comma list of the Python versions a GPU host may have (default 3.10,3.11,3.12)"})
+def gpu_wheels(c, out="", python=""):
+    """The wheels a GPU host with torch needs to run stackbench offline (64 MiB at most), one command."""
+    from imagebuild import device_wheels
+
+    pythons = tuple(v.strip() for v in python.split(",") if v.strip()) or device_wheels.PYTHONS
+    _run(lambda: device_wheels.build(Path(out or ".cache/gpu-wheels"), pythons) and 0)
+
+
+@task(help={"out": "folder for the results (default results/gpu-reference)",
+            "wheels": "install this wheel folder (./sb gpu-wheels) offline first", "archive": "a .tgz of --out, "
+            "re-packed after every step", "deadline": "seconds for every step together", "cpu": "the CPU rehearsal "
+            "even where a GPU is visible"})
+def gpu_reference(c, out="", wheels="", archive="", deadline=540.0, cpu=False):
+    """The GPU reference run (envcheck, plans, qwen3 presets in bf16 at ZeRO 0-3, the hf backend), rehearsed on CPU."""
+    from bench import gpu_reference as ref
+
+    argv = ["--out", out or "results/gpu-reference", "--deadline", str(deadline)] + (
+        ["--wheels", wheels] if wheels else []) + (["--archive", archive] if archive else []) + (["--cpu"] if cpu else [])
+    _run(lambda: ref.main(argv))
+
+
 @task(help={"k": "only tests matching this pytest -k expression", "unit": "only the fast unit tests",
             "args": "extra pytest arguments"})
 def test(c, k="", unit=False, args=""):

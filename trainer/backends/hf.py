@@ -78,11 +78,12 @@ class Measure(TrainerCallback):
         return per_step
 
 
-def trainer_arguments(cfg, ds_config: dict, output_dir: str) -> dict[str, Any]:
+def trainer_arguments(cfg, ds_config: dict, output_dir: str, on_cpu: bool = False) -> dict[str, Any]:
     """TrainingArguments' (DPOConfig's) keywords: the knobs it has a name for (core/config.py),
-    then what the harness decides (schedule, logging, the DeepSpeed config, the accelerate state)."""
+    then what the harness decides (schedule, logging, the DeepSpeed config, the accelerate state).
+    on_cpu: say so (use_cpu), or TrainingArguments refuses bf16 on a host without a bf16 GPU."""
     return dict(
-        cfg.backend_args("hf"),
+        cfg.backend_args("hf"), **({"use_cpu": True} if on_cpu else {}),
         output_dir=output_dir, max_steps=cfg.total_steps, lr_scheduler_type="constant",
         bf16=ds_config["bf16"]["enabled"], fp16=ds_config["fp16"]["enabled"], deepspeed=ds_config,
         logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True, remove_unused_columns=False,
@@ -96,7 +97,7 @@ def train(ctx: Context) -> Result:
 
     cfg = ctx.cfg
     state = use_process_group(ctx.device)
-    common = trainer_arguments(cfg, ctx.ds_config, ctx.work_dir)
+    common = trainer_arguments(cfg, ctx.ds_config, ctx.work_dir, on_cpu=ctx.device.type == "cpu")
     if cfg.task == "dpo":  # TRL's DPOTrainer: sigmoid loss, a frozen reference model, as the native loop
         from trl import DPOConfig
 
