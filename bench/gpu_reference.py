@@ -138,14 +138,14 @@ def plan_steps(out: Path, gpu: bool, gpu_gib: float) -> list[Step]:
             *common], 180))
         return steps
     steps.append(Step("bench tiny bf16 ZeRO 0-3", [*tasks, "bench", "--model", "tiny", "--zero", "0,1,2,3", "--steps",
-                                                     "2", "--warmup", "1", "--sweep", "tiny-bf16", *common], 300))
+                                                     "1", "--warmup", "0", "--sweep", "tiny-bf16", *common], 300))
     for model in PRESETS:
         folder = cut_preset(model, layers=1, dest=out / "models" / f"{model}-1layer")
         steps.append(Step(f"bench {model} cut to 1 layer", [
             *tasks, "bench", "--model", str(folder), "--zero", "2", "--seq-len", "64", "--micro-batch", "1",
             "--steps", "1", "--warmup", "0", "--sweep", f"{model}-1layer", *common], 300))
     steps.append(Step("bench hf backend tiny ZeRO-2", [*tasks, "bench", "--backend", "hf", "--model", "tiny", "--zero",
-                                                         "2", "--steps", "2", "--warmup", "1", "--sweep", "hf-tiny",
+                                                         "2", "--steps", "1", "--warmup", "0", "--sweep", "hf-tiny",
                                                          *common], 240))
     return steps
 

@@ -41,6 +41,10 @@ REQUIRED = ("schema", "run_id", "sweep_id", "status", "error", "command", "start
             "config", "launch", "resolved", "metrics", "prediction", "environment")
 
 
+# What a run on one device cannot show, said in its record (trainer/run.py) and the report's caveats.
+ONE_DEVICE = ("ZeRO 1-3 on one device partition nothing and the collectives have a world of one: such a run shows "
+              "the stage's bookkeeping cost, not its memory saving or its communication")
+
 # How throughput is ranked and compared everywhere (the bench's table, the report's best-configuration
 # and backends tables, baselines): said in their captions and the README.
 THROUGHPUT_CONVENTION = ("tokens/s = real (non-padding) tokens of the measured steps / their total time (warm-up "

@@ -104,8 +104,8 @@ def caveats(df: pd.DataFrame) -> list[str]:
                    "the figures rank configurations on this host and say nothing about a GPU's.")
     single = ran[(ran["world_size"] == 1) & (ran["zero_stage"] > 0)]
     if not single.empty:
-        out.append("ZeRO 1-3 on one device partition nothing (a world of one): "
-                   f"{len(single)} run{'s' if len(single) != 1 else ''} show the stage's bookkeeping cost, not its saving.")
+        out.append(f"{record.ONE_DEVICE[0].upper()}{record.ONE_DEVICE[1:]} ({len(single)} "
+                   f"run{'s' if len(single) != 1 else ''}).")
     confs = tables.configurations(df)
     wide = confs[confs["spread"] > WIDE_SPREAD]
     if not wide.empty:

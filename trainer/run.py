@@ -168,6 +168,8 @@ def _record(ctx: Context, started: str, everyone: list[dict], shape: models.Mode
         "attention": ctx.attention.to_dict(), "moe_leaf_modules": result.leaves, "data": ctx.dataset.summary(), "deepspeed": ctx.ds_config,
         "deepspeed_from": ctx.ds_provenance, "engine": result.engine,
     }
+    if topo.world == 1 and cfg.zero_stage > 0:
+        resolved["caveats"] = [record.ONE_DEVICE]
     if result.setup:  # how the harness made the backend's trainer run (trainer/backends/)
         resolved["backend_setup"] = result.setup
     launch = launch.replace(command=launch.command or default_command(cfg, launch, topo))
