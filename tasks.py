@@ -237,7 +237,8 @@ def pinned_env(c, profile="cuda12.4"):
 def benchmark(c, args=""):
     """Measure the harness itself (pytest-benchmark); saves JSON under results/benchmarks/."""
     c.run(f"{sys.executable} -m pytest tests/benchmarks --benchmark-only --benchmark-json results/benchmarks/"
-          f"harness.json {args}", pty=sys.stdout.isatty(), env={"PYTHONPATH": os.getcwd()})
+          f"harness.json {args}", pty=sys.stdout.isatty(),
+          env={"PYTHONPATH": os.getcwd(), "STACKBENCH_DATA_ROWS": os.environ.get("STACKBENCH_DATA_ROWS", "100000")})
 
 
 class _Program(Program):

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.deepspeed
 
 def test_autotune_measures_what_is_worth_it_and_says_why_not_the_rest(tmp_path):
     argv = [sys.executable, "-m", "tasks", "bench", "--autotune", "--tasks", "sft", "--zero", "0,3", "--micro-batch",
-            "1,4", "--nodes", "1", "--gpus-per-node", "1", "--steps", "3", "--warmup", "1", "--no-preflight",
+            "1,4", "--nodes", "1", "--gpus-per-node", "1", "--steps", "2", "--warmup", "1", "--no-preflight",
             "--results", str(tmp_path), "--sweep", "auto"]
     p = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]

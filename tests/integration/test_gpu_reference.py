@@ -50,9 +50,11 @@ def test_the_rehearsal_runs_every_step_from_the_offline_wheels(wheels, tmp_path)
     # what the wheels provide comes from the offline --target folder, not from this environment
     site = ref / "site"
     probe = subprocess.run([sys.executable, "-c", "import deepspeed, transformers, invoke, pydantic, hjson; "
-                            "print('\\n'.join(m.__file__ for m in (deepspeed, transformers, invoke, pydantic, hjson)))"],
-                           env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
-    assert probe.returncode == 0 and all(line.startswith(str(site)) for line in probe.stdout.split()), probe
+                            "print(*('FROM ' + m.__file__ for m in (deepspeed, transformers, invoke, pydantic, hjson)))"],
+                           env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "DS_ACCELERATOR": "cpu"},
+                           capture_output=True, text=True)
+    found = [w for line in probe.stdout.splitlines() if line.startswith("FROM ") for w in line.split()[1::2]]
+    assert probe.returncode == 0 and len(found) == 5 and all(f.startswith(str(site)) for f in found), probe
     readme = (ref / "README.md").read_text()
     assert "One GPU proves less than a node" in readme and "bench.gpu_reference" in readme
     assert all(f"`{s['command']}`" in readme for s in steps)
