@@ -89,15 +89,18 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
     _write_readme(out, done, gpu, args)
     _record(out, done, args.archive)
-    return 0 if all(s.result["status"] == "ok" for s in done) else 1
+    return 0 if all(s.result["status"] == "ok" for s in done) else 1  # 1: a step failed (steps.json says which)
 
 
 def install_wheels(wheels: Path, site: Path) -> Path:
     """This Python's wheels from the folder, offline, into `site` (as a host without network would)."""
-    req = wheels / f"requirements-{sys.version_info.major}.{sys.version_info.minor}.txt"
-    if not req.is_file():
-        sys.exit(f"error: {wheels} has no {req.name}: it was prepared for other Python versions\n"
-                 f"  fix: ./sb gpu-wheels --python {sys.version_info.major}.{sys.version_info.minor}")
+    py = f"{sys.version_info.major}.{sys.version_info.minor}"
+    req = wheels / f"requirements-{py}.txt"
+    if not req.is_file():  # a user mistake: said in one line, exit 2, before anything runs
+        why = "is not a folder" if not wheels.is_dir() else f"has no {req.name}: it was prepared for other Pythons"
+        print(f"error: --wheels: {wheels} {why}\n  fix: ./sb gpu-wheels --out {wheels} --python {py} "
+              "(on a machine with the package index)", file=sys.stderr)
+        raise SystemExit(2)
     t0 = time.monotonic()
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
                     "--disable-pip-version-check", "--find-links", str(wheels), "--target", str(site), "-r", str(req)],
