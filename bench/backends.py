@@ -48,8 +48,17 @@ def swift_version(python: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def check(backends: list[str]) -> None:
-    """Before a sweep starts: every backend asked for can run here."""
+def check(backends: list[str], tasks: tuple[str, ...] = ()) -> None:
+    """Before a sweep starts: every backend asked for can run here (for the tasks asked of it)."""
+    if "hf" in backends and "dpo" in tasks:
+        import importlib.util
+
+        missing = [m for m in ("trl", "datasets") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise UserError(f"--backend hf --tasks dpo runs TRL's DPOTrainer, and {' and '.join(missing)} "
+                            f"{'is' if len(missing) == 1 else 'are'} not installed here", where="--backend",
+                            fix="pip install 'trl>=1.0' (./sb gpu-wheels leaves TRL out: on such a host, "
+                                "--backend hf runs SFT)")
     if "swift" in backends:
         python = python_for("swift")
         if not Path(python).exists():

@@ -158,7 +158,7 @@ def bench(**flags: Any) -> int:
         return EXIT_OK
     if not configs:
         raise ConfigError("the matrix is empty", fix="check --tasks, --zero and --offload")
-    backends.check(sorted({c.backend for c in configs}))
+    backends.check(sorted({c.backend for c in configs}), tuple(sorted({c.task for c in configs if c.backend == "hf"})))
     files.check_writable(sweep_dir)
     tuner = Autotuner(configs) if opts.autotune else None
     with claims.SweepLock(sweep_dir):

@@ -70,12 +70,25 @@ def test_swift_runs_use_their_own_interpreter(monkeypatch, tmp_path):
     assert backends.python_for("swift") == str(tmp_path / "nope" / "python")
     assert backends.env_for("swift")["TORCH_EXTENSIONS_DIR"].endswith("-swift") and backends.env_for("hf") == {}
     backends.check(["native", "hf"])  # nothing to check
+    backends.check(["hf"], ("sft", "dpo"))  # TRL and datasets are here
     with pytest.raises(UserError, match="does not exist") as e:
         backends.check(["native", "swift"])
     assert "./sb swift-env" in e.value.render()
     monkeypatch.setenv("STACKBENCH_SWIFT_PYTHON", sys.executable)  # a python without ms-swift
     with pytest.raises(UserError, match="ms-swift is not installed"):
         backends.check(["swift"])
+
+
+def test_hf_dpo_without_trl_is_refused_before_anything_runs(monkeypatch):
+    """A host set up from ./sb gpu-wheels has no TRL: hf SFT runs there, hf DPO is said at once."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "trl" else real(name, *a))
+    backends.check(["hf"], ("sft",))
+    with pytest.raises(UserError, match="TRL's DPOTrainer, and trl is not installed") as e:
+        backends.check(["hf", "native"], ("dpo", "sft"))
+    assert "--backend hf runs SFT" in e.value.render()
 
 
 def test_bench_without_the_swift_environment_exits_2_before_running(tmp_path):
