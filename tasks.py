@@ -166,8 +166,11 @@ def plan(c, model="qwen3-8b", gpus_per_node=8, gpu_mem=80.0, nodes="1,2,4", task
     from bench.plan_cli import plan as run_plan
 
     if calibrate:
-        from report.plots import calibration
-
+        try:
+            from report.plots import calibration
+        except ImportError as e:  # matplotlib (the report extra) missing: the tables still print
+            print(f"warning: no prediction plot ({e}); pip install 'stackbench[report]' draws it", file=sys.stderr)
+            calibration = None
         return _run(run_calibrate, results=calibrate, as_json=json, figure=calibration,
                     plot=plot or str(Path(calibrate) / "prediction.png"))
 

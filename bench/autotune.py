@@ -7,8 +7,9 @@ micro-batch: one model, task, node count, sequence length ...):
   1. a (task, stage, offload) nothing has measured yet goes first, at its largest micro-batch
      (a larger micro-batch amortizes the step's fixed cost); the fit needs one run of each;
   2. then the candidate with the highest predicted tokens/s per device, refitting after every run;
-  3. a direction stops: the micro-batches above one that ran out of memory, or that the memory
-     model says cannot fit (bench/fit.py), are skipped with that reason;
+  3. what the memory model says cannot fit (bench/fit.py) is skipped with its reason before it can be
+     a seed, and a direction stops: the micro-batches above one that ran out of memory or cannot
+     fit are skipped (`stopped_direction`) naming it;
   4. a candidate predicted at least MARGIN slower than the best measured in its group is skipped
      with the prediction and the run it lost to; the group is done when nothing else is left.
 The runs the model has not seen are never skipped on its word: only configurations whose fixed
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+
+import numpy as np
 
 from bench import calibrate
 from core.config import RunConfig
@@ -47,36 +50,42 @@ def _shape(cfg: dict | RunConfig) -> tuple:
 
 
 class Predictor:
-    """Step time of a run before it starts, from the sweep's ok runs so far (None: nothing to predict from)."""
+    """Step time of a run before it starts, fitted to the sweep's ok runs so far of the same shape
+    (model, task, sequence, data, dtype, attention, backend: one FLOP/s and one fixed cost per stage
+    cannot be shared across them), without the runs whose ranks outnumber their host's cores (they
+    measure contention; bench/calibrate.py leaves them out too). None: nothing to predict from."""
 
     def __init__(self) -> None:
-        self._fitted: tuple | None = None
+        self._fits: dict[tuple, tuple] = {}
 
-    def fit(self, records: list[dict]):
-        ok = [r for r in records if r.get("status") == "ok" and (r.get("metrics") or {}).get("step_times_s")]
+    def fit(self, records: list[dict], shape: tuple):
+        ok = [r for r in records if r.get("status") == "ok" and (r.get("metrics") or {}).get("step_times_s")
+              and _shape(r["config"]) == shape]
         ids = tuple(sorted(r["run_id"] for r in ok))
-        if self._fitted is None or self._fitted[0] != ids:
-            runs = [(run, _shape(r["config"])) for r in ok if (run := _readable(r))]
-            k = calibrate.fit([run for run, _ in runs]) if runs else None
-            self._fitted = (ids, k, runs)
-        return self._fitted[1], self._fitted[2]
+        if self._fits.get(shape, (None,))[0] != ids:
+            runs = [run for r in ok if (run := _readable(r)) and not run.crowded]
+            try:
+                k = calibrate.fit(runs) if runs else None
+            except (ValueError, np.linalg.LinAlgError):  # a record's NaN: no prediction, never a stopped sweep
+                k = None
+            self._fits[shape] = (ids, k, runs)
+        return self._fits[shape][1], self._fits[shape][2]
+
+    def _run(self, cfg: RunConfig, records: list[dict]):
+        k, runs = self.fit(records, _shape(cfg))
+        key = calibrate.key_of(cfg.task, cfg.zero_stage, cfg.offload)
+        if k is None or not runs or key not in k.fixed_s or not math.isfinite(k.flops_per_s):
+            return None, None, len(runs)
+        return calibrate.run_for(cfg, runs[0]), k, len(runs)
 
     def step_seconds(self, cfg: RunConfig, records: list[dict]) -> tuple[float | None, int]:
         """(predicted seconds per step or None, how many runs the fit used)."""
-        k, runs = self.fit(records)
-        like = next((run for run, shape in runs if shape == _shape(cfg)), None)
-        key = calibrate.key_of(cfg.task, cfg.zero_stage, cfg.offload)
-        if k is None or like is None or key not in k.fixed_s or not math.isfinite(k.flops_per_s):
-            return None, len(runs)
-        return calibrate.predict(calibrate.run_for(cfg, like), k), len(runs)
+        run, k, n = self._run(cfg, records)
+        return (calibrate.predict(run, k), n) if run else (None, n)
 
     def tokens_per_s_per_device(self, cfg: RunConfig, records: list[dict]) -> float | None:
-        step, _ = self.step_seconds(cfg, records)
-        k, runs = self.fit(records)
-        like = next((run for run, shape in runs if shape == _shape(cfg)), None)
-        if step is None or like is None:
-            return None
-        return calibrate.run_for(cfg, like).real_tokens / step
+        run, k, _ = self._run(cfg, records)
+        return run.real_tokens / calibrate.predict(run, k) if run else None
 
 
 def _readable(rec: dict) -> calibrate.Run | None:
@@ -95,14 +104,20 @@ class Decision:
 
 
 class Autotuner:
-    def __init__(self, configs: list[RunConfig], predictor: Predictor | None = None) -> None:
+    def __init__(self, configs: list[RunConfig], predictor: Predictor | None = None, fit=None) -> None:
+        """fit: bench.fit.FitCheck; what it says cannot fit is skipped before it is ever a seed."""
         self.todo = list(configs)
         self.predictor = predictor or Predictor()
+        self.fit = fit
 
     def next(self, records: list[dict]) -> Decision:
         done = {r["run_id"] for r in records}
         self.todo = [c for c in self.todo if c.run_id not in done]
         skip = self._stopped_directions(records)
+        if self.fit is not None:
+            stopped = {c.run_id for c, _, _ in skip}
+            skip += [(c, "predicted_oom", why) for c in self.todo if c.run_id not in stopped
+                     for _, why in [self.fit.why_not(c)] if why]
         skipped = {c.run_id for c, _, _ in skip}
         left = [c for c in self.todo if c.run_id not in skipped]
         unseen = [c for c in left if self.predictor.step_seconds(c, records)[0] is None]
@@ -144,20 +159,12 @@ class Autotuner:
         for c in self.todo:
             stop = limit.get(_direction(c))
             if stop and c.micro_batch > stop[0]:
-                out.append((c, "predicted_oom", f"larger than {stop[1]}: the autotuner stops this direction there"))
+                out.append((c, "stopped_direction", f"larger than {stop[1]}: the autotuner stops this direction there"))
         return out
 
     @staticmethod
     def _best_measured(records: list[dict]) -> dict[tuple, tuple[float, str]]:
-        best: dict[tuple, tuple[float, str]] = {}
-        for r in records:
-            if r.get("status") != "ok":
-                continue
-            g = group_of(RunConfig.from_dict(r["config"]))
-            rate = r["metrics"].get("tokens_per_s_per_device") or 0.0
-            if rate > best.get(g, (0.0, ""))[0]:
-                best[g] = (rate, r["run_id"])
-        return best
+        return {g: (r["metrics"]["tokens_per_s_per_device"], r["run_id"]) for g, r in fastest(records).items()}
 
 
 def fastest(records: list[dict]) -> dict[tuple, dict]:

@@ -182,7 +182,7 @@ def _predictions(runs: list[Run], k: perf_model.StepCoefficients) -> list[dict]:
             step = predict(r, k, nodes * r.gpus_per_node)
             per_device = r.real_tokens / step
             base = base or per_device
-            out.append({"task": r.task, "zero_stage": r.stage, "nodes": nodes, "gpus_per_node": r.gpus_per_node,
+            out.append({"key": key, "task": r.task, "zero_stage": r.stage, "nodes": nodes, "gpus_per_node": r.gpus_per_node,
                         "micro_batch": r.micro_batch, "seq_len": r.seq_len, "predicted_step_s": step,
                         "predicted_tokens_per_s_per_device": per_device, "scaling_efficiency": per_device / base})
     return out

@@ -26,6 +26,7 @@ of one; the README written beside the results says so, and the report's caveats 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -53,6 +54,10 @@ class Step:
     result: dict = field(default_factory=dict)
 
 
+def _terminated(signum, frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds through _run's finally: the running step's processes are ended
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python3 -m bench.gpu_reference", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -62,6 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deadline", type=float, default=540.0, help="seconds for every step together")
     p.add_argument("--cpu", action="store_true", help="the CPU rehearsal even where a GPU is visible")
     args = p.parse_args(argv)
+    before = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return _main(args)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _main(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -102,9 +115,14 @@ def install_wheels(wheels: Path, site: Path) -> Path:
               "(on a machine with the package index)", file=sys.stderr)
         raise SystemExit(2)
     t0 = time.monotonic()
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
-                    "--disable-pip-version-check", "--find-links", str(wheels), "--target", str(site), "-r", str(req)],
-                   check=True)
+    p = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                        "--disable-pip-version-check", "--find-links", str(wheels), "--target", str(site), "-r",
+                        str(req)], capture_output=True, text=True)
+    if p.returncode != 0:  # wheels for another platform, or no pip: said, exit 2, nothing run
+        last = (p.stderr or p.stdout).strip().splitlines()[-1:] or ["pip gave no reason"]
+        print(f"error: --wheels: installing {req} offline failed: {last[0]}\n  fix: ./sb gpu-wheels --python {py} "
+              "on a machine with the package index, for this host's platform (x86-64 manylinux)", file=sys.stderr)
+        raise SystemExit(2)
     print(f"gpu-reference: installed {req.name} offline into {site} in {time.monotonic() - t0:.1f} s", flush=True)
     return site
 
@@ -194,20 +212,18 @@ def _run(step: Step, out: Path, env: dict, deadline: float) -> dict:
     log = out / "logs" / (step.name.replace(" ", "-").replace("/", "-") + ".log")
     log.parent.mkdir(exist_ok=True)
     t0 = time.monotonic()
-    with open(log, "w") as err:
-        stdout = open(out / step.stdout_to, "w") if step.stdout_to else err
+    with open(log, "w") as err, open(out / step.stdout_to if step.stdout_to else os.devnull, "w") as keep:
+        proc = subprocess.Popen(step.argv, cwd=ROOT, env=env, stdout=keep if step.stdout_to else err, stderr=err,
+                                start_new_session=True)
         try:
-            proc = subprocess.Popen(step.argv, cwd=ROOT, env=env, stdout=stdout, stderr=err, start_new_session=True)
-            try:
-                rc = proc.wait(timeout=deadline)
-                status = "ok" if rc == 0 else "failed"
-            except subprocess.TimeoutExpired:
+            rc = proc.wait(timeout=deadline)
+            status = "ok" if rc == 0 else "failed"
+        except subprocess.TimeoutExpired:
+            rc, status = None, "timeout"
+        finally:  # its own session: a deadline, Ctrl-C or the host's SIGTERM ends every process it started
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                rc, status = None, "timeout"
-        finally:
-            if stdout is not err:
-                stdout.close()
+            proc.wait()
     return {"status": status, "rc": rc, "seconds": round(time.monotonic() - t0, 1), "deadline_s": round(deadline),
             "log": str(log.relative_to(out)), "command": shlex.join(step.argv)}
 
@@ -215,9 +231,12 @@ def _run(step: Step, out: Path, env: dict, deadline: float) -> dict:
 def _record(out: Path, done: list[Step], archive: str) -> None:
     (out / "steps.json").write_text(json.dumps([{"step": s.name, **s.result} for s in done], indent=1) + "\n")
     if archive:
-        tmp = Path(archive + ".tmp")
+        tmp = Path(archive + ".tmp").resolve()
+        # not the installed wheels, the cut models' folders or the archive itself (when it lies inside --out)
+        left_out = {out / "site", out / "models", tmp, Path(archive).resolve()}
         with tarfile.open(tmp, "w:gz") as tar:
-            tar.add(out, arcname=out.name, filter=lambda t: None if "/site" in t.name or "/models/" in t.name else t)
+            tar.add(out, arcname=out.name,
+                    filter=lambda t: None if out.parent / t.name in left_out else t)
         tmp.replace(archive)
 
 

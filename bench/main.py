@@ -160,7 +160,7 @@ def bench(**flags: Any) -> int:
         raise ConfigError("the matrix is empty", fix="check --tasks, --zero and --offload")
     backends.check(sorted({c.backend for c in configs}), tuple(sorted({c.task for c in configs if c.backend == "hf"})))
     files.check_writable(sweep_dir)
-    tuner = Autotuner(configs) if opts.autotune else None
+    tuner = Autotuner(configs, fit=fit) if opts.autotune else None
     with claims.SweepLock(sweep_dir):
         records = sweep.run_sweep(configs, runner, sweep_dir, fit=fit, tuner=tuner)
     ok = sum(r["status"] == "ok" for r in records)

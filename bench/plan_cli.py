@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from core.config import knob_field, parse_axis
 from core.errors import ConfigError
@@ -61,7 +62,12 @@ def calibrate(*, results: str, as_json: bool, plot: str = "", figure=None) -> in
     out = fit_sweep(results)
     drawn = figure(out) if figure and plot else None
     if drawn is not None:
-        drawn.savefig(plot, dpi=110)
+        try:
+            drawn.savefig(plot, dpi=110)
+        except OSError as e:  # a read-only results folder: the tables still print
+            print(f"warning: the prediction plot was not written: {e}; --plot PATH writes it elsewhere",
+                  file=sys.stderr)
+            drawn = None
     if as_json:
         print(json.dumps(out, indent=1))
         return 0

@@ -87,6 +87,14 @@ def run_sweep(configs: list[RunConfig], launcher: Launcher, sweep_dir: Path, *, 
         bar = progress.add_task("sweep", total=len(configs))
         predictor = tuner.predictor if tuner else Predictor()
         i = 0
+        if tuner is not None:  # a resumed autotune starts from what is measured: never re-decided, never overwritten
+            for cfg in configs:
+                prior = done(sweep_dir, cfg)
+                if prior:
+                    i += 1
+                    records.append(prior)
+                    _say(progress, quiet, f"[{i}/{len(configs)}] {cfg.run_id}: already ok, skipped (resume)")
+                    progress.advance(bar)
         for cfg, skips in _schedule(configs, tuner, records):
             for other, kind, why in skips:
                 i += 1

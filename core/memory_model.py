@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from core import perf_model
 from core.config import RunConfig
 from core.host import GIB
 
@@ -121,7 +122,8 @@ def buffer_bytes(stage: int, params: int, largest_layer: int, ranks: int, knobs:
     if stage in (1, 2):
         return (2 if overlap else 1) * bucket(knobs.reduce_bucket_size) if knobs.contiguous_gradients else 0.0
     ipg = bucket(knobs.reduce_bucket_size) if knobs.contiguous_gradients else 0.0
-    kept_all = params <= knobs.stage3_max_live_parameters and params <= knobs.stage3_max_reuse_distance
+    kept_all = perf_model.keeps_params({"stage3_max_live_parameters": knobs.stage3_max_live_parameters,
+                                        "stage3_max_reuse_distance": knobs.stage3_max_reuse_distance}, params)
     kept = params if kept_all else min(params, largest_layer + knobs.stage3_prefetch_bucket_size)
     return ipg + max(0.0, kept - largest_layer) * value_bytes  # the layer being computed is in the model states
 

@@ -96,13 +96,15 @@ def reference_volumes(ref_stage: int, params: int, ranks: int, grad_accum: int, 
 
 def keeps_params(zero_optimization: dict, params: int | None = None) -> bool:
     """Whether DeepSpeed's ZeRO-3 may keep a gathered parameter for its next use (its defaults: yes),
-    and, given the model's size, whether its parameters fit under the cache's live-parameter limit."""
+    and, given the model's size, whether its parameters fit under the cache's limits (live parameters
+    and reuse distance, 1e9 each by default). The memory model's buffers use the same rule."""
     z = zero_optimization or {}
     no_cache = z.get("stage3_max_reuse_distance", 1e9) == 0 or z.get("stage3_max_live_parameters", 1e9) == 0
     if no_cache and z.get("stage3_param_persistence_threshold", 1e5) == 0:
         return False
-    limit = z.get("stage3_max_live_parameters", 1e9)
-    return params is None or not isinstance(limit, (int, float)) or params <= limit
+    # a model's parameters stay gathered from forward to backward while they fit under both limits
+    limits = [z.get(k, 1e9) for k in ("stage3_max_live_parameters", "stage3_max_reuse_distance")]
+    return params is None or all(not isinstance(v, (int, float)) or params <= v for v in limits)
 
 
 def bus_bytes(op: str, size: float, ranks: int) -> float:

@@ -35,7 +35,7 @@ SCHEMA_V1 = "stackbench.result/1"
 METHOD_VERSION = 1
 KINDS = {"ok": (None,), "oom": ("oom",), "failed": ("bad_input", "crash", "preflight", "node_lost"),
          "timeout": ("timeout", "queue_timeout"),
-         "skipped": ("predicted_oom", "predicted_slower"), "interrupted": ("interrupted",)}
+         "skipped": ("predicted_oom", "predicted_slower", "stopped_direction"), "interrupted": ("interrupted",)}
 STATUSES = tuple(KINDS)
 REQUIRED = ("schema", "run_id", "sweep_id", "status", "error", "command", "started_at", "finished_at",
             "config", "launch", "resolved", "metrics", "prediction", "environment")

@@ -115,8 +115,8 @@ def calibration(fitted: dict):
         return None
     runs = pd.DataFrame(fitted["runs"])
     fig, (speed, scaling) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for (task, stage), line in pred.groupby(["task", "zero_stage"]):
-        label = f"{task} ZeRO-{stage}"
+    for label, line in pred.groupby("key"):  # task and stage, offload included ("sft ZeRO-3 +opt offload")
+        task, stage = line["task"].iloc[0], line["zero_stage"].iloc[0]
         drawn = speed.plot(line["nodes"], line["predicted_tokens_per_s_per_device"], label=label)[0]
         scaling.plot(line["nodes"], 100 * line["scaling_efficiency"], color=drawn.get_color(), label=label)
         mb = line["micro_batch"].iloc[0]

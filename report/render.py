@@ -66,7 +66,8 @@ def throughput_matrices(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return out
 
 
-SKIP_CELL = {"predicted_oom": "skipped: cannot fit", "predicted_slower": "skipped: predicted slower"}
+SKIP_CELL = {"predicted_oom": "skipped: cannot fit", "predicted_slower": "skipped: predicted slower",
+             "stopped_direction": "skipped: larger than one that did not fit"}
 
 
 def configurations_table(df: pd.DataFrame) -> pd.DataFrame:

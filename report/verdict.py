@@ -56,7 +56,7 @@ def verdict(df: pd.DataFrame) -> list[str]:
                 sentence += (f", within the runs' spread of {noise:.0f}%: not distinguishable." if cost <= noise
                              else ".")
             said.append(sentence)
-        unfit = runs[(runs["status"] == "oom") | (runs["error_kind"] == "predicted_oom")].drop_duplicates(
+        unfit = runs[(runs["status"] == "oom") | runs["error_kind"].isin(["predicted_oom", "stopped_direction"])].drop_duplicates(
             ["configuration", "nodes"])
         if not unfit.empty:
             said.append("Does not fit: " + "; ".join(

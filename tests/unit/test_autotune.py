@@ -69,8 +69,22 @@ def test_a_direction_stops_at_the_first_micro_batch_that_does_not_fit():
     unfit = record.new("skipped", z1_mb1, launch, started_at=record.now(),
                        error=record.error("predicted_oom", "predicted 90 GiB > 80 GiB"))
     decision = Autotuner(configs).next([oom, unfit])
-    stops = {(c.zero_stage, c.micro_batch): why for c, kind, why in decision.skip if kind == "predicted_oom"}
+    stops = {(c.zero_stage, c.micro_batch): why for c, kind, why in decision.skip if kind == "stopped_direction"}
     assert set(stops) == {(0, 8), (1, 4), (1, 8)}
     assert "larger than micro-batch 4 ran out of memory" in stops[(0, 8)]
     assert "larger than micro-batch 1 cannot fit (the memory model)" in stops[(1, 4)]
     assert decision.cfg.zero_stage in (2, 3) and decision.cfg.micro_batch == 8  # the other directions go on
+
+
+def test_what_the_memory_model_says_cannot_fit_is_never_a_seed():
+    full = [r for r in _records(SWEEP) if r["config"]["task"] == "sft" and r["config"]["nodes"] == 1]
+    configs = [RunConfig.from_dict(r["config"]) for r in full]
+
+    class Fit:  # the memory model's word, as bench.fit.FitCheck gives it: micro-batch 4 does not fit at ZeRO 0-1
+        def why_not(self, cfg):
+            return {}, ("predicted 90 GiB > 80 GiB" if cfg.micro_batch == 4 and cfg.zero_stage < 2 else None)
+
+    first = Autotuner(configs, fit=Fit()).next([])
+    assert (first.cfg.micro_batch, first.cfg.zero_stage) in {(4, 2), (4, 3)}
+    unfit = {(c.zero_stage, c.micro_batch) for c, kind, why in first.skip if kind == "predicted_oom"}
+    assert unfit == {(0, 4), (1, 4)}

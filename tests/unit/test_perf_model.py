@@ -44,9 +44,10 @@ def test_logged_volumes_read_deepspeeds_names_and_leave_scalars_out():
     assert pm.logged_volumes(logged) == {"all_reduce": 4000.0, "all_gather": 1128.0}
 
 
-def test_the_cache_keeps_parameters_only_under_its_live_limit():
-    assert pm.keeps_params({}, 6 * 10**8) and not pm.keeps_params({}, 8 * 10**9)  # 1e9 by default
-    assert pm.keeps_params({"stage3_max_live_parameters": 1e10}, 8 * 10**9)
+def test_the_cache_keeps_parameters_only_under_its_limits():
+    assert pm.keeps_params({}, 6 * 10**8) and not pm.keeps_params({}, 8 * 10**9)  # 1e9 each by default
+    assert not pm.keeps_params({"stage3_max_live_parameters": 1e10}, 8 * 10**9)  # the reuse distance still 1e9
+    assert pm.keeps_params({"stage3_max_live_parameters": 1e10, "stage3_max_reuse_distance": 1e10}, 8 * 10**9)
 
 
 def test_offload_and_cross_node_links_in_the_step_time_by_hand():
