@@ -10,8 +10,8 @@ Warm: a rank's time to its first step with a large file against a 100-row file, 
 
 `invoke benchmark` measures them (STACKBENCH_DATA_ROWS rows, 100,000 there, STACKBENCH_DATA_ROUNDS
 rounds, default 3; the 1,000,000-row
-figures are in results/reference/cpu-2core-data/); `invoke test` runs each once at 50,000 rows (the
-CI budget: the same paths, half the tokenizing).
+figures are in results/reference/cpu-2core-data/); `invoke test` runs each once at 25,000 rows (the
+CI budget: the same paths, a quarter of the tokenizing).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from core.config import RunConfig
 from tests.conftest import ROOT
 from tests.support.big_data import write_sft
 
-ROWS = int(os.environ.get("STACKBENCH_DATA_ROWS", "50000"))
+ROWS = int(os.environ.get("STACKBENCH_DATA_ROWS", "25000"))
 ROUNDS = int(os.environ.get("STACKBENCH_DATA_ROUNDS", "3"))
 
 
