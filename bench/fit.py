@@ -35,6 +35,7 @@ class FitCheck:
     """Memory of one GPU; None: this host's GPU, else host RAM per rank."""
     run_anyway: bool = False
     _shapes: dict = field(default_factory=dict)
+    _verdicts: dict = field(default_factory=dict)  # run id -> why_not's answer: the autotuner asks every decision
 
     @cached_property
     def local_gpu(self) -> float | None:
@@ -71,12 +72,18 @@ class FitCheck:
         return config.get("zero_optimization")
 
     def why_not(self, cfg: RunConfig) -> tuple[dict, str | None]:
-        """(prediction, reason to skip or None)."""
+        """(prediction, reason to skip or None), worked out once per run."""
+        if cfg.run_id not in self._verdicts:
+            self._verdicts[cfg.run_id] = self._why_not(cfg)
+        return self._verdicts[cfg.run_id]
+
+    def _why_not(self, cfg: RunConfig) -> tuple[dict, str | None]:
         pred = self.predict(cfg)
         if pred.fits is False and not self.run_anyway:
             gib, source = self.capacity(cfg)
             return pred.to_dict(), (f"predicted {pred.total_gib:.1f} GiB per rank (model states "
-                                    f"{pred.model_states_gib:.1f}, DeepSpeed's buffers {pred.buffers_gib:.1f}, activations {pred.activations_gib:.1f}, logits "
+                                    f"{pred.model_states_gib:.1f}, DeepSpeed's buffers {pred.buffers_gib:.1f}, "
+                                    f"activations {pred.activations_gib:.1f}, logits "
                                     f"{pred.logits_gib:.1f}, reference {pred.reference_gib:.1f}) > {gib:.1f} GiB "
                                     f"({source}); try a higher ZeRO stage, offload, more nodes or a smaller "
                                     f"micro-batch, or --run-anyway")

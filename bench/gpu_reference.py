@@ -81,8 +81,9 @@ def _main(args: argparse.Namespace) -> int:
     if args.wheels:
         site = install_wheels(Path(args.wheels), out / "site")
         env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    gpu = not args.cpu and _has_gpu(env)
-    steps = plan_steps(out, gpu, _gpu_gib(env) if gpu else 80.0)
+    gib = None if args.cpu else _gpu_gib(env)
+    gpu = gib is not None
+    steps = plan_steps(out, gpu, gib or 80.0)
     _write_readme(out, steps, gpu, args)
     t_end = time.monotonic() + args.deadline
     done: list[Step] = []
@@ -90,7 +91,7 @@ def _main(args: argparse.Namespace) -> int:
         step = steps.pop(0)
         left = t_end - time.monotonic()
         if left < min(step.deadline_s, 30):
-            step.result = {"status": "not run", "why": f"{left:.0f} s of the {args.deadline:.0f} s deadline left"}
+            step.result = {"status": "not run", "why": f"{max(left, 0):.0f} s of the {args.deadline:.0f} s deadline left"}
         else:
             step.result = _run(step, out, env, min(step.deadline_s, left))
             if step.after:
@@ -255,18 +256,14 @@ def _write_readme(out: Path, steps: list[Step], gpu: bool, args: argparse.Namesp
     (out / "README.md").write_text("\n".join(lines) + "\n")
 
 
-def _probe(env: dict, code: str) -> str:
-    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    return p.stdout.strip() if p.returncode == 0 else ""
-
-
-def _has_gpu(env: dict) -> bool:
-    return _probe(env, "import torch; print(torch.cuda.is_available())") == "True"
-
-
-def _gpu_gib(env: dict) -> float:
-    out = _probe(env, "import torch; print(torch.cuda.get_device_properties(0).total_memory / 2**30)")
-    return float(out) if out else 80.0
+def _gpu_gib(env: dict) -> float | None:
+    """The first GPU's memory in GiB as this host's torch sees it (with the installed wheels), None
+    without one: one probe, one torch import."""
+    p = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.get_device_properties(0).total_memory "
+                        "/ 2**30 if torch.cuda.is_available() else '')"], env=env, capture_output=True, text=True,
+                       timeout=120)
+    out = p.stdout.strip() if p.returncode == 0 else ""
+    return float(out) if out else None
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ def test_failed_and_timed_out_steps_are_recorded_and_the_rest_is_said(tmp_path, 
              ref.Step("ok", [sys.executable, "-c", "print('{\"x\": 1}')"], 5, stdout_to="x.json"),
              ref.Step("too late", [sys.executable, "-c", "pass"], 600)]
     monkeypatch.setattr(ref, "plan_steps", lambda out, gpu, gib: list(steps))
-    monkeypatch.setattr(ref, "_has_gpu", lambda env: False)
+    monkeypatch.setattr(ref, "_gpu_gib", lambda env: None)
     code = ref.main(["--out", str(tmp_path / "r"), "--deadline", "12", "--archive", str(tmp_path / "r.tgz")])
     assert code == 1
     done = {s["step"]: s for s in json.loads((tmp_path / "r" / "steps.json").read_text())}
