@@ -98,45 +98,58 @@ def envcheck(c, json=False, strict=False, lock="", nodes=0, gpus_per_node=1, lau
     "torch": "override torch's version (a derived profile; its lock is resolved first)",
     "deepspeed": "override DeepSpeed's version", "flash_attn": "override flash-attn's version",
     "base": "override the base image (your registry, NGC)",
-    "wheelhouse": "build with no network from this directory (invoke wheelhouse fills it)",
+    "no_registry": "build the profile's registry-free variant (a Debian base made here with debootstrap; CUDA from "
+                   "Debian's toolkit); also what a build falls back to, saying so, when its base cannot be pulled",
+    "no_flash_attn": "build without flash-attn (its wheels are on GitHub; a source build takes hours): the image's "
+                     "labels, tag and envcheck say it is left out, and attention runs on sdpa",
+    "wheelhouse": "build with no network from this directory (invoke wheelhouse fills it); a wheel in it of a piece "
+                  "the profile compiles (flash-attn's prebuilt one) is installed instead of compiling",
+    "git_source": "NAME=DIR: a [git] piece (apex) from a checkout fetched beforehand at the locked commit; repeat "
+                  "for several. Without it the URL must answer, or the build is refused before it starts",
     "extra_ca": "directory of *.crt CA certificates the image must trust (TLS-inspecting proxies)",
     "export": "also write the image as a tar (docker save) here",
     "render_only": "write the Dockerfile and context, build nothing",
     "no_cache": "build every step again",
     "results": "where the image manifest goes (<results>/images/)",
-})
+}, iterable=["git_source"])
 def build(c, cuda="12.4", profile="", torch="", deepspeed="", flash_attn="", base="", wheelhouse="", extra_ca="",
-          export="", render_only=False, no_cache=False, results="results"):
+          export="", render_only=False, no_cache=False, results="results", no_registry=False, no_flash_attn=False,
+          git_source=None):
     """Build a pinned, verified training image (profile -> rules -> lock -> Docker engine)."""
     from imagebuild.main import build as run_build
 
     _run(run_build, profile=profile, cuda=cuda, torch=torch, deepspeed=deepspeed, flash_attn=flash_attn, base=base,
          wheelhouse_dir=wheelhouse, extra_ca=extra_ca, export=export, render_only=render_only, nocache=no_cache,
-         results=results)
+         results=results, no_registry=no_registry, no_flash_attn=no_flash_attn, git_source=tuple(git_source or ()))
 
 
-@task(help={"profile": "profile name", "cuda": "or the CUDA version's profile"})
-def lock(c, profile="", cuda=""):
+_NO_REGISTRY = "the profile's registry-free variant ([no_registry])"
+
+
+@task(help={"profile": "profile name", "cuda": "or the CUDA version's profile", "no_registry": _NO_REGISTRY})
+def lock(c, profile="", cuda="", no_registry=False):
     """Resolve a profile into its hashed lock under docker/locks/ (needs PyPI)."""
     from imagebuild.main import lock as run_lock
 
-    _run(run_lock, profile=profile, cuda=cuda)
+    _run(run_lock, profile=profile, cuda=cuda, no_registry=no_registry)
 
 
-@task(help={"profile": "profile name", "cuda": "or the CUDA version's profile", "out": "directory"})
-def wheelhouse(c, profile="", cuda="", out=""):
+@task(help={"profile": "profile name", "cuda": "or the CUDA version's profile", "out": "directory",
+            "no_registry": _NO_REGISTRY})
+def wheelhouse(c, profile="", cuda="", out="", no_registry=False):
     """Fetch every locked wheel and sdist (on a connected machine) for builds with no network."""
     from imagebuild.main import wheelhouse as run_wheelhouse
 
-    _run(run_wheelhouse, profile=profile, cuda=cuda, out=out)
+    _run(run_wheelhouse, profile=profile, cuda=cuda, out=out, no_registry=no_registry)
 
 
-@task(help={"tag": "the tag to give the imported image"})
-def base_image(c, tag="local/bookworm:minbase"):
-    """Make a Debian base image here (debootstrap + docker import), for hosts without a registry."""
+@task(help={"profile": "whose base to make (default cpu-small's)", "cuda": "or the CUDA version's profile",
+            "no_registry": _NO_REGISTRY, "tag": "tag it differently from the profile's base"})
+def base_image(c, profile="", cuda="", no_registry=False, tag=""):
+    """Make a profile's Debian base here (debootstrap + docker import), for hosts without a registry."""
     from imagebuild.main import base_image as run_base
 
-    _run(run_base, tag=tag)
+    _run(run_base, profile=profile, cuda=cuda, no_registry=no_registry, tag=tag)
 
 
 @task(help={"results": "directory of records (searched recursively)", "out": "output directory (default: <results>/report)",

@@ -68,6 +68,18 @@ def differences(pins: dict[str, str], have: dict[str, str]) -> list[tuple[str, s
     return out
 
 
+def left_out() -> dict[str, str]:
+    """{distribution: why} for locked pieces the image was built without (`invoke build --no-flash-attn`
+    sets STACKBENCH_LEFT_OUT): reported as such, not as drift."""
+    import json
+
+    try:
+        value = json.loads(os.environ.get("STACKBENCH_LEFT_OUT") or "{}")
+    except ValueError:
+        return {}
+    return {normalize(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
 def check_drift(lock: str | None = None) -> list[Check]:
     lock = lock or os.environ.get("STACKBENCH_LOCK")
     if not lock:
@@ -80,9 +92,14 @@ def check_drift(lock: str | None = None) -> list[Check]:
     if claimed and claimed != actual[: len(claimed)]:
         out.append(fail("lock hash", actual[:12], f"the image claims lock {claimed[:12]}, the file is {actual[:12]}",
                         "the lock was edited after the build: rebuild, or pass the original lock"))
-    diffs = differences(read_lock(lock), installed())
+    pins, gaps = read_lock(lock), left_out()
+    out += [warn("left out at build", name, f"locked {pins[name]}, not installed: {why}",
+                 "rebuild without the flag that left it out to have it")
+            for name, why in gaps.items() if name in pins and name not in installed()]
+    pins = {name: v for name, v in pins.items() if name not in gaps}
+    diffs = differences(pins, installed())
     if not diffs:
-        return out + [ok("installed vs lock", f"{len(read_lock(lock))} pins hold", lock)]
+        return out + [ok("installed vs lock", f"{len(pins)} pins hold", lock)]
     listed = "; ".join(f"{n}: locked {w}, installed {g or 'missing'}" for n, w, g in diffs)
     return out + [fail("installed vs lock", f"{len(diffs)} differ", listed,
                        "reinstall from the lock (pip install --require-hashes -r LOCK) or rebuild the image")]

@@ -14,15 +14,15 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Callable
 
-from envcheck import drift, environment, gpus, system, toolchain, versions
+from envcheck import abi, drift, environment, gpus, system, toolchain, versions
 from envcheck.check import SEVERITY, Check
 
 SCHEMA = "stackbench.envcheck/1"
-AREAS = ("versions", "compat", "gpu", "toolchain", "system", "environment", "drift")
+AREAS = ("versions", "compat", "abi", "gpu", "toolchain", "system", "environment", "drift")
 
 
 def all_checks(lock: str | None = None) -> list[Callable[[], list[Check]]]:
-    return [*versions.CHECKS, *gpus.CHECKS, *toolchain.CHECKS, *system.CHECKS, *environment.CHECKS,
+    return [*versions.CHECKS, *abi.CHECKS, *gpus.CHECKS, *toolchain.CHECKS, *system.CHECKS, *environment.CHECKS,
             partial(drift.check_drift, lock)]
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from core.stack import NVIDIA_WHEELS, PACKAGES, package_dir, torch_build, version
 from envcheck import compat
 from envcheck.check import Check, area
+from envcheck.drift import left_out
 
 ok, warn, fail, skip = area("versions")
 
@@ -108,6 +109,10 @@ def check_deepspeed() -> list[Check]:
 
 def check_flash_attn() -> list[Check]:
     if version("flash-attn") is None:
+        why = left_out().get("flash-attn")
+        if why:
+            return [warn("flash-attn import", "left out", f"this image was built without it ({why})",
+                         "build without --no-flash-attn (with flash-attn's wheel in the wheelhouse) to have it")]
         return [skip("flash-attn import", "", "flash-attn is not installed (sdpa attention is used)")]
     try:  # its compiled module: this is where ABI mismatches show
         import flash_attn_2_cuda  # noqa: F401

@@ -103,6 +103,22 @@ def build(context: Path, tag: str, say: Callable[[str], None], nocache: bool = F
     return result
 
 
+def pull(image: str) -> None:
+    """Pull from the image's registry; every failure is a UserError saying what happened (the
+    engine answers at once when the registry's name does not resolve, as behind a firewall)."""
+    client = connect()
+    repo, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "latest")
+    try:
+        client.images.pull(repo, tag=tag)
+    except errors().APIError as e:
+        what, fix = explain(str(e.explanation or e))
+        raise UserError(what, where=f"docker pull {image}", fix=fix, kind="engine") from None
+    except Exception as e:  # noqa: BLE001 - a read timeout from a registry that drops packets
+        raise UserError(f"the pull of {image} failed: {e}", where=f"docker pull {image}",
+                        fix="check the registry and proxy, or pass --base an image the engine has",
+                        kind="engine") from None
+
+
 def image_info(tag: str) -> dict:
     img = connect().images.get(tag)
     return {"id": img.id, "size_bytes": img.attrs.get("Size"), "labels": img.labels, "created": img.attrs.get("Created")}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -79,17 +80,31 @@ def _pin(name: str, version: str, sha256: str) -> str:
     return f"{name}=={version} \\\n    --hash=sha256:{sha256}\n"
 
 
+def interpreter(version: str) -> str:
+    """A Python of the profile's version to resolve with: pip evaluates environment markers
+    (python_version < ...) for the interpreter it runs in, not for --python-version."""
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    candidates = [sys.executable] if here == version else []
+    candidates += [shutil.which(f"python{version}") or "",
+                   *sorted(str(p) for p in Path.home().glob(f".pyenv/versions/{version}.*/bin/python{version}"))]
+    for exe in filter(None, candidates):
+        p = subprocess.run([exe, "-c", "import sys, pip; print('%d.%d' % sys.version_info[:2])"],
+                           capture_output=True, text=True)
+        if p.returncode == 0 and p.stdout.strip() == version:  # a pyenv shim for another version fails here
+            return exe
+    raise UserError(f"no Python {version} with pip on this machine (this is Python {here})", where="invoke lock",
+                    fix=f"install Python {version} (apt, pyenv, uv python install) and re-run `invoke lock`",
+                    kind="resolve")
+
+
 def resolve(profile: Profile) -> Lock:
     """Resolve the profile against PyPI (and the pip configuration of this machine) into its lock."""
-    here = f"{sys.version_info.major}.{sys.version_info.minor}"
-    if here != profile.python:  # pip evaluates environment markers (python_version < ...) for this interpreter
-        raise UserError(f"profile {profile.name} targets Python {profile.python}, this is Python {here}",
-                        where="invoke lock", fix=f"run `invoke lock` with Python {profile.python}", kind="resolve")
+    python = interpreter(profile.python)
     path = profile.lock_dir
     path.mkdir(parents=True, exist_ok=True)
-    wheels = _resolve_wheels(profile, profile.stack, deps=True)
+    wheels = _resolve_wheels(python, profile, profile.stack, deps=True)
     (path / "wheels.txt").write_text(_header(profile, "wheels") + "".join(_pin(*w) for w in wheels))
-    overrides = _resolve_wheels(profile, profile.overrides, deps=False) if profile.overrides else []
+    overrides = _resolve_wheels(python, profile, profile.overrides, deps=False) if profile.overrides else []
     (path / "overrides.txt").write_text(_header(profile, "overrides") + "".join(_pin(*w) for w in overrides))
     sdists = [_sdist(req) for req in profile.sdists]
     (path / "sdists.txt").write_text(_header(profile, "sdists") + "".join(_pin(n, v, h) for n, v, h, _ in sdists))
@@ -99,10 +114,10 @@ def resolve(profile: Profile) -> Lock:
     return Lock(path)
 
 
-def _resolve_wheels(profile: Profile, requirements: list[str], deps: bool) -> list[tuple[str, str, str]]:
+def _resolve_wheels(python: str, profile: Profile, requirements: list[str], deps: bool) -> list[tuple[str, str, str]]:
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
-        argv = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--report",
+        argv = [python, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--report",
                 str(report), "--only-binary=:all:", "--python-version", profile.python, "--implementation", "cp",
                 "--target", str(Path(tmp) / "t"), *[f"--platform={p}" for p in profile.platforms],
                 *([] if deps else ["--no-deps"]), *requirements]

@@ -21,9 +21,87 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-def select(profile: str = "", cuda: str = "", overrides: dict[str, str] | None = None) -> Profile:
+def select(profile: str = "", cuda: str = "", overrides: dict[str, str] | None = None,
+           no_registry: bool = False) -> Profile:
     name = profile or profile_mod.for_cuda(cuda or "12.4")
-    return profile_mod.load(name, {k: v for k, v in (overrides or {}).items() if v})
+    return profile_mod.load(name, {k: v for k, v in (overrides or {}).items() if v}, no_registry=no_registry)
+
+
+def git_sources(prof: Profile, given: dict[str, str]) -> dict[str, dict]:
+    """Where each [git] piece comes from: a directory fetched beforehand (--git-source NAME=DIR, a
+    checkout at exactly the locked commit, no local edits), or its URL when this machine reaches it.
+    Anything else is refused here, before the engine starts (exit 2)."""
+    out = {}
+    unknown = sorted(set(given) - set(prof.git))
+    if unknown:
+        raise UserError(f"--git-source names {', '.join(unknown)}, which profile {prof.name} does not build from git",
+                        where="--git-source", fix=f"it builds {', '.join(prof.git) or 'nothing'} from git")
+    for name, spec in prof.git.items():
+        commit = spec["commit"]
+        if name in given:
+            src = Path(given[name]).expanduser().resolve()
+            head = _git(["-C", str(src), "rev-parse", "HEAD"])
+            if head.returncode != 0:
+                raise UserError(f"{src} is not a git checkout of {name}", where=f"--git-source {name}={given[name]}",
+                                fix=f"git clone {spec['url']} {src} && git -C {src} checkout {commit}")
+            dirty = _git(["-C", str(src), "status", "--porcelain", "--untracked-files=no"]).stdout.strip()
+            if head.stdout.strip() != commit or dirty:
+                what = (f"is at {head.stdout.strip()[:12]}, the lock wants {commit[:12]}" if head.stdout.strip() != commit
+                        else f"has local edits ({len(dirty.splitlines())} files)")
+                raise UserError(f"{name} in {src} {what}", where=f"--git-source {name}={given[name]}",
+                                fix=f"git -C {src} checkout --force {commit}")
+            out[name] = {"source": str(src), "commit": commit}
+            continue
+        probe = _git(["ls-remote", "--exit-code", spec["url"], "HEAD"], timeout=30)
+        if probe.returncode != 0:
+            why = (probe.stderr.strip().splitlines() or ["no answer in 30 s"])[-1][:200]
+            raise UserError(f"{name} is built from {spec['url']} at {commit[:12]}, which this machine cannot reach "
+                            f"({why})", where=f"profile {prof.name} [git] {name}",
+                            fix=f"fetch it where the URL answers (git clone {spec['url']} {name} && git -C {name} "
+                                f"checkout {commit}), bring the folder here and pass --git-source {name}=DIR",
+                            kind="unreachable")
+        out[name] = {"source": spec["url"], "commit": commit}
+    return out
+
+
+def _git(argv: list[str], timeout: float = 60):
+    import os
+    import subprocess
+
+    try:
+        return subprocess.run(["git", *argv], capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(argv, 124, "", f"no answer in {timeout:.0f} s")
+
+
+def choose_base(prof: Profile, reselect) -> tuple[Profile, dict]:
+    """The base this build starts from, and how it was got (the manifest and the labels say it):
+    the engine's own copy; one made here (debootstrap) for a profile that says how; a registry pull;
+    or, where the pull fails and the profile has a [no_registry] variant, that variant (said on the
+    console, never silently). `reselect(no_registry=True)` loads the variant with the same overrides."""
+    from imagebuild import base_image, engine
+
+    if base_image.exists(prof.base):
+        return prof, {"source": "engine", "detail": f"{prof.base} is already in the engine"}
+    if prof.bootstrap is not None:
+        _say(f"making the base {prof.base}: {prof.bootstrap.describe()}")
+        made = base_image.make(prof.base, prof.bootstrap)
+        return prof, {"source": "debootstrap", "detail": made["made_by"], "seconds": made.get("seconds")}
+    _say(f"pulling the base {prof.base}")
+    try:
+        engine.pull(prof.base)
+        return prof, {"source": "registry", "detail": f"pulled {prof.base}"}
+    except UserError as e:
+        if not prof.has_no_registry:
+            raise
+        reason = e.what
+    variant = reselect(no_registry=True)
+    _say(f"the base {prof.base} cannot be pulled ({reason[:200]}).\n"
+         f"  building the registry-free variant {variant.name} instead: {variant.description_of_base()}.\n"
+         f"  to use your registry's copy, pass --base IMAGE (or docker load it first); --no-registry skips the pull")
+    variant, how = choose_base(variant, reselect)
+    return variant, {**how, "fallback_from": prof.base, "fallback_reason": reason}
 
 
 def check_rules(prof: Profile, versions: dict[str, str | None], stage: str) -> list[dict]:
@@ -46,8 +124,8 @@ def plan(prof: Profile) -> lock_mod.Lock:
     return lock
 
 
-def lock(profile: str = "", cuda: str = "") -> int:
-    prof = select(profile, cuda)
+def lock(profile: str = "", cuda: str = "", no_registry: bool = False) -> int:
+    prof = select(profile, cuda, no_registry=no_registry)
     check_rules(prof, {**prof.pins(), "cuda": prof.cuda or None}, "profile pins")
     t0 = time.monotonic()
     resolved = lock_mod.resolve(prof)
@@ -57,8 +135,8 @@ def lock(profile: str = "", cuda: str = "") -> int:
     return 0
 
 
-def wheelhouse(profile: str = "", cuda: str = "", out: str = "") -> int:
-    prof = select(profile, cuda)
+def wheelhouse(profile: str = "", cuda: str = "", out: str = "", no_registry: bool = False) -> int:
+    prof = select(profile, cuda, no_registry=no_registry)
     target = Path(out or ROOT / ".cache" / "wheelhouse" / prof.name)
     lock_mod.wheelhouse(prof, lock_mod.load(prof), target)
     _say(f"{prof.name}: {len(list(target.iterdir()))} files in {target} (build with --wheelhouse {target})")
@@ -67,18 +145,47 @@ def wheelhouse(profile: str = "", cuda: str = "", out: str = "") -> int:
 
 def build(*, profile: str = "", cuda: str = "", torch: str = "", deepspeed: str = "", flash_attn: str = "",
           base: str = "", wheelhouse_dir: str = "", extra_ca: str = "", export: str = "", render_only: bool = False,
-          nocache: bool = False, results: str = "results") -> int:
+          nocache: bool = False, results: str = "results", no_registry: bool = False, no_flash_attn: bool = False,
+          git_source: tuple[str, ...] = ()) -> int:
     from imagebuild import engine
 
     versions = {k: v for k, v in {"torch": torch, "deepspeed": deepspeed, "flash-attn": flash_attn}.items() if v}
-    prof = select(profile, cuda, {**versions, "base": base})
-    if versions:  # a derived stack: its own name and lock, checked against the rules before resolving
-        prof.name += "+" + "+".join(f"{k}{v}" for k, v in versions.items())
-        check_rules(prof, {**prof.pins(), "cuda": prof.cuda or None}, "profile pins")
-        if not (prof.lock_dir / "wheels.txt").exists():
-            _say(f"resolving a lock for {prof.name} (overrides {versions})")
-            lock_mod.resolve(prof)
-    lock = plan(prof)
+    if no_flash_attn and flash_attn:
+        raise UserError("--no-flash-attn and --flash-attn contradict each other", where="invoke build",
+                        fix="pass one of them")
+    given = {}
+    for item in git_source:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            raise UserError(f"--git-source {item!r} is not NAME=DIR", where="--git-source", fix="e.g. apex=/src/apex")
+        given[name.strip()] = folder.strip()
+
+    def reselect(no_registry: bool) -> Profile:
+        return select(profile, cuda, {**versions, "base": base}, no_registry=no_registry)
+
+    def prepare(prof: Profile) -> tuple[Profile, lock_mod.Lock]:
+        """Left-out pieces, a derived stack's own name and lock, the rules: all before any engine work."""
+        if no_flash_attn:
+            prof.leave_out("flash-attn", "--no-flash-attn: its prebuilt wheels are on GitHub, a source build takes "
+                           "hours; attention runs on sdpa")
+        if versions:  # a derived stack: its own name and lock, checked against the rules before resolving
+            prof.name += "+" + "+".join(f"{k}{v}" for k, v in versions.items())
+            check_rules(prof, {**prof.pins(), "cuda": prof.cuda or None}, "profile pins")
+            if not (prof.lock_dir / "wheels.txt").exists():
+                _say(f"resolving a lock for {prof.name} (overrides {versions})")
+                lock_mod.resolve(prof)
+        return prof, plan(prof)
+
+    prof, lock = prepare(reselect(no_registry))
+    sources = git_sources(prof, given) if not render_only else {}  # refused here, before any engine work
+    how = {"source": "--base", "detail": f"{base} (given on the command line)"} if base else None
+    if how is None and not render_only:
+        chosen, how = choose_base(prof, reselect)
+        if chosen is not prof:  # the registry-free variant: its own lock
+            prof, lock = prepare(chosen)
+    for name, where in sources.items():
+        if where["source"] != prof.git[name]["url"]:
+            prof.git[name]["source"] = where["source"]
     tag = render.tag(prof, lock)
     ctx = render.context(prof, lock, ROOT / ".cache" / "build" / prof.name,
                          wheelhouse=Path(wheelhouse_dir) if wheelhouse_dir else None,
@@ -86,12 +193,16 @@ def build(*, profile: str = "", cuda: str = "", torch: str = "", deepspeed: str 
     if render_only:
         _say(f"{tag}: context in {ctx} (Dockerfile: {ctx / 'Dockerfile'})")
         return 0
-    _say(f"building {tag} from {prof.base} (lock {lock.hash[:12]}, {'wheelhouse' if wheelhouse_dir else 'PyPI'})")
+    _say(f"building {tag} from {prof.base} ({how['source']}: {how['detail']}; lock {lock.hash[:12]}, "
+         f"{'wheelhouse' if wheelhouse_dir else 'PyPI'})")
+    for dist, why in prof.left_out.items():
+        _say(f"left out of this image: {dist} ({why}); the labels and envcheck in the image report it")
     result = engine.build(ctx, tag, _say, nocache=nocache)
     info = engine.image_info(tag)
     manifest = {
         "schema": "stackbench.image/1", "profile": prof.name, "tag": tag, "image_id": result.image_id,
-        "lock_hash": lock.hash, "base": prof.base, "cuda": prof.cuda or None, "size_bytes": info["size_bytes"],
+        "lock_hash": lock.hash, "base": prof.base, "base_source": how, "cuda": prof.cuda or None,
+        "python": prof.python, "left_out": prof.left_out, "git_sources": sources, "size_bytes": info["size_bytes"],
         "build_seconds": result.seconds, "stage_seconds": result.stage_seconds, "steps": result.steps,
         "cached_steps": result.cached_steps, "fully_cached": result.fully_cached,
         "wheelhouse": bool(wheelhouse_dir), "labels": info["labels"], "built_at": record.now(),
@@ -100,7 +211,7 @@ def build(*, profile: str = "", cuda: str = "", torch: str = "", deepspeed: str 
         out = engine.export(tag, Path(export))
         manifest["export"] = {"path": str(out), "bytes": out.stat().st_size, "load": f"docker load -i {out}",
                               **_other_runtimes(out)}
-    path = record.write(Path(results) / "images" / f"{prof.name}-{lock.hash[:12]}.json", manifest)
+    path = record.write(Path(results) / "images" / f"{tag.split('/', 1)[1].replace(':', '-')}.json", manifest)
     _say(f"{tag}: {result.image_id[:19]}, {info['size_bytes'] / 2**30:.2f} GiB, {result.seconds:.1f} s"
          f"{' (every step from cache)' if result.fully_cached else ''}; manifest {path}")
     return 0
@@ -114,10 +225,16 @@ def _other_runtimes(tar: Path) -> dict:
     return notes
 
 
-def base_image(tag: str = "local/bookworm:minbase") -> int:
+def base_image(profile: str = "", cuda: str = "", no_registry: bool = False, tag: str = "") -> int:
+    """Make the base a profile names (default: cpu-small's) the way its [bootstrap] says."""
     from imagebuild import base_image as base_mod
 
-    info = base_mod.make(tag)
+    prof = select(profile or ("" if cuda else "cpu-small"), cuda, no_registry=no_registry)
+    if prof.bootstrap is None:
+        raise UserError(f"profile {prof.name}'s base {prof.base} comes from a registry: nothing to make here",
+                        where="invoke base-image", fix="pass --no-registry for its registry-free variant"
+                        if prof.has_no_registry else "pull it, or pass a profile with [bootstrap]")
+    info = base_mod.make(tag or prof.base, prof.bootstrap)
     _say(json.dumps(info))
     return 0
 

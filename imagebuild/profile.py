@@ -1,6 +1,11 @@
 """A profile: the data that names a stack (docker/profiles/<name>.toml). `extends` merges a
 parent: scalars are replaced, lists appended, tables merged. Overrides from the command line
-(--torch, --base, ...) replace a pin by its distribution name."""
+(--torch, --base, ...) replace a pin by its distribution name.
+
+A profile whose base comes from a registry may carry a [no_registry] table: the same stack on a
+base made here (`invoke base-image`, debootstrap). Loading with no_registry=True merges that
+table over the profile the same way, and the result is its own profile (name + "-" + suffix, its
+own lock: the Python may differ). A profile that extends one inherits its [no_registry] too."""
 
 from __future__ import annotations
 
@@ -9,8 +14,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from envcheck.drift import normalize
 from core.errors import ConfigError
+from envcheck.drift import normalize
+from imagebuild.base_image import Bootstrap
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -37,10 +43,35 @@ class Profile:
     git: dict[str, dict] = field(default_factory=dict)
     verify: list[str] = field(default_factory=list)
     cuda_arch: str = ""
+    verify_env: dict[str, str] = field(default_factory=dict)   # set for the verify statements only
+    build_hide: dict[str, str] = field(default_factory=dict)   # module -> why it is unimportable while building
+    system_packages: list[str] = field(default_factory=list)   # Debian/Ubuntu packages, apt-installed first
+    system_env: dict[str, str] = field(default_factory=dict)   # image ENV (the toolchain JIT builds use too)
+    from_host: list[str] = field(default_factory=list)         # sonames the host's driver provides, kept out
+    bootstrap: Bootstrap | None = None                         # how `invoke base-image` makes a local base
+    no_registry: bool = False                                  # this is a [no_registry] variant
+    has_no_registry: bool = False                              # a [no_registry] variant can be loaded
+    left_out: dict[str, str] = field(default_factory=dict)     # sdist -> why it is not built (--no-flash-attn)
+    base_given: bool = False                                   # --base replaced the profile's base
 
     @property
     def lock_dir(self) -> Path:
         return LOCKS / self.name
+
+    def description_of_base(self) -> str:
+        made = f", made by {self.bootstrap.describe()}" if self.bootstrap else ""
+        return f"{self.base}{made}, Python {self.python}"
+
+    def leave_out(self, dist: str, why: str) -> None:
+        """Build without one of the sdists (its verify statements go too); the image says so."""
+        kept = [r for r in self.sdists if normalize(re.split(r"[=<>!~;\[ ]", r, maxsplit=1)[0]) != normalize(dist)]
+        if len(kept) == len(self.sdists):
+            raise ConfigError(f"profile {self.name} does not build {dist}", where=f"leaving out {dist}",
+                              fix=f"it builds {', '.join(self.sdists) or 'no sdists'}")
+        module = normalize(dist).replace("-", "_")
+        self.sdists = kept
+        self.verify = [stmt for stmt in self.verify if module not in stmt]
+        self.left_out[normalize(dist)] = why
 
     def pins(self) -> dict[str, str]:
         """name -> version for every `name==version` of the profile (what the rules can check before a lock exists)."""
@@ -81,9 +112,18 @@ def _raw(name: str, seen: tuple[str, ...] = ()) -> dict:
     return data
 
 
-def load(name: str, overrides: dict[str, str] | None = None) -> Profile:
-    """The profile, with command-line overrides: {"torch": "2.6.0", "base": "...", ...}."""
+def load(name: str, overrides: dict[str, str] | None = None, *, no_registry: bool = False) -> Profile:
+    """The profile, with command-line overrides: {"torch": "2.6.0", "base": "...", ...}; its
+    [no_registry] variant with no_registry=True."""
     d = _raw(name)
+    variant = d.pop("no_registry", None)
+    if no_registry:
+        if not variant:
+            raise ConfigError(f"profile {name} has no [no_registry] variant", where=str(PROFILES / f"{name}.toml"),
+                              fix="drop --no-registry, or pass --base an image your engine has")
+        variant = dict(variant)
+        d = _merge(d, {k: v for k, v in variant.items() if k != "suffix"})
+        d["name"] = f"{d['name']}-{variant.get('suffix', 'local')}"
     for key in ("name", "base", "python", "stack"):
         if key not in d:
             raise ConfigError(f"profile {name} has no {key!r}", where=str(PROFILES / f"{name}.toml"),
@@ -93,10 +133,20 @@ def load(name: str, overrides: dict[str, str] | None = None) -> Profile:
                    stack=list(d["stack"]["requirements"]), sdists=list(d.get("build", {}).get("sdists", [])),
                    build_env={k: str(v) for k, v in d.get("build", {}).get("env", {}).items()},
                    overrides=list(d.get("overrides", {}).get("requirements", [])), git=dict(d.get("git", {})),
-                   verify=list(d.get("verify", {}).get("python", [])), cuda_arch=str(d.get("cuda_arch", "")))
-    for key, value in (overrides or {}).items():
+                   verify=list(d.get("verify", {}).get("python", [])), cuda_arch=str(d.get("cuda_arch", "")),
+                   verify_env={k: str(v) for k, v in d.get("verify", {}).get("env", {}).items()},
+                   build_hide={k: str(v) for k, v in d.get("build", {}).get("hide", {}).items()},
+                   system_packages=list(d.get("system", {}).get("packages", [])),
+                   system_env={k: str(v) for k, v in d.get("system", {}).get("env", {}).items()},
+                   from_host=list(d.get("system", {}).get("from_host", [])),
+                   bootstrap=_bootstrap(d.get("bootstrap")), no_registry=no_registry, has_no_registry=bool(variant))
+    for dist in d.get("from_source", []):  # no wheel for this Python: built from its sdist after the stack
+        moved = [r for r in prof.stack if normalize(re.split(r"[=<>!~;\[ ]", r, maxsplit=1)[0]) == normalize(dist)]
+        prof.stack = [r for r in prof.stack if r not in moved]
+        prof.sdists += moved
+    for key, value in {**d.get("pins", {}), **(overrides or {})}.items():  # the profile's, then the command line's
         if key == "base":
-            prof.base = value
+            prof.base, prof.bootstrap, prof.base_given = value, None, True
         elif key == "name":
             prof.name = value
         else:  # a package pin: replace it wherever it is
@@ -104,6 +154,14 @@ def load(name: str, overrides: dict[str, str] | None = None) -> Profile:
             if normalize(key) not in (normalize(r.split("=")[0]) for r in prof.stack + prof.sdists):
                 prof.stack.append(f"{key}=={value}")
     return prof
+
+
+def _bootstrap(table: dict | None) -> Bootstrap | None:
+    if not table:
+        return None
+    return Bootstrap(suite=table.get("suite", Bootstrap.suite),
+                     components=tuple(table.get("components", Bootstrap.components)),
+                     packages=tuple(table.get("packages", Bootstrap.packages)))
 
 
 def _replace(reqs: list[str], dist: str, version: str) -> list[str]:

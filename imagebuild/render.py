@@ -22,16 +22,26 @@ LABELLED = dists("labelled")  # core/stack.py: the one list of packages
 
 
 def tag(profile: Profile, lock: Lock) -> str:
-    return f"stackbench/{profile.name}:{lock.hash[:12]}"
+    """stackbench/<profile>:<lock hash>; an image built without a locked piece says so in its tag."""
+    without = "".join(f"-no-{dist}" for dist in sorted(profile.left_out))
+    return f"stackbench/{profile.name}:{lock.hash[:12]}{without}"
+
+
+def base_source(profile: Profile) -> str:
+    """Where the base comes from, as the image's label keeps it (the same on every rebuild)."""
+    if profile.bootstrap:
+        return profile.bootstrap.describe()
+    return "--base (given on the command line)" if profile.base_given else "registry"
 
 
 def labels(profile: Profile, lock: Lock) -> dict[str, str]:
-    pins = lock.pins()
+    pins = {name: v for name, v in lock.pins().items() if name not in profile.left_out}
     out = {
         "org.opencontainers.image.title": f"stackbench {profile.name}",
         "org.opencontainers.image.description": profile.description,
         "org.opencontainers.image.version": lock.hash[:12],
         "org.opencontainers.image.base.name": profile.base,
+        "stackbench.base.source": base_source(profile),
         "stackbench.profile": profile.name,
         "stackbench.lock_hash": lock.hash,
         "stackbench.cuda": profile.cuda or "none",
@@ -40,6 +50,7 @@ def labels(profile: Profile, lock: Lock) -> dict[str, str]:
     }
     out.update({f"stackbench.version.{name}": pins[name] for name in LABELLED if name in pins})
     out.update({f"stackbench.git.{name}": spec["commit"] for name, spec in profile.git.items()})
+    out.update({f"stackbench.left_out.{name}": why for name, why in profile.left_out.items()})
     return out
 
 
@@ -47,10 +58,11 @@ def dockerfile(profile: Profile, lock: Lock, *, offline: bool) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE.parent)), undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["shell_quote"] = shlex.quote
-    sdists = [(normalize(req.split("==")[0]), profile.build_env) for req in profile.sdists]
+    env.filters["format_provides"] = lambda lib: f"{lib} (= 999)"  # satisfies any (>= driver) the toolkit asks for
+    sdists = [(normalize(req.split("==")[0]), req.split("==")[1], profile.build_env) for req in profile.sdists]
     return env.get_template(TEMPLATE.name).render(
         p=profile, tag=tag(profile, lock), lock_hash=lock.hash, labels=labels(profile, lock), sdists=sdists,
-        has_overrides=bool(profile.overrides),
+        has_overrides=bool(profile.overrides), left_out=json.dumps(profile.left_out, sort_keys=True),
         pip_source="--no-index --find-links /wheelhouse" if offline else "")
 
 
@@ -72,6 +84,10 @@ def context(profile: Profile, lock: Lock, out: Path, *, wheelhouse: Path | None 
     if extra_ca is not None:
         for f in sorted(extra_ca.glob("*.crt")):
             shutil.copy2(f, out / "ca" / f.name)
+    (out / "sources").mkdir()
+    for name, spec in sorted(profile.git.items()):
+        if spec.get("source"):  # a checkout fetched beforehand (--git-source): its files at the commit, no .git
+            shutil.copytree(spec["source"], out / "sources" / name, ignore=shutil.ignore_patterns(".git"))
     src = out / "stackbench"
     src.mkdir()
     for name in SOURCES:

@@ -15,9 +15,10 @@ from tests.conftest import ROOT
 from core.errors import UserError
 
 
-@pytest.mark.parametrize("name", ["cuda12.4", "cuda12.4-megatron", "cpu-small"])
-def test_committed_locks_hold_and_pass_the_rules(name):
-    prof = profile.load(name)
+@pytest.mark.parametrize("name,no_registry", [("cuda12.4", False), ("cuda12.4-megatron", False), ("cpu-small", False),
+                                              ("cuda12.4", True), ("cuda12.4-megatron", True)])
+def test_committed_locks_hold_and_pass_the_rules(name, no_registry):
+    prof = profile.load(name, no_registry=no_registry)
     lk = main.plan(prof)  # stamp checked, rules checked on pins and on the resolved lock
     pins = lk.pins()
     for req in prof.stack + prof.sdists + prof.overrides:
@@ -44,10 +45,10 @@ def test_the_cuda124_dockerfile():
     assert 'SHELL ["/bin/bash", "-euo", "pipefail", "-c"]' in text
     assert "pip install --require-hashes --no-deps  -r /opt/stackbench-lock/wheels.txt" in text
     assert 'TORCH_CUDA_ARCH_LIST="9.0" FLASH_ATTN_CUDA_ARCHS="90"' in text and "MAX_JOBS" in text
-    assert "export DS_BUILD_OPS=1" in text and "grep -A1 -i '^flash-attn==' " in text
+    assert "export DS_BUILD_OPS=0; export DS_BUILD_FUSED_ADAM=1;" in text and "grep -A1 -i '^flash-attn==' " in text
     assert "python -c 'import flash_attn_2_cuda'" in text and "python -m envcheck" in text
     assert 'stackbench.version.torch="2.6.0"' in text and 'stackbench.version.nvidia-cudnn-cu12="9.1.0.70"' in text
-    assert "--no-index" not in text  # online build: from PyPI, hashes still required
+    assert "--no-index --find-links" not in text  # online build: from PyPI, hashes still required
     offline = render.dockerfile(prof, lock.load(prof), offline=True)
     assert "--no-index --find-links /wheelhouse" in offline
 
@@ -97,3 +98,71 @@ def test_profile_errors_name_the_place():
     with pytest.raises(UserError, match="no profile for CUDA 11.8"):
         profile.for_cuda("11.8")
     assert profile.for_cuda("12.4") == "cuda12.4"
+
+
+def test_the_registry_free_variant_keeps_the_known_good_set_on_python_313():
+    registry, free = profile.load("cuda12.4"), profile.load("cuda12.4", no_registry=True)
+    assert free.name == "cuda12.4-debian" and free.python == "3.13" and free.base == "local/debian-trixie:minbase"
+    assert free.bootstrap.suite == "trixie" and "non-free" in free.bootstrap.components
+    assert free.pins() == registry.pins()  # the same pins; only the base, Python and toolkit differ
+    pins = lock.load(free).pins()
+    assert pins["torch"] == "2.6.0" and pins["deepspeed"] == "0.16.9" and pins["nvidia-nccl-cu12"] == "2.21.5"
+    assert pins["nvidia-cuda-runtime-cu12"].startswith("12.4.")
+
+
+def test_the_registry_free_dockerfile():
+    prof = profile.load("cuda12.4", no_registry=True)
+    text = render.dockerfile(prof, lock.load(prof), offline=False)
+    assert "FROM local/debian-trixie:minbase" in text
+    # Debian's CUDA 12.4 toolkit, pinned; GCC 13 (CUDA 12.4's newest host compiler); the driver's
+    # libraries declared provided by the host (a stand-in package), and refused if they got in anyway
+    assert 'packages="libaio-dev nvidia-cuda-toolkit=12.4.131~12.4.1-2 g++-13"' in text
+    assert "Provides: %s" in text and '"libcuda.so.1 (= 999), libnvidia-ml.so.1 (= 999)"' in text
+    assert "ldconfig -p | grep -c 'libcuda.so.1'" in text and "ldconfig -p | grep -c 'libnvidia-ml.so.1'" in text
+    assert "CUDA_HOME=/usr CC=gcc-13 CXX=g++-13 NVCC_CCBIN=g++-13 LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/stubs" in text
+    assert "python3.13 -m venv /opt/stack" in text
+    # DeepSpeed's training ops for sm_90, with the CUDA builders on a host without a GPU
+    assert 'TORCH_CUDA_ARCH_LIST="9.0"' in text and "export DS_ACCELERATOR=cuda; " in text
+    for op in ("FUSED_ADAM", "CPU_ADAM", "CPU_ADAGRAD", "CPU_LION", "FUSED_LAMB", "FUSED_LION", "AIO", "QUANTIZER"):
+        assert f"export DS_BUILD_{op}=1;" in text
+    assert "export DS_BUILD_OPS=0;" in text
+    assert "/opt/stackbench-build-shims/triton/__init__.py" in text and "rm -rf /root/.cache /tmp/* /opt/stackbench-build-shims" in text
+    stages = re.findall(r"echo \"STACKBENCH-STAGE (\S+?)\"", text)
+    assert stages == ["system", "stack", "build-deepspeed", "build-flash-attn", "verify"]
+    verify = text[text.index("STACKBENCH-STAGE verify"):]
+    assert "export DS_ACCELERATOR=cuda; " in verify and "FusedAdamBuilder().load()" in verify
+    assert "python -m envcheck" in verify and "python -m invoke bench --tasks sft" in verify
+    labels = render.labels(prof, lock.load(prof))
+    assert labels["stackbench.base.source"] == "debootstrap trixie (main,contrib,non-free) from http://deb.debian.org/debian"
+    assert labels["stackbench.python"] == "3.13" and labels["stackbench.cuda"] == "12.4"
+    assert labels["stackbench.version.flash-attn"] == "2.7.4.post1"
+    assert f'stackbench.base.source="{labels["stackbench.base.source"]}"' in text
+
+
+def test_leaving_flash_attn_out_shows_in_the_tag_labels_and_image_env():
+    prof = profile.load("cuda12.4", no_registry=True)
+    lk = lock.load(prof)
+    prof.leave_out("flash-attn", "--no-flash-attn: a source build takes hours")
+    text = render.dockerfile(prof, lk, offline=False)
+    assert render.tag(prof, lk) == f"stackbench/cuda12.4-debian:{lk.hash[:12]}-no-flash-attn"
+    assert "build-flash-attn" not in text and "flash_attn_2_cuda" not in text
+    labels = render.labels(prof, lk)
+    assert labels["stackbench.left_out.flash-attn"] == "--no-flash-attn: a source build takes hours"
+    assert "stackbench.version.flash-attn" not in labels and "flash-attn" not in labels["stackbench.versions"]
+    assert 'STACKBENCH_LEFT_OUT="{\\"flash-attn\\": \\"--no-flash-attn: a source build takes hours\\"}"' in text
+    with pytest.raises(UserError, match="does not build apex"):
+        prof.leave_out("apex", "x")
+
+
+def test_the_megatron_variant_moves_only_what_python_313_forces():
+    prof = profile.load("cuda12.4-megatron", no_registry=True)
+    assert prof.name == "cuda12.4-megatron-debian" and prof.base == "local/debian-trixie:minbase"
+    pins = lock.load(prof).pins()
+    assert pins["transformer-engine-cu12"] == "2.5.0"  # 2.4.0 declares Requires-Python <3.13
+    assert pins["megatron-core"] == "0.12.2" and "megatron-core==0.12.2" in prof.sdists  # no cp313 wheel: its sdist
+    assert pins["torch"] == "2.6.0" and pins["nvidia-cudnn-cu12"] == "9.5.1.17"
+
+
+def test_a_profile_without_a_registry_free_variant_says_so():
+    with pytest.raises(UserError, match="has no \\[no_registry\\] variant"):
+        profile.load("cpu-small", no_registry=True)
