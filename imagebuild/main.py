@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from envcheck import compat
+from envcheck.drift import normalize
 from imagebuild import lock as lock_mod
 from imagebuild import profile as profile_mod
 from imagebuild import render
@@ -73,6 +74,37 @@ def _git(argv: list[str], timeout: float = 60):
                               env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
     except subprocess.TimeoutExpired:
         return subprocess.CompletedProcess(argv, 124, "", f"no answer in {timeout:.0f} s")
+
+
+def compile_jobs() -> int:
+    """The build's MAX_JOBS, as the Dockerfile computes it: ~4 GiB of memory per compiler job, at most one per core."""
+    import os
+
+    avail_gib = next((int(line.split()[1]) / 2**20 for line in Path("/proc/meminfo").read_text().splitlines()
+                      if line.startswith("MemAvailable")), 4.0) if Path("/proc/meminfo").exists() else 4.0
+    return max(1, min(os.cpu_count() or 1, int(avail_gib // 4)))
+
+
+def compile_estimates(prof: Profile, wheelhouse: Path | None) -> list[str]:
+    """Before a long source build starts: how long it will take here, from the profile's measured
+    per-unit time ([build.estimates]); nothing for a piece whose wheel the wheelhouse carries."""
+    lines = []
+    for req in prof.sdists:
+        dist, version = req.split("==")
+        est = prof.estimates.get(normalize(dist))
+        if not est:
+            continue
+        wheel_glob = f"{normalize(dist).replace('-', '_')}-{version}[-+]*.whl"
+        if wheelhouse is not None and any(wheelhouse.glob(wheel_glob)):
+            lines.append(f"{dist} {version}: a prebuilt wheel is in the wheelhouse ({wheelhouse}): installed, not compiled")
+            continue
+        jobs = compile_jobs()
+        hours = est["units"] * est["unit_seconds"] / jobs / 3600
+        lines.append(f"{dist} {version} will be compiled from source: {est['units']} compile units at about "
+                     f"{est['unit_seconds'] / 60:.1f} min each ({est['measured']}), {jobs} parallel jobs here: about "
+                     f"{hours:.1f} h. --no-flash-attn leaves it out (said in the image's labels and envcheck); a "
+                     f"prebuilt wheel ({wheel_glob}) in --wheelhouse is installed instead")
+    return lines
 
 
 def choose_base(prof: Profile, reselect) -> tuple[Profile, dict]:
@@ -197,6 +229,8 @@ def build(*, profile: str = "", cuda: str = "", torch: str = "", deepspeed: str 
          f"{'wheelhouse' if wheelhouse_dir else 'PyPI'})")
     for dist, why in prof.left_out.items():
         _say(f"left out of this image: {dist} ({why}); the labels and envcheck in the image report it")
+    for line in compile_estimates(prof, Path(wheelhouse_dir) if wheelhouse_dir else None):
+        _say(line)
     result = engine.build(ctx, tag, _say, nocache=nocache)
     info = engine.image_info(tag)
     manifest = {

@@ -45,6 +45,7 @@ class Profile:
     cuda_arch: str = ""
     verify_env: dict[str, str] = field(default_factory=dict)   # set for the verify statements only
     build_hide: dict[str, str] = field(default_factory=dict)   # module -> why it is unimportable while building
+    estimates: dict[str, dict] = field(default_factory=dict)   # sdist -> {units, unit_seconds, measured}
     system_packages: list[str] = field(default_factory=list)   # Debian/Ubuntu packages, apt-installed first
     system_env: dict[str, str] = field(default_factory=dict)   # image ENV (the toolchain JIT builds use too)
     from_host: list[str] = field(default_factory=list)         # sonames the host's driver provides, kept out
@@ -136,6 +137,7 @@ def load(name: str, overrides: dict[str, str] | None = None, *, no_registry: boo
                    verify=list(d.get("verify", {}).get("python", [])), cuda_arch=str(d.get("cuda_arch", "")),
                    verify_env={k: str(v) for k, v in d.get("verify", {}).get("env", {}).items()},
                    build_hide={k: str(v) for k, v in d.get("build", {}).get("hide", {}).items()},
+                   estimates={normalize(k): dict(v) for k, v in d.get("build", {}).get("estimates", {}).items()},
                    system_packages=list(d.get("system", {}).get("packages", [])),
                    system_env={k: str(v) for k, v in d.get("system", {}).get("env", {}).items()},
                    from_host=list(d.get("system", {}).get("from_host", [])),

@@ -117,10 +117,16 @@ def meta_model(ref: ModelRef, attn_impl: str | None = None):
     import torch
     from transformers import AutoModelForCausalLM
 
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
     try:
+        config = hf_config(ref)
+        if type(config) in MODEL_FOR_CAUSAL_LM_MAPPING:
+            # import the modelling module before entering the meta device: transformers 4.51 builds a
+            # tensor and calls .item() at import time ("Tensor.item() cannot be called on meta tensors")
+            MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
         with torch.device("meta"):
-            return AutoModelForCausalLM.from_config(hf_config(ref),
-                                                    **({"attn_implementation": attn_impl} if attn_impl else {}))
+            return AutoModelForCausalLM.from_config(config, **({"attn_implementation": attn_impl} if attn_impl else {}))
     except (ValueError, ImportError):
         raise  # transformers' refusals (an attention implementation, a size): attention() reads them
     except Exception as e:  # a config this transformers cannot build: the user's file, said before any launch

@@ -59,6 +59,13 @@ def test_the_megatron_variant_dockerfile():
     text = render.dockerfile(prof, lk, offline=False)
     assert "overrides.txt" in text and "export NVTE_FRAMEWORK=pytorch" in text
     assert "git+https://github.com/NVIDIA/apex@e13873debc4699d39c6861074b9a3b2a02327f92" in text
+    # this apex commit takes its extensions as setup.py options; without them it is pure Python
+    assert '--config-settings="--build-option=--cpp_ext" --config-settings="--build-option=--cuda_ext"' in text
+    assert "import apex_C, amp_C, fused_layer_norm_cuda" in text
+    prof.git["apex"]["source"] = "/src/apex"  # --git-source apex=/src/apex: copied into the context, no URL
+    fetched = render.dockerfile(prof, lk, offline=False)
+    assert "COPY sources/apex/ /opt/src/apex/" in fetched and "git+https://github.com" not in fetched
+    assert "--build-option=--cuda_ext\" /opt/src/apex && rm -rf /opt/src/apex" in fetched
     assert lk.pins()["nvidia-cudnn-cu12"] == "9.5.1.17"  # the override wins over torch's 9.1.0.70
     assert lk.versions_for_rules(prof)["transformer-engine"] == "2.4.0"
     assert "stackbench.git.apex" in render.labels(prof, lk)
