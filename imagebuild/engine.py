@@ -51,6 +51,9 @@ def explain(message: str) -> tuple[str, str]:
     return message.strip()[:2000], "see the build log above"
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 @dataclass
 class BuildResult:
     image_id: str
@@ -78,7 +81,7 @@ def build(context: Path, tag: str, say: Callable[[str], None], nocache: bool = F
             last = "\n".join(f"    {line}" for line in result.log[-15:] if line.strip())
             raise BuildFailed(f"the build failed in stage {stage}: {what}\n  last lines:\n{last}",
                               where=f"{context}/Dockerfile", fix=fix)
-        text = chunk.get("stream", "")
+        text = ANSI.sub("", chunk.get("stream", ""))  # the engine colours a step's stderr
         for line in text.splitlines():
             result.log.append(line)
             m = re.match(r"^Step (\d+)/(\d+) : (.*)$", line)

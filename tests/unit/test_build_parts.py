@@ -173,3 +173,25 @@ def test_the_megatron_variant_moves_only_what_python_313_forces():
 def test_a_profile_without_a_registry_free_variant_says_so():
     with pytest.raises(UserError, match="has no \\[no_registry\\] variant"):
         profile.load("cpu-small", no_registry=True)
+
+
+def test_render_only_needs_no_engine_and_names_the_registry_free_image(capsys):
+    assert main.build(cuda="12.4", no_registry=True, no_flash_attn=True, render_only=True) == 0
+    out = capsys.readouterr().out
+    assert "stackbench/cuda12.4-debian:" in out and "-no-flash-attn: context in" in out
+    text = (ROOT / ".cache" / "build" / "cuda12.4-debian" / "Dockerfile").read_text()
+    assert "FROM local/debian-trixie:minbase" in text and "build-flash-attn" not in text
+
+
+def test_a_long_source_build_says_its_time_first_unless_a_wheel_is_at_hand(tmp_path, monkeypatch):
+    prof = profile.load("cuda12.4", no_registry=True)
+    prof.estimates = {"flash-attn": {"units": 10, "unit_seconds": 360, "measured": "measured here"}}
+    monkeypatch.setattr(main, "compile_jobs", lambda: 2)
+    (line,) = main.compile_estimates(prof, None)
+    assert line.startswith("flash-attn 2.7.4.post1 will be compiled from source: 10 compile units at about 6.0 min")
+    assert "2 parallel jobs here: about 0.5 h" in line and "--no-flash-attn" in line
+    (tmp_path / "flash_attn-2.7.4.post1+cu12torch2.6cxx11abiFALSE-cp313-cp313-linux_x86_64.whl").write_bytes(b"")
+    (line,) = main.compile_estimates(prof, tmp_path)
+    assert "a prebuilt wheel is in the wheelhouse" in line and "installed, not compiled" in line
+    prof.leave_out("flash-attn", "--no-flash-attn")
+    assert main.compile_estimates(prof, None) == []

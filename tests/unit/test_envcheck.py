@@ -54,6 +54,22 @@ def test_a_lock_with_a_different_version_reports_drift(tmp_path, monkeypatch):
     assert drift.check_drift(str(same))[0].name == "lock hash"  # the image claims another lock
 
 
+def test_a_piece_left_out_at_build_is_a_warning_not_drift(tmp_path, monkeypatch):
+    """`invoke build --no-flash-attn` sets STACKBENCH_LEFT_OUT in the image: the locked flash-attn is
+    missing on purpose, said as such; anything else missing is still drift."""
+    have = {"deepspeed": metadata.version("deepspeed")}
+    lock = _write_lock(tmp_path / "img.lock", dict(have, **{"flash-attn": "2.7.4.post1"}))
+    monkeypatch.setenv("STACKBENCH_LEFT_OUT", '{"flash_attn": "--no-flash-attn: a source build takes hours"}')
+    left, held = drift.check_drift(str(lock))
+    assert (left.status, left.name, left.value) == ("warn", "left out at build", "flash-attn")
+    assert "locked 2.7.4.post1, not installed: --no-flash-attn" in left.detail
+    assert held.status == "ok" and held.value == "1 pins hold"
+    (flash,) = versions.check_flash_attn()
+    assert flash.status == "warn" and flash.value == "left out" and "--no-flash-attn" in flash.detail
+    monkeypatch.setenv("STACKBENCH_LEFT_OUT", "not json")  # a damaged variable is no excuse: drift again
+    assert drift.check_drift(str(lock))[-1].status == "fail"
+
+
 def test_nccl_socket_ifname_naming_a_missing_interface_fails_with_the_fix(monkeypatch):
     monkeypatch.setenv("NCCL_SOCKET_IFNAME", "ib7")
     (check,) = environment.check_socket_ifname()
