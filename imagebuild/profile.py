@@ -39,6 +39,7 @@ class Profile:
     stack: list[str]
     sdists: list[str]
     build_env: dict[str, str]
+    sdist_env: dict[str, dict[str, str]] = field(default_factory=dict)  # sdist -> env for its build only
     overrides: list[str] = field(default_factory=list)
     git: dict[str, dict] = field(default_factory=dict)
     verify: list[str] = field(default_factory=list)
@@ -133,6 +134,8 @@ def load(name: str, overrides: dict[str, str] | None = None, *, no_registry: boo
                    cuda=str(d.get("cuda", "")), platforms=list(d.get("platforms", [])),
                    stack=list(d["stack"]["requirements"]), sdists=list(d.get("build", {}).get("sdists", [])),
                    build_env={k: str(v) for k, v in d.get("build", {}).get("env", {}).items()},
+                   sdist_env={normalize(n): {k: str(v) for k, v in e.items()}
+                              for n, e in d.get("build", {}).get("sdist_env", {}).items()},
                    overrides=list(d.get("overrides", {}).get("requirements", [])), git=dict(d.get("git", {})),
                    verify=list(d.get("verify", {}).get("python", [])), cuda_arch=str(d.get("cuda_arch", "")),
                    verify_env={k: str(v) for k, v in d.get("verify", {}).get("env", {}).items()},

@@ -59,7 +59,8 @@ def dockerfile(profile: Profile, lock: Lock, *, offline: bool) -> str:
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["shell_quote"] = shlex.quote
     env.filters["format_provides"] = lambda lib: f"{lib} (= 999)"  # satisfies any (>= driver) the toolkit asks for
-    sdists = [(normalize(req.split("==")[0]), req.split("==")[1], profile.build_env) for req in profile.sdists]
+    sdists = [(normalize(req.split("==")[0]), req.split("==")[1],
+               {**profile.build_env, **profile.sdist_env.get(normalize(req.split("==")[0]), {})}) for req in profile.sdists]
     return env.get_template(TEMPLATE.name).render(
         p=profile, tag=tag(profile, lock), lock_hash=lock.hash, labels=labels(profile, lock), sdists=sdists,
         has_overrides=bool(profile.overrides), left_out=json.dumps(profile.left_out, sort_keys=True),

@@ -68,6 +68,9 @@ def test_the_megatron_variant_dockerfile():
     assert "--build-option=--cuda_ext\" /opt/src/apex && rm -rf /opt/src/apex" in fetched
     assert lk.pins()["nvidia-cudnn-cu12"] == "9.5.1.17"  # the override wins over torch's 9.1.0.70
     assert lk.versions_for_rules(prof)["transformer-engine"] == "2.4.0"
+    te = text[text.index("STACKBENCH-STAGE build-transformer-engine-torch"):text.index("STACKBENCH-STAGE build-apex")]
+    ds = text[text.index("STACKBENCH-STAGE build-deepspeed"):text.index("STACKBENCH-STAGE build-flash-attn")]
+    assert "export CUDNN_PATH=$(python -c 'import nvidia.cudnn" in te and "CUDNN_PATH" not in ds  # its own env
     assert "stackbench.git.apex" in render.labels(prof, lk)
 
 
