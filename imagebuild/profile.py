@@ -44,7 +44,8 @@ class Profile:
     git: dict[str, dict] = field(default_factory=dict)
     verify: list[str] = field(default_factory=list)
     cuda_arch: str = ""
-    verify_env: dict[str, str] = field(default_factory=dict)   # set for the verify statements only
+    verify_ops: list[str] = field(default_factory=list)        # verify statements run with verify_env and build_hide
+    verify_env: dict[str, str] = field(default_factory=dict)
     build_hide: dict[str, str] = field(default_factory=dict)   # module -> why it is unimportable while building
     estimates: dict[str, dict] = field(default_factory=dict)   # sdist -> {units, unit_seconds, measured}
     system_packages: list[str] = field(default_factory=list)   # Debian/Ubuntu packages, apt-installed first
@@ -73,6 +74,7 @@ class Profile:
         module = normalize(dist).replace("-", "_")
         self.sdists = kept
         self.verify = [stmt for stmt in self.verify if module not in stmt]
+        self.verify_ops = [stmt for stmt in self.verify_ops if module not in stmt]
         self.left_out[normalize(dist)] = why
 
     def pins(self) -> dict[str, str]:
@@ -138,6 +140,7 @@ def load(name: str, overrides: dict[str, str] | None = None, *, no_registry: boo
                               for n, e in d.get("build", {}).get("sdist_env", {}).items()},
                    overrides=list(d.get("overrides", {}).get("requirements", [])), git=dict(d.get("git", {})),
                    verify=list(d.get("verify", {}).get("python", [])), cuda_arch=str(d.get("cuda_arch", "")),
+                   verify_ops=list(d.get("verify", {}).get("ops", [])),
                    verify_env={k: str(v) for k, v in d.get("verify", {}).get("env", {}).items()},
                    build_hide={k: str(v) for k, v in d.get("build", {}).get("hide", {}).items()},
                    estimates={normalize(k): dict(v) for k, v in d.get("build", {}).get("estimates", {}).items()},
