@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from envcheck.drift import normalize
-from imagebuild import lock, main, profile, render
+from imagebuild import lock, main, profile, render, sources
 from tests.conftest import ROOT
 from core.errors import UserError
 
@@ -189,12 +189,12 @@ def test_render_only_needs_no_engine_and_names_the_registry_free_image(capsys):
 def test_a_long_source_build_says_its_time_first_unless_a_wheel_is_at_hand(tmp_path, monkeypatch):
     prof = profile.load("cuda12.4", no_registry=True)
     prof.estimates = {"flash-attn": {"units": 10, "unit_seconds": 360, "measured": "measured here"}}
-    monkeypatch.setattr(main, "compile_jobs", lambda: 2)
-    (line,) = main.compile_estimates(prof, None)
+    monkeypatch.setattr(sources, "compile_jobs", lambda: 2)
+    (line,) = sources.compile_estimates(prof, None)
     assert line.startswith("flash-attn 2.7.4.post1 will be compiled from source: 10 compile units at about 6.0 min")
     assert "2 parallel jobs here: about 0.5 h" in line and "--no-flash-attn" in line
     (tmp_path / "flash_attn-2.7.4.post1+cu12torch2.6cxx11abiFALSE-cp313-cp313-linux_x86_64.whl").write_bytes(b"")
-    (line,) = main.compile_estimates(prof, tmp_path)
+    (line,) = sources.compile_estimates(prof, tmp_path)
     assert "a prebuilt wheel is in the wheelhouse" in line and "installed, not compiled" in line
     prof.leave_out("flash-attn", "--no-flash-attn")
-    assert main.compile_estimates(prof, None) == []
+    assert sources.compile_estimates(prof, None) == []

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 from core.errors import UserError
-from imagebuild import main, profile
+from imagebuild import profile, sources
 
 
 def _git(*args, cwd):
@@ -36,26 +36,26 @@ def _megatron(commit: str, url: str = "https://unreachable.invalid/NVIDIA/apex")
 def test_a_checkout_at_the_locked_commit_is_taken(checkout):
     repo, first = checkout
     _git("checkout", "-q", first, cwd=repo)
-    assert main.git_sources(_megatron(first), {"apex": str(repo)}) == {"apex": {"source": str(repo), "commit": first}}
+    assert sources.git_sources(_megatron(first), {"apex": str(repo)}) == {"apex": {"source": str(repo), "commit": first}}
 
 
 def test_a_checkout_at_another_commit_or_with_edits_is_refused(checkout):
     repo, first = checkout
     with pytest.raises(UserError, match=f"is at .*, the lock wants {first[:12]}") as e:
-        main.git_sources(_megatron(first), {"apex": str(repo)})
+        sources.git_sources(_megatron(first), {"apex": str(repo)})
     assert f"checkout --force {first}" in e.value.fix
     _git("checkout", "-q", first, cwd=repo)
     (repo / "setup.py").write_text("edited\n")
     with pytest.raises(UserError, match="has local edits"):
-        main.git_sources(_megatron(first), {"apex": str(repo)})
+        sources.git_sources(_megatron(first), {"apex": str(repo)})
 
 
 def test_no_source_and_an_unreachable_url_is_refused_with_the_way_out(checkout, tmp_path):
     repo, first = checkout
     with pytest.raises(UserError, match="which this machine cannot reach") as e:
-        main.git_sources(_megatron(first), {})
+        sources.git_sources(_megatron(first), {})
     assert e.value.kind == "unreachable" and "--git-source apex=DIR" in e.value.fix
     with pytest.raises(UserError, match="is not a git checkout"):
-        main.git_sources(_megatron(first), {"apex": str(tmp_path / "nowhere")})
+        sources.git_sources(_megatron(first), {"apex": str(tmp_path / "nowhere")})
     with pytest.raises(UserError, match="does not build from git"):
-        main.git_sources(_megatron(first), {"te": str(repo)})
+        sources.git_sources(_megatron(first), {"te": str(repo)})
