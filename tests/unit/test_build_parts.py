@@ -61,7 +61,7 @@ def test_the_megatron_variant_dockerfile():
     assert "git+https://github.com/NVIDIA/apex@e13873debc4699d39c6861074b9a3b2a02327f92" in text
     # this apex commit takes its extensions as setup.py options; without them it is pure Python
     assert '--config-settings="--build-option=--cpp_ext" --config-settings="--build-option=--cuda_ext"' in text
-    assert "import apex_C, amp_C, fused_layer_norm_cuda" in text
+    assert "import torch, apex_C, amp_C, fused_layer_norm_cuda" in text  # torch first: they need its libc10
     prof.git["apex"]["source"] = "/src/apex"  # --git-source apex=/src/apex: copied into the context, no URL
     fetched = render.dockerfile(prof, lk, offline=False)
     assert "COPY sources/apex/ /opt/src/apex/" in fetched and "git+https://github.com" not in fetched
