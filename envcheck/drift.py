@@ -92,12 +92,12 @@ def check_drift(lock: str | None = None) -> list[Check]:
     if claimed and claimed != actual[: len(claimed)]:
         out.append(fail("lock hash", actual[:12], f"the image claims lock {claimed[:12]}, the file is {actual[:12]}",
                         "the lock was edited after the build: rebuild, or pass the original lock"))
-    pins, gaps = read_lock(lock), left_out()
+    pins, gaps, have = read_lock(lock), left_out(), installed()
     out += [warn("left out at build", name, f"locked {pins[name]}, not installed: {why}",
                  "rebuild without the flag that left it out to have it")
-            for name, why in gaps.items() if name in pins and name not in installed()]
+            for name, why in gaps.items() if name in pins and name not in have]
     pins = {name: v for name, v in pins.items() if name not in gaps}
-    diffs = differences(pins, installed())
+    diffs = differences(pins, have)
     if not diffs:
         return out + [ok("installed vs lock", f"{len(pins)} pins hold", lock)]
     listed = "; ".join(f"{n}: locked {w}, installed {g or 'missing'}" for n, w, g in diffs)

@@ -110,9 +110,8 @@ def pull(image: str) -> None:
     """Pull from the image's registry; every failure is a UserError saying what happened (the
     engine answers at once when the registry's name does not resolve, as behind a firewall)."""
     client = connect()
-    repo, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "latest")
     try:
-        client.images.pull(repo, tag=tag)
+        client.images.pull(image)  # the SDK splits repository, tag or digest
     except errors().APIError as e:
         what, fix = explain(str(e.explanation or e))
         raise UserError(what, where=f"docker pull {image}", fix=fix, kind="engine") from None

@@ -8,10 +8,8 @@ and the CUDA-only packages (flash-attn, TransformerEngine, apex)."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from envcheck.drift import normalize
 from imagebuild import profile as profile_mod
 from imagebuild.profile import ROOT
 
@@ -26,7 +24,7 @@ def requirements(name: str) -> tuple[list[str], dict[str, str]]:
     prof = profile_mod.load(name)
     kept, left = [], {}
     for req in prof.stack + prof.sdists + prof.overrides:
-        dist = normalize(re.split(r"[=<>!~;\[ ]", req.strip(), maxsplit=1)[0])
+        dist = profile_mod.dist_name(req)
         if dist in NOT_ON_CPU:
             left[req] = NOT_ON_CPU[dist]
         else:

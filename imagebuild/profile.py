@@ -52,7 +52,6 @@ class Profile:
     system_env: dict[str, str] = field(default_factory=dict)   # image ENV (the toolchain JIT builds use too)
     from_host: list[str] = field(default_factory=list)         # sonames the host's driver provides, kept out
     bootstrap: Bootstrap | None = None                         # how `invoke base-image` makes a local base
-    no_registry: bool = False                                  # this is a [no_registry] variant
     has_no_registry: bool = False                              # a [no_registry] variant can be loaded
     left_out: dict[str, str] = field(default_factory=dict)     # sdist -> why it is not built (--no-flash-attn)
     base_given: bool = False                                   # --base replaced the profile's base
@@ -67,7 +66,7 @@ class Profile:
 
     def leave_out(self, dist: str, why: str) -> None:
         """Build without one of the sdists (its verify statements go too); the image says so."""
-        kept = [r for r in self.sdists if normalize(re.split(r"[=<>!~;\[ ]", r, maxsplit=1)[0]) != normalize(dist)]
+        kept = [r for r in self.sdists if dist_name(r) != normalize(dist)]
         if len(kept) == len(self.sdists):
             raise ConfigError(f"profile {self.name} does not build {dist}", where=f"leaving out {dist}",
                               fix=f"it builds {', '.join(self.sdists) or 'no sdists'}")
@@ -147,9 +146,9 @@ def load(name: str, overrides: dict[str, str] | None = None, *, no_registry: boo
                    system_packages=list(d.get("system", {}).get("packages", [])),
                    system_env={k: str(v) for k, v in d.get("system", {}).get("env", {}).items()},
                    from_host=list(d.get("system", {}).get("from_host", [])),
-                   bootstrap=_bootstrap(d.get("bootstrap")), no_registry=no_registry, has_no_registry=bool(variant))
+                   bootstrap=_bootstrap(d.get("bootstrap")), has_no_registry=bool(variant))
     for dist in d.get("from_source", []):  # no wheel for this Python: built from its sdist after the stack
-        moved = [r for r in prof.stack if normalize(re.split(r"[=<>!~;\[ ]", r, maxsplit=1)[0]) == normalize(dist)]
+        moved = [r for r in prof.stack if dist_name(r) == normalize(dist)]
         prof.stack = [r for r in prof.stack if r not in moved]
         prof.sdists += moved
     for key, value in {**d.get("pins", {}), **(overrides or {})}.items():  # the profile's, then the command line's
@@ -159,9 +158,14 @@ def load(name: str, overrides: dict[str, str] | None = None, *, no_registry: boo
             prof.name = value
         else:  # a package pin: replace it wherever it is
             prof.stack, prof.sdists = (_replace(reqs, key, value) for reqs in (prof.stack, prof.sdists))
-            if normalize(key) not in (normalize(r.split("=")[0]) for r in prof.stack + prof.sdists):
+            if normalize(key) not in (dist_name(r) for r in prof.stack + prof.sdists):
                 prof.stack.append(f"{key}=={value}")
     return prof
+
+
+def dist_name(requirement: str) -> str:
+    """The normalized distribution a requirement names ("flash-attn==2.7.4.post1" -> "flash-attn")."""
+    return normalize(re.split(r"[=<>!~;\[ ]", requirement.strip(), maxsplit=1)[0])
 
 
 def _bootstrap(table: dict | None) -> Bootstrap | None:
@@ -173,7 +177,7 @@ def _bootstrap(table: dict | None) -> Bootstrap | None:
 
 
 def _replace(reqs: list[str], dist: str, version: str) -> list[str]:
-    return [f"{dist}=={version}" if normalize(re.split(r"[=<>!~;\[ ]", r, 1)[0]) == normalize(dist) else r for r in reqs]
+    return [f"{dist}=={version}" if dist_name(r) == normalize(dist) else r for r in reqs]
 
 
 def for_cuda(cuda: str) -> str:

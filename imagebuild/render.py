@@ -12,9 +12,9 @@ from pathlib import Path
 import jinja2
 
 from core.stack import dists
-from envcheck.drift import normalize
 from imagebuild.lock import Lock
-from imagebuild.profile import ROOT, Profile
+from imagebuild.profile import ROOT, Profile, dist_name
+from imagebuild.sources import prebuilt_wheel_glob
 
 TEMPLATE = ROOT / "docker" / "Dockerfile.j2"
 SOURCES = ("core", "trainer", "bench", "envcheck", "report", "tasks.py", "pyproject.toml")  # what runs inside the image
@@ -59,8 +59,10 @@ def dockerfile(profile: Profile, lock: Lock, *, offline: bool) -> str:
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["shell_quote"] = shlex.quote
     env.filters["format_provides"] = lambda lib: f"{lib} (= 999)"  # satisfies any (>= driver) the toolkit asks for
-    sdists = [(normalize(req.split("==")[0]), req.split("==")[1],
-               {**profile.build_env, **profile.sdist_env.get(normalize(req.split("==")[0]), {})}) for req in profile.sdists]
+    sdists = []
+    for req in profile.sdists:
+        name, version = dist_name(req), req.split("==")[1]
+        sdists.append((name, prebuilt_wheel_glob(name, version), {**profile.build_env, **profile.sdist_env.get(name, {})}))
     return env.get_template(TEMPLATE.name).render(
         p=profile, tag=tag(profile, lock), lock_hash=lock.hash, labels=labels(profile, lock), sdists=sdists,
         has_overrides=bool(profile.overrides), left_out=json.dumps(profile.left_out, sort_keys=True),

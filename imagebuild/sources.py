@@ -65,6 +65,11 @@ def compile_jobs() -> int:
     return max(1, min(os.cpu_count() or 1, int(avail_gib // 4)))
 
 
+def prebuilt_wheel_glob(dist: str, version: str) -> str:
+    """The wheel of an sdist the profile compiles, as the build looks for it in the wheelhouse."""
+    return f"{normalize(dist).replace('-', '_')}-{version}[-+]*.whl"
+
+
 def compile_estimates(prof: Profile, wheelhouse: Path | None) -> list[str]:
     """Before a long source build starts: how long it will take here, from the profile's measured
     per-unit time ([build.estimates]); nothing for a piece whose wheel the wheelhouse carries."""
@@ -74,7 +79,7 @@ def compile_estimates(prof: Profile, wheelhouse: Path | None) -> list[str]:
         est = prof.estimates.get(normalize(dist))
         if not est:
             continue
-        wheel_glob = f"{normalize(dist).replace('-', '_')}-{version}[-+]*.whl"
+        wheel_glob = prebuilt_wheel_glob(dist, version)
         if wheelhouse is not None and any(wheelhouse.glob(wheel_glob)):
             lines.append(f"{dist} {version}: a prebuilt wheel is in the wheelhouse ({wheelhouse}): installed, not compiled")
             continue
