@@ -57,6 +57,16 @@ def choose_base(prof: Profile, reselect) -> tuple[Profile, dict]:
     return variant, {**how, "fallback_from": prof.base, "fallback_reason": reason}
 
 
+def variant_changes(registry: Profile, variant: Profile) -> list[str]:
+    """What a [no_registry] variant changes beyond its base: Python, pins, pieces built from source."""
+    out = [f"Python {registry.python} -> {variant.python}"] if registry.python != variant.python else []
+    before, after = registry.pins(), variant.pins()
+    out += [f"{name} {before[name]} -> {after[name]}" for name in sorted(after) if before.get(name, after[name]) != after[name]]
+    out += [f"{req} built from its sdist (no wheel for Python {variant.python})"
+            for req in variant.sdists if req not in registry.sdists and req in registry.stack]
+    return out
+
+
 def check_rules(prof: Profile, versions: dict[str, str | None], stage: str) -> list[dict]:
     """Refuse a known-bad combination before an hour of compiling finds it."""
     hits = compat.violations(versions)
@@ -136,6 +146,9 @@ def build(*, profile: str = "", cuda: str = "", torch: str = "", deepspeed: str 
         chosen, how = choose_base(prof, reselect)
         if chosen is not prof:  # the registry-free variant: its own lock
             prof, lock = prepare(chosen)
+    changes = variant_changes(reselect(False), prof) if no_registry or "fallback_from" in (how or {}) else []
+    for line in changes:
+        _say(f"the registry-free variant differs: {line}")
     for name, where in sources.items():
         if where["source"] != prof.git[name]["url"]:
             prof.git[name]["source"] = where["source"]
@@ -157,7 +170,7 @@ def build(*, profile: str = "", cuda: str = "", torch: str = "", deepspeed: str 
     manifest = {
         "schema": "stackbench.image/1", "profile": prof.name, "tag": tag, "image_id": result.image_id,
         "lock_hash": lock.hash, "base": prof.base, "base_source": how, "cuda": prof.cuda or None,
-        "python": prof.python, "left_out": prof.left_out, "git_sources": sources, "size_bytes": info["size_bytes"],
+        "python": prof.python, "variant_changes": changes, "left_out": prof.left_out, "git_sources": sources, "size_bytes": info["size_bytes"],
         "build_seconds": result.seconds, "stage_seconds": result.stage_seconds, "steps": result.steps,
         "cached_steps": result.cached_steps, "fully_cached": result.fully_cached,
         "wheelhouse": bool(wheelhouse_dir), "labels": info["labels"], "built_at": record.now(),

@@ -198,3 +198,12 @@ def test_a_long_source_build_says_its_time_first_unless_a_wheel_is_at_hand(tmp_p
     assert "a prebuilt wheel is in the wheelhouse" in line and "installed, not compiled" in line
     prof.leave_out("flash-attn", "--no-flash-attn")
     assert sources.compile_estimates(prof, None) == []
+
+
+def test_what_the_registry_free_variant_changes_is_said():
+    registry, free = profile.load("cuda12.4-megatron"), profile.load("cuda12.4-megatron", no_registry=True)
+    assert main.variant_changes(registry, free) == [
+        "Python 3.11 -> 3.13", "transformer-engine 2.4.0 -> 2.5.0", "transformer-engine-cu12 2.4.0 -> 2.5.0",
+        "transformer-engine-torch 2.4.0 -> 2.5.0", "megatron-core==0.12.2 built from its sdist (no wheel for Python 3.13)"]
+    assert main.variant_changes(profile.load("cuda12.4"), profile.load("cuda12.4", no_registry=True)) == [
+        "Python 3.11 -> 3.13"]
