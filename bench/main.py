@@ -8,7 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from bench import backends, claims, datacheck, modelcheck, summary, sweep
+from bench import backends, claims, datacheck, dscheck, modelcheck, summary, sweep
 from bench.autotune import Autotuner
 from bench.fit import FitCheck
 from bench.launchers import LAUNCHERS, LaunchOptions, Launcher
@@ -141,6 +141,7 @@ def bench(**flags: Any) -> int:
     for combination, why in invalid:
         print(f"left out {combination}: {why}")
     kept = datacheck.check(configs, max_drop=opts.max_drop)  # a bad file stops here: nothing launched or queued
+    dscheck.check(configs)  # the effective DeepSpeed configs against the installed DeepSpeed
     modelcheck.check(configs, given)  # attention and ZeRO-3 leaves: a --z3-leaf or --attn-impl the model refuses stops here
     if opts.script_only:
         for cfg in configs:
