@@ -34,25 +34,27 @@ def _run(fn, **kwargs) -> None:
         raise Exit(code=code)
 
 
-def _bench_signature() -> tuple[inspect.Signature, dict[str, str], list[str]]:
-    """`invoke bench`'s flags, derived: every knob of the run config (core/config.py), then every
-    option of the sweep (bench/options.py). Returns (signature, help, repeatable flags)."""
-    from bench.options import BenchOptions
+def _signature(options, defaults: dict[str, str] | None = None) -> tuple[inspect.Signature, dict[str, str], list[str]]:
+    """A command's flags, derived: knobs of the run config (core/config.py; `defaults`: the command's
+    own, by knob name, and only those knobs; None: every knob at the bench's defaults), then every
+    field of its options dataclass (bench/options.py). Returns (signature, help, repeatable flags)."""
     from core.config import bench_default, bench_flag, is_axis, knob_fields
 
     params = [inspect.Parameter("c", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     helps, iterable = {}, []
     for f in knob_fields():
-        # not given: None (so the bench knows what was asked for), a boolean False, a repeatable one empty
+        if defaults is not None and f.name not in defaults:
+            continue
+        # not given: None (so the command knows what was asked for), a boolean False, a repeatable one empty
         default = False if str(f.type) == "bool" else None
         params.append(inspect.Parameter(bench_flag(f), inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default))
-        sweeps = ",".join(map(str, bench_default(f)))
-        helps[bench_flag(f)] = f.metadata["help"] + (f" (comma list: a sweep axis; default {sweeps})" if is_axis(f) else "")
+        sweeps = defaults[f.name] if defaults is not None else ",".join(map(str, bench_default(f)))
+        helps[bench_flag(f)] = f.metadata["help"] + (f" (comma list; default {sweeps})" if is_axis(f) else "")
         if f.metadata["repeatable"]:
             iterable.append(bench_flag(f))
-    for f in BenchOptions.fields():
+    for f in options.fields():
         iterable += [f.name] if f.metadata["iterable"] else []
-        # numbers as text: BenchOptions.from_flags reads them, and names the flag when one is mistyped
+        # numbers as text: Options.from_flags reads them, and names the flag when one is mistyped
         default = None if f.metadata["iterable"] else str(f.default) if str(f.type) in ("int", "float") else f.default
         params.append(inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default))
         helps[f.name] = f.metadata["help"]
@@ -66,8 +68,41 @@ def _bench(c, **flags):
     _run(run_bench, **{k: tuple(v or ()) if k in _BENCH_ITERABLE else v for k, v in flags.items()})
 
 
-_bench.__signature__, _BENCH_HELP, _BENCH_ITERABLE = _bench_signature()
-bench = task(_bench, name="bench", help=_BENCH_HELP, iterable=_BENCH_ITERABLE)
+def _bench_options():
+    from bench.options import BenchOptions
+
+    return BenchOptions
+
+
+_bench.__signature__, _BENCH_HELP, _BENCH_ITERABLE = _signature(_bench_options())
+bench = task(_bench, name="bench", help=_BENCH_HELP, iterable=_BENCH_ITERABLE, optional=["script_only"])
+
+
+def _plan(c, **flags):
+    """Will it fit? Predicted memory per GPU (and host) for every ZeRO stage and offload, ranked, before any GPU-hour."""
+    from bench.plan_cli import calibrate as run_calibrate
+    from bench.plan_cli import main as run_plan
+
+    if flags.get("calibrate"):
+        try:
+            from report.plots import calibration
+        except ImportError as e:  # matplotlib (the report extra) missing: the tables still print
+            print(f"warning: no prediction plot ({e}); pip install 'stackbench[report]' draws it", file=sys.stderr)
+            calibration = None
+        return _run(run_calibrate, results=flags["calibrate"], as_json=flags.get("json", False), figure=calibration,
+                    plot=flags.get("plot") or str(Path(flags["calibrate"]) / "prediction.png"))
+    _run(run_plan, **{k: tuple(v or ()) if k in _PLAN_ITERABLE else v for k, v in flags.items()})
+
+
+def _plan_options():
+    from bench.options import PlanOptions
+    from bench.plan_cli import PLAN_DEFAULTS
+
+    return PlanOptions, PLAN_DEFAULTS
+
+
+_plan.__signature__, _PLAN_HELP, _PLAN_ITERABLE = _signature(*_plan_options())
+plan = task(_plan, name="plan", help=_PLAN_HELP, iterable=_PLAN_ITERABLE)
 
 
 @task(help={
@@ -161,37 +196,6 @@ def report(c, results="results", out="", baseline=""):
     _run(run_report, results=results, out=out, baseline=baseline)
 
 
-@task(help={"model": "preset (qwen3-8b ...) or a local HF directory", "gpus_per_node": "GPUs per node",
-            "gpu_mem": "GiB of one GPU (H100 80, H200 141)", "nodes": "comma list of node counts",
-            "task": "sft, dpo or pt", "seq_len": "sequence length", "micro_batch": "sequences (pairs) per GPU",
-            "device": "GPU name for the peak-FLOPs bound (H100, H200, A100 ...)",
-            "grad_checkpointing": "recompute activations", "json": "print JSON rows",
-            "calibrate": "a sweep's folder (results/<sweep>): fit the step-time model to its runs, show measured vs "
-                         "predicted for each, predict node counts up to 512",
-            "mfu": "model FLOPs utilization the step time is predicted at (default 0.4)",
-            "busbw_intra": "bus bandwidth within a node, GB/s (default 360: NVLink 4; the preflight measures yours)",
-            "busbw_inter": "bus bandwidth across nodes, GB/s (default 45: one 400 Gb/s NIC per GPU)",
-            "plot": "with --calibrate: where the prediction plot goes (default <sweep>/prediction.png)"})
-def plan(c, model="qwen3-8b", gpus_per_node=8, gpu_mem=80.0, nodes="1,2,4", task="sft", seq_len=4096, micro_batch=1,
-         device="H100", grad_checkpointing=False, json=False, calibrate="", mfu=0.4, busbw_intra=360.0, busbw_inter=45.0, plot=""):
-    """Will it fit? Predicted memory per GPU for every ZeRO stage and offload, ranked, before any GPU-hour."""
-    from bench.plan_cli import calibrate as run_calibrate
-    from bench.plan_cli import plan as run_plan
-
-    if calibrate:
-        try:
-            from report.plots import calibration
-        except ImportError as e:  # matplotlib (the report extra) missing: the tables still print
-            print(f"warning: no prediction plot ({e}); pip install 'stackbench[report]' draws it", file=sys.stderr)
-            calibration = None
-        return _run(run_calibrate, results=calibrate, as_json=json, figure=calibration,
-                    plot=plot or str(Path(calibrate) / "prediction.png"))
-
-    _run(run_plan, model=model, gpus_per_node=int(gpus_per_node), gpu_mem=float(gpu_mem), nodes=nodes, task=task,
-         seq_len=int(seq_len), micro_batch=int(micro_batch), device=device, grad_checkpointing=grad_checkpointing,
-         as_json=json, mfu=float(mfu), busbw_intra=float(busbw_intra), busbw_inter=float(busbw_inter))
-
-
 @task(help={"out": "the wheel folder (default .cache/gpu-wheels)",
             "python": "comma list of the Python versions a GPU host may have (default 3.10,3.11,3.12)"})
 def gpu_wheels(c, out="", python=""):
@@ -264,6 +268,12 @@ class _Program(Program):
 
     def parse_core(self, argv):
         self._bad_input(super().parse_core, argv)
+        if self.core.remainder:  # invoke would hand it to no one: say so rather than drop it
+            from core.errors import EXIT_BAD_INPUT
+
+            raise Exit(f"error: '-- {self.core.remainder}': stackbench reads no command after '--' yet; nothing was "
+                       f"run\n  fix: drop it, and give stackbench's own flags ({self._help_hint()})",
+                       code=EXIT_BAD_INPUT)
 
     def parse_tasks(self):
         self._bad_input(super().parse_tasks)
@@ -283,7 +293,28 @@ class _Program(Program):
                 where = next((f"{a.split('=')[0]}: " for i, a in enumerate(argv) if value and (
                     a.startswith("-") and (a.endswith("=" + value.group(1)) or argv[i + 1:i + 2] == [value.group(1)]))),
                     "")
-            raise Exit(f"error: {where}{e}\n  fix: ./sb --help TASK lists its flags", code=EXIT_BAD_INPUT) from None
+            raise Exit(f"error: {where}{e}\n  fix: {self._help_hint()}", code=EXIT_BAD_INPUT) from None
+
+    def _help_hint(self) -> str:
+        """'./sb --help bench lists its flags' for the task on the command line."""
+        names = set(self.namespace.task_names) if self.namespace else set()
+        argv = list(getattr(self, "argv", []) or [])
+        name = next((a.replace("_", "-") for a in argv[1:] if a in names or a.replace("-", "_") in names), None)
+        if not name:
+            return "./sb --list names the tasks; ./sb --help TASK their flags"
+        import difflib
+
+        flags = ["--" + n.replace("_", "-") for arg in self.namespace[name.replace("-", "_")].get_arguments()
+                 for n in arg.names if len(n) > 1]
+        unknown = next((a.split("=")[0] for a in argv if a.startswith("--") and a.split("=")[0] not in flags
+                        and a not in ("--help", "--")), "")
+        from core.config import bench_flag, cli_flag, knob_fields
+
+        # a knob typed by its field name (--zero-stage, --task) names its flag (--zero, --tasks)
+        by_field = {cli_flag(f.name): cli_flag(bench_flag(f)) for f in knob_fields()}
+        close = [by_field[unknown]] if by_field.get(unknown) in flags else \
+            difflib.get_close_matches(unknown, flags, n=1) if unknown else []
+        return (f"did you mean {close[0]}? " if close else "") + f"./sb --help {name} lists its flags"
 
 
 program = _Program(namespace=Collection.from_module(sys.modules[__name__]), name="stackbench", binary="./sb",

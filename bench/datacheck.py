@@ -13,6 +13,7 @@ import importlib.util
 from typing import Any
 
 from core.config import RunConfig
+from core.console import note
 from core.errors import DataError
 
 
@@ -32,7 +33,7 @@ def check(configs: list[RunConfig], *, max_drop: float = 1.0) -> dict[str, dict[
             if (spec.path, spec.task, spec.data_format) not in said:
                 said.add((spec.path, spec.task, spec.data_format))
                 for line in rows.read_rows(spec.path, spec.task, spec.data_format)[1].lines():
-                    print(f"data: {line}")
+                    note(f"data: {line}")
             continue
         key = (spec, cfg.model)
         if key not in tokenized:
@@ -46,10 +47,10 @@ def check(configs: list[RunConfig], *, max_drop: float = 1.0) -> dict[str, dict[
                 said.add((spec.path, spec.task, spec.data_format))
                 read = rows.FileSummary(ds.path, ds.meta["rows"], ds.meta["layouts"], ds.meta["unused_keys"])
                 for line in read.lines():
-                    print(f"data: {line}")
+                    note(f"data: {line}")
                 if not ds.cache_hit:
-                    print(f"data: tokenized in {ds.meta['tokenize_s']:.1f} s")
-            print(f"data: {data.drop_line(ds)}")
+                    note(f"data: tokenized in {ds.meta['tokenize_s']:.1f} s")
+            note(f"data: {data.drop_line(ds)}")
         ds = tokenized[key]
         problem = data.drop_problem(ds, max_drop)
         if problem:
@@ -60,6 +61,6 @@ def check(configs: list[RunConfig], *, max_drop: float = 1.0) -> dict[str, dict[
         out[cfg.run_id] = {"data_rows": ds.meta["rows"], "data_kept": len(ds),  # core.record.to_row's names
                            "data_dropped": ds.meta["dropped_too_long"], "data_truncated": ds.meta["truncated"]}
     if not tokenizes and configs:
-        print("note: the training stack is not installed here: rows are checked; the first run's ranks tokenize "
+        note("note: the training stack is not installed here: rows are checked; the first run's ranks tokenize "
               "them into the cache (once per host) and later runs reuse it")
     return out

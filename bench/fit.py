@@ -3,7 +3,11 @@
 Runs predicted not to fit are recorded as `skipped` with the prediction instead of spending
 minutes to find the OOM (`--run-anyway` runs them). The capacity per rank is, in this order: the
 user's `--gpu-mem` (planning for a cluster from a login node), the local GPU's memory (NVML),
-or, on a CPU-only host, its RAM divided among the ranks of one node.
+or, on a CPU-only host, its RAM divided among the ranks of one node (then device and host are one
+pool: what offload moves to the host is counted once, in the same RAM).
+What offload keeps on the host is checked against a node's RAM: `--host-mem`, else the Slurm
+partition's RealMemory (sinfo) for the slurm launcher, else this host's RAM for the local launcher;
+never the login host's RAM for other nodes. Where it is unknown the run is not skipped, and says so.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from functools import cached_property
 from core import memory_model
 from core.config import RunConfig, dtype_on
 from core.host import GIB, host_gib_per_rank
+
+HOST_HEADROOM = 0.9  # bench.plan's: 10% of a node's RAM for the OS and the ranks' own processes
 
 
 def local_gpu_gib() -> float | None:
@@ -29,11 +35,29 @@ def local_gpu_gib() -> float | None:
         return None
 
 
+def node_memory(host_mem: float, launcher: str, partition: str = "") -> tuple[float | None, str]:
+    """(RAM of one node in GiB or None, where it came from): what the nodes the runs land on offer."""
+    if host_mem > 0:
+        return host_mem, "--host-mem"
+    if launcher == "slurm":
+        from bench.launchers.slurm import partition_memory_gib
+
+        return partition_memory_gib(partition)
+    if launcher == "local":
+        from core.host import host_memory_gib
+
+        return host_memory_gib(), "this host's RAM"
+    return None, "unknown for remote hosts: give --host-mem"
+
+
 @dataclass
 class FitCheck:
     gpu_gib: float | None = None
     """Memory of one GPU; None: this host's GPU, else host RAM per rank."""
     run_anyway: bool = False
+    host_gib: float | None = None
+    """RAM of one node for what offload keeps on the host (None: unknown, unchecked)."""
+    host_source: str = ""
     _shapes: dict = field(default_factory=dict)
     _verdicts: dict = field(default_factory=dict)  # run id -> why_not's answer: the autotuner asks every decision
 
@@ -57,8 +81,10 @@ class FitCheck:
         gib, _ = self.capacity(cfg)
         gpu = bool(self.gpu_gib) or self.local_gpu is not None
         dtype = dtype_on(cfg.dtype, "cuda" if gpu else "cpu")  # the runs may start elsewhere (a login node)
+        host = self.host_gib * HOST_HEADROOM if self.host_gib else None
         return memory_model.predict_for(self._shapes[cfg.model], cfg, dtype=dtype, device_gib=gib,
-                                        zero_optimization=self._zero(cfg, dtype), device_type="cuda" if gpu else "cpu")
+                                        zero_optimization=self._zero(cfg, dtype), device_type="cuda" if gpu else "cpu",
+                                        host_node_gib=host)
 
     def _zero(self, cfg: RunConfig, dtype: str) -> dict | None:
         """The zero_optimization section the run will get (its buffer sizes), as far as it can be
@@ -77,14 +103,31 @@ class FitCheck:
             self._verdicts[cfg.run_id] = self._why_not(cfg)
         return self._verdicts[cfg.run_id]
 
+    def host_note(self, cfg: RunConfig) -> str:
+        """What the dry-run says of a run whose host share is unchecked ("" when checked or none)."""
+        pred = self.why_not(cfg)[0]
+        if pred["host_fits"] is not None:
+            return ""
+        return (f"host memory unchecked: offload keeps {pred['host_gib'] * cfg.gpus_per_node:,.0f} GiB per node on "
+                f"the host ({self.host_source}; --host-mem GiB checks it)")
+
     def _why_not(self, cfg: RunConfig) -> tuple[dict, str | None]:
         pred = self.predict(cfg)
+        if pred.host_fits is False and not self.run_anyway:
+            return pred.to_dict(), (f"offload keeps {pred.host_gib:.1f} GiB per rank on the host, "
+                                    f"{pred.host_gib * cfg.gpus_per_node:,.0f} GiB per node (pinned "
+                                    f"{pred.host_pinned_gib * cfg.gpus_per_node:,.0f}) > {HOST_HEADROOM:.0%} of "
+                                    f"{self.host_gib:,.0f} GiB ({self.host_source}); use more nodes, offload less, or "
+                                    f"--run-anyway")
         if pred.fits is False and not self.run_anyway:
             gib, source = self.capacity(cfg)
+            tries = (["a higher ZeRO stage"] if cfg.zero_stage < 3 else []) + \
+                (["offload"] if cfg.offload != "optimizer+params" else []) + ["more nodes", "a smaller micro-batch"]
+            pool = (f" + host share {pred.host_gib:.1f} (one pool on a CPU)" if pred.host_gib and
+                    source.startswith("host RAM") else "")
             return pred.to_dict(), (f"predicted {pred.total_gib:.1f} GiB per rank (model states "
                                     f"{pred.model_states_gib:.1f}, DeepSpeed's buffers {pred.buffers_gib:.1f}, "
                                     f"activations {pred.activations_gib:.1f}, logits "
-                                    f"{pred.logits_gib:.1f}, reference {pred.reference_gib:.1f}) > {gib:.1f} GiB "
-                                    f"({source}); try a higher ZeRO stage, offload, more nodes or a smaller "
-                                    f"micro-batch, or --run-anyway")
+                                    f"{pred.logits_gib:.1f}, reference {pred.reference_gib:.1f}){pool} > {gib:.1f} "
+                                    f"GiB ({source}); try {', '.join(tries[:-1])} or {tries[-1]}, or --run-anyway")
         return pred.to_dict(), None

@@ -4,20 +4,23 @@ non-boolean one a comma list) and the sweep's options (bench.options.BenchOption
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from bench import backends, claims, datacheck, dscheck, modelcheck, summary, sweep
 from bench.autotune import Autotuner
-from bench.fit import FitCheck
+from bench.fit import FitCheck, node_memory
 from bench.launchers import LAUNCHERS, LaunchOptions, Launcher
 from bench.launchers.contract import ENV_NAME, join_commands
 from bench.matrix import expand, sweep_id_for
 from bench.options import BenchOptions
 from core import files, secrets
-from core.config import (CPU_BF16_WARNING, bench_default, bench_flag, check_value, cli_flag, dtype_on, knob_fields,
-                         parse_axis, parse_axis_flag, parse_overrides, resolve_dtype)
+from core.console import note
+from core.config import (CPU_BF16_WARNING, bench_default, bench_flag, check_value, dtype_on, flag_values, knob_fields,
+                         parse_axis_flag, resolve_dtype)
 from core.host import has_nvidia_driver
 from trainer import ds_source
 from core.errors import EXIT_FAILED, EXIT_OK, ConfigError
@@ -70,18 +73,7 @@ def split_flags(flags: dict[str, Any]) -> tuple[dict[str, list], set[str], Bench
     if str(flags.get("micro_batch", "")).strip() == "auto":  # the autotuner's candidates, stopped by memory
         flags["micro_batch"], flags["autotune"] = ",".join(map(str, AUTO_MICRO_BATCHES)), True
     for f in knob_fields():
-        value = flags.pop(bench_flag(f), None)
-        if f.metadata["repeatable"] == "overrides":
-            value = parse_overrides(value) if value else None
-        elif f.metadata["repeatable"] == "list":  # one value: the names given, joined
-            value = [",".join(dict.fromkeys(n.strip() for item in value for n in item.split(",") if n.strip()))] \
-                if value else None
-        elif str(f.type) == "bool":
-            value = [True] if value else None  # a boolean flag given is True; --axis sweeps both
-        elif value is not None:
-            value = parse_axis(f, value)
-            for v in value:  # a wrong value names the flag it was typed in, before the matrix is built
-                check_value(f, v, flag=cli_flag(bench_flag(f)))
+        value = flag_values(f, flags.pop(bench_flag(f), None))
         if value is not None:
             given.add(f.name)
         axes[f.name] = value if value is not None else bench_default(f)
@@ -104,8 +96,8 @@ def _say_what_configs_change(configs: list) -> None:
 
     if importlib.util.find_spec("transformers") is None:  # a login node without the training stack
         if any(c.deepspeed for c in configs):
-            print("note: the training stack is not installed here: what each --deepspeed config sets is said by "
-                  "the ranks (their logs and records)")
+            note("note: the training stack is not installed here: what each --deepspeed config sets is said by "
+                 "the ranks (their logs and records)")
         return
     from trainer import ds_config, models
 
@@ -120,42 +112,103 @@ def _say_what_configs_change(configs: list) -> None:
         _, provenance = ds_config.deepspeed_config(cfg, dtype, "cuda" if has_nvidia_driver() else "cpu",
                                                    SimpleNamespace(hidden_size=shape.hidden))
         stated = ds_source.stated_knobs(ds_source.source_config(cfg)[1])
-        print(f"--deepspeed {cfg.deepspeed} ({cfg.world_size} ranks): sets "
-              + (", ".join(f"{k}={v}" for k, v in stated.items()) or "no knob"))
+        note(f"--deepspeed {cfg.deepspeed} ({cfg.world_size} ranks): sets "
+             + (", ".join(f"{k}={v}" for k, v in stated.items()) or "no knob"))
         for line in ds_config.describe(provenance):
-            print(f"  note: {line}")
+            note(f"  note: {line}")
+
+
+def header(axes: dict[str, list], given: set[str], opts: BenchOptions) -> str:
+    """What the sweep is, with the defaults it took marked: bench's defaults are the embedded
+    default's (a tiny model on this host's CPU), not a GPU node's (`invoke plan`'s)."""
+    shown = [f"{bench_flag(f).replace('_', '-')} {','.join(map(str, axes[f.name]))}" + ("" if f.name in given else "*")
+             for f in knob_fields() if f.name in SHOWN or f.name in given]
+    return f"bench: {', '.join(shown)}; launcher {opts.launcher}  (* the embedded default's: flags override)"
+
+
+SHOWN = ("model", "task", "nodes", "gpus_per_node", "micro_batch", "seq_len", "zero_stage", "offload")
+
+
+def write_scripts(runner: Launcher, configs: list, sweep_dir: Path, fit: FitCheck, target: str) -> int:
+    """--script-only: one script per run that is not skipped, sbatch-ready for slurm; into the folder
+    `target`, or, for a single run, on stdout ("-"). What is left out is said on stderr."""
+    kept = []
+    for cfg in configs:
+        why = fit.why_not(cfg)[1]
+        if why:
+            note(f"left out {cfg.run_id}: {why}")
+        else:
+            kept.append(cfg)
+    if target == "-":
+        if len(kept) != 1:
+            raise ConfigError(f"--script-only without a folder prints one run's script; this sweep has {len(kept)} "
+                              "runs to script", where="--script-only",
+                              fix="give a folder (--script-only scripts/: one file per run), or narrow the matrix "
+                                  "to one run (--tasks, --zero, --nodes ...)")
+        print(runner.script(kept[0], sweep_dir))
+        return EXIT_OK
+    folder = Path(target)
+    files.check_writable(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = ".sbatch" if runner.name == "slurm" else ".sh"
+    for cfg in kept:
+        path = folder / f"{cfg.run_id}{suffix}"
+        path.write_text(runner.script(cfg, sweep_dir) + "\n")
+        path.chmod(0o755)
+    first = f"{folder}/{kept[0].run_id}{suffix}" if kept else ""
+    note(f"wrote {len(kept)} script(s) to {folder}/" + (f" ({len(configs) - len(kept)} left out, above)"
+                                                        if len(kept) < len(configs) else "")
+         + (f"; e.g. sbatch {first}" if kept and runner.name == "slurm" else f"; e.g. bash {first}" if kept else ""))
+    return EXIT_OK
+
+
+def _check(configs: list, invalid: list, axes: dict, given: set[str], opts: BenchOptions,
+           runner: Launcher) -> tuple[Path, FitCheck, dict]:
+    """Every input before anything is launched, queued or printed as a plan (a mistake exits 2
+    here): (the sweep's folder, its fit check, what each run keeps of its data)."""
+    note(header(axes, given, opts))
+    _say_what_configs_change(configs)
+    if any(c.dtype == "bf16" for c in configs) and opts.launcher == "local" and not has_nvidia_driver():
+        note(f"warning: {CPU_BF16_WARNING}")
+    if any(c.dtype == "fp16" for c in configs) and opts.launcher == "local" and not has_nvidia_driver():
+        resolve_dtype("fp16", "cpu")  # the local ranks are this host's CPUs: refused here, before anything runs
+    sweep_dir = Path(opts.results) / (opts.sweep or sweep_id_for(configs, runner.name))
+    host_gib, host_source = node_memory(opts.host_mem, opts.launcher, opts.partition)
+    fit = FitCheck(gpu_gib=opts.gpu_mem or None, run_anyway=opts.run_anyway, host_gib=host_gib,
+                   host_source=host_source)
+    for combination, why in invalid:
+        note(f"left out {combination}: {why}")
+    modelcheck.check(configs, given)  # every model shaped; attention and ZeRO-3 leaves the model refuses
+    dscheck.check(configs)  # the effective DeepSpeed configs against the installed DeepSpeed
+    kept = datacheck.check(configs, max_drop=opts.max_drop)  # every data file read, checked and tokenized
+    for cfg in configs:
+        fit.why_not(cfg)  # the memory model's verdicts, worked out once (what they load prints here)
+    return sweep_dir, fit, kept
 
 
 def bench(**flags: Any) -> int:
     axes, given, opts = split_flags(dict(flags))
     runner = make_launcher(opts)
     configs, invalid = expand(axes, given=given)
-    _say_what_configs_change(configs)
-    if any(c.dtype == "bf16" for c in configs) and opts.launcher == "local" and not has_nvidia_driver():
-        print(f"warning: {CPU_BF16_WARNING}")
-    if any(c.dtype == "fp16" for c in configs) and opts.launcher == "local" and not has_nvidia_driver():
-        resolve_dtype("fp16", "cpu")  # the local ranks are this host's CPUs: refused here, before anything runs
-    sweep_id = opts.sweep or sweep_id_for(configs, runner.name)
-    sweep_dir = Path(opts.results) / sweep_id
-    fit = FitCheck(gpu_gib=opts.gpu_mem or None, run_anyway=opts.run_anyway)
-    for combination, why in invalid:
-        print(f"left out {combination}: {why}")
-    kept = datacheck.check(configs, max_drop=opts.max_drop)  # a bad file stops here: nothing launched or queued
-    dscheck.check(configs)  # the effective DeepSpeed configs against the installed DeepSpeed
-    modelcheck.check(configs, given)  # attention and ZeRO-3 leaves: a --z3-leaf or --attn-impl the model refuses stops here
+    # what the checks and the libraries they load print (DeepSpeed's accelerator line) is diagnostics
+    with contextlib.redirect_stdout(sys.stderr):
+        sweep_dir, fit, kept = _check(configs, invalid, axes, given, opts, runner)
+    sweep_id = sweep_dir.name
     if opts.script_only:
-        for cfg in configs:
-            print(runner.script(cfg, sweep_dir))
-        return EXIT_OK
+        return write_scripts(runner, configs, sweep_dir, fit, opts.script_only)
     if opts.dry_run:
         print(f"sweep {sweep_id}: {len(configs)} runs -> {sweep_dir}")
+        counts = {"to run": 0, "done": 0, "skipped": 0}
         for cfg in configs:
             _, why = fit.why_not(cfg)
-            state = ("done (ok), will be skipped" if sweep.done(sweep_dir, cfg)
-                     else f"will be skipped: {why}" if why else "to run")
+            done = sweep.done(sweep_dir, cfg)
+            counts["done" if done else "skipped" if why else "to run"] += 1
+            state = ("done (ok), will be skipped" if done else f"will be skipped: {why}" if why
+                     else "; ".join(filter(None, ["to run", fit.host_note(cfg)])))
             if cfg.run_id in kept:
                 state += f"; rows kept/read: {summary.data_cell(kept[cfg.run_id])}"
             print(f"\n# {cfg.run_id}: {state}\n{join_commands(runner.commands(cfg, sweep_dir, 29500))}")
+        print("\n" + ", ".join(f"{n} {what}" for what, n in counts.items() if n or what == "to run"))
         return EXIT_OK
     if not configs:
         raise ConfigError("the matrix is empty", fix="check --tasks, --zero and --offload")
@@ -171,6 +224,6 @@ def bench(**flags: Any) -> int:
     if tuner is not None:
         summary.print_autotune(records, len(configs))
     if len(records) < len(configs):
-        print(f"{len(configs) - len(records)} run(s) left to the other process running them (see above)")
+        note(f"{len(configs) - len(records)} run(s) left to the other process running them (see above)")
     return EXIT_OK if len(records) == len(configs) and all(r["status"] in ("ok", "skipped") for r in records) \
         else EXIT_FAILED

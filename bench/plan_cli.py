@@ -1,56 +1,117 @@
-"""`invoke plan`: the planner's rows as a table (or JSON) and one recommendation per node count."""
+"""`invoke plan`: the planner's rows as a table (or JSON) and one recommendation per node count.
+Its flags are bench's (the run config's knobs: same names, comma lists, parsing and checks) with a
+GPU node's defaults (PLAN_DEFAULTS), and the planning options of bench/options.py PlanOptions."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
+from typing import Any
 
-from core.config import knob_field, parse_axis
-from core.errors import ConfigError
+from bench.options import PlanOptions
+from bench.plan import fit_label, recommend
 from bench.plan import plan as make_plan
-from bench.plan import recommend
+from core import perf_model
+from core.config import OFFLOADS, ZERO_STAGES, bench_flag, dtype_on, flag_values, knob_field, parse_axis
+from core.errors import ConfigError
+
+# the knobs plan takes, at a GPU node's defaults (bench's are the embedded default's, for a CPU)
+PLAN_DEFAULTS = {"model": "qwen3-8b", "task": "sft", "nodes": "1,2,4", "gpus_per_node": "8", "micro_batch": "1",
+                 "seq_len": "4096", "zero_stage": ",".join(map(str, ZERO_STAGES)), "offload": ",".join(OFFLOADS),
+                 "grad_accum": "1", "dtype": "bf16", "attn_impl": "sdpa", "grad_checkpointing": "false"}
+PER_TABLE = ("model", "task", "seq_len", "micro_batch", "gpus_per_node", "grad_accum", "dtype", "attn_impl",
+             "grad_checkpointing")
 
 
-def plan(*, model: str, gpus_per_node: int, gpu_mem: float, nodes: str, task: str, seq_len: int, micro_batch: int,
-         device: str, grad_checkpointing: bool, as_json: bool, mfu: float, busbw_intra: float, busbw_inter: float) -> int:
-    for flag, value, top in (("--mfu", mfu, 1.0), ("--busbw-intra", busbw_intra, None), ("--busbw-inter", busbw_inter, None)):
+def read_flags(flags: dict[str, Any]) -> tuple[dict[str, list], set[str], PlanOptions]:
+    """(knob -> values, the knobs given, the options), read exactly as bench reads its flags."""
+    axes, given = {}, set()
+    for name, default in PLAN_DEFAULTS.items():
+        f = knob_field(name)
+        values = flag_values(f, flags.pop(bench_flag(f), None))
+        if values is not None:
+            given.add(name)
+        axes[name] = values if values is not None else parse_axis(f, default)
+    opts = PlanOptions.from_flags(flags)
+    for flag, value, top in (("--mfu", opts.mfu, 1.0), ("--busbw-intra", opts.busbw_intra, None),
+                             ("--busbw-inter", opts.busbw_inter, None)):
         if not value > 0 or (top and value > top):
             raise ConfigError(f"{flag} {value} is out of range", where=flag,
                               fix="a fraction in (0, 1] for --mfu; GB/s above 0 for the bus bandwidths "
                                   "(the preflight's busbw, or nccl-tests')")
-    rows = make_plan(model=model, gpus_per_node=gpus_per_node, gpu_mem_gib=gpu_mem, nodes=parse_axis(knob_field("nodes"), nodes), task=task,
-                     seq_len=seq_len, micro_batch=micro_batch, device=device, grad_checkpointing=grad_checkpointing,
-                     mfu=mfu, busbw_intra_gbps=busbw_intra, busbw_inter_gbps=busbw_inter)
-    if as_json:
-        print(json.dumps(rows, indent=1))
+    return axes, given, opts
+
+
+def host_memory(opts: PlanOptions) -> tuple[float | None, str]:
+    """A node's RAM for offloaded states: --host-mem, else the partition's RealMemory, else unknown."""
+    if opts.host_mem > 0:
+        return opts.host_mem, "--host-mem"
+    if opts.partition:
+        from bench.launchers.slurm import partition_memory_gib
+
+        return partition_memory_gib(opts.partition)
+    return None, "unknown (--host-mem GiB per node, or --partition to read Slurm's RealMemory)"
+
+
+def main(**flags: Any) -> int:
+    axes, given, opts = read_flags(dict(flags))
+    host_gib, host_source = host_memory(opts)
+    shown = ", ".join(f"{k.replace('_', '-')} {','.join(map(str, v))}" + ("" if k in given else "*")
+                      for k, v in axes.items() if k not in ("zero_stage", "offload") or k in given)
+    print(f"plan: {shown}; {opts.gpu_mem:g} GiB per GPU ({opts.device}); host RAM per node: "
+          + (f"{host_gib:,.0f} GiB ({host_source})" if host_gib else host_source)
+          + "  (* a GPU node's default: flags override)", file=sys.stderr)
+    out, said = [], []
+
+    for combo in itertools.product(*(axes[k] for k in PER_TABLE)):
+        c = dict(zip(PER_TABLE, combo))
+        rows = make_plan(model=c["model"], gpus_per_node=c["gpus_per_node"], gpu_mem_gib=opts.gpu_mem,
+                         nodes=axes["nodes"], task=c["task"], seq_len=c["seq_len"], micro_batch=c["micro_batch"],
+                         device=opts.device, dtype=dtype_on(c["dtype"], "cuda"),
+                         grad_checkpointing=c["grad_checkpointing"], mfu=opts.mfu, busbw_intra_gbps=opts.busbw_intra,
+                         busbw_inter_gbps=opts.busbw_inter, host_mem_gib=host_gib,
+                         zero_stages=tuple(axes["zero_stage"]), offloads=tuple(axes["offload"]),
+                         grad_accum=c["grad_accum"], attn_impl=c["attn_impl"])
+        out.append((c, rows))
+    if opts.json:
+        print(json.dumps([{**c, **r} for c, rows in out for r in rows], indent=1))
         return 0
     from rich.table import Table
 
     from core.console import stdout_console
 
-    table = Table(title=f"{model} {task}, seq {seq_len}, micro-batch {micro_batch}, {gpus_per_node} x {gpu_mem:g} GiB "
-                        f"per node ({device})")
-    for col in ("rank", "nodes", "ZeRO", "offload", "GiB/GPU", "states", "buffers", "activ.+logits", "host GiB/rank",
-                "fits", "step s", "tok/s/GPU", "≤ tok/s/GPU"):
-        table.add_column(col, justify="right")
-    for r in rows:
-        table.add_row(str(r["rank"]), str(r["nodes"]), str(r["zero_stage"]), r["offload"], f"{r['predicted_gib']:.1f}",
-                      f"{r['model_states_gib']:.1f}", f"{r['buffers_gib']:.1f}", f"{r['activations_gib']:.1f}",
-                      f"{r['host_gib_per_rank']:.1f}", "[green]yes[/]" if r["fits"] else "[red]no[/]",
-                      f"{r['predicted_step_s']:.3g}" if r["predicted_step_s"] else "–",
-                      f"{r['predicted_tokens_per_s_per_device']:,.0f}" if r["predicted_tokens_per_s_per_device"] else "–",
-                      f"{r['max_tokens_per_s_per_device']:.0f}" if r["max_tokens_per_s_per_device"] else "–")
     console = stdout_console()
-    console.print(table)
-    if rows and rows[0]["predicted_step_s"] is not None:
-        console.print(f"step time predicted at {mfu:.0%} MFU, bus bandwidth {busbw_intra:g} GB/s within a node and "
-                      f"{busbw_inter:g} GB/s across nodes (--mfu, --busbw-intra, --busbw-inter: nominal unless you "
-                      f"set them; the preflight's busbw or `invoke plan --calibrate` give measured ones); no fixed "
-                      f"per-step cost. Ranked: fits, then predicted tokens/s per GPU.")
+    for c, rows in out:
+        table = Table(title=f"{c['model']} {c['task']}, seq {c['seq_len']}, micro-batch {c['micro_batch']}, "
+                            f"{c['gpus_per_node']} x {opts.gpu_mem:g} GiB per node ({opts.device})")
+        for col in ("rank", "nodes", "ZeRO", "offload", "GiB/GPU", "states", "buffers", "activ.+logits",
+                    "host GiB/rank", "host GiB/node", "fits", "step s", "tok/s/GPU", "≤ tok/s/GPU"):
+            table.add_column(col, justify="right")
+        colour = {"yes": "green", "host unchecked": "yellow"}
+        for r in rows:
+            table.add_row(str(r["rank"]), str(r["nodes"]), str(r["zero_stage"]), r["offload"],
+                          f"{r['predicted_gib']:.1f}", f"{r['model_states_gib']:.1f}", f"{r['buffers_gib']:.1f}",
+                          f"{r['activations_gib']:.1f}", f"{r['host_gib_per_rank']:.1f}",
+                          f"{r['host_gib_per_node']:,.0f}", f"[{colour.get(fit_label(r), 'red')}]{fit_label(r)}[/]",
+                          f"{r['predicted_step_s']:.3g}" if r["predicted_step_s"] else "–",
+                          f"{r['predicted_tokens_per_s_per_device']:,.0f}" if r["predicted_tokens_per_s_per_device"]
+                          else "–",
+                          f"{r['max_tokens_per_s_per_device']:.0f}" if r["max_tokens_per_s_per_device"] else "–")
+        console.print(table)
+        for line in recommend(rows):
+            console.print(line)
+    if out and out[0][1] and out[0][1][0]["predicted_step_s"] is not None:
+        said.append(f"step time predicted at {opts.mfu:.0%} MFU, bus bandwidth {opts.busbw_intra:g} GB/s within a "
+                    f"node and {opts.busbw_inter:g} GB/s across nodes, PCIe {perf_model.NOMINAL_PCIE / 1e9:g} GB/s for offload (--mfu, "
+                    f"--busbw-intra, --busbw-inter: nominal unless you set them; the preflight's busbw or `invoke "
+                    f"plan --calibrate` give measured ones); no fixed per-step cost. Ranked: fits (host checked "
+                    f"first), then predicted tokens/s per GPU.")
     else:
-        console.print(f"no peak FLOP/s known for {device}: no step time predicted; ranked: fits, no offload, lowest stage")
-    for line in recommend(rows):
-        console.print(line)
+        said.append(f"no peak FLOP/s known for {opts.device}: no step time predicted; ranked: fits, no offload, "
+                    f"lowest stage")
+    for line in said:
+        print(line, file=sys.stderr)
     return 0
 
 

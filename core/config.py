@@ -437,6 +437,26 @@ def parse_axis(f: dataclasses.Field, text: str) -> list:
                           fix="e.g. true,false" if kind is bool else f"e.g. {f.metadata['sweep'] or f.default}") from None
 
 
+def flag_values(f: dataclasses.Field, value: Any) -> list | None:
+    """One knob's command-line value as the list of values it sweeps (None: not given): the one
+    reading `invoke bench` and `invoke plan` share. A comma list for the axes, checked here so a
+    wrong value names the flag it was typed in; a boolean flag given is True; repeatable flags
+    (`--ds`, `--z3-leaf`) arrive as a tuple of items."""
+    if f.metadata["repeatable"] == "overrides":
+        return parse_overrides(value) if value else None
+    if f.metadata["repeatable"] == "list":  # one value: the names given, joined
+        return [",".join(dict.fromkeys(n.strip() for item in value for n in item.split(",") if n.strip()))] \
+            if value else None
+    if str(f.type) == "bool":
+        return [True] if value else None  # --axis sweeps both
+    if value is None:
+        return None
+    values = parse_axis(f, value)
+    for v in values:
+        check_value(f, v, flag=cli_flag(bench_flag(f)))
+    return values
+
+
 def parse_axis_flag(text: str) -> tuple[dataclasses.Field, list]:
     """`--axis KNOB=V1,V2` (KNOB: the field or its bench flag, - or _): (the knob, its values)."""
     name, eq, values = text.partition("=")

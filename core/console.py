@@ -13,3 +13,9 @@ def stdout_console():
     from rich.console import Console
 
     return Console() if sys.stdout.isatty() else Console(width=UNBOUNDED)
+
+
+def note(message: str) -> None:
+    """A diagnostic (what was read, checked, left out, assumed): stderr, so stdout carries only what
+    was asked for (a table, JSON, a script) and `> job.sbatch` or `| jq` get nothing else."""
+    print(message, file=sys.stderr, flush=True)

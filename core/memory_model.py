@@ -1,14 +1,30 @@
 """Predicted memory per device for a training config: pure arithmetic, no torch.
 
-Model states (Ψ parameters, N data-parallel ranks, Adam), bytes per rank, exactly as DeepSpeed's
-own estimators count them (deepspeed/runtime/zero/stage_1_and_2.py
-`estimate_zero2_model_states_mem_needs`; stage3.py `estimate_zero3_model_states_mem_needs`):
-  ZeRO-2: 2Ψ (16-bit params) + 18Ψ/N (16-bit grads 2, fp32 grads 4, fp32 params 4, Adam 8);
-          optimizer offload: 2Ψ on the device, the 16Ψ/N optimizer share on the host.
-  ZeRO-3: 4·largest_layer (one gathered layer) + 18Ψ/N (16-bit params 2 + 16-bit grads 2 + 14);
-          optimizer offload (gradients move too): 4·largest + 2Ψ/N; parameter offload too: 4·largest.
-  ZeRO-1 keeps full 16-bit gradients (2Ψ + 2Ψ + 16Ψ/N); ZeRO-0 shards nothing (20Ψ).
-  Host figures are per rank without DeepSpeed's 1.5x buffer factor.
+Model states (Ψ parameters, N data-parallel ranks, Adam, w bytes per 16-bit value), bytes per rank,
+where DeepSpeed (0.16-0.19) puts each tensor for every offload_optimizer x offload_param choice.
+Where DeepSpeed has an estimator we agree with it exactly (deepspeed/runtime/zero/stage_1_and_2.py
+`estimate_zero2_model_states_mem_needs`, stage3.py `estimate_zero3_model_states_mem_needs`, both
+without their 1.5x "additional buffer factor"); the rest is derived from the optimizers' __init__:
+  ZeRO-1/2, no offload: 2Ψ (16-bit params) + 18Ψ/N (16-bit grads 2, fp32 grads 4, fp32 params 4,
+          Adam 8); ZeRO-1 keeps full 16-bit gradients (2Ψ + 2Ψ + 16Ψ/N); ZeRO-0 shards nothing (20Ψ).
+  ZeRO-1/2, offload_optimizer: 2Ψ on the device (the estimator's). Host (stage_1_and_2.py __init__,
+          self.device = 'cpu'): the fp32 partition `single_partition_of_fp32_groups` 4, Adam m and v 8,
+          the fp32 gradient partition it accumulates on the CPU 4, and `param_buffer_of_bit16_for_cpu_
+          offload_groups` w: (16 + w)Ψ/N; pinned (offload_optimizer.pin_memory): the fp32 partition and
+          the 16-bit buffer, (4 + w)Ψ/N.
+  ZeRO-3, no offload: 4·largest_layer (one gathered layer's params and grads) + 18Ψ/N (the estimator's).
+  ZeRO-3, offload_optimizer (stage3.py: self.device = 'cpu' for the fp32 partition, Adam, the fp32
+          gradient buffers and `grad_partitions_flat_buffer`): 4·largest + wΨ/N (16-bit params) on the
+          device (the estimator's); host (16 + w)Ψ/N, pinned with pin_memory: the gradient buffers (4 + w)Ψ/N.
+  ZeRO-3, offload_param alone: DeepSpeed takes it and has no estimator for it. Only the 16-bit
+          parameter partition moves (`_create_param_groups_fp16_flat_cpu_memory`, always pinned): wΨ/N
+          on the host. The fp32 master partition, Adam's moments and the gradient partitions stay where
+          self.device says, on the GPU: 4·largest + (w + 14)Ψ/N on the device, the no-offload figure
+          less the parameters. (Offloading parameters without the optimizer saves 2 of 18 bytes.)
+  ZeRO-3, both: 4·largest on the device (the estimator's); host (2w + 16)Ψ/N, pinned wΨ/N + the
+          gradient buffers' (4 + w)Ψ/N with pin_memory.
+  DeepSpeed 0.18+ pins by default (pin_memory: true); 0.16 did not. Pinned pages cannot be swapped
+  and come out of the same RAM: they are counted in the host figure, and shown on their own.
 The ZeRO paper's textbook figures sit beside them (arXiv 1910.02054, K = 12 for Adam): ZeRO-1
 4Ψ + 12Ψ/N, ZeRO-2 2Ψ + 14Ψ/N, ZeRO-3 16Ψ/N, no ZeRO 16Ψ.
 fp32 training (CPU here): the 16-bit params and grads become 4 bytes each.
@@ -52,31 +68,45 @@ class MemoryPrediction:
     reference_gib: float      # DPO's frozen reference model
     buffers_gib: float        # DeepSpeed's fixed buffers (reduce buckets, ZeRO-3's kept parameters)
     total_gib: float
-    host_gib: float           # what offload moves to CPU memory (per rank)
+    host_gib: float           # what offload puts in CPU memory, per rank (pinned included)
+    host_pinned_gib: float    # of which page-locked (pinned), per rank
     paper_model_states_gib: float  # the ZeRO paper's textbook figure, for comparison
-    fits: bool | None         # None when the device memory is unknown
+    fits: bool | None         # the device: None when its memory is unknown; on a CPU (one pool) host included
+    host_fits: bool | None = None  # the host's RAM per node for every rank's host share: None when unknown
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Model-state bytes per rank, by where DeepSpeed keeps them (see the module doc)."""
+
+    device: float
+    host: float = 0.0
+    pinned: float = 0.0  # of host: page-locked
+
+
 def model_states_bytes(params: int, largest_layer: int, ranks: int, stage: int, offload_optimizer: bool,
-                       offload_param: bool, value_bytes: int = 2) -> tuple[float, float]:
-    """(device bytes, host bytes) per rank for parameters + gradients + Adam states (see the module doc)."""
+                       offload_param: bool, value_bytes: int = 2, pin_memory: bool = True) -> Placement:
+    """Parameters + gradients + Adam states per rank, on the device and on the host (the module doc)."""
     p, n, w = params, ranks, value_bytes
+    grad_buffers = (4 + w) * p / n if pin_memory else 0.0  # pinned gradient / fp32 buffers of optimizer offload
     if stage == 3:
         gather = 2 * w * largest_layer  # a gathered layer's params and grads
-        optim = 14 * p  # fp32 params, grads' fp32 partition share, Adam m and v
-        if offload_param:
-            return gather, (2 * w * p + optim) / n
-        if offload_optimizer:  # gradients go to the host with the optimizer
-            return gather + w * p / n, (w * p + optim) / n
-        return gather + (2 * w * p + optim) / n, 0.0
+        states = (2 * w + 14) * p / n  # 16-bit params and grads, then fp32 params, fp32 grads' share, Adam m and v
+        if offload_optimizer and offload_param:
+            return Placement(gather, (2 * w + 16) * p / n, w * p / n + grad_buffers)
+        if offload_optimizer:
+            return Placement(gather + w * p / n, (w + 16) * p / n, grad_buffers)
+        if offload_param:  # only the 16-bit partition moves (always pinned); the optimizer stays on the device
+            return Placement(gather + states - w * p / n, w * p / n, w * p / n)
+        return Placement(gather + states)
     optim = 16 * p  # fp32 grads 4, fp32 params 4, Adam m and v 8
     grads = w * p / (n if stage >= 2 else 1)
     if offload_optimizer:
-        return w * p + (grads if stage == 1 else 0), optim / n
-    return w * p + grads + optim / (n if stage >= 1 else 1), 0.0
+        return Placement(w * p + (grads if stage == 1 else 0), (16 + w) * p / n, grad_buffers)
+    return Placement(w * p + grads + optim / (n if stage >= 1 else 1))
 
 
 ALLREDUCE_BUCKET = 5e8  # deepspeed/runtime/engine.py MEMORY_OPT_ALLREDUCE_SIZE, ZeRO-0's gradient buckets
@@ -93,6 +123,7 @@ class ZeroKnobs:
     stage3_max_live_parameters: float = 1e9
     stage3_max_reuse_distance: float = 1e9
     stage3_prefetch_bucket_size: float = 5e7
+    pin_memory: bool = True  # offload_optimizer.pin_memory: DeepSpeed 0.18+'s default (0.16's: false)
 
     @classmethod
     def of(cls, zero_optimization: dict | None, hidden: int | None = None) -> "ZeroKnobs":
@@ -101,7 +132,13 @@ class ZeroKnobs:
         0.9 hidden^2 for the prefetch bucket), else DeepSpeed's default."""
         z, out = zero_optimization or {}, {}
         auto = {"reduce_bucket_size": 1.0, "stage3_prefetch_bucket_size": 0.9}
+        pin = (z.get("offload_optimizer") or {}).get("pin_memory") if isinstance(z.get("offload_optimizer"), dict) \
+            else None
+        if isinstance(pin, bool):
+            out["pin_memory"] = pin
         for f in fields(cls):
+            if f.name == "pin_memory":
+                continue
             v = z.get(f.name)
             if v == "auto" and f.name in auto and hidden:
                 out[f.name] = auto[f.name] * hidden * hidden
@@ -153,11 +190,17 @@ def predict(*, params: int, largest_layer: int, layers: int, hidden: int, heads:
             task: str, stage: int, ranks: int, micro_batch: int, seq_len: int, offload_optimizer: bool = False,
             offload_param: bool = False, mixed_precision: bool = True, fused_attention: bool = True,
             recompute: bool = False, device_gib: float | None = None, ref_stage: int | None = None,
-            knobs: ZeroKnobs | None = None, touched_only: bool = False) -> MemoryPrediction:
+            knobs: ZeroKnobs | None = None, touched_only: bool = False, host_node_gib: float | None = None,
+            ranks_per_node: int = 1, one_pool: bool = False) -> MemoryPrediction:
+    """device_gib: what one rank may use of its device; host_node_gib: what the ranks of one node may
+    use of its RAM (None: unknown); one_pool: the device is the host's RAM (a CPU run), so the host
+    share is counted once, against device_gib."""
     value_bytes = 2 if mixed_precision else 4
-    dev, host = model_states_bytes(params, largest_layer, ranks, stage, offload_optimizer, offload_param,
-                                   value_bytes)
-    buffers = buffer_bytes(stage, params, largest_layer, ranks, knobs or ZeroKnobs(), value_bytes, touched_only)
+    knobs = knobs or ZeroKnobs()
+    states = model_states_bytes(params, largest_layer, ranks, stage, offload_optimizer, offload_param, value_bytes,
+                                knobs.pin_memory)
+    dev, host = states.device, states.host
+    buffers = buffer_bytes(stage, params, largest_layer, ranks, knobs, value_bytes, touched_only)
     seqs = micro_batch * (2 if task == "dpo" else 1)
     acts = activation_bytes(seq_len, seqs, hidden, heads, layers, fused_attention, recompute, value_bytes)
     logits = logits_bytes(seq_len, seqs, vocab)
@@ -168,23 +211,30 @@ def predict(*, params: int, largest_layer: int, layers: int, hidden: int, heads:
         ref = (ref_weights / ranks + 2 * largest_layer if ref_stage == 3 else ref_weights)
         ref += logits / 2  # its forward's logits, no gradient
     total = dev + buffers + acts + logits + ref
-    fits = None if device_gib is None else total <= device_gib * GIB
+    fits = None if device_gib is None else total + (host if one_pool else 0) <= device_gib * GIB
+    if one_pool or not host:
+        host_fits = True  # nothing offloaded, or counted with the device above
+    else:
+        host_fits = None if host_node_gib is None else host * ranks_per_node <= host_node_gib * GIB
     paper = paper_model_states_bytes(params, ranks, stage)
     return MemoryPrediction(model_states_gib=dev / GIB, activations_gib=acts / GIB, logits_gib=logits / GIB,
                             reference_gib=ref / GIB, buffers_gib=buffers / GIB, total_gib=total / GIB, host_gib=host / GIB,
-                            paper_model_states_gib=paper / GIB, fits=fits)
+                            host_pinned_gib=states.pinned / GIB, paper_model_states_gib=paper / GIB, fits=fits,
+                            host_fits=host_fits)
 
 
 def predict_for(shape, cfg: RunConfig, *, dtype: str, device_gib: float | None, zero_optimization: dict | None = None,
-                device_type: str = "cuda") -> MemoryPrediction:
+                device_type: str = "cuda", host_node_gib: float | None = None) -> MemoryPrediction:
     """`predict` for a model shape (trainer.models.ModelShape) and a run config, in the resolved
     dtype: the one call the trainer's record, bench's fit check and the planner share.
     zero_optimization: the run's DeepSpeed config section (its buffer sizes); device_type "cpu":
-    count the buffer pages a CPU's RSS shows."""
+    count the buffer pages a CPU's RSS shows, and the offloaded states in the same pool as the device's;
+    host_node_gib: a GPU node's RAM for its ranks' offloaded states."""
     return predict(params=shape.params, largest_layer=shape.largest_layer, layers=shape.layers, hidden=shape.hidden,
                    heads=shape.heads, vocab=shape.vocab, task=cfg.task, stage=cfg.zero_stage, ranks=cfg.world_size,
                    micro_batch=cfg.micro_batch, seq_len=cfg.seq_len, offload_optimizer=cfg.offload_optimizer,
                    offload_param=cfg.offload_param, mixed_precision=dtype != "fp32",
                    fused_attention=cfg.attn_impl != "eager", recompute=cfg.grad_checkpointing, device_gib=device_gib,
                    ref_stage=cfg.ref_zero_stage, knobs=ZeroKnobs.of(zero_optimization, shape.hidden),
-                   touched_only=device_type == "cpu")
+                   touched_only=device_type == "cpu", host_node_gib=host_node_gib, ranks_per_node=cfg.gpus_per_node,
+                   one_pool=device_type == "cpu")

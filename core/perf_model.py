@@ -161,7 +161,7 @@ def step_bus_bytes(world: int, *, stage: int, task: str, ref_stage: int, params:
 #   offload = ZeRO-Offload (arXiv 2101.06840, sec. 4): per step a rank's gradient partition goes to the
 #             host and its updated parameter partition comes back over PCIe, and the host's Adam
 #             updates the partition; parameter offload (ZeRO-3) also brings the partition's parameters
-#             from the host for every micro-batch's forward and backward
+#             from the host for every micro-batch's forward and backward (offload_seconds)
 #   fixed = per task and stage: the optimizer step, ZeRO's hooks and bookkeeping, the launch of
 #           each collective, DPO's reference engine
 # bench/calibrate.py fits the coefficients to measured runs; `invoke plan` without measurements uses
@@ -200,13 +200,25 @@ def nominal(peak_flops: float, *, mfu: float = NOMINAL_MFU, busbw_intra: float =
 
 
 def offload_seconds(offload_optimizer: bool, offload_param: bool, params: int, ranks: int, grad_accum: int,
-                    value_bytes: int, k: StepCoefficients) -> float:
-    """Seconds one step spends moving a rank's partition over PCIe and in the host's Adam (module comment)."""
-    if not offload_optimizer or not k.pcie_bytes_per_s:
+                    value_bytes: int, k: StepCoefficients, stage: int = 3) -> float:
+    """Seconds one step spends moving a rank's partition over PCIe and in the host's Adam, for every
+    offload choice (so any offload predicts a longer step than none). Per step, w bytes a value:
+      optimizer offload: each backward's reduced gradient partition goes down (ZeRO-2/3: every
+        micro-batch; ZeRO-1: once, at the boundary), the host's Adam updates the partition, and the
+        updated 16-bit partition comes back up: w·Ψ/N·(ga or 1) + w·Ψ/N, and Ψ/N host-Adam updates;
+      parameter offload (ZeRO-3): every micro-batch's forward and backward bring the 16-bit partition
+        up from the host before the all-gather: 2·ga·w·Ψ/N; without optimizer offload the optimizer
+        step on the device writes the updated partition back down: + w·Ψ/N."""
+    if not (offload_optimizer or offload_param) or not k.pcie_bytes_per_s:
         return 0.0
-    part = params / ranks
-    moved = 2 * value_bytes * part + (2 * value_bytes * part * grad_accum if offload_param else 0)
-    return moved / k.pcie_bytes_per_s + (part / k.cpu_adam_params_per_s if k.cpu_adam_params_per_s else 0.0)
+    part = value_bytes * params / ranks
+    moved = 0.0
+    if offload_optimizer:
+        moved += part * (grad_accum if stage >= 2 else 1) + part
+    if offload_param:
+        moved += 2 * grad_accum * part + (0 if offload_optimizer else part)
+    adam = params / ranks / k.cpu_adam_params_per_s if offload_optimizer and k.cpu_adam_params_per_s else 0.0
+    return moved / k.pcie_bytes_per_s + adam
 
 
 def step_seconds(compute_flops: float, bus: float, key: str, k: StepCoefficients, *, nodes: int = 1,

@@ -183,6 +183,7 @@ class Dataset:
 
 def prepare(spec: Spec, tokenizer) -> Dataset:
     """The spec's tokenized dataset: from the cache, or tokenized now (once per host: a lock)."""
+    rows_mod.check_file(spec.path)  # a missing file is the user's mistake, named, before its digest is taken
     directory = cache_dir(spec, tokenizer)
     built = files.build_once(directory, "meta.json", lambda tmp: _build(spec, tokenizer, tmp))
     ds = Dataset(directory, spec.path)

@@ -112,7 +112,16 @@ def read_rows(path: str | Path, task: str, data_format: str = "auto") -> tuple[l
 
 
 def check_file(path: str | Path) -> Path:
+    """The data file, or one error naming it: missing, a folder, or ms-swift's `file#N` sampling."""
     path = Path(path)
+    base, hash_, count = str(path).rpartition("#") if "#" in path.name else ("", "", "")
+    if hash_ and count.isdigit() and not path.exists():
+        raise DataError(f"{path.name}: ms-swift's '#{count}' (sample {count} rows) is not read here", where="--data",
+                        fix=f"give the plain path ({Path(base).name}): a run uses the rows its steps x global batch "
+                            f"need, in order; --steps sets how many, --repeat-data cycles a short file")
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a dataset file", where="--data",
+                        fix="give one JSONL, JSON, CSV or Parquet file (a task each: --data sft=a.jsonl,dpo=b.jsonl)")
     if not path.is_file():
         raise DataError(f"dataset not found: {path}", where="--data",
                         fix="give an existing JSONL, JSON, CSV or Parquet file with --data")

@@ -410,6 +410,21 @@ def _preflight_ok(path: Path) -> bool:
         return True
 
 
+def partition_memory_gib(partition: str = "") -> tuple[float | None, str]:
+    """(the smallest RealMemory of the partition's nodes, in GiB, or None; where it came from or why
+    not): what a compute node offers for offloaded states, never the login host's RAM. sinfo's %m is
+    RealMemory in megabytes (MiB), one line per node configuration."""
+    try:
+        text = _slurm("sinfo", "-h", *(["-p", partition] if partition else []), "-o", "%m", check=False, timeout=20)
+    except (ConfigError, subprocess.TimeoutExpired):
+        return None, "no Slurm client here (sinfo)"
+    sizes = [int(m.group()) for m in re.finditer(r"\d+", text)]
+    where = f"partition {partition}" if partition else "every partition"
+    if not sizes or min(sizes) <= 1:  # RealMemory=1: the node's memory is not configured
+        return None, f"sinfo names no RealMemory for {where}"
+    return min(sizes) / 1024, f"sinfo RealMemory of {where}"
+
+
 def hostnames(nodelist: str) -> list[str]:
     """Slurm's compressed node list (hn[1-3],gpu7) as host names."""
     return _slurm("scontrol", "show", "hostnames", nodelist, check=False).split() if nodelist else []

@@ -55,10 +55,14 @@ def test_offload_and_cross_node_links_in_the_step_time_by_hand():
                             inter_busbw_bytes_per_s=10e9, pcie_bytes_per_s=20e9, cpu_adam_params_per_s=1e9)
     assert pm.step_seconds(2e12, 1e10, "sft ZeRO-2", k, nodes=1) == pytest.approx(2 + 0.1 + 0.5)
     assert pm.step_seconds(2e12, 1e10, "sft ZeRO-2", k, nodes=2) == pytest.approx(2 + 1.0 + 0.5)  # the NIC, not NVLink
-    # 8e9 params on 8 ranks, bf16: 1e9 each; 2 GB down + 2 GB up over 20 GB/s, and 1e9 params of host Adam
-    assert pm.offload_seconds(True, False, 8 * 10**9, 8, 4, 2, k) == pytest.approx(0.2 + 1.0)
-    # parameter offload also brings the partition for each of 4 micro-batches' forward and backward
-    assert pm.offload_seconds(True, True, 8 * 10**9, 8, 4, 2, k) == pytest.approx(0.2 + 0.8 + 1.0)
+    # 8e9 params on 8 ranks, bf16: 1e9 each, a 2 GB partition. Optimizer offload at ZeRO-3, 4 micro-batches:
+    # each backward's 2 GB gradients down, the updated 2 GB up once (10 GB over 20 GB/s), 1e9 params of host Adam
+    assert pm.offload_seconds(True, False, 8 * 10**9, 8, 4, 2, k) == pytest.approx(0.5 + 1.0)
+    assert pm.offload_seconds(True, False, 8 * 10**9, 8, 4, 2, k, stage=1) == pytest.approx(0.2 + 1.0)  # at the boundary
+    # parameter offload also brings the partition up for each of 4 micro-batches' forward and backward (16 GB)
+    assert pm.offload_seconds(True, True, 8 * 10**9, 8, 4, 2, k) == pytest.approx(0.5 + 0.8 + 1.0)
+    # parameters alone: no host Adam, but the fetches, and the updated partition written back down (18 GB)
+    assert pm.offload_seconds(False, True, 8 * 10**9, 8, 4, 2, k) == pytest.approx(0.9)
     assert pm.offload_seconds(False, False, 8 * 10**9, 8, 4, 2, k) == 0
 
 
@@ -66,10 +70,13 @@ def test_plan_ranks_what_fits_by_predicted_speed():
     from bench.plan import plan
 
     rows = plan(model="qwen3-8b", gpus_per_node=8, gpu_mem_gib=80, nodes=[1, 2], seq_len=4096)
-    fitting = [r for r in rows if r["fits"]]
-    assert rows[: len(fitting)] == fitting  # what fits first
+    fitting = [r for r in rows if r["device_fits"]]
+    assert rows[: len(fitting)] == fitting  # what the GPUs hold first
     for n in (1, 2):
-        speeds = [r["predicted_tokens_per_s_per_device"] for r in fitting if r["nodes"] == n]
+        # per node count: the host checked first (no offload: nothing on the host), then the host unchecked
+        verdicts = [r["verdict"] for r in fitting if r["nodes"] == n]
+        assert verdicts == sorted(verdicts, key=lambda v: v != "yes") and "host unchecked" in verdicts
+        speeds = [r["predicted_tokens_per_s_per_device"] for r in fitting if r["nodes"] == n and r["fits"]]
         assert speeds == sorted(speeds, reverse=True) and all(s > 0 for s in speeds)
     by = {(r["nodes"], r["zero_stage"], r["offload"]): r for r in rows}
     assert by[(1, 3, "optimizer")]["predicted_step_s"] > by[(1, 3, "none")]["predicted_step_s"]  # PCIe + host Adam
@@ -81,10 +88,45 @@ def test_plan_ranks_what_fits_by_predicted_speed():
 
 
 def test_plan_refuses_an_impossible_assumption_naming_the_flag():
-    from bench.plan_cli import plan as plan_cli
+    from bench.plan_cli import main as plan_cli
     from core.errors import ConfigError
 
     with pytest.raises(ConfigError) as e:
-        plan_cli(model="qwen3-0.6b", gpus_per_node=8, gpu_mem=80, nodes="1", task="sft", seq_len=2048, micro_batch=1,
-                 device="H100", grad_checkpointing=False, as_json=True, mfu=1.5, busbw_intra=360, busbw_inter=45)
+        plan_cli(model="qwen3-0.6b", nodes="1", seq_len="2048", json=True, mfu="1.5")
     assert e.value.where == "--mfu"
+
+
+GIB = 2**30
+
+
+def test_qwen3_235b_on_three_nodes_is_planned_as_deepspeed_would_hold_it():
+    """The case a user hit: 3 x 8 H100 (80 GiB), Qwen3-235B-A22B SFT at seq 4096, micro-batch 1. ZeRO-3
+    with parameter offload alone keeps the fp32 master weights, Adam's moments and the gradient
+    partitions on the GPU (>= 14 bytes/param / 24 GPUs ~ 128 GiB): it cannot fit. Optimizer +
+    parameter offload can, with its host share checked against a node's RAM."""
+    from bench.plan import plan, recommend
+    from trainer import models
+
+    psi = models.shape(models.resolve("qwen3-235b-a22b")).params
+    kw = dict(model="qwen3-235b-a22b", gpus_per_node=8, gpu_mem_gib=80, nodes=[3, 4, 8], seq_len=4096, micro_batch=1)
+    rows = plan(**kw)
+    by = {(r["nodes"], r["zero_stage"], r["offload"]): r for r in rows}
+    for n in (3, 4, 8):
+        params_only = by[(n, 3, "params")]
+        assert params_only["model_states_gib"] * GIB >= 14 * psi / (8 * n)
+        assert params_only["host_gib_per_rank"] * GIB == pytest.approx(2 * psi / (8 * n))  # only the bf16 partition
+        none = by[(n, 3, "none")]["predicted_step_s"]
+        for offload in ("params", "optimizer", "optimizer+params"):  # every offload costs PCIe (and host Adam)
+            assert by[(n, 3, offload)]["predicted_step_s"] > none, offload
+        for stage in (1, 2):
+            assert by[(n, stage, "optimizer")]["predicted_step_s"] > by[(n, stage, "none")]["predicted_step_s"]
+    assert not by[(3, 3, "params")]["device_fits"] and not by[(3, 3, "none")]["device_fits"]
+    first = next(r for r in rows if r["nodes"] == 3)
+    assert (first["zero_stage"], first["offload"], first["verdict"]) == (3, "optimizer+params", "host unchecked")
+    assert not first["fits"] and "host unchecked" in recommend(rows)[0]
+    # (2w + 16) bytes/param / 24 ranks on the host, x 8 ranks a node: about 1.4 TiB per node
+    assert first["host_gib_per_node"] * GIB == pytest.approx(20 * psi / 24 * 8)
+    roomy = next(r for r in plan(**kw, host_mem_gib=2048) if r["nodes"] == 3)
+    assert (roomy["offload"], roomy["verdict"], roomy["fits"]) == ("optimizer+params", "yes", True)
+    small = [r for r in plan(**kw, host_mem_gib=1024) if r["nodes"] == 3]
+    assert not any(r["fits"] for r in small) and any(r["verdict"] == "no (host)" for r in small)
