@@ -1,8 +1,11 @@
-"""What each run's model will be built with, said before anything is launched or queued: the
-attention implementation (a fallback where the model has no kernel of the kind asked for; an
---attn-impl given explicitly that the model refuses is an error here) and, under ZeRO-3, the
-leaf modules and who registers them (trainer/moe.py). A --z3-leaf class the model lacks stops the
-sweep here. Models are built on the meta device: no memory, no weights."""
+"""What each run's model will be built with, said before anything is launched or queued: every
+distinct model of the sweep is resolved, built once on the meta device (no memory, no weights) and
+its shape read (trainer.models.shape: what the fit check and the runs read), whatever the ZeRO
+stage, so a model stackbench cannot use stops the sweep here, with exit 2, before run 1 rather
+than when its turn comes. Then the attention implementation (a fallback where the model has no
+kernel of the kind asked for; an --attn-impl given explicitly that the model refuses is an error
+here) and, under ZeRO-3, the leaf modules and who registers them (trainer/moe.py). A --z3-leaf
+class the model lacks stops the sweep here too."""
 
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ def check(configs: list[RunConfig], given: set[str]) -> None:
         if (cfg.model, cfg.attn_impl) not in built:
             built[cfg.model, cfg.attn_impl] = models.attention(ref, cfg.attn_impl, explicit="attn_impl" in given)
         attention, meta = built[cfg.model, cfg.attn_impl]
+        shape = models.shape(ref, meta)  # cached per model: the fit check's later models.shape reads it, no rebuild
         if attention.why and (ref.name, attention.asked) not in said:
             said.add((ref.name, attention.asked))
             print(f"note: {ref.name}: attention {attention.used}, not {attention.asked}: {attention.why} "
@@ -37,6 +41,6 @@ def check(configs: list[RunConfig], given: set[str]) -> None:
         key = (ref.name, cfg.z3_leaf, cfg.deepspeed, cfg.ds)
         if cfg.zero_stage == 3 and key not in said:
             said.add(key)
-            hidden = SimpleNamespace(hidden_size=models.hf_config(ref).hidden_size)
-            config, _ = ds_config.deepspeed_config(cfg, dtype_on(cfg.dtype, device), device, hidden)
+            config, _ = ds_config.deepspeed_config(cfg, dtype_on(cfg.dtype, device), device,
+                                                   SimpleNamespace(hidden_size=shape.hidden))
             print(f"{ref.name}: {moe.describe(moe.plan(meta, config, cfg.z3_leaf))}")

@@ -74,6 +74,29 @@ def hf_config(ref: ModelRef):
     return AutoConfig.for_model(config.pop("model_type"), **config)
 
 
+def loaded_config(ref: ModelRef):
+    """hf_config(ref), or a ConfigError naming the model where this transformers cannot read it (an
+    unknown model_type, a key it refuses): transformers raises ValueError there, which callers of
+    meta_model would take for a refused attention implementation."""
+    try:
+        return hf_config(ref)
+    except Exception as e:  # noqa: BLE001 - whatever transformers raises for the user's file, said as the user's
+        import transformers
+
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ConfigError(f"{ref.name}: its config does not load with transformers {transformers.__version__}: "
+                          f"{type(e).__name__}: {first}", where=f"{ref.path}/config.json" if ref.path else "--model",
+                          fix="check model_type and the keys against what this transformers knows (a newer model "
+                              "may need a newer transformers), or leave the model out of --model") from None
+
+
+def text_config(config):
+    """The config that holds the language model's sizes: a composite config's text config
+    (Qwen3.5, Llama 4, Gemma 3 keep hidden size, heads, layers... in text_config), else the config."""
+    get = getattr(config, "get_text_config", None)
+    return get() if callable(get) else config
+
+
 @dataclass(frozen=True, slots=True)
 class ModelShape:
     """Exact parameter counts (from the model built on the meta device: no memory used)."""
@@ -116,20 +139,26 @@ def meta_model(ref: ModelRef, attn_impl: str | None = None):
     ("Cannot copy out of meta tensor")."""
     import torch
     from transformers import AutoModelForCausalLM
-
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
+    config = loaded_config(ref)
+    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:  # transformers' ValueError would read as an attention refusal
+        import transformers
+
+        raise ConfigError(f"{ref.name}: {type(config).__name__} has no causal language model in transformers "
+                          f"{transformers.__version__} (AutoModelForCausalLM maps no class to it)",
+                          where=f"{ref.path}/config.json" if ref.path else "--model",
+                          fix="use a decoder-only language model (its text model's config where it is a "
+                              "vision-language one), or leave the model out of --model")
     try:
-        config = hf_config(ref)
-        if type(config) in MODEL_FOR_CAUSAL_LM_MAPPING:
-            # import the modelling module before entering the meta device: transformers 4.51 builds a
-            # tensor and calls .item() at import time ("Tensor.item() cannot be called on meta tensors")
-            MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+        # import the modelling module before entering the meta device: transformers 4.51 builds a
+        # tensor and calls .item() at import time ("Tensor.item() cannot be called on meta tensors")
+        MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
         with torch.device("meta"):
             return AutoModelForCausalLM.from_config(config, **({"attn_implementation": attn_impl} if attn_impl else {}))
     except (ValueError, ImportError):
         raise  # transformers' refusals (an attention implementation, a size): attention() reads them
-    except Exception as e:  # a config this transformers cannot build: the user's file, said before any launch
+    except Exception as e:  # noqa: BLE001 - a config this transformers cannot build: said before any launch
         import transformers
 
         first = (str(e).strip().splitlines() or [""])[0]
@@ -139,61 +168,148 @@ def meta_model(ref: ModelRef, attn_impl: str | None = None):
                               "sizes), or use the transformers the model needs") from None
 
 
+_SHAPES: dict[str, ModelShape] = {}  # one meta-device build per model and process (bench: the checks and the fit)
+
+
 def shape(ref: ModelRef, model=None) -> ModelShape:
-    """model: the meta_model(ref) when the caller has one."""
-    cfg = hf_config(ref)
-    model = model if model is not None else meta_model(ref)
+    """model: the meta_model(ref) when the caller has one. Cached by the reference's content."""
+    key = json.dumps([ref.kind, ref.path, ref.config], sort_keys=True, default=str)
+    if key not in _SHAPES:
+        _SHAPES[key] = _shape(ref, model if model is not None else meta_model(ref))
+    return _SHAPES[key]
+
+
+def _shape(ref: ModelRef, model) -> ModelShape:
     from trainer import moe
 
+    cfg = loaded_config(ref)
+    text = text_config(cfg)
     named = dict(model.named_parameters())  # deduplicates tied weights
     total = sum(p.numel() for p in named.values())
     embedding = model.get_input_embeddings().weight.numel()
     out = model.get_output_embeddings()
     tied = out is not None and out.weight is model.get_input_embeddings().weight
     lm_head = 0 if tied or out is None else out.weight.numel()
-    per_block, n_exp = moe.routed_parameters(model)  # the experts' weights, found from the structure
-    routed = sum(n for n, _ in per_block)
-    top_k = next((v for v in (getattr(cfg, k, None) for k in TOP_K_KEYS) if v),
-                 getattr(getattr(cfg, "ffn_config", None), "moe_top_k", None))  # DBRX keeps it in ffn_config
-    if n_exp and not top_k:
-        raise ConfigError(f"{ref.name}: a sparse MoE model whose config names no experts-per-token",
-                          where="--model", fix=f"set one of {', '.join(TOP_K_KEYS)} in its config.json")
-    active = total - routed + sum(n * top_k // e for n, e in per_block)
-    heads = cfg.num_attention_heads
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
-    mla = getattr(cfg, "kv_lora_rank", None)  # DeepSeek's multi-head latent attention
-    windows, note = attention_windows(cfg)
+    per_block, n_exp = moe.routed_parameters(model)  # the experts' weights, E and k, found from the structure
+    ks = _experts_per_token(ref, cfg, text, per_block)
+    routed = sum(n for n, _, _ in per_block)
+    active = total - routed + sum(n * k // e for (n, e, _), k in zip(per_block, ks))
+    layers = _size(text, "num_hidden_layers", ref, cfg)
+    hidden = _size(text, "hidden_size", ref, cfg)
+    per_layer = {key: _layer_values(text, key, layers) for key in ("num_attention_heads", "num_key_value_heads",
+                                                                    "head_dim")}
+    heads = _most_common(per_layer["num_attention_heads"]) or 0  # 0: no softmax attention (Mamba, RWKV, xLSTM)
+    head_dim = _most_common(per_layer["head_dim"]) or (hidden // heads if heads else 0)
+    mla = _get(text, "kv_lora_rank")  # DeepSeek's multi-head latent attention
+    windows, note = attention_windows(text) if heads else ([0] * layers, "")
+    notes = [note] if note else []
+    if not heads:
+        notes.append(f"{type(text).__name__} names no attention heads: no layer's sequence mixing is counted in the "
+                     "attention FLOPs (its projections are, in 6N), so MFU is approximate")
+    varying = [key for key, values in per_layer.items() if values and len(set(values)) > 1]
+    if varying:
+        notes.append(f"{', '.join(varying)}: not the same in every layer; the attention FLOPs use the most common "
+                     "value, so MFU is approximate")
     return ModelShape(
         params=total, embedding=embedding, lm_head=lm_head, non_embedding=total - embedding - lm_head,
-        active=active, largest_layer=max(p.numel() for p in named.values()), layers=cfg.num_hidden_layers,
-        hidden=cfg.hidden_size, heads=heads, kv_heads=getattr(cfg, "num_key_value_heads", heads) or heads,
-        head_dim=head_dim, vocab=cfg.vocab_size,
-        moe={"experts": n_exp, "top_k": top_k, "routed_params": routed} if n_exp else None,
-        qk_head_dim=cfg.qk_nope_head_dim + cfg.qk_rope_head_dim if mla else head_dim,
-        v_head_dim=cfg.v_head_dim if mla else head_dim, attention_windows=windows, attention_note=note,
+        active=active, largest_layer=max(p.numel() for p in named.values()), layers=layers,
+        hidden=hidden, heads=heads, kv_heads=_most_common(per_layer["num_key_value_heads"]) or heads,
+        head_dim=head_dim, vocab=_size(text, "vocab_size", ref, cfg),
+        moe={"experts": n_exp, "top_k": ks[max(range(len(ks)), key=lambda i: per_block[i][0])],  # the largest block's
+             "routed_params": routed} if n_exp else None,
+        qk_head_dim=text.qk_nope_head_dim + text.qk_rope_head_dim if mla else head_dim,
+        v_head_dim=text.v_head_dim if mla else head_dim, attention_windows=windows, attention_note="; ".join(notes),
     )
 
 
-# where configs say how many experts each token goes to
-TOP_K_KEYS = ("num_experts_per_tok", "moe_top_k", "moe_k")  # not "top_k": 4.x configs carry generation's top_k=50
+def _where(ref: ModelRef) -> str:
+    return f"{ref.path}/config.json" if ref.path else "--model"
+
+
+def _experts_per_token(ref: ModelRef, cfg, text, per_block: list) -> list[int]:
+    """k of each sparse MoE block: the one its router (or the block) keeps, else the config's."""
+    fallback = (config_top_k(text) or config_top_k(cfg)) if any(k is None for *_, k in per_block) else None
+    ks = [k or fallback for *_, k in per_block]
+    if not all(ks):
+        raise ConfigError(f"{ref.name} ({type(cfg).__name__}): a sparse MoE model ({per_block[0][1]} experts) whose "
+                          "routers keep no experts-per-token and whose config names none", where=_where(ref),
+                          fix="set num_experts_per_tok in its config.json (in text_config where it has one)")
+    over = [(k, e) for k, (_, e, _) in zip(ks, per_block) if k > e]
+    if over:
+        raise ConfigError(f"{ref.name} ({type(cfg).__name__}): sends each token to {over[0][0]} experts of a block of "
+                          f"{over[0][1]}", where=_where(ref),
+                          fix="set num_experts_per_tok (in text_config where it has one) to at most the experts "
+                              "per block")
+    return ks
+
+
+def _size(text, key: str, ref: ModelRef, cfg) -> int:
+    """A size every decoder has (layers, hidden size, vocabulary), or a ConfigError naming the model."""
+    value = _get(text, key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"{ref.name}: {type(cfg).__name__} has no {key}"
+                          + (f" (nor its text config, {type(text).__name__})" if text is not cfg else ""),
+                          where=_where(ref),
+                          fix=f"set {key} in its config.json, or use a model whose config names its sizes the way "
+                              "transformers' decoder-only configs do")
+    return value
+
+
+def _layer_values(text, key: str, layers: int | None = None) -> list | None:
+    """key's value per layer where a heterogeneous config (transformers 5's per_layer_config: Gemma 4)
+    varies it (reading the global value then raises), [the value] where it is one, None where the
+    config has no such key."""
+    if key in (getattr(text, "per_layer_attributes", None) or ()):
+        return [getattr(text.per_layer_config[i], key, None) for i in range(layers or text.num_hidden_layers)]
+    value = getattr(text, key, None)
+    return None if value is None else [value]
+
+
+def _most_common(values: list | None):
+    return max(values, key=values.count) if values else None
+
+
+def _get(text, key: str, default=None):
+    """getattr for configs whose keys may vary per layer: the most common value there."""
+    value = _most_common(_layer_values(text, key))
+    return default if value is None else value
+
+
+def config_top_k(config) -> int | None:
+    """Experts per token as a config names it, where the model's blocks keep none: a key named like
+    top_k (num_experts_per_tok, moe_topk, moe_top_k, moe_k ...), also nested (DBRX's ffn_config),
+    never a bare top_k (4.x configs carry generation's top_k=50)."""
+    from trainer import moe
+
+    def found(d: dict):
+        for key, value in d.items():
+            if isinstance(value, dict):
+                yield from found(value)
+            elif (isinstance(key, str) and key not in ("top_k", "topk") and moe.TOP_K_NAME.search(key)
+                  and type(value) is int and value >= 1):
+                yield value
+
+    return next(found(config.to_dict()), None)
 
 
 def attention_windows(cfg) -> tuple[list, str]:
     """(per layer: None full, N a sliding window / chunk of N tokens, 0 no softmax attention; a
     note where attention FLOPs are approximate). From transformers' layer_types where the config
-    has them (5.x), else the 4.x fields (Llama 4's no_rope_layers, Jamba's attention period)."""
-    layers = cfg.num_hidden_layers
-    kinds = getattr(cfg, "layer_types", None)
-    if not kinds and getattr(cfg, "attention_chunk_size", None) and getattr(cfg, "no_rope_layers", None):
-        kinds = ["chunked_attention" if rope else "full_attention" for rope in cfg.no_rope_layers]  # Llama 4, 4.x
-    if not kinds and getattr(cfg, "attn_layer_period", None):  # Jamba, 4.x
+    has them (5.x), else the 4.x fields (Llama 4's no_rope_layers, Jamba's attention period). A key
+    a heterogeneous config varies per layer is read as its most common value."""
+    layers = _get(cfg, "num_hidden_layers")
+    kinds = _get(cfg, "layer_types")
+    if not kinds and _get(cfg, "attention_chunk_size") and _get(cfg, "no_rope_layers"):
+        kinds = ["chunked_attention" if rope else "full_attention"
+                 for rope in _get(cfg, "no_rope_layers")]  # Llama 4, 4.x
+    if not kinds and _get(cfg, "attn_layer_period"):  # Jamba, 4.x
         kinds = ["full_attention" if i % cfg.attn_layer_period == cfg.attn_layer_offset else "mamba"
                  for i in range(layers)]
     if not kinds:
-        window = getattr(cfg, "sliding_window", None) if getattr(cfg, "use_sliding_window", True) else None
+        window = _get(cfg, "sliding_window") if _get(cfg, "use_sliding_window", True) else None
         kinds = ["sliding_attention" if window else "full_attention"] * layers
-    by_kind = {"full_attention": None, "sliding_attention": getattr(cfg, "sliding_window", None),
-               "chunked_attention": getattr(cfg, "attention_chunk_size", None)}
+    by_kind = {"full_attention": None, "sliding_attention": _get(cfg, "sliding_window"),
+               "chunked_attention": _get(cfg, "attention_chunk_size")}
     windows = [by_kind.get(k, 0) for k in kinds[:layers]]
     other = sorted({k for k in kinds[:layers] if k not in by_kind})
     note = (f"{sum(w == 0 for w in windows)} of {layers} layers are {', '.join(other)}: their sequence mixing is not "

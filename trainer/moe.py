@@ -14,13 +14,20 @@ releases of transformers).
 What a sparse MoE block is here, from the structure alone (no table of model types): a module
 with, among its direct children,
   - a router: a module with one [E, d] weight, its own or one nn.Linear's inside it, and no other
-    parameter but per-expert values (a bias, ERNIE's score correction) (nn.Linear in transformers 4.x, the TopKRouter classes
-    of 5.x, the gatings of Granite, DBRX and JetMoE), E >= 2 and not an embedding;
+    parameter but per-expert values (a bias, ERNIE's score correction) (nn.Linear in transformers
+    4.x, the TopKRouter classes of 5.x, the gatings of Granite, DBRX and JetMoE), E >= 2 and not an
+    embedding;
   - experts: an nn.ModuleList of E modules of one class (transformers 4.x), or a module (not a
     Linear) whose every parameter is stacked by expert, at least 2-D with a leading dimension E
     (transformers 5.x, Llama 4, Granite, JetMoE) or a multiple of E (DBRX's flattened weights),
-    held as raw parameters: a module built of torch layers (a Linear, a Conv1d) is one layer or a
-    shared expert, never E experts.
+    held as raw parameters: a module built of torch layers (a Linear, a Conv1d, an Embedding, or a
+    model's subclass of one: Falcon's FalconLinear, Gemma 4's scaled embedding) is one layer or a
+    shared expert, never E experts. (Falcon's dense MLP, a FalconLinear [4d, d] and its [d, 4d]
+    partner, looked like E = d experts and a router before subclasses counted as torch layers.)
+How many experts each token goes to (k) is read from the block too: its router's (else the
+block's own) integer attribute named like top_k (top_k, topk, moe_topk, num_experts_per_tok,
+moe_k ...), not from a list of config keys (Aria's config says moe_topk, Llama 4's and Qwen3.5's
+keep it in text_config); trainer/models.py asks the config only where the module keeps none.
 The outermost such module is registered (the one whose forward picks the experts), never whole
 decoder layers. DeepSpeed >= 0.18 registers a default list itself (zero_optimization.leaf_module,
 default: the Mixtral and Qwen MoE blocks): those are left to it and recorded as its.
@@ -29,6 +36,7 @@ default: the Mixtral and Qwen MoE blocks): those are left to it and recorded as 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 
 from core.errors import ConfigError
@@ -79,16 +87,24 @@ def router_experts(module) -> int | None:
     return e
 
 
+def _torch_layer(module) -> bool:
+    """A torch layer (nn.Linear, nn.Conv1d, nn.Embedding ...) or a model's subclass of one (Falcon's
+    FalconLinear, Gemma 4's scaled embedding): its class or a base other than nn.Module is torch.nn's."""
+    from torch import nn
+
+    return any(c.__module__.startswith("torch.nn") for c in type(module).__mro__ if c not in (nn.Module, object))
+
+
 def _experts(module, e: int) -> str | None:
     """The layout when the module holds E experts: "module list" or "stacked"; else None."""
     import torch.nn as nn
 
     if isinstance(module, nn.ModuleList):
         kinds = {type(m) for m in module}
-        return "module list" if len(module) == e and len(kinds) == 1 and any(True for _ in module.parameters()) else None
-    if any(type(m).__module__.startswith("torch.nn") and any(True for _ in m.parameters(recurse=False))
-           for m in module.modules()):  # built of torch layers (a Linear, a Conv1d): one layer each, or a shared expert
-        return None
+        filled = any(True for _ in module.parameters())
+        return "module list" if len(module) == e and len(kinds) == 1 and filled else None
+    if any(_torch_layer(m) and any(True for _ in m.parameters(recurse=False)) for m in module.modules()):
+        return None  # built of torch layers (a Linear, a Conv1d, a subclass of one): one layer, or a shared expert
     shapes = [_shape(p) for p in module.parameters()]
     if not shapes or any(len(sh) < 2 or sh[0] % e for sh in shapes):
         return None
@@ -131,12 +147,30 @@ def find(model) -> list[Block]:
     return list(found.values())
 
 
-def routed_parameters(model) -> tuple[list[tuple[int, int]], int | None]:
-    """([(parameters of one block's experts, E)], the largest E or None for a dense model): what a
-    token passes k of E of (shared experts, routers and everything else it passes whole)."""
-    per_block = [(sum(math.prod(_shape(p)) for c in experts for p in c.parameters()), e)
-                 for *_, e, _, experts in blocks(model)]
-    return per_block, max((e for _, e in per_block), default=None)
+# an attribute that says how many experts a token goes to; not "topk_group" (DeepSeek's group routing)
+TOP_K_NAME = re.compile(r"(^|_)top_?k$|experts_per_tok(en)?$|^moe_k$")
+
+
+def experts_per_token(block, e: int) -> int | None:
+    """k of a block of E experts, as its router (else the block itself) keeps it: an integer
+    attribute named like top_k, k >= 1 (trainer/models.py refuses a k above E). None where neither
+    keeps one (transformers 4.x Aria's block reads its config's moe_topk in forward): the caller
+    asks the config."""
+    routers = [c for c in block.children() if router_experts(c) == e]
+    for module in (*routers, block):
+        for name, value in vars(module).items():
+            if type(value) is int and value >= 1 and TOP_K_NAME.search(name):
+                return value
+    return None
+
+
+def routed_parameters(model) -> tuple[list[tuple[int, int, int | None]], int | None]:
+    """([(parameters of one block's experts, E, k or None where the block keeps no k)], the largest
+    E or None for a dense model): what a token passes k of E of (shared experts, routers and
+    everything else it passes whole)."""
+    per_block = [(sum(math.prod(_shape(p)) for c in experts for p in c.parameters()), e, experts_per_token(block, e))
+                 for _, block, e, _, experts in blocks(model)]
+    return per_block, max((e for _, e, _ in per_block), default=None)
 
 
 def deepspeed_leaf_classes(ds_config: dict) -> tuple[list[str], str] | None:

@@ -32,19 +32,21 @@ ZOO = {
     "qwen3_moe": dict(num_experts=EXPERTS, num_experts_per_tok=TOP_K, moe_intermediate_size=16, decoder_sparse_step=1),
     "qwen3_next": dict(num_experts=EXPERTS, num_experts_per_tok=TOP_K, moe_intermediate_size=16,
                        shared_expert_intermediate_size=16, decoder_sparse_step=1, linear_num_value_heads=4,
-                       linear_num_key_heads=2, linear_key_head_dim=16, linear_value_head_dim=16, full_attention_interval=2),
-    "deepseek_v2": dict(n_routed_experts=EXPERTS, num_experts_per_tok=TOP_K, moe_intermediate_size=16, n_shared_experts=1,
-                        first_k_dense_replace=0, kv_lora_rank=16, q_lora_rank=None, qk_nope_head_dim=16,
-                        qk_rope_head_dim=8, v_head_dim=16, head_dim=8, num_key_value_heads=4, topk_method="greedy",
+                       linear_num_key_heads=2, linear_key_head_dim=16, linear_value_head_dim=16,
+                       full_attention_interval=2),
+    "deepseek_v2": dict(n_routed_experts=EXPERTS, num_experts_per_tok=TOP_K, moe_intermediate_size=16,
+                        n_shared_experts=1, first_k_dense_replace=0, kv_lora_rank=16, q_lora_rank=None,
+                        qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16, head_dim=8, num_key_value_heads=4,
+                        topk_method="greedy", n_group=1, topk_group=1),
+    "deepseek_v3": dict(n_routed_experts=EXPERTS, num_experts_per_tok=TOP_K, moe_intermediate_size=16,
+                        n_shared_experts=1, first_k_dense_replace=0, kv_lora_rank=16, q_lora_rank=32,
+                        qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16, head_dim=8, num_key_value_heads=4,
                         n_group=1, topk_group=1),
-    "deepseek_v3": dict(n_routed_experts=EXPERTS, num_experts_per_tok=TOP_K, moe_intermediate_size=16, n_shared_experts=1,
-                        first_k_dense_replace=0, kv_lora_rank=16, q_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8,
-                        v_head_dim=16, head_dim=8, num_key_value_heads=4, n_group=1, topk_group=1),
     "olmoe": dict(num_experts=EXPERTS, num_experts_per_tok=TOP_K, intermediate_size=16),
     "gpt_oss": dict(num_local_experts=EXPERTS, num_experts_per_tok=TOP_K, intermediate_size=16, sliding_window=16,
                     layer_types=["sliding_attention", "full_attention"]),
-    "llama4_text": dict(num_local_experts=EXPERTS, num_experts_per_tok=1, intermediate_size=16, intermediate_size_mlp=128,
-                        interleave_moe_layer_step=1, attention_chunk_size=64),
+    "llama4_text": dict(num_local_experts=EXPERTS, num_experts_per_tok=1, intermediate_size=16,
+                        intermediate_size_mlp=128, interleave_moe_layer_step=1, attention_chunk_size=64),
     "glm4_moe": dict(n_routed_experts=EXPERTS, num_experts_per_tok=TOP_K, moe_intermediate_size=16, n_shared_experts=1,
                      first_k_dense_replace=0, n_group=1, topk_group=1),
     "granitemoe": dict(num_local_experts=EXPERTS, num_experts_per_tok=TOP_K, intermediate_size=16),
@@ -69,6 +71,44 @@ def config(model_type: str) -> dict:
     """The tiny config of one zoo member, as a config.json would hold it."""
     base = {k: v for k, v in BASE.items() if model_type not in OWN_NAMES or k in OWN_NAMES[model_type]}
     return {"model_type": model_type, **base, **ZOO[model_type]}
+
+
+# Model classes whose configs read differently (tests/unit/test_model_classes.py), 2 layers, 64 wide:
+# composite configs whose text model's sizes are in text_config (Qwen3.5 dense and MoE, Llama 4),
+# experts-per-token under another name (Aria's moe_topk), dense models whose subclasses of torch
+# layers once looked like experts (Falcon's FalconLinear, Gemma 4's scaled per-layer embedding; Gemma
+# 4's config also varies head_dim per layer), beside plain ones. name -> (config.json, experts-per-
+# token or None for a dense model); the model types are transformers 5's (CONFIG_MAPPING_NAMES).
+_LINEAR_ATTENTION = {"linear_num_value_heads": 4, "linear_num_key_heads": 2, "linear_key_head_dim": 16,
+                     "linear_value_head_dim": 16, "layer_types": ["linear_attention", "full_attention"]}
+CLASSES = {
+    "llama": ({"model_type": "llama", **BASE}, None),
+    "qwen3": ({"model_type": "qwen3", **BASE}, None),
+    "falcon": ({"model_type": "falcon", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                "num_kv_heads": 2, "new_decoder_architecture": True, "vocab_size": 7296,
+                "tie_word_embeddings": False}, None),
+    "qwen3_5": ({"model_type": "qwen3_5", "text_config": {**BASE, **_LINEAR_ATTENTION}}, None),
+    "gemma4_text": ({"model_type": "gemma4_text", **BASE, "num_hidden_layers": 3,
+                     "layer_types": ["sliding_attention", "sliding_attention", "full_attention"]}, None),
+    "mixtral": ({"model_type": "mixtral", **BASE, "num_local_experts": 8, "num_experts_per_tok": 2}, 2),
+    "qwen3_moe": ({"model_type": "qwen3_moe", **BASE, "num_experts": 8, "num_experts_per_tok": 3,
+                   "moe_intermediate_size": 16, "decoder_sparse_step": 1}, 3),
+    "qwen3_5_moe": ({"model_type": "qwen3_5_moe", "text_config": {
+        **BASE, **_LINEAR_ATTENTION, "num_experts": 8, "num_experts_per_tok": 3, "moe_intermediate_size": 16,
+        "shared_expert_intermediate_size": 16}}, 3),
+    "llama4": ({"model_type": "llama4", "text_config": {
+        **BASE, "num_local_experts": 4, "num_experts_per_tok": 1, "intermediate_size": 16, "intermediate_size_mlp": 128,
+        "interleave_moe_layer_step": 1, "attention_chunk_size": 64}}, 1),
+    "aria_text": ({"model_type": "aria_text", **BASE, "moe_num_experts": 8, "moe_topk": 2,
+                   "moe_num_shared_experts": 1}, 2),
+}
+
+
+def available_classes() -> list[str]:
+    """The CLASSES the installed transformers has (transformers 4.x lacks Qwen3.5 and Gemma 4)."""
+    from transformers import CONFIG_MAPPING
+
+    return sorted(name for name, (config, _) in CLASSES.items() if config["model_type"] in CONFIG_MAPPING)
 
 
 def available() -> list[str]:
@@ -159,7 +199,8 @@ def main() -> None:
                                    "where": traceback.format_exc().splitlines()}
         results[model_type]["seconds"] = round(time.monotonic() - t0, 1)
         if topo.rank == 0:  # after every member: a rank that aborts in the next one keeps these
-            print(f"zoo {model_type}: {results[model_type]['status']} in {results[model_type]['seconds']} s", flush=True)
+            done = results[model_type]
+            print(f"zoo {model_type}: {done['status']} in {done['seconds']} s", flush=True)
             with open(args.out, "w") as fh:
                 json.dump({"transformers": __import__("transformers").__version__,
                            "deepspeed": deepspeed.__version__, "results": results}, fh, indent=1)
