@@ -102,7 +102,8 @@ def _slurm(*argv: str, check: bool = True, timeout: float = 60) -> str:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError:
         raise ConfigError(f"{argv[0]} not found: this host is not a Slurm client", where="--launcher slurm",
-                          fix="run on a login node (sbatch, squeue, scontrol on PATH) or use --script-only") from None
+                          fix="run on a login node (sbatch, squeue, scontrol on PATH); to submit from elsewhere, "
+                              "`./sb bench --launcher slurm --script-only DIR` writes the job scripts") from None
     if check and out.returncode != 0:
         raise ConfigError(f"{' '.join(argv[:2])} failed: {out.stderr.strip() or out.stdout.strip()}",
                           where="--launcher slurm", fix="check SLURM_CONF, the partition and the account")
@@ -134,8 +135,9 @@ class SlurmLauncher(Launcher):
         directive(container_image, "--container-image")
         self.partition, self.account, self.exclusive = partition, account, exclusive
         self.sbatch_args, self.gpus, self.container_image, self.poll_s = tuple(sbatch_args), gpus, container_image, poll_s
-        # --script-only / --dry-run ask no sinfo: they work on a laptop with no Slurm client
-        self._cluster_has_gpus: bool | None = None if ask_cluster else True
+        # --script-only / --dry-run ask sinfo where one answers, and work on a laptop with no Slurm client
+        self.ask_cluster = ask_cluster
+        self._cluster_has_gpus: bool | None = None
         self.dead: set[str] = set()  # nodes found dead in this sweep: --exclude for every later job
 
     def hosts(self, nodes: int) -> list[str]:
@@ -161,8 +163,11 @@ class SlurmLauncher(Launcher):
         if self.gpus != "auto":
             return self.gpus == "yes"
         if self._cluster_has_gpus is None:  # does any node advertise a gpu GRES?
-            self._cluster_has_gpus = "gpu" in _slurm("sinfo", "-h", "-o", "%G", check=False)
-            self._asked = True
+            found = _gres_has_gpu()
+            if found is None and self.ask_cluster:  # a run needs the cluster: no client is the error it names
+                found = "gpu" in _slurm("sinfo", "-h", "-o", "%G", check=False)
+            # a script for elsewhere with no cluster to ask: assume GPU nodes (the script says so)
+            self._asked, self._cluster_has_gpus = found is not None, True if found is None else found
         return self._cluster_has_gpus
 
     def env(self, extra: dict[str, str] | None = None, *, cuda: bool | None = None) -> dict[str, str]:
@@ -186,8 +191,8 @@ class SlurmLauncher(Launcher):
         if self.dead:  # slurmctld believes a cut node idle until its own node timeout, and would place us there
             sb.append(f"--exclude={','.join(sorted(self.dead))}")
         why_gpus = ("--slurm-gpus yes" if self.gpus == "yes" else "--slurm-gpus no" if self.gpus == "no" else
-                    "the cluster advertises gpu GRES" if self._asked else
-                    "--slurm-gpus auto, and no Slurm client was asked: --slurm-gpus no leaves the line out")
+                    ("the cluster advertises gpu GRES" if gpus else "no node advertises a gpu GRES") if self._asked else
+                    "--slurm-gpus auto, and no Slurm client answered here: --slurm-gpus no leaves the line out")
         return "\n".join(["#!/bin/bash", *(f"#SBATCH {directive(a)}" for a in sb), f"# stackbench {name}: {about}",
                           f"# GPUs: {f'--gpus-per-node={procs_per_node}' if gpus else 'none requested'} ({why_gpus})",
                           "# secrets (HF_TOKEN ...) are not written here: submit with sbatch --export=ALL from a "
@@ -408,6 +413,15 @@ def _preflight_ok(path: Path) -> bool:
         return bool(record.read(path).get("ok"))
     except (OSError, ValueError):  # being written (atomically: not half a file) or gone
         return True
+
+
+def _gres_has_gpu() -> bool | None:
+    """Whether any node of the cluster advertises a gpu GRES; None when no Slurm client answers here."""
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%G"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return None if out.returncode else "gpu" in out.stdout
 
 
 def partition_memory_gib(partition: str = "") -> tuple[float | None, str]:

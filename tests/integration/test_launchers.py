@@ -158,6 +158,37 @@ def test_bench_through_a_real_slurm_cluster_runs_one_and_two_nodes(slurm_cluster
 
 
 @pytest.mark.slurm
+def test_script_only_files_pass_sbatch_test_only_and_the_partitions_ram_bounds_offload(slurm_cluster, tmp_path):
+    """What a login node gets: one sbatch-ready file per run (nothing else on stdout) that bash and
+    sbatch --test-only accept; and offload's host share checked against the partition's RealMemory
+    (2000 MB on the test nodes), not this host's RAM."""
+    env = dict(os.environ, **slurm_cluster.env)
+    folder = tmp_path / "scripts"
+    p = subprocess.run([sys.executable, "-m", "invoke", "bench", "--launcher", "slurm", "--nodes", "1,2", "--tasks",
+                        "sft", "--zero", "2,3", "--gpus-per-node", "1", "--results", str(tmp_path), "--script-only",
+                        str(folder)], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert p.returncode == 0 and p.stdout == "", p.stdout + p.stderr[-2000:]
+    scripts = sorted(folder.glob("*.sbatch"))
+    assert len(scripts) == 4
+    for script in scripts:
+        assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+        test = subprocess.run(["sbatch", "--test-only", str(script)], capture_output=True, text=True, env=env,
+                              timeout=60)
+        assert test.returncode == 0 and "to start at" in test.stderr, (script.name, test.stderr)
+    p = subprocess.run([sys.executable, "-m", "invoke", "bench", "--launcher", "slurm", "--partition", "debug",
+                        "--model", "qwen3-8b", "--gpu-mem", "80", "--gpus-per-node", "8", "--nodes", "1", "--tasks",
+                        "sft", "--zero", "3", "--offload", "none,optimizer", "--seq-len", "512", "--micro-batch", "1",
+                        "--results", str(tmp_path), "--dry-run"], capture_output=True, text=True, cwd=ROOT, env=env,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    lines = {line.split(":")[0]: line for line in p.stdout.splitlines() if line.startswith("# sft-")}
+    offloaded = next(v for k, v in lines.items() if "-offopt-" in k)
+    plain = next(v for k, v in lines.items() if "-offopt-" not in k)
+    assert "will be skipped: offload keeps" in offloaded and "sinfo RealMemory of partition debug" in offloaded
+    assert ": to run" in plain and p.stdout.rstrip().endswith("1 to run, 1 skipped")
+
+
+@pytest.mark.slurm
 def test_a_failed_preflight_inside_a_slurm_job_is_recorded_with_its_cause(slurm_cluster, tmp_path):
     """Every rank's gloo told to use an interface no node has: the preflight's all-reduce fails in
     the job, the job exits with the preflight's code, and the run is recorded failed / preflight."""

@@ -132,7 +132,7 @@ def test_scripts_are_complete_without_slurm_or_ssh_and_quote_the_paths(planted):
     for name in ("script-slurm", "script-torchrun", "script-local", "dry-slurm", "dry-torchrun", "dry-local"):
         assert out[name][2] == 0, f"{name}: {out[name][1][-2000:]}"
     script = out["script-slurm"][0]
-    assert "#SBATCH --gpus-per-node=1" in script and "no Slurm client was asked" in script
+    assert "#SBATCH --gpus-per-node=1" in script and "no Slurm client answered here" in script
     assert script.count("srun ") == 2 and "-m trainer" in script and "export HF_TOKEN" not in script
     # the path with a space and a `$` arrives as one word, unexpanded, in the job shell
     sweep_dir = results / "script-slurm"
