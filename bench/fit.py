@@ -19,7 +19,8 @@ from core import memory_model
 from core.config import RunConfig, dtype_on
 from core.host import GIB, host_gib_per_rank
 
-HOST_HEADROOM = 0.9  # bench.plan's: 10% of a node's RAM for the OS and the ranks' own processes
+HEADROOM = 0.9  # leave 10% of a GPU for the allocator's fragmentation, NCCL buffers, the CUDA context
+HOST_HEADROOM = 0.9  # and 10% of a node's RAM for the OS and the ranks' own processes
 
 
 def local_gpu_gib() -> float | None:
@@ -67,10 +68,11 @@ class FitCheck:
         return local_gpu_gib()
 
     def capacity(self, cfg: RunConfig) -> tuple[float, str]:
+        """What one rank may use: a GPU less HEADROOM (as `invoke plan` counts it), else host RAM per rank."""
         if self.gpu_gib:
-            return self.gpu_gib, "--gpu-mem"
+            return self.gpu_gib * HEADROOM, f"{HEADROOM:.0%} of --gpu-mem {self.gpu_gib:g}"
         if self.local_gpu:
-            return self.local_gpu, "this host's GPU (NVML)"
+            return self.local_gpu * HEADROOM, f"{HEADROOM:.0%} of this host's GPU (NVML)"
         return host_gib_per_rank(cfg.gpus_per_node), f"host RAM / {cfg.gpus_per_node} ranks per node"
 
     def predict(self, cfg: RunConfig) -> memory_model.MemoryPrediction:

@@ -11,12 +11,11 @@ device, then the most headroom. bench's fit check uses the same memory model; `i
 
 from __future__ import annotations
 
-from bench.fit import HOST_HEADROOM
+from bench.fit import HEADROOM, HOST_HEADROOM
 from core import formulas, memory_model, perf_model
 from core.config import OFFLOADS, ZERO_STAGES, RunConfig, offload_problem, stage_label
 from core.errors import ConfigError
 
-HEADROOM = 0.9  # leave 10% of the device for the allocator's fragmentation, NCCL buffers, the CUDA context
 
 
 def fit_label(row: dict) -> str:

@@ -114,7 +114,7 @@ def test_runs_that_cannot_fit_are_recorded_skipped_with_the_prediction(tmp_path)
     big = RunConfig(task="sft", model="qwen3-8b", zero_stage=0, nodes=1, gpus_per_node=8, seq_len=4096, micro_batch=1)
     ok = RunConfig(task="sft", model="qwen3-8b", zero_stage=3, nodes=1, gpus_per_node=8, seq_len=4096, micro_batch=1)
     pred, why = fit.why_not(big)
-    assert pred["fits"] is False and pred["model_states_gib"] > 150 and "> 80.0 GiB (--gpu-mem)" in why
+    assert pred["fits"] is False and pred["model_states_gib"] > 150 and "> 72.0 GiB (90% of --gpu-mem 80)" in why
     assert fit.why_not(ok) == (fit.predict(ok).to_dict(), None)
     records = run_sweep([big], _no_launch(), tmp_path, quiet=True, fit=fit)
     assert records[0]["status"] == "skipped" and records[0]["error"]["kind"] == "predicted_oom"
