@@ -25,6 +25,13 @@ without their 1.5x "additional buffer factor"); the rest is derived from the opt
           gradient buffers' (4 + w)Ψ/N with pin_memory.
   DeepSpeed 0.18+ pins by default (pin_memory: true); 0.16 did not. Pinned pages cannot be swapped
   and come out of the same RAM: they are counted in the host figure, and shown on their own.
+  NVMe (ZeRO-Infinity, ZeRO-3 only; `device: nvme`): what goes to the drive leaves the host figure
+  (nvme_gib) and pinned swap buffers take its place (nvme_share): for the optimizer, the fp32
+  partition, Adam's moments and the fp32 gradients are swapped, the 16-bit gradient partition stays
+  in RAM, and buffer_count buffers of the largest sub-group (min(sub_group_size, Ψ/N) fp32 values;
+  swap_tensor/optimizer_utils.py) are pinned; for the parameters, up to max_in_cpu of the 16-bit
+  partition stay in pinned RAM (stage3.py) and buffer_count x buffer_size values are pinned for the
+  swaps (swap_tensor/partitioned_param_swapper.py).
 The ZeRO paper's textbook figures sit beside them (arXiv 1910.02054, K = 12 for Adam): ZeRO-1
 4Ψ + 12Ψ/N, ZeRO-2 2Ψ + 14Ψ/N, ZeRO-3 16Ψ/N, no ZeRO 16Ψ.
 fp32 training (CPU here): the 16-bit params and grads become 4 bytes each.
@@ -73,6 +80,7 @@ class MemoryPrediction:
     paper_model_states_gib: float  # the ZeRO paper's textbook figure, for comparison
     fits: bool | None         # the device: None when its memory is unknown; on a CPU (one pool) host included
     host_fits: bool | None = None  # the host's RAM per node for every rank's host share: None when unknown
+    nvme_gib: float = 0.0     # what ZeRO-Infinity keeps on NVMe, per rank
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -124,6 +132,13 @@ class ZeroKnobs:
     stage3_max_reuse_distance: float = 1e9
     stage3_prefetch_bucket_size: float = 5e7
     pin_memory: bool = True  # offload_optimizer.pin_memory: DeepSpeed 0.18+'s default (0.16's: false)
+    sub_group_size: float = 1e9
+    optimizer_nvme: bool = False  # offload_optimizer.device == "nvme"
+    optimizer_buffer_count: int = 4  # offload_optimizer.buffer_count
+    param_nvme: bool = False  # offload_param.device == "nvme"
+    param_buffer_count: int = 5  # offload_param.buffer_count
+    param_buffer_size: float = 1e8  # offload_param.buffer_size (values)
+    param_max_in_cpu: float = 1e9  # offload_param.max_in_cpu (values kept in RAM)
 
     @classmethod
     def of(cls, zero_optimization: dict | None, hidden: int | None = None) -> "ZeroKnobs":
@@ -132,12 +147,15 @@ class ZeroKnobs:
         0.9 hidden^2 for the prefetch bucket), else DeepSpeed's default."""
         z, out = zero_optimization or {}, {}
         auto = {"reduce_bucket_size": 1.0, "stage3_prefetch_bucket_size": 0.9}
-        pin = (z.get("offload_optimizer") or {}).get("pin_memory") if isinstance(z.get("offload_optimizer"), dict) \
-            else None
-        if isinstance(pin, bool):
-            out["pin_memory"] = pin
+        opt = z.get("offload_optimizer") if isinstance(z.get("offload_optimizer"), dict) else {}
+        par = z.get("offload_param") if isinstance(z.get("offload_param"), dict) else {}
+        nested = {"pin_memory": opt.get("pin_memory"), "optimizer_buffer_count": opt.get("buffer_count"),
+                  "param_buffer_count": par.get("buffer_count"), "param_buffer_size": par.get("buffer_size"),
+                  "param_max_in_cpu": par.get("max_in_cpu")}
+        out.update({k: v for k, v in nested.items() if isinstance(v, (bool, int, float))})
+        out["optimizer_nvme"], out["param_nvme"] = opt.get("device") == "nvme", par.get("device") == "nvme"
         for f in fields(cls):
-            if f.name == "pin_memory":
+            if f.name in nested or f.name.endswith("_nvme"):
                 continue
             v = z.get(f.name)
             if v == "auto" and f.name in auto and hidden:
@@ -145,6 +163,25 @@ class ZeroKnobs:
             elif isinstance(v, (bool, int, float)) and not isinstance(v, str):
                 out[f.name] = v
         return cls(**out)
+
+
+def nvme_share(states: Placement, params: int, ranks: int, value_bytes: int, knobs: ZeroKnobs,
+               offload_optimizer: bool, offload_param: bool) -> tuple[Placement, float]:
+    """ZeRO-3's host figures when offload goes to NVMe (the module doc): (the placement with the host
+    share that stays in RAM, bytes on the drive), per rank."""
+    part, w = params / ranks, value_bytes
+    host, pinned, drive = states.host, states.pinned, 0.0
+    if offload_optimizer and knobs.optimizer_nvme:
+        swapped = 16 * part  # fp32 partition 4, Adam m and v 8, fp32 gradients 4
+        buffers = knobs.optimizer_buffer_count * min(knobs.sub_group_size, part) * 4
+        host, pinned, drive = host - swapped + buffers, max(0.0, pinned - 4 * part) + buffers, drive + swapped
+    if offload_param and knobs.param_nvme:
+        in_ram = min(part, knobs.param_max_in_cpu) * w
+        buffers = knobs.param_buffer_count * knobs.param_buffer_size * w
+        host = host - w * part + in_ram + buffers
+        pinned = pinned - w * part + in_ram + buffers
+        drive += w * part - in_ram
+    return Placement(states.device, host, pinned), drive
 
 
 def buffer_bytes(stage: int, params: int, largest_layer: int, ranks: int, knobs: ZeroKnobs, value_bytes: int,
@@ -199,6 +236,9 @@ def predict(*, params: int, largest_layer: int, layers: int, hidden: int, heads:
     knobs = knobs or ZeroKnobs()
     states = model_states_bytes(params, largest_layer, ranks, stage, offload_optimizer, offload_param, value_bytes,
                                 knobs.pin_memory)
+    drive = 0.0
+    if stage == 3 and (knobs.optimizer_nvme or knobs.param_nvme):
+        states, drive = nvme_share(states, params, ranks, value_bytes, knobs, offload_optimizer, offload_param)
     dev, host = states.device, states.host
     buffers = buffer_bytes(stage, params, largest_layer, ranks, knobs, value_bytes, touched_only)
     seqs = micro_batch * (2 if task == "dpo" else 1)
@@ -220,7 +260,7 @@ def predict(*, params: int, largest_layer: int, layers: int, hidden: int, heads:
     return MemoryPrediction(model_states_gib=dev / GIB, activations_gib=acts / GIB, logits_gib=logits / GIB,
                             reference_gib=ref / GIB, buffers_gib=buffers / GIB, total_gib=total / GIB, host_gib=host / GIB,
                             host_pinned_gib=states.pinned / GIB, paper_model_states_gib=paper / GIB, fits=fits,
-                            host_fits=host_fits)
+                            host_fits=host_fits, nvme_gib=drive / GIB)
 
 
 def predict_for(shape, cfg: RunConfig, *, dtype: str, device_gib: float | None, zero_optimization: dict | None = None,

@@ -130,3 +130,20 @@ def test_spread_by_hand():
     assert s["cv"] == pytest.approx((110 / 11) ** 0.5 / 6.0)
     assert metrics.spread([])["median"] is None
     assert metrics.max_over_ranks([{"a": 1, "b": None}, {"a": 3, "b": None}]) == {"a": 3, "b": None}
+
+
+def test_nvme_offload_leaves_ram_but_for_its_pinned_swap_buffers():
+    """ZeRO-Infinity: with both offloads on NVMe a node needs RAM for the 16-bit gradient partition,
+    up to max_in_cpu parameters and the swap buffers, not for the optimizer states (module doc)."""
+    psi, n = 70_000_000_000, 16
+    kw = dict(params=psi, largest_layer=1_000_000_000, layers=80, hidden=8192, heads=64, vocab=128256, task="sft",
+              stage=3, ranks=n, micro_batch=1, seq_len=4096, offload_optimizer=True, offload_param=True)
+    cpu = memory_model.predict(**kw)
+    zero = {"offload_optimizer": {"device": "nvme", "nvme_path": "/nvme"},
+            "offload_param": {"device": "nvme", "nvme_path": "/nvme", "max_in_cpu": 0}}
+    nvme = memory_model.predict(knobs=memory_model.ZeroKnobs.of(zero), **kw)
+    part = psi / n
+    expected_host = 2 * part + 4 * min(1e9, part) * 4 + 5 * 1e8 * 2  # 16-bit grads, optimizer and param buffers
+    assert nvme.host_gib * 2**30 == pytest.approx(expected_host)
+    assert nvme.nvme_gib * 2**30 == pytest.approx(18 * part) and nvme.host_gib < cpu.host_gib / 3
+    assert nvme.total_gib == cpu.total_gib  # the GPU's share does not change
