@@ -85,7 +85,7 @@ def test_an_hf_auto_json_an_accelerate_yaml_and_an_ms_swift_name_run_as_they_say
     swift = recs["zero2"]
     assert swift["resolved"]["engine"]["zero_stage"] == 2 and swift["resolved"]["deepspeed_from"]["source"]["kind"] == "swift"
     assert "optimizer" in {c["key"] for c in swift["resolved"]["deepspeed_from"]["changed"]}  # ms-swift's has none
-    assert "--deepspeed" in out["sources"].stdout and "sets zero_stage=3" in out["sources"].stdout  # on the console
+    assert "--deepspeed" in out["sources"].stderr and "sets zero_stage=3" in out["sources"].stderr  # said: stderr
 
 
 def test_a_plain_json_keeps_micro_batch_and_accumulation_across_node_counts(sweeps):
@@ -100,7 +100,7 @@ def test_a_plain_json_keeps_micro_batch_and_accumulation_across_node_counts(swee
         assert engine["betas"] == [0.9, 0.999] and engine["weight_decay"] == pytest.approx(0.01)
         changed = {c["key"]: c for c in rec["resolved"]["deepspeed_from"]["changed"]}
         assert ("train_batch_size" in changed) == (nodes == 2)  # the file's 4 fits one rank; said where replaced
-    assert "train_batch_size 4 -> 8" in out["nodes"].stdout
+    assert "train_batch_size 4 -> 8" in out["nodes"].stderr
 
 
 def test_a_bf16_json_runs_on_cpu_and_two_ds_values_are_two_runs(sweeps):
@@ -116,7 +116,7 @@ def test_a_bf16_json_runs_on_cpu_and_two_ds_values_are_two_runs(sweeps):
             engine["reduce_bucket_size"]
         sizes.add(engine["reduce_bucket_size"])
     assert sizes == {1000000, 2000000}
-    assert "bf16 on a CPU runs, but slowly" in out["bf16"].stdout
+    assert "bf16 on a CPU runs, but slowly" in out["bf16"].stderr
     csv = (results / "report" / "runs.csv").read_text().splitlines()[0].split(",")
     assert "ds" in csv and "deepspeed" in csv
 

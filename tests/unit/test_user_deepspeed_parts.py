@@ -134,7 +134,7 @@ def test_bench_says_what_a_config_sets_and_refuses_fp16_on_this_cpu(tmp_path):
                                "--results", str(tmp_path), *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
 
     p = bench("--deepspeed", str(CONFIGS / "plain_zero2_explicit.json"))
-    assert p.returncode == 0 and "sets zero_stage=2, micro_batch=2, grad_accum=2" in p.stdout, p.stderr
+    assert p.returncode == 0 and "sets zero_stage=2, micro_batch=2, grad_accum=2" in p.stderr, p.stderr
     assert p.stdout.count("# sft-z2-") == 1  # the ZeRO sweep collapses to the config's stage
     p = bench("--dtype", "fp16")
     assert p.returncode == 2 and "fp16 on a CPU" in p.stderr and "Traceback" not in p.stderr
