@@ -1,6 +1,7 @@
 """Every bad input a new user met on a real cluster, found before anything is launched or queued:
 exit 2, one error naming what and where with the fix, no traceback, and no run started (the sweep
-is run for real, not dry: its results folder stays empty). One table, one bench process per row."""
+is run for real, not dry: its results folder stays empty). One table, run through `./sb`'s own
+program in this process (one import of the stack for all rows); one row also as a real process."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
+from tests.support.cli import run_sb
 
 SAMPLES = ROOT / "trainer" / "assets" / "samples"
 
@@ -61,17 +63,23 @@ if importlib.util.find_spec("tensorboard") is None:  # the monitor's package mis
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_input_exits_2_before_anything_runs_naming_what_and_where(case, tmp_path):
+def test_bad_input_exits_2_before_anything_runs_naming_what_and_where(case, tmp_path, capfd, monkeypatch):
     args, named = CASES[case]
     results = tmp_path / "results"
-    p = subprocess.run([sys.executable, "-m", "tasks", "bench", "--tasks", "sft", "--nodes", "1",
-                        "--results", str(results), *args(tmp_path)], cwd=ROOT, capture_output=True, text=True,
-                       timeout=300)
-    assert p.returncode == 2, (p.returncode, p.stdout[-1500:], p.stderr[-1500:])
-    assert "Traceback" not in p.stderr + p.stdout and p.stderr.count("error:") == 1, p.stderr
-    error = p.stderr[p.stderr.index("error:"):]
+    code, out, err = run_sb(["bench", "--tasks", "sft", "--nodes", "1", "--results", str(results), *args(tmp_path)],
+                            capfd, monkeypatch)
+    assert code == 2, (code, out[-1500:], err[-1500:])
+    assert "Traceback" not in err + out and err.count("error:") == 1, err
+    error = err[err.index("error:"):]
     assert "fix:" in error and all(word in error for word in named), error
     assert not results.exists() or not any(results.rglob("*.json")), "a run was started"
+
+
+def test_a_real_process_exits_2_without_a_traceback(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "tasks", "bench", "--tasks", "sft", "--results", str(tmp_path),
+                        "--data", "/data/missing.jsonl"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "dataset not found" in p.stderr, p.stderr
+    assert p.stdout == "" and not list(tmp_path.rglob("*.json"))
 
 
 @pytest.mark.parametrize("argv, named", [
@@ -80,12 +88,10 @@ def test_bad_input_exits_2_before_anything_runs_naming_what_and_where(case, tmp_
     (["--micro-batch", "0"], "--micro-batch"),
     (["--host-mem", "lots"], "--host-mem"),
 ])
-def test_plan_reads_flags_as_bench_does(argv, named):
-    p = subprocess.run([sys.executable, "-m", "tasks", "plan", *argv], cwd=ROOT, capture_output=True, text=True,
-                       timeout=120)
-    assert "Traceback" not in p.stderr, p.stderr
+def test_plan_reads_flags_as_bench_does(argv, named, capfd, monkeypatch):
+    code, out, err = run_sb(["plan", *argv], capfd, monkeypatch)
     if named is None:
-        rows = json.loads(p.stdout)  # stdout is the JSON and nothing else; the header went to stderr
-        assert p.returncode == 0 and {r["micro_batch"] for r in rows} == {1, 2, 4} and "plan:" in p.stderr
+        rows = json.loads(out)  # stdout is the JSON and nothing else; the header went to stderr
+        assert code == 0 and {r["micro_batch"] for r in rows} == {1, 2, 4} and "plan:" in err
     else:
-        assert p.returncode == 2 and named in p.stderr, p.stderr
+        assert code == 2 and named in err and "Traceback" not in err, err

@@ -9,8 +9,6 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import json
-import subprocess
-import sys
 
 import deepspeed  # imported here, not first inside a test whose stderr is captured (its logger keeps the stream)
 import pytest
@@ -19,6 +17,7 @@ from bench import dscheck
 from core.config import RunConfig
 from core.errors import EXIT_BAD_INPUT, ConfigError
 from tests.conftest import ROOT
+from tests.support.cli import run_sb
 from trainer import ds_source
 
 CONFIGS = ROOT / "tests" / "support" / "ds_configs"
@@ -150,14 +149,13 @@ def test_without_deepspeed_here_the_configs_are_read_as_json_only(tmp_path, monk
         _check(str(path))
 
 
-def test_bench_refuses_a_bad_config_before_anything_runs(tmp_path):
+def test_bench_refuses_a_bad_config_before_anything_runs(tmp_path, capfd, monkeypatch):
     bad = tmp_path / "ds.json"
     bad.write_text(json.dumps({**HF, "zero_optimisation": {"stage": 3},
                                "zero_optimization": {"stage": 3, "stage3_prefetch_bucket_sizes": 5e7}}))
-    p = subprocess.run([sys.executable, "-m", "tasks", "bench", "--dry-run", "--deepspeed", str(bad), "--tasks", "sft",
-                        "--zero", "3", "--results", str(tmp_path / "results")], cwd=ROOT, capture_output=True, check=False,
-                       text=True, timeout=180)
-    assert p.returncode == EXIT_BAD_INPUT and "Traceback" not in p.stderr, p.stderr[-2000:]
-    assert f"{bad}: zero_optimisation: DeepSpeed {deepspeed.__version__} reads no top-level key" in p.stderr
-    assert "did you mean zero_optimization?" in p.stderr
-    assert "zero_optimization.stage3_prefetch_bucket_sizes" in p.stderr and "# sft-" not in p.stdout
+    code, out, err = run_sb(["bench", "--dry-run", "--deepspeed", str(bad), "--tasks", "sft", "--zero", "3",
+                             "--results", str(tmp_path / "results")], capfd, monkeypatch)
+    assert code == EXIT_BAD_INPUT and "Traceback" not in err, err[-2000:]
+    assert f"{bad}: zero_optimisation: DeepSpeed {deepspeed.__version__} reads no top-level key" in err
+    assert "did you mean zero_optimization?" in err
+    assert "zero_optimization.stage3_prefetch_bucket_sizes" in err and "# sft-" not in out

@@ -149,25 +149,26 @@ def test_bad_launcher_settings_exit_2_without_traceback(args, expect):
     assert p.returncode == 2 and expect in p.stderr and "Traceback" not in p.stderr, p.stderr
 
 
-def test_script_only_writes_one_sbatch_file_per_run_and_nothing_else_on_stdout(tmp_path):
-    one = _invoke("--launcher", "slurm", "--slurm-gpus", "no", "--tasks", "sft", "--zero", "3", "--nodes", "2",
-                  "--script-only")
-    assert one.returncode == 0, one.stderr
-    assert one.stdout.startswith("#!/bin/bash\n") and one.stdout.count("#!/bin/bash") == 1, one.stdout[:200]
-    assert "data:" in one.stderr and "data:" not in one.stdout  # diagnostics on stderr: `> job.sbatch` is the job
-    many = _invoke("--launcher", "slurm", "--slurm-gpus", "no", "--tasks", "sft", "--zero", "2,3", "--nodes", "2",
-                   "--script-only")
-    assert many.returncode == 2 and "--script-only DIR" not in many.stdout and "give a folder" in many.stderr
+def test_script_only_writes_one_sbatch_file_per_run_and_nothing_else_on_stdout(tmp_path, capfd, monkeypatch):
+    from tests.support.cli import run_sb
+
+    slurm = ["bench", "--launcher", "slurm", "--slurm-gpus", "no", "--tasks", "sft", "--nodes", "2"]
+    code, out, err = run_sb([*slurm, "--zero", "3", "--script-only"], capfd, monkeypatch)
+    assert code == 0, err
+    assert out.startswith("#!/bin/bash\n") and out.count("#!/bin/bash") == 1, out[:200]
+    assert "data:" in err and "data:" not in out  # diagnostics on stderr: `> job.sbatch` is the job
+    code, out, err = run_sb([*slurm, "--zero", "2,3", "--script-only"], capfd, monkeypatch)
+    assert code == 2 and out == "" and "give a folder" in err
     folder = tmp_path / "scripts"
-    p = _invoke("--launcher", "slurm", "--slurm-gpus", "no", "--tasks", "sft", "--zero", "2,3", "--nodes", "2",
-                "--gpu-mem", "0.001", "--run-anyway", "--script-only", str(folder))
-    assert p.returncode == 0 and p.stdout == "", p.stdout
+    code, out, err = run_sb([*slurm, "--zero", "2,3", "--gpu-mem", "0.001", "--run-anyway", "--script-only",
+                             str(folder)], capfd, monkeypatch)
+    assert code == 0 and out == "", out
     written = sorted(folder.glob("*.sbatch"))
     assert len(written) == 2 and all(f.read_text().startswith("#!/bin/bash\n#SBATCH") for f in written)
     # what the memory model says cannot fit is left out, and said
-    p = _invoke("--launcher", "slurm", "--slurm-gpus", "no", "--tasks", "sft", "--zero", "2,3", "--nodes", "2",
-                "--gpu-mem", "0.001", "--script-only", str(tmp_path / "none"))
-    assert p.returncode == 0 and p.stdout == "" and p.stderr.count("left out sft-z") == 2, p.stderr
+    code, out, err = run_sb([*slurm, "--zero", "2,3", "--gpu-mem", "0.001", "--script-only", str(tmp_path / "none")],
+                            capfd, monkeypatch)
+    assert code == 0 and out == "" and err.count("left out sft-z") == 2, err
     assert not list((tmp_path / "none").glob("*.sbatch"))
 
 

@@ -11,17 +11,14 @@ on the meta device (tests/support/moe_zoo.py CLASSES):
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from bench import modelcheck
 from core.config import RunConfig
 from core.errors import ConfigError
-from tests.conftest import ROOT
 from tests.support import moe_zoo
+from tests.support.cli import run_sb
 from trainer import models
 
 
@@ -102,15 +99,14 @@ def test_the_model_check_refuses_a_model_at_every_zero_stage(tmp_path):
     assert "too-many-experts" in e.value.what
 
 
-def test_a_model_list_with_an_unusable_model_exits_2_before_any_run(tmp_path):
+def test_a_model_list_with_an_unusable_model_exits_2_before_any_run(tmp_path, capfd, monkeypatch):
     bad = tmp_path / "no-such-arch"
     bad.mkdir()
     (bad / "config.json").write_text(json.dumps({"model_type": "no_such_arch", "hidden_size": 64}))
     results = tmp_path / "results"
-    p = subprocess.run([sys.executable, "-m", "tasks", "bench", "--dry-run", "--model", f"tiny,{bad}", "--zero", "1",
-                        "--results", str(results)], check=False, cwd=ROOT, capture_output=True, text=True, timeout=180,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    assert p.returncode == 2, p.stdout[-2000:] + p.stderr[-2000:]
-    assert "Traceback" not in p.stderr and "no-such-arch" in p.stderr and "does not load" in p.stderr, p.stderr
-    assert "--attn-impl" not in p.stderr.split("fix:")[0]  # not read as a refused attention implementation
-    assert "# " not in p.stdout and not results.exists()  # no run listed, nothing written
+    code, out, err = run_sb(["bench", "--dry-run", "--model", f"tiny,{bad}", "--zero", "1", "--results", str(results)],
+                            capfd, monkeypatch)
+    assert code == 2, out[-2000:] + err[-2000:]
+    assert "Traceback" not in err and "no-such-arch" in err and "does not load" in err, err
+    assert "--attn-impl" not in err.split("fix:")[0]  # not read as a refused attention implementation
+    assert "# " not in out and not results.exists()  # no run listed, nothing written

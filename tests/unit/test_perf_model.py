@@ -132,26 +132,22 @@ def test_qwen3_235b_on_three_nodes_is_planned_as_deepspeed_would_hold_it():
     assert not any(r["fits"] for r in small) and any(r["verdict"] == "no (host)" for r in small)
 
 
-def test_bench_dry_run_marks_the_runs_plan_says_fit():
+def test_bench_dry_run_marks_the_runs_plan_says_fit(capfd, monkeypatch):
     """The same memory model, capacities and host check behind `bench --dry-run` and `plan`: at 3
     nodes only ZeRO-3 with optimizer + parameter offload is to run, with a node's 2 TiB of RAM."""
     import json
-    import subprocess
-    import sys
 
-    from tests.conftest import ROOT
+    from tests.support.cli import run_sb
 
     common = ["--model", "qwen3-235b-a22b", "--nodes", "3", "--gpus-per-node", "8", "--gpu-mem", "80", "--host-mem",
-              "2048", "--seq-len", "4096", "--micro-batch", "1", "--zero", "2,3"]
-    plan = subprocess.run([sys.executable, "-m", "tasks", "plan", *common, "--tasks", "sft", "--json"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-    assert plan.returncode == 0, plan.stderr[-2000:]
-    fits = {(r["zero_stage"], r["offload"]) for r in json.loads(plan.stdout) if r["fits"]}
+              "2048", "--seq-len", "4096", "--micro-batch", "1", "--zero", "2,3", "--tasks", "sft"]
+    code, out, err = run_sb(["plan", *common, "--json"], capfd, monkeypatch)
+    assert code == 0, err[-2000:]
+    fits = {(r["zero_stage"], r["offload"]) for r in json.loads(out) if r["fits"]}
     assert fits == {(3, "optimizer+params")}
-    bench = subprocess.run([sys.executable, "-m", "tasks", "bench", *common, "--tasks", "sft", "--offload",
-                            "none,optimizer,params,optimizer+params", "--repeat-data", "--launcher", "slurm", "--dry-run"], cwd=ROOT,
-                           capture_output=True, text=True, timeout=300)
-    assert bench.returncode == 0, bench.stderr[-2000:]
-    to_run = [line for line in bench.stdout.splitlines() if line.startswith("# ") and ": to run" in line]
-    assert len(to_run) == 1 and "-z3-offall-" in to_run[0], bench.stdout
-    assert bench.stdout.rstrip().endswith("1 to run, 5 skipped")  # ZeRO-2 none/opt, ZeRO-3 none/opt/params
+    code, out, err = run_sb(["bench", *common, "--offload", "none,optimizer,params,optimizer+params", "--repeat-data",
+                             "--launcher", "slurm", "--dry-run"], capfd, monkeypatch)
+    assert code == 0, err[-2000:]
+    to_run = [line for line in out.splitlines() if line.startswith("# ") and ": to run" in line]
+    assert len(to_run) == 1 and "-z3-offall-" in to_run[0], out
+    assert out.rstrip().endswith("1 to run, 5 skipped")  # ZeRO-2 none/opt, ZeRO-3 none/opt/params
