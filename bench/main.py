@@ -5,6 +5,7 @@ non-boolean one a comma list) and the sweep's options (bench.options.BenchOption
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -89,9 +90,20 @@ def split_flags(flags: dict[str, Any]) -> tuple[dict[str, list], set[str], Bench
     return axes, given, opts
 
 
-def _say_what_configs_change(configs: list) -> None:
-    """Before anything runs: what each user DeepSpeed config states, and what of it is not used as
-    it is (once per config, world size and overrides: the global batch follows the world size)."""
+def target_device(opts: BenchOptions, runner: Launcher) -> str:
+    """The device the ranks will have, not this host's (a login node has no GPU): the local launcher
+    runs here; Slurm's nodes have GPUs when the job asks for them; torchrun's hosts are GPU nodes."""
+    if opts.launcher == "local":
+        return "cuda" if has_nvidia_driver() else "cpu"
+    if opts.launcher == "slurm":
+        return "cuda" if runner.request_gpus() else "cpu"
+    return "cuda"
+
+
+def _say_what_configs_change(configs: list, device: str) -> None:
+    """Before anything runs: what each user DeepSpeed config states (once per config), and each thing
+    of it not used as it is (once per wording: the global batch follows the world size), for the
+    device the ranks will have."""
     import importlib.util
 
     if importlib.util.find_spec("transformers") is None:  # a login node without the training stack
@@ -101,21 +113,34 @@ def _say_what_configs_change(configs: list) -> None:
         return
     from trainer import ds_config, models
 
+    said_sets: set = set()
+    said: set = set()
     seen = set()
     for cfg in configs:
         key = (cfg.deepspeed, cfg.ds, cfg.world_size, cfg.micro_batch, cfg.grad_accum)
         if not cfg.deepspeed or key in seen:
             continue
         seen.add(key)
-        dtype = dtype_on(cfg.dtype, "cuda" if has_nvidia_driver() else "cpu")
         shape = models.shape(models.resolve(cfg.model))
-        _, provenance = ds_config.deepspeed_config(cfg, dtype, "cuda" if has_nvidia_driver() else "cpu",
+        _, provenance = ds_config.deepspeed_config(cfg, dtype_on(cfg.dtype, device), device,
                                                    SimpleNamespace(hidden_size=shape.hidden))
-        stated = ds_source.stated_knobs(ds_source.source_config(cfg)[1])
-        note(f"--deepspeed {cfg.deepspeed} ({cfg.world_size} ranks): sets "
-             + (", ".join(f"{k}={v}" for k, v in stated.items()) or "no knob"))
+        if (cfg.deepspeed, cfg.ds) not in said_sets:
+            said_sets.add((cfg.deepspeed, cfg.ds))
+            stated = ds_source.stated_knobs(ds_source.source_config(cfg)[1])
+            note(f"--deepspeed {cfg.deepspeed}: sets " + (", ".join(f"{k}={v}" for k, v in stated.items()) or "no knob"))
         for line in ds_config.describe(provenance):
-            note(f"  note: {line}")
+            if (cfg.deepspeed, cfg.ds, line) not in said:
+                said.add((cfg.deepspeed, cfg.ds, line))
+                note(f"  note: {line}")
+
+
+class _HostAccelerator(logging.Filter):
+    """DeepSpeed's "Setting accelerator to CPU" at import: a fact of this host (a login node, a
+    laptop), not of the nodes the runs go to, and nothing a user can act on: left out of the bench's
+    console. The ranks still log it where it is true."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.filename.startswith("real_accelerator")
 
 
 def header(axes: dict[str, list], given: set[str], opts: BenchOptions) -> str:
@@ -127,6 +152,20 @@ def header(axes: dict[str, list], given: set[str], opts: BenchOptions) -> str:
 
 
 SHOWN = ("model", "task", "nodes", "gpus_per_node", "micro_batch", "seq_len", "zero_stage", "offload")
+
+
+def closing_count(counts: dict[str, int]) -> str:
+    """'3 to run (1 with host RAM unchecked), 5 skipped (4 too big for the GPU, 1 for the nodes' RAM), 2 done'."""
+    run = counts.get("to run", 0) + counts.get("to run, host RAM unchecked", 0)
+    gpu, ram = counts.get("skipped: too big for the GPU", 0), counts.get("skipped: too big for the nodes' RAM", 0)
+    parts = [f"{run} to run" + (f" ({counts['to run, host RAM unchecked']} with host RAM unchecked)"
+                                if counts.get("to run, host RAM unchecked") else "")]
+    if gpu or ram:
+        why = [f"{gpu} too big for the GPU"] * bool(gpu) + [f"{ram} for the nodes' RAM"] * bool(ram)
+        parts.append(f"{gpu + ram} skipped ({', '.join(why)})")
+    if counts.get("already done"):
+        parts.append(f"{counts['already done']} already done")
+    return ", ".join(parts)
 
 
 def write_scripts(runner: Launcher, configs: list, sweep_dir: Path, fit: FitCheck, target: str) -> int:
@@ -167,7 +206,7 @@ def _check(configs: list, invalid: list, axes: dict, given: set[str], opts: Benc
     """Every input before anything is launched, queued or printed as a plan (a mistake exits 2
     here): (the sweep's folder, its fit check, what each run keeps of its data)."""
     note(header(axes, given, opts))
-    _say_what_configs_change(configs)
+    _say_what_configs_change(configs, target_device(opts, runner))
     if any(c.dtype == "bf16" for c in configs) and opts.launcher == "local" and not has_nvidia_driver():
         note(f"warning: {CPU_BF16_WARNING}")
     if any(c.dtype == "fp16" for c in configs) and opts.launcher == "local" and not has_nvidia_driver():
@@ -187,6 +226,7 @@ def _check(configs: list, invalid: list, axes: dict, given: set[str], opts: Benc
 
 
 def bench(**flags: Any) -> int:
+    logging.getLogger("DeepSpeed").addFilter(_HostAccelerator())  # before DeepSpeed is first imported here
     axes, given, opts = split_flags(dict(flags))
     runner = make_launcher(opts)
     configs, invalid = expand(axes, given=given)
@@ -198,17 +238,21 @@ def bench(**flags: Any) -> int:
         return write_scripts(runner, configs, sweep_dir, fit, opts.script_only)
     if opts.dry_run:
         print(f"sweep {sweep_id}: {len(configs)} runs -> {sweep_dir}")
-        counts = {"to run": 0, "done": 0, "skipped": 0}
+        counts: dict[str, int] = {}
         for cfg in configs:
-            _, why = fit.why_not(cfg)
+            pred, why = fit.why_not(cfg)
             done = sweep.done(sweep_dir, cfg)
-            counts["done" if done else "skipped" if why else "to run"] += 1
+            # what the closing line counts: to run, done, or skipped and why
+            kind = ("already done" if done else "skipped: too big for the GPU" if why and pred["fits"] is False
+                    else "skipped: too big for the nodes' RAM" if why else
+                    "to run, host RAM unchecked" if fit.host_note(cfg) else "to run")
+            counts[kind] = counts.get(kind, 0) + 1
             state = ("done (ok), will be skipped" if done else f"will be skipped: {why}" if why
                      else "; ".join(filter(None, ["to run", fit.host_note(cfg)])))
             if cfg.run_id in kept:
                 state += f"; rows kept/read: {summary.data_cell(kept[cfg.run_id])}"
             print(f"\n# {cfg.run_id}: {state}\n{join_commands(runner.commands(cfg, sweep_dir, 29500))}")
-        print("\n" + ", ".join(f"{n} {what}" for what, n in counts.items() if n or what == "to run"))
+        print("\n" + closing_count(counts))
         return EXIT_OK
     if not configs:
         raise ConfigError("the matrix is empty", fix="check --tasks, --zero and --offload")

@@ -185,7 +185,7 @@ def test_script_only_files_pass_sbatch_test_only_and_the_partitions_ram_bounds_o
     offloaded = next(v for k, v in lines.items() if "-offopt-" in k)
     plain = next(v for k, v in lines.items() if "-offopt-" not in k)
     assert "will be skipped: offload keeps" in offloaded and "sinfo RealMemory of partition debug" in offloaded
-    assert ": to run" in plain and p.stdout.rstrip().endswith("1 to run, 1 skipped")
+    assert ": to run" in plain and p.stdout.rstrip().endswith("1 to run, 1 skipped (1 for the nodes' RAM)")
 
 
 @pytest.mark.slurm

@@ -150,4 +150,4 @@ def test_bench_dry_run_marks_the_runs_plan_says_fit(capfd, monkeypatch):
     assert code == 0, err[-2000:]
     to_run = [line for line in out.splitlines() if line.startswith("# ") and ": to run" in line]
     assert len(to_run) == 1 and "-z3-offall-" in to_run[0], out
-    assert out.rstrip().endswith("1 to run, 5 skipped")  # ZeRO-2 none/opt, ZeRO-3 none/opt/params
+    assert out.rstrip().endswith("1 to run, 5 skipped (5 too big for the GPU)")  # ZeRO-2 none/opt, ZeRO-3 none/opt/params
