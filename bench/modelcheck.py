@@ -13,6 +13,7 @@ import importlib.util
 from types import SimpleNamespace
 
 from core.config import RunConfig
+from core.console import note
 from core.host import has_nvidia_driver
 
 
@@ -33,8 +34,8 @@ def check(configs: list[RunConfig], given: set[str]) -> None:
         shape = models.shape(ref, meta)  # cached per model: the fit check's later models.shape reads it, no rebuild
         if attention.why and (ref.name, attention.asked) not in said:
             said.add((ref.name, attention.asked))
-            print(f"note: {ref.name}: attention {attention.used}, not {attention.asked}: {attention.why} "
-                  f"(give --attn-impl {attention.used} to make it explicit)")
+            note(f"note: {ref.name}: attention {attention.used}, not {attention.asked}: {attention.why} "
+                 f"(give --attn-impl {attention.used} to make it explicit)")
         if cfg.zero_stage != 3 and not cfg.z3_leaf:
             continue
         moe.check_names(meta, cfg.z3_leaf)
@@ -43,4 +44,6 @@ def check(configs: list[RunConfig], given: set[str]) -> None:
             said.add(key)
             config, _ = ds_config.deepspeed_config(cfg, dtype_on(cfg.dtype, device), device,
                                                    SimpleNamespace(hidden_size=shape.hidden))
-            print(f"{ref.name}: {moe.describe(moe.plan(meta, config, cfg.z3_leaf))}")
+            blocks = moe.plan(meta, config, cfg.z3_leaf)
+            if blocks or cfg.z3_leaf or shape.moe:  # a dense model without --z3-leaf: nothing to say
+                note(f"{ref.name}: {moe.describe(blocks)}")
