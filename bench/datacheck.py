@@ -26,7 +26,8 @@ def check(configs: list[RunConfig], *, max_drop: float = 1.0) -> dict[str, dict[
     said: set[tuple] = set()  # files described
     tokenized: dict[tuple, Any] = {}
     out: dict[str, dict[str, Any]] = {}
-    tokenizers: dict[str, Any] = {}
+    tokenizers: dict[tuple, Any] = {}
+    said_lines: set[str] = set()  # tokenizer lines said
     for cfg in configs:
         spec = data.Spec.of(cfg)
         if not tokenizes:
@@ -35,13 +36,19 @@ def check(configs: list[RunConfig], *, max_drop: float = 1.0) -> dict[str, dict[
                 for line in rows.read_rows(spec.path, spec.task, spec.data_format)[1].lines():
                     note(f"data: {line}")
             continue
-        key = (spec, cfg.model)
+        which = (cfg.model, cfg.tokenizer, cfg.backend == "swift")  # what choose_tokenizer reads
+        key = (spec, which)
         if key not in tokenized:
-            if cfg.model not in tokenizers:
+            if which not in tokenizers:
                 from trainer import models
 
-                tokenizers[cfg.model] = models.load_tokenizer(models.resolve(cfg.model))
-            ds = data.load(cfg, tokenizers[cfg.model])
+                ref = models.resolve(cfg.model)
+                tokenizers[which], choice = models.tokenizer_for(cfg, ref)  # the ranks make the same choice
+                line = choice.console_line(cfg.model)
+                if (ref.kind != "tiny" or cfg.tokenizer) and line not in said_lines:
+                    said_lines.add(line)  # once per model: the embedded fallback is a warning, never silent
+                    note(line)
+            ds = data.load(cfg, tokenizers[which])
             tokenized[key] = ds
             if (spec.path, spec.task, spec.data_format) not in said:
                 said.add((spec.path, spec.task, spec.data_format))

@@ -123,8 +123,13 @@ class RunConfig:
     """Everything that decides what one run measures. Field order is the sweep's loop order
     (outermost first: one node count's runs stay together, so one preflight serves them)."""
 
-    model: str = knob("tiny", "a preset (qwen3-8b ..., random init), 'tiny' (the embedded model) or a local HF "
-                      "model directory", id_always=True)
+    model: str = knob("tiny", "a preset (qwen3-8b ..., random init), 'tiny' (the embedded model), a local HF "
+                      "model directory, or a hub id org/name[@revision] (from the local HF cache; where not cached "
+                      "and HF_HUB_OFFLINE is unset, its config and tokenizer files are fetched, never weights)",
+                      id_always=True)
+    tokenizer: str = knob("", "the tokenizer that counts the tokens: a directory or a hub id org/name[@revision]; "
+                          "empty: the model's own (a preset: its family's from the local HF cache, else the "
+                          "embedded one, with a warning)")
     task: str = knob("sft", "sft (chat, loss on assistant turns), dpo (preference pairs) or pt (continued "
                      "pre-training)", choices=TASKS, flag="tasks", sweep="sft,dpo", id_always=True)
     nodes: int = knob(1, "nodes (the local launcher: emulated nodes on this host)", minimum=1, sweep="1,2")
@@ -201,6 +206,8 @@ class RunConfig:
             ("--dpo-ref-zero-stage with --backend " + self.backend
              if self.dpo_ref_zero_stage != "auto" and self.backend != "native" else None,
              "TRL and ms-swift choose the reference model's stage themselves: leave it auto"),
+            ("--tokenizer with --backend swift" if self.tokenizer and self.backend == "swift" else None,
+             "leave --tokenizer out: ms-swift tokenizes with the model directory's own tokenizer"),
             ("--adam-beta1 and --adam-beta2 must be below 1" if max(self.adam_beta1, self.adam_beta2) >= 1 else None,
              "e.g. 0.9 and 0.95"),
             ("--lr and --beta must be positive" if self.lr == 0 or self.beta == 0 else None, "give positive numbers"),

@@ -3,6 +3,9 @@
 
   messages             {"messages": [{"role", "content"}, ...]}            (OpenAI / TRL / ms-swift)
   sharegpt             {"conversations" | "conversation": [{"from", "value"}, ...]}  human/gpt/system
+                       ({"role", "content"} turns too), or ms-swift's pairs [{"human", "assistant"}, ...];
+                       "system" / "system_prompt"?: the system turn, first (a first system turn wins), as
+                       ms-swift's MessagesPreprocessor reads them
   alpaca               {"instruction", "input"?, "output", "system"?, "history"?: [[q, a], ...]}
   dolly                {"instruction", "context"?, "response", "category"?}
   swift                {"query", "response", "history"?: [[q, a], ...], "system"?}; pt: {"response"}
@@ -21,10 +24,12 @@ from typing import Any
 from core.errors import DataError
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
-                  "bing": "assistant", "bard": "assistant", "model": "assistant", "system": "system"}
+                  "bing": "assistant", "bard": "assistant", "model": "assistant", "bot": "assistant",
+                  "system": "system"}
+PAIR_KEYS = {"user": ("human", "user"), "assistant": ("assistant", "gpt", "bot")}  # ms-swift's pair turns
 USED = {
     "messages": {"messages", "rejected_response"},
-    "sharegpt": {"conversations", "conversation", "rejected_response"},
+    "sharegpt": {"conversations", "conversation", "system", "system_prompt", "rejected_response"},
     "alpaca": {"instruction", "input", "output", "system", "history", "rejected_response"},
     "dolly": {"instruction", "context", "response", "category"},
     "swift": {"query", "response", "history", "system", "rejected_response"},
@@ -77,7 +82,8 @@ def _history(obj: dict, where: str) -> list[dict[str, str]]:
 
 
 def _system(obj: dict) -> list[dict[str, str]]:
-    return [{"role": "system", "content": obj["system"]}] if isinstance(obj.get("system"), str) and obj["system"] else []
+    return [{"role": "system", "content": obj["system"]}] if isinstance(obj.get("system"), str) and obj["system"] \
+        else []
 
 
 def to_messages(obj: dict, where: str, data_format: str = "auto") -> tuple[str, list[dict[str, Any]], Any, set[str]]:
@@ -100,18 +106,15 @@ def to_messages(obj: dict, where: str, data_format: str = "auto") -> tuple[str, 
             raise DataError("--data-format sharegpt: the row has no \"conversations\"", where=where)
         if not isinstance(turns, list):
             raise DataError("\"conversations\" must be a list", where=where)
-        messages = []
-        for i, t in enumerate(turns):
-            if not isinstance(t, dict) or str(t.get("from", "")).lower() not in SHAREGPT_ROLES:
-                raise DataError(f"conversations[{i}] needs \"from\" (human, gpt, system) and \"value\"", where=where)
-            messages.append({"role": SHAREGPT_ROLES[str(t["from"]).lower()], "content": t.get("value")})
+        messages = _sharegpt(turns, obj, where)
     elif layout == "alpaca":
         prompt = _text(obj, "instruction", where) + (f"\n\n{obj['input']}" if obj.get("input") else "")
         messages = [*_system(obj), *_history(obj, where), {"role": "user", "content": prompt},
                     {"role": "assistant", "content": _text(obj, "output", where)}]
     elif layout == "dolly":
         prompt = _text(obj, "instruction", where) + (f"\n\n{obj['context']}" if obj.get("context") else "")
-        messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": _text(obj, "response", where)}]
+        messages = [{"role": "user", "content": prompt},
+                    {"role": "assistant", "content": _text(obj, "response", where)}]
     elif layout == "swift":
         if "query" not in obj:  # ms-swift's pre-training rows: {"response": text}
             messages = [{"role": "assistant", "content": _text(obj, "response", where)}]
@@ -123,6 +126,32 @@ def to_messages(obj: dict, where: str, data_format: str = "auto") -> tuple[str, 
     else:  # text
         messages = [{"role": "assistant", "content": _text(obj, "text", where)}]
     return layout, messages, rejected, set(obj) - USED[layout]
+
+
+def _sharegpt(turns: list, obj: dict, where: str) -> list[dict[str, Any]]:
+    """ShareGPT turns ({"from", "value"} or {"role", "content"}) or ms-swift's pairs ({"human",
+    "assistant"}: a user and an assistant turn each) as messages, with the row's "system" (or
+    "system_prompt") first unless the turns open with their own system turn (ms-swift's rule)."""
+    system = next((obj[k] for k in ("system", "system_prompt") if isinstance(obj.get(k), str) and obj[k]), None)
+    top = [{"role": "system", "content": system}] if system is not None else []
+    if turns and isinstance(turns[0], dict) and not {"from", "role", "value", "content"} & set(turns[0]):
+        messages = list(top)
+        for i, t in enumerate(turns):  # ms-swift's pairs
+            pair = [next((t[k] for k in PAIR_KEYS[role] if k in t), None) if isinstance(t, dict) else None
+                    for role in ("user", "assistant")]
+            if not all(isinstance(text, str) for text in pair):
+                raise DataError(f"conversation[{i}] needs \"human\" and \"assistant\" strings (ms-swift's pairs)",
+                                where=where, fix='write each turn as {"human": "...", "assistant": "..."}')
+            messages += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
+        return messages
+    messages = []
+    for i, t in enumerate(turns):
+        role = str((t.get("from", t.get("role", "")) if isinstance(t, dict) else "")).lower()
+        if role not in SHAREGPT_ROLES:
+            raise DataError(f"conversations[{i}] needs \"from\" (human, gpt, system) and \"value\", or the row "
+                            "ms-swift's pairs [{\"human\", \"assistant\"}, ...]", where=where)
+        messages.append({"role": SHAREGPT_ROLES[role], "content": t.get("value", t.get("content"))})
+    return messages if messages and messages[0]["role"] == "system" else [*top, *messages]
 
 
 def _preference(obj: dict, where: str) -> tuple[list[dict[str, Any]], str]:

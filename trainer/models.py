@@ -6,13 +6,29 @@ A reference is one of:
   - "tiny": the embedded Qwen3-shaped model (trainer/embedded.py);
   - a local Hugging Face model directory (config, tokenizer, weights). A directory with only a
     config.json is an architecture: random init, like a preset (and the embedded tokenizer when
-    it has none).
+    it has none, said as a warning);
+  - a Hugging Face hub id, `org/name` or `org/name@revision` (a branch, tag or commit): read from
+    the local HF cache first (HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub), so
+    it works offline (HF_HUB_OFFLINE=1); where it is not cached and the user has not said offline,
+    its config and tokenizer files only are fetched, never weights. It is then what its snapshot
+    directory is: weights already in the snapshot (a model the user downloaded) are loaded, as a
+    local directory's; without them it is random init from its config, like a preset. Said on the
+    console and in the record (resolved.model: kind "hub", path, weights).
+
+The tokenizer that counts the tokens (choose_tokenizer: the one choice the bench process and the
+ranks share): the run config's `tokenizer` when given (a directory or a hub id), else the model's
+own (its directory's, its snapshot's; a preset's: its family's from the local HF cache, never
+fetched), else the embedded one, which for any model but 'tiny' is a fallback said as a warning
+on the console and in the record (resolved.tokenizer: name, source, fallback).
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
 import json
+import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,17 +51,138 @@ def load_preset(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 @dataclass(frozen=True, slots=True)
 class ModelRef:
-    kind: str          # preset | tiny | dir
-    name: str          # what the record calls it
+    kind: str          # preset | tiny | dir | hub
+    name: str          # what the record calls it (a hub id as given)
     path: str          # directory holding config (+ tokenizer, weights); "" for presets
     config: dict       # the HF config as a dict
+    preset: str = ""   # the preset's file name (qwen3-8b) for kind preset
 
     @property
     def weights_dir(self) -> str | None:
         """Where weights load from; None means random init from the config."""
-        if self.kind == "dir" and any(next(Path(self.path).glob(p), None) for p in ("*.safetensors", "*.bin")):
+        if self.kind in ("dir", "hub") and any(next(Path(self.path).glob(p), None)
+                                               for p in ("*.safetensors", "*.bin")):
             return self.path
         return None
+
+
+# --- Hugging Face hub ids -------------------------------------------------------------------------
+
+HUB_ID = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95})(?:@(?P<revision>[\w.\-/]+))?")
+TOKENIZER_FILES = ["tokenizer*", "*.jinja", "chat_template.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.*", "merges.txt", "*.tiktoken", "*.model"]  # *.model: sentencepiece (tokenizer.model)
+CONFIG_FILES = ["config.json", "generation_config.json", *TOKENIZER_FILES]  # what a hub id fetches: never weights
+HAS_TOKENIZER = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+_TRUE = {"1", "ON", "YES", "TRUE"}
+
+
+def is_hub_id(ref: str) -> bool:
+    """`org/name` or `org/name@revision`, not a path (no leading / . ~, one slash before any @)."""
+    m = HUB_ID.fullmatch(ref)
+    return bool(m) and ".." not in m["repo"]
+
+
+def hub_cache() -> Path:
+    """The HF hub cache, as huggingface_hub finds it, read from the environment now (not when
+    huggingface_hub was imported): HF_HUB_CACHE, else HF_HOME/hub, else XDG_CACHE_HOME/huggingface/hub."""
+    env = os.environ
+    if env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE"):
+        return Path(env.get("HF_HUB_CACHE") or env["HUGGINGFACE_HUB_CACHE"]).expanduser()
+    home = env.get("HF_HOME") or str(Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def hub_offline() -> bool:
+    """The user said offline: HF_HUB_OFFLINE (or transformers' TRANSFORMERS_OFFLINE) set true."""
+    return any(os.environ.get(k, "").strip().upper() in _TRUE for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def hub_snapshot(hub_id: str, patterns: list[str], *, fetch: bool) -> Path | None:
+    """The snapshot directory of hub_id (`org/name[@revision]`) holding the files of `patterns`:
+    from the local cache, else (fetch and not offline) downloaded, those files only. None where
+    the cache has no snapshot of it and nothing is fetched; a ConfigError where a fetch fails."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise ConfigError(f"{hub_id}: a Hugging Face hub id, but huggingface_hub is not installed here",
+                          where="--model / --tokenizer",
+                          fix="install the training stack (transformers brings huggingface_hub), or give the "
+                              "model's directory") from None
+    m = HUB_ID.fullmatch(hub_id)
+    repo, revision = m["repo"], m["revision"] or "main"
+    try:  # the cache first, offline or not: a cached model needs no network
+        folder = Path(snapshot_download(repo, revision=revision, cache_dir=hub_cache(), local_files_only=True,
+                                        allow_patterns=patterns))
+        return folder
+    except Exception:  # noqa: BLE001 - not cached (huggingface_hub's LocalEntryNotFoundError and kin, by version)
+        if not fetch or hub_offline():
+            return None
+    try:
+        return Path(snapshot_download(repo, revision=revision, cache_dir=hub_cache(), allow_patterns=patterns))
+    except Exception as e:  # noqa: BLE001 - unknown repo, gated, no network: said as the user's
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ConfigError(f"{hub_id}: not in the local Hugging Face cache ({hub_cache()}), and fetching its config "
+                          f"and tokenizer files failed: {type(e).__name__}: {first}", where="--model / --tokenizer",
+                          fix="check the id (and HF_TOKEN for a gated model), download it where the hub is "
+                              f"reachable (`hf download {repo} config.json` and its tokenizer files), or give a "
+                              "local model directory") from None
+
+
+_SAID: set[str] = set()  # hub models described on this process's console
+
+
+def _from_hub(ref: str) -> ModelRef | None:
+    folder = hub_snapshot(ref, CONFIG_FILES, fetch=True)
+    if folder is None:
+        return None
+    if not (folder / "config.json").is_file():
+        raise ConfigError(f"{ref}: its snapshot in the Hugging Face cache has no config.json", where=str(folder),
+                          fix="fetch it (`hf download ... config.json`), or give a local model directory")
+    model = ModelRef("hub", ref, str(folder), json.loads((folder / "config.json").read_text()))
+    if ref not in _SAID and os.environ.get("RANK", "0") == "0":  # the bench process and rank 0 say it, once
+        _SAID.add(ref)
+        from core.console import note
+
+        note(f"model {ref}: {folder} (the Hugging Face cache's snapshot); "
+             + ("its weights are loaded" if model.weights_dir else
+                "no weights there: random init from its config, as a preset"))
+    return model
+
+
+def nearest_presets(ref: str) -> list[str]:
+    """The presets a name is closest to (difflib), matched against each preset's file name, its
+    model name and its hub id, so 'Qwen/Qwen3-8B' and 'qwen3_8b' both find qwen3-8b."""
+    keys: dict[str, str] = {}
+    for name in preset_names():
+        meta = load_preset(name)[1]
+        for key in (name, meta["name"], preset_hub_id(name) or ""):
+            if key:
+                keys[key.lower()] = name
+                keys[key.lower().rsplit("/", 1)[-1]] = name
+    asked = ref.lower().replace("_", "-")
+    hits = difflib.get_close_matches(asked, keys, n=6, cutoff=0.6)
+    hits += difflib.get_close_matches(asked.rsplit("/", 1)[-1].split("@")[0], keys, n=6, cutoff=0.6)
+    return list(dict.fromkeys(keys[h] for h in sorted(hits, key=lambda h: -difflib.SequenceMatcher(
+        None, asked.rsplit("/", 1)[-1], h).ratio())))[:3]
+
+
+def _unknown(ref: str) -> ConfigError:
+    near = nearest_presets(ref)
+    hint = f"the nearest preset{'s' * (len(near) > 1)}: {', '.join(near)} (a real architecture, random init); " \
+        if near else ""
+    if is_hub_id(ref):
+        m = HUB_ID.fullmatch(ref)
+        offline = " (HF_HUB_OFFLINE is set: nothing fetched)" if hub_offline() else ""
+        return ConfigError(f"model {ref!r}: not a preset, not a directory, and not in the local Hugging Face cache "
+                           f"({hub_cache()}){offline}", where="--model",
+                           fix=f"{hint}download it (`hf download {m['repo']}"
+                               + (f" --revision {m['revision']}" if m["revision"] else "")
+                               + "`, or its config and tokenizer files only), point HF_HUB_CACHE / HF_HOME at the "
+                                 "cache that has it, or give its directory (--model /path/to/model, holding "
+                                 "config.json)")
+    return ConfigError(f"model {ref!r} is neither a preset nor an existing directory", where="--model",
+                       fix=f"{hint}or 'tiny', a hub id (org/name, from the local HF cache), a local model directory "
+                           f"(--model /path/to/model, holding config.json), or a preset: {', '.join(preset_names())}")
 
 
 def resolve(ref: str) -> ModelRef:
@@ -54,15 +191,45 @@ def resolve(ref: str) -> ModelRef:
         return ModelRef("tiny", "tiny-qwen3", str(ASSET_DIR), json.loads((ASSET_DIR / "config.json").read_text()))
     if ref.lower() in preset_names():
         config, meta = load_preset(ref.lower())
-        return ModelRef("preset", meta["name"], "", config)
+        return ModelRef("preset", meta["name"], "", config, ref.lower())
     path = Path(ref)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ConfigError(f"model directory {path} has no config.json", where="--model",
                               fix="point at a Hugging Face model directory (config.json, tokenizer, weights)")
         return ModelRef("dir", path.name, str(path.resolve()), json.loads((path / "config.json").read_text()))
-    raise ConfigError(f"model {ref!r} is neither a preset nor an existing directory", where="--model",
-                      fix=f"use 'tiny', a local model directory, or a preset: {', '.join(preset_names())}")
+    if is_hub_id(ref):
+        found = _from_hub(ref)
+        if found:
+            return found
+    raise _unknown(ref)
+
+
+# --- presets' tokenizers ---------------------------------------------------------------------------
+
+SIZE = re.compile(r"\d+(\.\d+)?[bm]|a\d+(\.\d+)?b|\d+x\d+(\.\d+)?b|\d+e", re.I)  # 8b, a22b, 8x7b, 16e
+
+
+def preset_hub_id(name: str) -> str | None:
+    """The hub id a preset's source names (https://huggingface.co/ORG/NAME ...)."""
+    m = re.search(r"huggingface\.co/([\w.-]+/[\w.-]+)", load_preset(name)[1].get("source", ""))
+    return m[1] if m else None
+
+
+def preset_family(name: str) -> str:
+    """A preset's name without its sizes: qwen3-235b-a22b -> qwen3, llama-3.1-8b -> llama-3.1
+    (the sizes of one family share a tokenizer)."""
+    parts = name.split("-")
+    while len(parts) > 1 and SIZE.fullmatch(parts[-1]):
+        parts.pop()
+    return "-".join(parts)
+
+
+def preset_tokenizer_ids(name: str) -> list[str]:
+    """Hub ids whose tokenizer a preset takes, best first: its own source's, then its family's."""
+    family = preset_family(name)
+    ids = [preset_hub_id(name)] + [preset_hub_id(n) for n in preset_names() if n != name and preset_family(n) == family]
+    return list(dict.fromkeys(i for i in ids if i))
 
 
 def hf_config(ref: ModelRef):
@@ -317,14 +484,107 @@ def attention_windows(cfg) -> tuple[list, str]:
     return windows, note
 
 
-def load_tokenizer(ref: ModelRef):
+@dataclass(frozen=True, slots=True)
+class TokenizerChoice:
+    """The tokenizer that counts a run's tokens, and how it was found (the record's
+    resolved.tokenizer: name, source, fallback)."""
+
+    name: str          # a hub id, a directory's name, or "embedded (tiny-qwen3)"
+    source: str        # the directory it loads from
+    fallback: bool     # the embedded tokenizer standing in for a model that has its own
+    why: str = ""      # where it was found, or why the embedded one stands in (the console's words)
+    suggest: str = ""  # the fallback's fix: the hub id whose tokenizer is the model's
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.source, "fallback": self.fallback}
+
+    def console_line(self, model: str) -> str:
+        """What the console says about it (stderr, once per model): a note, or for the fallback a
+        warning with its fix."""
+        if not self.fallback:
+            return f"data: {model}: tokens counted with the {self.name} tokenizer ({self.why})"
+        own = f"--tokenizer {self.suggest} (fetched if not cached: tokenizer files only)" if self.suggest else \
+            "--tokenizer DIR|org/name"
+        get = f", or `hf download {self.suggest.split('@')[0]} --include 'tokenizer*'`" if self.suggest else ""
+        return (f"warning: {model}: tokens are counted with stackbench's embedded tokenizer, not the model's own "
+                f"({self.why}): token counts, rows dropped or truncated and --seq-len hints are not the model's\n"
+                f"  fix: {own}, or a tokenizer directory{get} (into {hub_cache()})")
+
+
+def _embedded(fallback: bool, why: str = "", suggest: str = "") -> TokenizerChoice:
+    from trainer.embedded import ASSET_DIR
+
+    return TokenizerChoice("embedded (tiny-qwen3)", str(ASSET_DIR), fallback, why, suggest)
+
+
+def _has_tokenizer(folder: Path) -> bool:
+    return any((folder / f).is_file() for f in HAS_TOKENIZER)
+
+
+def _has_chat_template(folder: Path) -> bool:
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    try:
+        return bool(json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template"))
+    except (OSError, ValueError):
+        return False
+
+
+def choose_tokenizer(ref: ModelRef, asked: str = "", backend: str = "native") -> TokenizerChoice:
+    """The one choice of tokenizer for a run (the bench process tokenizes the data with it, the
+    ranks train on it, the record names it): `asked` (the run config's tokenizer: a directory or a
+    hub id, cached or fetched: tokenizer files only), else the model's own (its directory's or
+    snapshot's; a preset's: its family's from the local HF cache, never fetched), else the
+    embedded one (a fallback for any model but 'tiny'). backend "swift": ms-swift tokenizes with
+    the directory it loads, which for a random-init model is a seeded copy with the embedded
+    tokenizer (trainer/backends/swift.py), so that is what counts its tokens."""
+    if asked:
+        path = Path(asked).expanduser()
+        if path.is_dir():
+            if not _has_tokenizer(path):
+                raise ConfigError(f"tokenizer directory {path} has no tokenizer files ({', '.join(HAS_TOKENIZER)})",
+                                  where="--tokenizer", fix="point at a directory a Hugging Face tokenizer was saved to")
+            return TokenizerChoice(path.resolve().name, str(path.resolve()), False, f"--tokenizer, {path.resolve()}")
+        if is_hub_id(asked):
+            folder = hub_snapshot(asked, TOKENIZER_FILES, fetch=True)
+            if folder is not None and _has_tokenizer(folder):
+                return TokenizerChoice(asked, str(folder), False, f"--tokenizer, {folder}")
+        raise ConfigError(f"tokenizer {asked!r}: not a directory with tokenizer files"
+                          + (f", nor in the local Hugging Face cache ({hub_cache()})" if is_hub_id(asked) else ""),
+                          where="--tokenizer",
+                          fix="give a tokenizer directory, or a hub id (org/name) that is cached or fetchable "
+                              "(HF_HUB_OFFLINE unset); leave --tokenizer out for the model's own")
+    if ref.kind == "tiny":
+        return _embedded(False, "the embedded model's own")
+    if backend == "swift" and not ref.weights_dir:
+        return _embedded(True, "ms-swift loads a seeded copy of a random-init model, which carries the embedded "
+                               "tokenizer")
+    if ref.path and _has_tokenizer(Path(ref.path)):
+        return TokenizerChoice(ref.name, ref.path, False, "its own, from its snapshot" if ref.kind == "hub" else
+                               f"its own, from {ref.path}")
+    if ref.kind != "preset":
+        return _embedded(True, f"{ref.path} has no tokenizer files", ref.name if ref.kind == "hub" else "")
+    ids = preset_tokenizer_ids(ref.preset) if ref.preset else []
+    skipped = []
+    for hub_id in ids:
+        folder = hub_snapshot(hub_id, TOKENIZER_FILES, fetch=False)  # a preset never fetches: the cache only
+        if folder is None or not _has_tokenizer(folder):
+            continue
+        if not _has_chat_template(folder):
+            skipped.append(f"{hub_id}'s has no chat template")
+            continue
+        whose = "its own" if hub_id == ids[0] else "its family's"
+        return TokenizerChoice(hub_id, str(folder), False, f"{whose}, from the local Hugging Face cache: {folder}")
+    family = f" nor its family's ({len(ids) - 1} more)" if len(ids) > 1 else ""
+    return _embedded(True, f"no {ids[0] if ids else ref.name} tokenizer{family} in the local Hugging Face cache"
+                           + (f"; {'; '.join(skipped)}" if skipped else ""), ids[0] if ids else "")
+
+
+def load_tokenizer(ref: ModelRef, choice: TokenizerChoice | None = None):
+    """The tokenizer of `choice` (default: choose_tokenizer(ref)), with a pad token."""
     from transformers import AutoTokenizer
 
-    path = ref.path
-    if not path or not any((Path(path) / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
-        from trainer.embedded import ASSET_DIR  # presets carry no tokenizer: the embedded one feeds real ids
-
-        path = ASSET_DIR
+    path = (choice or choose_tokenizer(ref)).source
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
@@ -332,6 +592,12 @@ def load_tokenizer(ref: ModelRef):
         raise ConfigError(f"the tokenizer in {path} has no chat_template", where="--model",
                           fix="use a chat model's tokenizer, or --task pt")
     return tok
+
+
+def tokenizer_for(cfg: RunConfig, ref: ModelRef):
+    """(tokenizer, TokenizerChoice) for a run: what the bench process and every rank both call."""
+    choice = choose_tokenizer(ref, cfg.tokenizer, cfg.backend)
+    return load_tokenizer(ref, choice), choice
 
 
 @dataclass(frozen=True, slots=True)

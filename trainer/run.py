@@ -21,12 +21,11 @@ from core.config import CPU_BF16_WARNING, Launch, RunConfig, cli_flag, resolve_d
 from core.errors import UserError
 from core.fingerprint import fingerprint
 from core.host import free_port, host_gib_per_rank
+from trainer import compat, ds_source, liveness, metrics, models, moe
 from trainer import data as data_mod
-from trainer import compat, liveness, metrics, models, moe
 from trainer.backends import REGISTRY
 from trainer.backends.base import Context, Topology
 from trainer.comms import CommsLog
-from trainer import ds_source
 from trainer.ds_config import deepspeed_config, describe
 
 HOST = socket.gethostname()
@@ -68,7 +67,7 @@ def run(cfg: RunConfig, launch: Launch, given: frozenset[str] = frozenset()) -> 
     backend = REGISTRY[cfg.backend]
     if backend.check:
         backend.check()
-    tokenizer = models.load_tokenizer(ref)
+    tokenizer, tokenizer_choice = models.tokenizer_for(cfg, ref)  # the bench process's choice too
     dataset = data_mod.load(cfg, tokenizer)
     phases.mark("input_ready")
     data_mod.check_enough(dataset, cfg.total_steps * cfg.global_batch, cfg.repeat_data,
@@ -141,12 +140,13 @@ def run(cfg: RunConfig, launch: Launch, given: frozenset[str] = frozenset()) -> 
                                       "secrets": secrets.fingerprints()})  # that each rank saw them, never what
     rec = None
     if topo.rank == 0:
-        rec = _record(ctx, started, everyone, shape, result)
+        rec = _record(ctx, started, everyone, shape, result, tokenizer_choice)
     dist.barrier()
     return rec or {}
 
 
-def _record(ctx: Context, started: str, everyone: list[dict], shape: models.ModelShape, result) -> dict:
+def _record(ctx: Context, started: str, everyone: list[dict], shape: models.ModelShape, result,
+            tokenizer: models.TokenizerChoice) -> dict:
     cfg, launch, topo = ctx.cfg, ctx.launch, ctx.topo
     flops = formulas.task_flops_per_token(cfg.task, shape.flops_params, shape.attention, cfg.seq_len,
                                           cfg.grad_checkpointing)
@@ -162,10 +162,13 @@ def _record(ctx: Context, started: str, everyone: list[dict], shape: models.Mode
                                           zero_optimization=(ctx.ds_config or {}).get("zero_optimization"),
                                           device_type="cuda" if everyone[0]["device"] else "cpu").to_dict()
     resolved = {
-        "model": {"name": ctx.ref.name, "path": ctx.ref.path or None, "kind": ctx.ref.kind, **shape.to_dict()},
+        "model": {"name": ctx.ref.name, "path": ctx.ref.path or None, "kind": ctx.ref.kind,
+                  "weights": ctx.weights, **shape.to_dict()},  # weights: the directory loaded; None: random init
+        "tokenizer": tokenizer.to_dict(),  # which tokenizer counted the tokens; fallback: the embedded one stood in
         "dtype": ctx.dtype, "world_size": topo.world, "global_batch": cfg.global_batch,
         "ref_zero_stage": cfg.ref_zero_stage if cfg.task == "dpo" else None,
-        "attention": ctx.attention.to_dict(), "moe_leaf_modules": result.leaves, "data": ctx.dataset.summary(), "deepspeed": ctx.ds_config,
+        "attention": ctx.attention.to_dict(), "moe_leaf_modules": result.leaves, "data": ctx.dataset.summary(),
+        "deepspeed": ctx.ds_config,
         "deepspeed_from": ctx.ds_provenance, "engine": result.engine,
     }
     if topo.world == 1 and cfg.zero_stage > 0:

@@ -37,6 +37,28 @@ def test_sft_layouts_become_messages(tmp_path, row, messages):
     assert got.messages == messages
 
 
+def test_ms_swift_conversation_pairs_with_a_system_key(tmp_path):
+    # ms-swift's own custom-dataset rows: human/assistant pairs, a top-level system first (its
+    # MessagesPreprocessor.sharegpt_to_messages); a ShareGPT row's own first system turn wins over the key
+    rows = [{"system": "00000", "conversation": [{"human": "11111", "assistant": "22222"}]},
+            {"conversation": [{"human": "aaaaa", "assistant": "bbbbb"}]},
+            {"conversation": [{"human": "mmmmm", "assistant": "nnnnn"}, {"human": "oooo", "assistant": "pppp"}]},
+            {"system_prompt": "S", "conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]},
+            {"system": "ignored", "conversations": [{"role": "system", "content": "S"}, *QA]}]
+    got, notes = _read(tmp_path, rows)
+    assert [r.messages for r in got] == [
+        [{"role": "system", "content": "00000"}, {"role": "user", "content": "11111"},
+         {"role": "assistant", "content": "22222"}],
+        [{"role": "user", "content": "aaaaa"}, {"role": "assistant", "content": "bbbbb"}],
+        [{"role": "user", "content": "mmmmm"}, {"role": "assistant", "content": "nnnnn"},
+         {"role": "user", "content": "oooo"}, {"role": "assistant", "content": "pppp"}],
+        [{"role": "system", "content": "S"}, *QA], [{"role": "system", "content": "S"}, *QA]]
+    assert "sharegpt (5)" in notes[0] and not any("not used" in n for n in notes)
+    with pytest.raises(DataError, match=r"conversation\[1\] needs \"human\" and \"assistant\"") as e:
+        _read(tmp_path, [{"conversation": [{"human": "q", "assistant": "a"}, {"human": "q2"}]}])
+    assert e.value.where.endswith(":1")
+
+
 def test_preference_rows_explicit_and_implicit_prompt(tmp_path):
     explicit = {"prompt": "Q", "chosen": "A", "rejected": "B"}
     implicit = {"chosen": [*QA], "rejected": [QA[0], {"role": "assistant", "content": "B"}]}
