@@ -97,15 +97,14 @@ def hub_offline() -> bool:
     return any(os.environ.get(k, "").strip().upper() in _TRUE for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
-def hub_snapshot(hub_id: str, patterns: list[str], *, fetch: bool) -> Path | None:
+def hub_snapshot(hub_id: str, patterns: list[str], *, fetch: bool, flag: str = "--model") -> Path | None:
     """The snapshot directory of hub_id (`org/name[@revision]`) holding the files of `patterns`:
     from the local cache, else (fetch and not offline) downloaded, those files only. None where
     the cache has no snapshot of it and nothing is fetched; a ConfigError where a fetch fails."""
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
-        raise ConfigError(f"{hub_id}: a Hugging Face hub id, but huggingface_hub is not installed here",
-                          where="--model / --tokenizer",
+        raise ConfigError(f"{hub_id}: a Hugging Face hub id, but huggingface_hub is not installed here", where=flag,
                           fix="install the training stack (transformers brings huggingface_hub), or give the "
                               "model's directory") from None
     m = HUB_ID.fullmatch(hub_id)
@@ -121,11 +120,14 @@ def hub_snapshot(hub_id: str, patterns: list[str], *, fetch: bool) -> Path | Non
         return Path(snapshot_download(repo, revision=revision, cache_dir=hub_cache(), allow_patterns=patterns))
     except Exception as e:  # noqa: BLE001 - unknown repo, gated, no network: said as the user's
         first = (str(e).strip().splitlines() or [""])[0]
-        raise ConfigError(f"{hub_id}: not in the local Hugging Face cache ({hub_cache()}), and fetching its config "
-                          f"and tokenizer files failed: {type(e).__name__}: {first}", where="--model / --tokenizer",
-                          fix="check the id (and HF_TOKEN for a gated model), download it where the hub is "
-                              f"reachable (`hf download {repo} config.json` and its tokenizer files), or give a "
-                              "local model directory") from None
+        near = nearest_presets(hub_id) if flag == "--model" else []
+        raise ConfigError(f"{hub_id}: not in the local Hugging Face cache ({hub_cache()}), and fetching its "
+                          f"{'config and ' if 'config.json' in patterns else ''}tokenizer files failed: "
+                          f"{type(e).__name__}: {first}", where=flag,
+                          fix=(f"the nearest preset: {', '.join(near)} (a real architecture, random init); " if near
+                               else "") + "check the id (and HF_TOKEN for a gated model), download it where the hub "
+                              f"is reachable (`hf download {repo}`), set HF_HUB_OFFLINE=1 to use the cache only, or "
+                              "give a local directory") from None
 
 
 _SAID: set[str] = set()  # hub models described on this process's console
@@ -546,7 +548,7 @@ def choose_tokenizer(ref: ModelRef, asked: str = "", backend: str = "native") ->
                                   where="--tokenizer", fix="point at a directory a Hugging Face tokenizer was saved to")
             return TokenizerChoice(path.resolve().name, str(path.resolve()), False, f"--tokenizer, {path.resolve()}")
         if is_hub_id(asked):
-            folder = hub_snapshot(asked, TOKENIZER_FILES, fetch=True)
+            folder = hub_snapshot(asked, TOKENIZER_FILES, fetch=True, flag="--tokenizer")
             if folder is not None and _has_tokenizer(folder):
                 return TokenizerChoice(asked, str(folder), False, f"--tokenizer, {folder}")
         raise ConfigError(f"tokenizer {asked!r}: not a directory with tokenizer files"
