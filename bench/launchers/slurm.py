@@ -429,10 +429,13 @@ def partition_memory_gib(partition: str = "") -> tuple[float | None, str]:
     not): what a compute node offers for offloaded states, never the login host's RAM. sinfo's %m is
     RealMemory in megabytes (MiB), one line per node configuration."""
     try:
-        text = _slurm("sinfo", "-h", *(["-p", partition] if partition else []), "-o", "%m", check=False, timeout=20)
-    except (ConfigError, subprocess.TimeoutExpired):
+        out = subprocess.run(["sinfo", "-h", *(["-p", partition] if partition else []), "-o", "%m"],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
         return None, "no Slurm client here (sinfo)"
-    sizes = [int(m.group()) for m in re.finditer(r"\d+", text)]
+    if out.returncode:
+        return None, f"sinfo did not answer ({(out.stderr.strip().splitlines() or ['no message'])[-1]})"
+    sizes = [int(m.group()) for m in re.finditer(r"\d+", out.stdout)]
     where = f"partition {partition}" if partition else "every partition"
     if not sizes or min(sizes) <= 1:  # RealMemory=1: the node's memory is not configured
         return None, f"sinfo names no RealMemory for {where}"
