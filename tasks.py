@@ -187,10 +187,12 @@ def base_image(c, profile="", cuda="", no_registry=False, tag=""):
     _run(run_base, profile=profile, cuda=cuda, no_registry=no_registry, tag=tag)
 
 
-@task(help={"results": "directory of records (searched recursively)", "out": "output directory (default: <results>/report)",
+@task(help={"results": "directory of records, searched recursively; its reference/ folder (the committed reference "
+                       "sweeps) only when named: --results results/reference",
+            "out": "output directory (default: <results>/report)",
             "baseline": "a results directory to compare with: deltas, and regressions beyond the runs' own spread"})
 def report(c, results="results", out="", baseline=""):
-    """Records to Markdown, self-contained HTML and CSV, with plots and a baseline comparison."""
+    """Your runs' records to Markdown, self-contained HTML and CSV, with plots and a baseline comparison."""
     from report.main import report as run_report
 
     _run(run_report, results=results, out=out, baseline=baseline)

@@ -13,11 +13,13 @@ import pandas as pd  # noqa: E402
 from report import tables  # noqa: E402
 
 
-def _finish(fig, ax, **labels):
-    """Titles and axis labels, a small legend, a tight layout: every figure ends the same way."""
+def _finish(fig, ax, layout: bool = True, **labels):
+    """Titles and axis labels, a small legend, a tight layout: every figure ends the same way
+    (layout=False: a figure of several axes lays itself out once, after its last one)."""
     ax.set(**labels)
     ax.legend(fontsize=7)
-    fig.tight_layout()
+    if layout:
+        fig.tight_layout()
     return fig
 
 
@@ -44,7 +46,8 @@ def throughput_vs_nodes(df: pd.DataFrame):
             g = g.groupby("nodes")["tokens_per_s"].max()
             ax.plot(g.index, g.values, marker="o", label=label)
         _node_axis(ax, runs["nodes"])
-        _finish(fig, ax, title=f"{task}: throughput", ylabel="throughput (tokens/s, all devices)")
+        _finish(fig, ax, layout=False, title=f"{task}: throughput", ylabel="throughput (tokens/s, all devices)")
+    fig.tight_layout()
     return fig
 
 
@@ -94,8 +97,8 @@ def step_spread(df: pd.DataFrame):
         return None
     fig, ax = plt.subplots(figsize=(max(5.0, 0.22 * len(runs)), 3.6))
     x = range(len(runs))
-    ax.errorbar(list(x), runs["step_s"], yerr=[runs["step_s"] - runs["step_p10_s"], runs["step_p90_s"] - runs["step_s"]],
-                fmt="o", ms=3, capsize=2)
+    low, high = runs["step_s"] - runs["step_p10_s"], runs["step_p90_s"] - runs["step_s"]
+    ax.errorbar(list(x), runs["step_s"], yerr=[low, high], fmt="o", ms=3, capsize=2)
     ax.set_xticks(list(x), [r.rsplit("-", 1)[0] for r in runs["run_id"]], rotation=75, ha="right", fontsize=6)
     ax.set(title="step time: median with p10-p90", xlabel="run", ylabel="step time (s)")
     fig.tight_layout()

@@ -37,29 +37,37 @@ def _nodes_header(n) -> str:
 
 # --- the tables, for people ------------------------------------------------------------------------
 
-def throughput_matrices(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+def throughput_matrices(df: pd.DataFrame, confs: pd.DataFrame | None = None) -> list[tuple[str, pd.DataFrame]]:
     """Per model and task: configuration x node count, tokens/s per device; the best of each node
-    count in bold; a configuration that did not run ok shows its status."""
-    labelled = df.assign(configuration=tables.config_label(df))
-    confs = tables.configurations(labelled)
+    count in bold; a configuration that did not run ok shows its status (confs:
+    tables.configurations(df) when the caller has it)."""
+    labelled = df if "configuration" in df else df.assign(configuration=tables.config_label(df))
+    confs = tables.configurations(labelled) if confs is None else confs
     out = []
     for (model, task), runs in labelled.groupby(["model", "task"], dropna=False, sort=True):
         measured = confs[(confs["model"] == model) & (confs["task"] == task)]
+        fastest = measured.groupby("nodes")["tokens_per_s_per_device"].max()
+        first = measured.drop_duplicates(["configuration", "nodes"])  # configurations(): one row per pair
+        cells = {(r["configuration"], r["nodes"]): r for r in first.to_dict("records")}
+        # what each configuration and node count shows when nothing ran ok: its statuses, once each
+        outcomes = runs.drop_duplicates(["configuration", "nodes", "status", "error_kind"])
+        statuses: dict = {}
+        for conf, n, st, k in zip(outcomes["configuration"], outcomes["nodes"], outcomes["status"],
+                                  outcomes["error_kind"]):
+            statuses.setdefault((conf, n), set()).add(SKIP_CELL.get(k, st))
         nodes = sorted(runs["nodes"].dropna().unique())
         rows = {}
         for conf in sorted(runs["configuration"].unique()):
             row = {"configuration": conf}
             for n in nodes:
-                m = measured[(measured["configuration"] == conf) & (measured["nodes"] == n)]
-                if not m.empty:
-                    r = m.iloc[0]
-                    best = r["tokens_per_s_per_device"] == measured[measured["nodes"] == n]["tokens_per_s_per_device"].max()
-                    cell = rounded(r["tokens_per_s_per_device"], r["spread"]) + (f" (×{int(r['runs'])})" if r["runs"] > 1 else "")
+                r = cells.get((conf, n))
+                if r is not None:
+                    best = r["tokens_per_s_per_device"] == fastest[n]
+                    cell = rounded(r["tokens_per_s_per_device"], r["spread"]) + (
+                        f" (×{int(r['runs'])})" if r["runs"] > 1 else "")
                     row[_nodes_header(n)] = f"**{cell}**" if best else cell
                 else:
-                    these = runs[(runs["configuration"] == conf) & (runs["nodes"] == n)]
-                    row[_nodes_header(n)] = ", ".join(sorted({SKIP_CELL.get(k, st) for st, k in
-                                                              zip(these["status"], these["error_kind"])})) or MISSING
+                    row[_nodes_header(n)] = ", ".join(sorted(statuses.get((conf, n), ()))) or MISSING
             rows[conf] = row
         out.append((f"{model} / {task}: tokens/s per device by configuration and node count (best in bold; ×N: "
                     "median of N runs)", pd.DataFrame(list(rows.values()))))
@@ -70,8 +78,8 @@ SKIP_CELL = {"predicted_oom": "skipped: cannot fit", "predicted_slower": "skippe
              "stopped_direction": "skipped: larger than one that did not fit"}
 
 
-def configurations_table(df: pd.DataFrame) -> pd.DataFrame:
-    confs = tables.configurations(df)
+def configurations_table(df: pd.DataFrame, confs: pd.DataFrame | None = None) -> pd.DataFrame:
+    confs = tables.configurations(df) if confs is None else confs
     if confs.empty:
         return confs
     with_mfu = confs["mfu"].notna().any()
@@ -109,8 +117,8 @@ def scaling_table(df: pd.DataFrame) -> pd.DataFrame:
                           "scaling efficiency (%)": pct(r.scaling_efficiency)} for r in above.itertuples()])
 
 
-def best_table(df: pd.DataFrame) -> pd.DataFrame:
-    best = tables.best(df)
+def best_table(df: pd.DataFrame, confs: pd.DataFrame | None = None) -> pd.DataFrame:
+    best = tables.best(df, confs)
     if best.empty:
         return pd.DataFrame()
     return pd.DataFrame([{"model": r["model"], "task": r["task"], "nodes": count(r["nodes"]),
@@ -145,7 +153,8 @@ def memory_table(df: pd.DataFrame) -> pd.DataFrame:
     mem = tables.memory(df)
     if mem.empty:
         return pd.DataFrame()
-    return pd.DataFrame([{"model": r["model"], "task": r["task"], "configuration": conf, "ranks": count(r["world_size"]), "micro-batch": count(r["micro_batch"]),
+    return pd.DataFrame([{"model": r["model"], "task": r["task"], "configuration": conf,
+                          "ranks": count(r["world_size"]), "micro-batch": count(r["micro_batch"]),
                           "seq len (tokens)": count(r["seq_len"]), "runs": count(r["runs"]),
                           "predicted (GiB)": rounded(r["predicted_gib"]), "measured (GiB)": rounded(r["peak_gib"]),
                           "measured as": r["peak_source"], "error (%)": rounded(r["prediction_error_pct"])}
@@ -156,7 +165,8 @@ def step_time_table(df: pd.DataFrame) -> pd.DataFrame:
     steps = tables.step_time(df)
     if steps.empty:
         return pd.DataFrame()
-    return pd.DataFrame([{"model": r["model"], "task": r["task"], "configuration": conf, "ranks": count(r["world_size"]),
+    return pd.DataFrame([{"model": r["model"], "task": r["task"], "configuration": conf,
+                          "ranks": count(r["world_size"]),
                           "micro-batch": count(r["micro_batch"]), "seq len (tokens)": count(r["seq_len"]),
                           "runs": count(r["runs"]), "predicted (s)": rounded(r["predicted_step_s"]),
                           "measured median (s)": rounded(r["step_s"]),
@@ -203,23 +213,27 @@ def sections(df: pd.DataFrame, skipped: list, baseline: pd.DataFrame | None,
     """(title, content): content is a paragraph (str), bullets (list), a table (DataFrame of
     strings) or Figures; in the order the report shows them."""
     counts = df["status"].value_counts().to_dict() if not df.empty else {}
+    # every table names a configuration the same way, and reads the same per-configuration figures:
+    # both computed once here (thousands of runs)
+    labelled = df.assign(configuration=tables.config_label(df)) if not df.empty else df
+    confs = tables.configurations(labelled)
     out: list[tuple[str, object]] = [
         ("Summary", f"{len(df)} runs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) +
          (f"; {len(skipped)} files skipped" if skipped else "") + f". {THROUGHPUT_CONVENTION}"),
-        ("Verdict", verdict.verdict(df) or ["No run to judge."]),
+        ("Verdict", verdict.verdict(labelled, confs) or ["No run to judge."]),
     ]
-    caveats = verdict.caveats(df)
+    caveats = verdict.caveats(labelled, confs)
     if caveats:
         out.append(("Caveats", caveats))
     lead = Figures(n for n in LEAD_FIGURES if n in figures)
     if lead:
         out.append(("Throughput and scaling", lead))
-    out += throughput_matrices(df)
-    out.append(("Every configuration (one row per configuration and node count)", configurations_table(df)))
+    out += throughput_matrices(labelled, confs)
+    out.append(("Every configuration (one row per configuration and node count)", configurations_table(df, confs)))
     sc = scaling_table(df)
     if not sc.empty:
         out.append(("Scaling efficiency against each configuration's smallest node count", sc))
-    out.append(("Best configuration per node count", best_table(df)))
+    out.append(("Best configuration per node count", best_table(df, confs)))
     side = backends_table(df)
     if not side.empty:
         out.append(("Backends side by side: tokens/s per device and the ratio to native", side))
@@ -305,7 +319,8 @@ def _strong(text: str) -> str:
     return _BOLD.sub(r"<strong>\1</strong>", html.escape(text))
 
 STYLE = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1d1d1f;max-width:1180px;margin:2em auto;padding:0 1.2em}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1d1d1f;max-width:1180px;margin:2em auto;\
+padding:0 1.2em}
 h1{font-size:1.6em;margin-bottom:.1em} .stamp{color:#666;margin-top:0}
 h2{font-size:1.15em;margin-top:2em;padding-bottom:.2em;border-bottom:1px solid #ddd}
 .verdict p{font-size:1.05em;margin:.5em 0} .caveats li{margin:.3em 0;color:#5a4500}
@@ -339,8 +354,9 @@ def _html(parts, figures: dict[str, bytes], stamp: str) -> str:
     for title, content in parts:
         body.append(f"<h2>{html.escape(title)}</h2>")
         if isinstance(content, Figures):
-            body.append("".join(f'<figure><img alt="{n}" src="data:image/png;base64,{base64.b64encode(figures[n]).decode()}">'
-                                f"<figcaption>{n}</figcaption></figure>" for n in content))
+            body.append("".join(f'<figure><img alt="{n}" src="data:image/png;base64,'
+                                f'{base64.b64encode(figures[n]).decode()}"><figcaption>{n}</figcaption></figure>'
+                                for n in content))
         elif isinstance(content, list):
             items = [_strong(line) for line in content]
             body.append('<ul class="caveats">' + "".join(f"<li>{i}</li>" for i in items) + "</ul>" if title == "Caveats"
@@ -354,5 +370,6 @@ def _html(parts, figures: dict[str, bytes], stamp: str) -> str:
               "document.body.dataset.images=i.filter(x=>x.complete&&x.naturalWidth>0).length+'/'+i.length;});</script>")
     return (f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
             f"<title>stackbench report</title><style>{STYLE}</style></head>"
-            f"<body><h1>stackbench report</h1><p class='stamp'>generated {stamp}</p>{''.join(body)}{script}</body></html>\n")
+            f"<body><h1>stackbench report</h1><p class='stamp'>generated {stamp}</p>{''.join(body)}{script}"
+            "</body></html>\n")
 

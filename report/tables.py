@@ -18,9 +18,10 @@ def keys(*frames: pd.DataFrame) -> list[str]:
 
 
 def _hashable(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
-    """Group-by-able: a list or dict knob value (none today) as its text."""
+    """Group-by-able: a list or dict knob value (none today) as its text. Only a column of Python
+    objects can hold one: a numeric or string column is left as it is (thousands of rows)."""
     return df.assign(**{c: df[c].map(lambda v: v if isinstance(v, (str, int, float, bool)) or v is None else str(v))
-                        for c in cols if c in df})
+                        for c in cols if c in df and df[c].dtype == object})
 
 GROUP = ["model", "task", "backend", "offload", "gpus_per_node", "micro_batch", "seq_len", "dtype"]
 # below this, differences are run-to-run noise even on a quiet machine: never called a difference
@@ -79,7 +80,8 @@ def configurations(df: pd.DataFrame) -> pd.DataFrame:
            .agg(runs=("run_id", "size"), tokens_per_s_per_device=("tokens_per_s_per_device", "median"),
                 low=("tokens_per_s_per_device", "min"), high=("tokens_per_s_per_device", "max"),
                 spread=("spread", "max"), step_s=("step_s", "median"),
-                tokens_per_s_median_step=("tokens_per_s_median_step", "median"), tokens_per_s=("tokens_per_s", "median"),
+                tokens_per_s_median_step=("tokens_per_s_median_step", "median"),
+                tokens_per_s=("tokens_per_s", "median"),
                 world_size=("world_size", "first"), peak_gib=("peak_gib", "max"), mfu=("mfu", "median"),
                 example=("run_id", "first"))
            .reset_index())
@@ -106,10 +108,11 @@ def scaling(df: pd.DataFrame) -> pd.DataFrame:
     return agg.drop(columns=["base_nodes", "base_tokens_per_s"])
 
 
-def best(df: pd.DataFrame) -> pd.DataFrame:
+def best(df: pd.DataFrame, confs: pd.DataFrame | None = None) -> pd.DataFrame:
     """The fastest ok configuration (median tokens/s per device, core.record.THROUGHPUT_CONVENTION)
-    per model, task and node count, a row of configurations() (its median step time beside)."""
-    confs = configurations(df)  # already fastest first within each model, task and node count
+    per model, task and node count, a row of configurations() (its median step time beside; confs:
+    configurations(df) when the caller has it)."""
+    confs = configurations(df) if confs is None else confs  # already fastest first within each model, task and nodes
     return confs.groupby(["model", "task", "nodes"], sort=True).head(1).sort_values(["model", "task", "nodes"])
 
 

@@ -22,7 +22,8 @@ def make_record(task="sft", stage=2, nodes=1, tps=1000.0, step=0.1, spread=0.01,
     metrics = None if status != "ok" else {
         "step_time_s": {"median": step, "p10": step * (1 - spread), "p90": step * (1 + spread), "cv": spread},
         "tokens_per_s": tps, "tokens_per_s_per_device": tps / (nodes * gpus), "samples_per_s": tps / 4096,
-        "tflops_per_device": 400.0, "mfu": 0.4, "memory": {"max_allocated_gib": peak}, "loss": {"first": 2.0, "last": 1.5}}
+        "tflops_per_device": 400.0, "mfu": 0.4, "memory": {"max_allocated_gib": peak},
+        "loss": {"first": 2.0, "last": 1.5}}
     error = None if status == "ok" else record.error("oom", "CUDA out of memory", rank=3, host="gpu-17")
     launch = Launch(run_id=run or f"{task}-z{stage}-n{nodes}", sweep_id="s", launcher="slurm", command="x")
     return record.new(status, cfg, launch, started_at="t", metrics=metrics, error=error,
@@ -89,12 +90,17 @@ def test_report_files(results, tmp_path):
 
 
 def test_report_cli_errors_and_success(results, tmp_path):
-    run = lambda *a: subprocess.run([sys.executable, "-m", "invoke", "report", *a], capture_output=True, text=True,
-                                    cwd=ROOT, timeout=120)
+    def run(*a):
+        return subprocess.run([sys.executable, "-m", "invoke", "report", *a], capture_output=True, text=True, cwd=ROOT,
+                              timeout=120)
+
     p = run("--results", str(tmp_path / "nothing"))
     assert p.returncode == 2 and "no results directory" in p.stderr and "Traceback" not in p.stderr
     p = run("--results", str(results), "--out", str(tmp_path / "rep"))
-    assert p.returncode == 0 and "skipped" in p.stdout and (tmp_path / "rep" / "report.html").exists()
+    assert p.returncode == 0 and (tmp_path / "rep" / "report.html").exists()
+    # what was read and skipped on stderr; stdout names the files written
+    assert f"read 7 records from 1 sweep folder: {results / 's'} (7)" in p.stderr and "skipped" in p.stderr
+    assert "skipped" not in p.stdout and str(tmp_path / "rep" / "report.html") in p.stdout
 
 
 def test_plan_uses_deepspeeds_model_state_figures_and_hand_counted_activations():
@@ -123,7 +129,8 @@ def test_v1_records_of_every_shape_flatten_to_their_own_rows():
     used to flatten to an empty model, stage, nodes and micro-batch and offload "none"."""
     from tests.support.rows import assert_row_filled
 
-    trainer_failure = {"schema": "stackbench.result/1", "run_id": "sft-z3-offall-n2x8-mb4-s1024-0badc0de", "sweep_id": "s", "status": "failed",
+    trainer_failure = {"schema": "stackbench.result/1", "run_id": "sft-z3-offall-n2x8-mb4-s1024-0badc0de",
+                       "sweep_id": "s", "status": "failed",
                        "error": record.error("bad_input", "data.jsonl:3: not valid JSON", rank=0, host="h"),
                        "command": "", "started_at": "t", "finished_at": "t", "metrics": None, "prediction": None,
                        "environment": None,
@@ -148,9 +155,11 @@ def test_rows_dropped_as_too_long_are_in_the_report_and_the_closing_table():
     from bench import summary
 
     kept = make_record(run="a")
-    kept["resolved"]["data"] = {"path": "/d/alpaca.json", "rows": 10, "samples": 10, "dropped_too_long": 0, "truncated": 0}
+    kept["resolved"]["data"] = {"path": "/d/alpaca.json", "rows": 10, "samples": 10, "dropped_too_long": 0,
+                                "truncated": 0}
     lost = make_record(stage=3, run="b")
-    lost["resolved"]["data"] = {"path": "/d/alpaca.json", "rows": 10, "samples": 5, "dropped_too_long": 5, "truncated": 0}
+    lost["resolved"]["data"] = {"path": "/d/alpaca.json", "rows": 10, "samples": 5, "dropped_too_long": 5,
+                                "truncated": 0}
     lost["config"]["seq_len"] = 128
     df = pd.DataFrame([record.to_row(r) for r in (kept, lost)])
     table = tables.data(df)

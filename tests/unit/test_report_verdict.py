@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from core import record
-from report import numbers, render, verdict
+from report import load, numbers, render, verdict
 from tests.unit.test_report_and_plan import make_record
 
 
@@ -109,7 +109,8 @@ def test_step_time_predicted_before_a_run_sits_beside_the_measured_one_and_autot
     predicted["prediction"]["step_time_s"] = 0.55
     slower = make_record(stage=3, nodes=1, run="s")
     slower.update(status="skipped", metrics=None,
-                  error=record.error("predicted_slower", "predicted 600 tokens/s per device, 40% below p measured at 1,000"))
+                  error=record.error("predicted_slower",
+                                     "predicted 600 tokens/s per device, 40% below p measured at 1,000"))
     df = pd.DataFrame([_row(predicted, hosts=hosts, device=H100), _row(slower, hosts=hosts, device=H100)])
     assert df.loc[0, "step_prediction_error_pct"] == pytest.approx(10.0)
     table = render.step_time_table(df)
@@ -120,3 +121,39 @@ def test_step_time_predicted_before_a_run_sits_beside_the_measured_one_and_autot
     assert "skipped: predicted slower" in cells.to_string()
     assert any("not measured: the autotuner predicted them clearly slower" in c for c in verdict.caveats(df))
     assert not any("unable to fit" in c for c in verdict.caveats(df))  # a predicted-slower skip is not a memory skip
+
+
+def _tokenized(rec: dict, fallback: bool | None, model: str = "qwen3-8b") -> dict:
+    """rec with resolved.tokenizer as the trainer records it (None: an older record, without it)."""
+    rec["config"]["model"] = model
+    if fallback is not None:
+        rec["resolved"]["tokenizer"] = {"name": "stackbench-embedded" if fallback else f"Qwen/{model}",
+                                        "source": "embedded" if fallback else "hf-cache", "fallback": fallback}
+    return rec
+
+
+def test_tokens_counted_with_the_embedded_tokenizer_are_a_caveat_naming_the_models_and_the_fix(tmp_path):
+    recs = [_tokenized(make_record(stage=2, run="a"), True), _tokenized(make_record(stage=3, run="b"), True),
+            _tokenized(make_record(stage=2, run="c"), False, model="qwen3-0.6b"),
+            _tokenized(make_record(stage=2, run="d"), None, model="qwen3-1.7b")]
+    df = pd.DataFrame([load.row(r) for r in recs])
+    assert df["tokenizer_fallback"].tolist()[:3] == [True, True, False] and pd.isna(df["tokenizer_fallback"][3])
+    (said,) = [c for c in verdict.caveats(df) if "embedded tokenizer" in c]
+    assert said.startswith("Tokens of qwen3-8b (2 runs) were counted with stackbench's embedded tokenizer, not the "
+                           "model's own: their tokens/s, tokens per step and rows dropped or truncated are not the "
+                           "model's")
+    assert "--tokenizer PATH|hub-id" in said and "local Hugging Face cache" in said
+    assert "qwen3-0.6b" not in said and "qwen3-1.7b" not in said  # its own tokenizer; an older record: nothing known
+    for r in recs:  # and in the written report, through load
+        record.write(tmp_path / "s" / f"{r['run_id']}.json", r)
+    loaded, _ = load.load(tmp_path)
+    md = render.write(loaded, [], tmp_path / "report")["md"].read_text()
+    assert "- Tokens of qwen3-8b (2 runs) were counted with stackbench's embedded tokenizer" in md
+
+
+def test_no_tokenizer_caveat_without_a_fallback_or_for_older_records():
+    own = pd.DataFrame([load.row(_tokenized(make_record(run="a"), False))])
+    older = pd.DataFrame([load.row(_tokenized(make_record(run="b"), None))])
+    flat = pd.DataFrame([record.to_row(make_record(run="c"))])  # a frame without the columns at all
+    for df in (own, older, flat):
+        assert not any("tokenizer" in c for c in verdict.caveats(df))
