@@ -214,6 +214,9 @@ def to_row(rec: dict, path: str = "") -> dict:
         # what the run's data kept (trainer/data.py): rows read, samples kept, dropped as too long, truncated
         "data_path": data.get("path"), "data_rows": data.get("rows"), "data_kept": data.get("samples"),
         "data_dropped": data.get("dropped_too_long"), "data_truncated": data.get("truncated"),
+        # which tokenizer counted the tokens, and whether stackbench's embedded one stood in (None: older records)
+        "tokenizer_used": (res.get("tokenizer") or {}).get("name"),
+        "tokenizer_fallback": (res.get("tokenizer") or {}).get("fallback"),
         "device": ((rec.get("environment") or {}).get("ranks") or [{}])[0].get("device") or "cpu",
         # how many distinct hosts the ranks ran on, and the cores of one (CPU runs): emulated nodes share a host
         "hosts": len(set((rec.get("environment") or {}).get("hosts") or [])) or None,

@@ -47,16 +47,6 @@ def scan(results: str | Path) -> Scan:
     return Scan(root, files, root / REFERENCE if reference else None, len({p.parent for p in reference}))
 
 
-def row(rec: dict, path: str = "") -> dict:
-    """core.record.to_row, and which tokenizer counted the run's tokens (resolved.tokenizer: its name,
-    and whether stackbench's embedded one stood in for the model's own; None in older records)."""
-    out = record.to_row(rec, path)
-    tokenizer = (rec.get("resolved") or {}).get("tokenizer") or {}
-    out.setdefault("tokenizer", tokenizer.get("name"))
-    out.setdefault("tokenizer_fallback", tokenizer.get("fallback"))
-    return out
-
-
 def _credentials() -> dict[str, str]:
     """The environment's secrets, read once per load (not once per record: thousands of records)."""
     return {k: v for k, v in secrets.present().items() if secrets.is_credential(k, v)}
@@ -87,7 +77,7 @@ def load(results: str | Path | Scan) -> tuple[pd.DataFrame, list[tuple[str, str]
         if problems:
             skipped.append((name, "; ".join(problems)))
             continue
-        rows.append(row(rec, name))
+        rows.append(record.to_row(rec, name))
     df = pd.DataFrame(rows)
     if not df.empty:
         # the same record copied into two folders counts once (one config in two sweeps, e.g. two launchers, twice)
