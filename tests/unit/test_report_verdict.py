@@ -136,7 +136,7 @@ def test_tokens_counted_with_the_embedded_tokenizer_are_a_caveat_naming_the_mode
     recs = [_tokenized(make_record(stage=2, run="a"), True), _tokenized(make_record(stage=3, run="b"), True),
             _tokenized(make_record(stage=2, run="c"), False, model="qwen3-0.6b"),
             _tokenized(make_record(stage=2, run="d"), None, model="qwen3-1.7b")]
-    df = pd.DataFrame([load.row(r) for r in recs])
+    df = pd.DataFrame([record.to_row(r) for r in recs])
     assert df["tokenizer_fallback"].tolist()[:3] == [True, True, False] and pd.isna(df["tokenizer_fallback"][3])
     (said,) = [c for c in verdict.caveats(df) if "embedded tokenizer" in c]
     assert said.startswith("Tokens of qwen3-8b (2 runs) were counted with stackbench's embedded tokenizer, not the "
@@ -152,8 +152,8 @@ def test_tokens_counted_with_the_embedded_tokenizer_are_a_caveat_naming_the_mode
 
 
 def test_no_tokenizer_caveat_without_a_fallback_or_for_older_records():
-    own = pd.DataFrame([load.row(_tokenized(make_record(run="a"), False))])
-    older = pd.DataFrame([load.row(_tokenized(make_record(run="b"), None))])
+    own = pd.DataFrame([record.to_row(_tokenized(make_record(run="a"), False))])
+    older = pd.DataFrame([record.to_row(_tokenized(make_record(run="b"), None))])
     flat = pd.DataFrame([record.to_row(make_record(run="c"))])  # a frame without the columns at all
     for df in (own, older, flat):
         assert not any("tokenizer" in c for c in verdict.caveats(df))
