@@ -174,8 +174,9 @@ def as_current(rec: dict) -> dict:
 # --- one row per record ------------------------------------------------------------------------------
 
 def model_label(ref: str) -> str:
-    """How tables name a model: the reference as given ('tiny', 'qwen3-8b'), a directory by its name."""
-    return Path(ref).name if "/" in ref else ref
+    """How tables name a model: the reference as given ('tiny', 'qwen3-8b', a hub id 'Qwen/Qwen3-8B'), a
+    directory by its name."""
+    return Path(ref).name if ref.startswith(("/", ".", "~")) or ("/" in ref and Path(ref).is_dir()) else ref
 
 
 def to_row(rec: dict, path: str = "") -> dict:
