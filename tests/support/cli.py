@@ -10,11 +10,13 @@ import deepspeed  # noqa: F401 - imported first here: its logger keeps the strea
 from tests.conftest import ROOT
 
 
-def run_sb(argv: list[str], capfd, monkeypatch) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `./sb ARGV`, from the repository root."""
+def run_sb(argv: list[str], capfd, monkeypatch=None) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `./sb ARGV`: from the repository root, or, without monkeypatch,
+    from the working directory the test chose (a checkout-like folder of its own)."""
     import tasks
 
-    monkeypatch.chdir(ROOT)
+    if monkeypatch is not None:
+        monkeypatch.chdir(ROOT)
     capfd.readouterr()  # what came before is not this command's
     try:
         tasks.program.run(["sb", *argv])

@@ -12,6 +12,7 @@ import pytest
 
 from core import record
 from tests.conftest import ROOT
+from tests.support.cli import run_sb
 from tests.unit.test_report_and_plan import make_record
 
 REFERENCE_SWEEP = "cpu-2core-nodes-1-2"  # a committed sweep: the embedded default over 1 and 2 emulated nodes
@@ -31,26 +32,12 @@ def checkout(tmp_path, monkeypatch):
     return tmp_path
 
 
-def sb(argv: list[str], capfd) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `./sb ARGV` in the working directory, through tasks.py's program."""
-    import tasks
-
-    capfd.readouterr()
-    try:
-        tasks.program.run(["sb", *argv])
-        code = 0
-    except SystemExit as stopped:
-        code = stopped.code if isinstance(stopped.code, int) else 1
-    out, err = capfd.readouterr()
-    return code, out, err
-
-
 def reference_runs() -> int:
     return sum(1 for _ in (ROOT / "results" / "reference" / REFERENCE_SWEEP).glob("*-*-*.json"))
 
 
 def test_the_default_report_reads_the_users_runs_and_leaves_the_reference_sweeps_out(checkout, capfd):
-    code, out, err = sb(["report"], capfd)
+    code, out, err = run_sb(["report"], capfd)
     assert code == 0, err
     runs = pd.read_csv(checkout / "results" / "report" / "runs.csv")  # beside the records read
     assert sorted(runs["run_id"]) == ["sft-z2-n1", "sft-z2-n2", "sft-z3-n1"]
@@ -65,7 +52,7 @@ def test_the_default_report_reads_the_users_runs_and_leaves_the_reference_sweeps
 def test_naming_the_reference_folder_or_a_sweep_in_it_reads_it(checkout, capfd):
     n = reference_runs()
     for folder in ("results/reference", f"results/reference/{REFERENCE_SWEEP}"):
-        code, out, err = sb(["report", "--results", folder, "--out", "rep"], capfd)
+        code, out, err = run_sb(["report", "--results", folder, "--out", "rep"], capfd)
         assert code == 0, err
         runs = pd.read_csv(checkout / "rep" / "runs.csv")
         assert len(runs) == n and runs["path"].str.contains(REFERENCE_SWEEP).all()
@@ -75,7 +62,7 @@ def test_naming_the_reference_folder_or_a_sweep_in_it_reads_it(checkout, capfd):
 
 def test_a_checkout_with_only_the_reference_sweeps_says_how_to_read_them(checkout, capfd):
     shutil.rmtree(checkout / "results" / "mine")
-    code, out, err = sb(["report"], capfd)
+    code, out, err = run_sb(["report"], capfd)
     assert code == 2 and "Traceback" not in err
     assert "no result records under results outside results/reference/" in err
     assert "--results results/reference reads the committed reference sweeps" in err
