@@ -14,17 +14,26 @@ from typing import Any
 from bench import backends, claims, datacheck, dscheck, modelcheck, summary, sweep
 from bench.autotune import Autotuner
 from bench.fit import FitCheck, node_memory
-from bench.launchers import LAUNCHERS, LaunchOptions, Launcher
+from bench.launchers import LAUNCHERS, Launcher, LaunchOptions
 from bench.launchers.contract import ENV_NAME, join_commands
 from bench.matrix import expand, sweep_id_for
 from bench.options import BenchOptions
 from core import files, secrets
+from core.config import (
+    CPU_BF16_WARNING,
+    bench_default,
+    bench_flag,
+    check_value,
+    dtype_on,
+    flag_values,
+    knob_fields,
+    parse_axis_flag,
+    resolve_dtype,
+)
 from core.console import note
-from core.config import (CPU_BF16_WARNING, bench_default, bench_flag, check_value, dtype_on, flag_values, knob_fields,
-                         parse_axis_flag, resolve_dtype)
+from core.errors import EXIT_FAILED, EXIT_OK, ConfigError
 from core.host import has_nvidia_driver
 from trainer import ds_source
-from core.errors import EXIT_FAILED, EXIT_OK, ConfigError
 
 
 def env_pairs(items: tuple[str, ...]) -> dict[str, str]:

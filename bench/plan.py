@@ -17,7 +17,6 @@ from core.config import OFFLOADS, ZERO_STAGES, RunConfig, offload_problem, stage
 from core.errors import ConfigError
 
 
-
 def fit_label(row: dict) -> str:
     """'yes', 'no', 'host unchecked' (the device holds it; the node's RAM for its offloaded share is
     unknown) or 'no (host)'."""

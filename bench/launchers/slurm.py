@@ -38,7 +38,6 @@ from core import files, record, secrets
 from core.config import RunConfig
 from core.errors import EXIT_PREFLIGHT, ConfigError
 
-
 JOB_FILE = "job.sbatch"
 # a Slurm name (partition, account; comma lists of them)
 SLURM_NAME = re.compile(r"[\w.+-]+(,[\w.+-]+)*")

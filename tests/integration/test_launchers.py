@@ -19,11 +19,11 @@ import pytest
 from bench.launchers import LaunchOptions
 from bench.launchers.local import LocalLauncher
 from bench.launchers.torchrun import TorchrunLauncher
-from core.config import RunConfig
 from bench.sweep import run_sweep
+from core import record
+from core.config import RunConfig
 from tests.conftest import ROOT
 from tests.support.rows import assert_row_filled
-from core import record
 
 pytestmark = pytest.mark.deepspeed
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from core import record
-from tests.conftest import ROOT
 from core.secrets import HASH_KEY
+from tests.conftest import ROOT
 from tests.support.planted import PLANTED, SECRETS, found_in, found_in_bytes, hashes
 
 pytestmark = [pytest.mark.deepspeed, pytest.mark.slurm]

@@ -10,13 +10,12 @@ import time
 
 import pytest
 
+from bench import sweep as sweep_mod
 from bench.fit import FitCheck
-from bench.launchers import LaunchOptions
-from bench.launchers import outcomes
+from bench.launchers import LaunchOptions, outcomes
 from bench.launchers.outcomes import classify
 from bench.launchers.slurm import SlurmLauncher
 from bench.launchers.torchrun import TorchrunLauncher, read_hostfile
-from bench import sweep as sweep_mod
 from bench.sweep import run_sweep
 from core import record
 from core.config import Launch, RunConfig
