@@ -36,19 +36,22 @@ def local_gpu_gib() -> float | None:
         return None
 
 
-def node_memory(host_mem: float, launcher: str, partition: str = "") -> tuple[float | None, str]:
-    """(RAM of one node in GiB or None, where it came from): what the nodes the runs land on offer."""
+def node_memory(host_mem: float, *, partition: str | None = None,
+                this_host: bool = False) -> tuple[float | None, str]:
+    """(RAM of one node in GiB or None, where it came from): what the nodes the runs land on offer.
+    --host-mem, else a Slurm partition's RealMemory (partition given: "" is every partition), else this
+    host's RAM where the runs go to this host; never the login host's RAM for other nodes."""
     if host_mem > 0:
         return host_mem, "--host-mem"
-    if launcher == "slurm":
+    if partition is not None:
         from bench.launchers.slurm import partition_memory_gib
 
         return partition_memory_gib(partition)
-    if launcher == "local":
+    if this_host:
         from core.host import host_memory_gib
 
         return host_memory_gib(), "this host's RAM"
-    return None, "unknown for remote hosts: give --host-mem"
+    return None, "unknown: --host-mem GiB per node, or a Slurm partition's RealMemory, checks it"
 
 
 @dataclass

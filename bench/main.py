@@ -136,7 +136,8 @@ def _say_what_configs_change(configs: list, device: str) -> None:
         if (cfg.deepspeed, cfg.ds) not in said_sets:
             said_sets.add((cfg.deepspeed, cfg.ds))
             stated = ds_source.stated_knobs(ds_source.source_config(cfg)[1])
-            note(f"--deepspeed {cfg.deepspeed}: sets " + (", ".join(f"{k}={v}" for k, v in stated.items()) or "no knob"))
+            sets = ", ".join(f"{k}={v}" for k, v in stated.items()) or "no knob"
+            note(f"--deepspeed {cfg.deepspeed}: sets {sets}")
         for line in ds_config.describe(provenance):
             if (cfg.deepspeed, cfg.ds, line) not in said:
                 said.add((cfg.deepspeed, cfg.ds, line))
@@ -221,7 +222,8 @@ def _check(configs: list, invalid: list, axes: dict, given: set[str], opts: Benc
     if any(c.dtype == "fp16" for c in configs) and opts.launcher == "local" and not has_nvidia_driver():
         resolve_dtype("fp16", "cpu")  # the local ranks are this host's CPUs: refused here, before anything runs
     sweep_dir = Path(opts.results) / (opts.sweep or sweep_id_for(configs, runner.name))
-    host_gib, host_source = node_memory(opts.host_mem, opts.launcher, opts.partition)
+    slurm = opts.partition if opts.launcher == "slurm" else None
+    host_gib, host_source = node_memory(opts.host_mem, partition=slurm, this_host=opts.launcher == "local")
     fit = FitCheck(gpu_gib=opts.gpu_mem or None, run_anyway=opts.run_anyway, host_gib=host_gib,
                    host_source=host_source)
     for combination, why in invalid:

@@ -9,6 +9,7 @@ import json
 import sys
 from typing import Any
 
+from bench.fit import node_memory
 from bench.options import PlanOptions
 from bench.plan import fit_label, recommend
 from bench.plan import plan as make_plan
@@ -20,6 +21,7 @@ from core.errors import ConfigError
 PLAN_DEFAULTS = {"model": "qwen3-8b", "task": "sft", "nodes": "1,2,4", "gpus_per_node": "8", "micro_batch": "1",
                  "seq_len": "4096", "zero_stage": ",".join(map(str, ZERO_STAGES)), "offload": ",".join(OFFLOADS),
                  "grad_accum": "1", "dtype": "bf16", "attn_impl": "sdpa", "grad_checkpointing": "false"}
+PCIE_GBPS = perf_model.NOMINAL_PCIE / 1e9
 PER_TABLE = ("model", "task", "seq_len", "micro_batch", "gpus_per_node", "grad_accum", "dtype", "attn_impl",
              "grad_checkpointing")
 
@@ -43,22 +45,12 @@ def read_flags(flags: dict[str, Any]) -> tuple[dict[str, list], set[str], PlanOp
     return axes, given, opts
 
 
-def host_memory(opts: PlanOptions) -> tuple[float | None, str]:
-    """A node's RAM for offloaded states: --host-mem, else the partition's RealMemory, else unknown."""
-    if opts.host_mem > 0:
-        return opts.host_mem, "--host-mem"
-    if opts.partition:
-        from bench.launchers.slurm import partition_memory_gib
-
-        return partition_memory_gib(opts.partition)
-    return None, "unknown (--host-mem GiB per node, or --partition to read Slurm's RealMemory)"
-
-
 def main(**flags: Any) -> int:
     axes, given, opts = read_flags(dict(flags))
-    host_gib, host_source = host_memory(opts)
-    shown = ", ".join(f"{k.replace('_', '-')} {','.join(map(str, v))}" + ("" if k in given else "*")
-                      for k, v in axes.items() if k not in ("zero_stage", "offload") or k in given)
+    host_gib, host_source = node_memory(opts.host_mem, partition=opts.partition or None)
+    shown = ", ".join(f"{bench_flag(knob_field(k)).replace('_', '-')} {','.join(map(str, v))}"
+                      + ("" if k in given else "*") for k, v in axes.items()
+                      if k not in ("zero_stage", "offload") or k in given)
     print(f"plan: {shown}; {opts.gpu_mem:g} GiB per GPU ({opts.device}); host RAM per node: "
           + (f"{host_gib:,.0f} GiB ({host_source})" if host_gib else host_source)
           + "  (* a GPU node's default: flags override)", file=sys.stderr)
@@ -103,7 +95,7 @@ def main(**flags: Any) -> int:
             console.print(line)
     if out and out[0][1] and out[0][1][0]["predicted_step_s"] is not None:
         said.append(f"step time predicted at {opts.mfu:.0%} MFU, bus bandwidth {opts.busbw_intra:g} GB/s within a "
-                    f"node and {opts.busbw_inter:g} GB/s across nodes, PCIe {perf_model.NOMINAL_PCIE / 1e9:g} GB/s for offload (--mfu, "
+                    f"node and {opts.busbw_inter:g} GB/s across nodes, PCIe {PCIE_GBPS:g} GB/s for offload (--mfu, "
                     f"--busbw-intra, --busbw-inter: nominal unless you set them; the preflight's busbw or `invoke "
                     f"plan --calibrate` give measured ones); no fixed per-step cost. Ranked: fits (host checked "
                     f"first), then predicted tokens/s per GPU.")
