@@ -23,7 +23,7 @@ def task(*args, **kwargs):
 def _run(fn, **kwargs) -> None:
     """Call a library function; a user mistake prints its message and exits 2 (a build that failed:
     1), never a traceback."""
-    from core.errors import UserError
+    from stackbench.core.errors import UserError
 
     try:
         code = fn(**kwargs)
@@ -38,7 +38,7 @@ def _signature(options, defaults: dict[str, str] | None = None) -> tuple[inspect
     """A command's flags, derived: knobs of the run config (core/config.py; `defaults`: the command's
     own, by knob name, and only those knobs; None: every knob at the bench's defaults), then every
     field of its options dataclass (bench/options.py). Returns (signature, help, repeatable flags)."""
-    from core.config import bench_default, bench_flag, is_axis, knob_fields
+    from stackbench.core.config import bench_default, bench_flag, is_axis, knob_fields
 
     params = [inspect.Parameter("c", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     helps, iterable = {}, []
@@ -63,13 +63,13 @@ def _signature(options, defaults: dict[str, str] | None = None) -> tuple[inspect
 
 def _bench(c, **flags):
     """Sweep full-parameter SFT / DPO / PT across ZeRO stages and node counts; records under results/."""
-    from bench.main import bench as run_bench
+    from stackbench.bench.main import bench as run_bench
 
     _run(run_bench, **{k: tuple(v or ()) if k in _BENCH_ITERABLE else v for k, v in flags.items()})
 
 
 def _bench_options():
-    from bench.options import BenchOptions
+    from stackbench.bench.options import BenchOptions
 
     return BenchOptions
 
@@ -80,12 +80,12 @@ bench = task(_bench, name="bench", help=_BENCH_HELP, iterable=_BENCH_ITERABLE, o
 
 def _plan(c, **flags):
     """Will it fit? Predicted memory per GPU (and host) for every ZeRO stage and offload, ranked, before any GPU-hour."""
-    from bench.plan_cli import calibrate as run_calibrate
-    from bench.plan_cli import main as run_plan
+    from stackbench.bench.plan_cli import calibrate as run_calibrate
+    from stackbench.bench.plan_cli import main as run_plan
 
     if flags.get("calibrate"):
         try:
-            from report.plots import calibration
+            from stackbench.report.plots import calibration
         except ImportError as e:  # matplotlib (the report extra) missing: the tables still print
             print(f"warning: no prediction plot ({e}); pip install 'stackbench[report]' draws it", file=sys.stderr)
             calibration = None
@@ -95,8 +95,8 @@ def _plan(c, **flags):
 
 
 def _plan_options():
-    from bench.options import PlanOptions
-    from bench.plan_cli import PLAN_DEFAULTS
+    from stackbench.bench.options import PlanOptions
+    from stackbench.bench.plan_cli import PLAN_DEFAULTS
 
     return PlanOptions, PLAN_DEFAULTS
 
@@ -120,7 +120,7 @@ plan = task(_plan, name="plan", help=_PLAN_HELP, iterable=_PLAN_ITERABLE)
 def envcheck(c, json=False, strict=False, lock="", nodes=0, gpus_per_node=1, launcher="local", hostfile="",
              partition="", account="", out="", work_dir="results/envcheck"):
     """Check the training stack (versions, ABI, GPUs, toolchain, system, NCCL settings, drift) in about a second."""
-    from envcheck.main import envcheck as run_envcheck
+    from stackbench.envcheck.main import envcheck as run_envcheck
 
     _run(run_envcheck, as_json=json, strict=strict, lock=lock, nodes=int(nodes), gpus_per_node=int(gpus_per_node),
          launcher=launcher, out=out, work_dir=work_dir, **({"hostfile": hostfile} if launcher == "torchrun" else {}),
@@ -151,7 +151,7 @@ def build(c, cuda="12.4", profile="", torch="", deepspeed="", flash_attn="", bas
           export="", render_only=False, no_cache=False, results="results", no_registry=False, no_flash_attn=False,
           git_source=None):
     """Build a pinned, verified training image (profile -> rules -> lock -> Docker engine)."""
-    from imagebuild.main import build as run_build
+    from stackbench.imagebuild.main import build as run_build
 
     _run(run_build, profile=profile, cuda=cuda, torch=torch, deepspeed=deepspeed, flash_attn=flash_attn, base=base,
          wheelhouse_dir=wheelhouse, extra_ca=extra_ca, export=export, render_only=render_only, nocache=no_cache,
@@ -164,7 +164,7 @@ _NO_REGISTRY = "the profile's registry-free variant ([no_registry])"
 @task(help={"profile": "profile name", "cuda": "or the CUDA version's profile", "no_registry": _NO_REGISTRY})
 def lock(c, profile="", cuda="", no_registry=False):
     """Resolve a profile into its hashed lock under docker/locks/ (needs PyPI)."""
-    from imagebuild.main import lock as run_lock
+    from stackbench.imagebuild.main import lock as run_lock
 
     _run(run_lock, profile=profile, cuda=cuda, no_registry=no_registry)
 
@@ -173,7 +173,7 @@ def lock(c, profile="", cuda="", no_registry=False):
             "no_registry": _NO_REGISTRY})
 def wheelhouse(c, profile="", cuda="", out="", no_registry=False):
     """Fetch every locked wheel and sdist (on a connected machine) for builds with no network."""
-    from imagebuild.main import wheelhouse as run_wheelhouse
+    from stackbench.imagebuild.main import wheelhouse as run_wheelhouse
 
     _run(run_wheelhouse, profile=profile, cuda=cuda, out=out, no_registry=no_registry)
 
@@ -182,7 +182,7 @@ def wheelhouse(c, profile="", cuda="", out="", no_registry=False):
             "no_registry": _NO_REGISTRY, "tag": "tag it differently from the profile's base"})
 def base_image(c, profile="", cuda="", no_registry=False, tag=""):
     """Make a profile's Debian base here (debootstrap + docker import), for hosts without a registry."""
-    from imagebuild.main import base_image as run_base
+    from stackbench.imagebuild.main import base_image as run_base
 
     _run(run_base, profile=profile, cuda=cuda, no_registry=no_registry, tag=tag)
 
@@ -193,7 +193,7 @@ def base_image(c, profile="", cuda="", no_registry=False, tag=""):
             "baseline": "a results directory to compare with: deltas, and regressions beyond the runs' own spread"})
 def report(c, results="results", out="", baseline=""):
     """Your runs' records to Markdown, self-contained HTML and CSV, with plots and a baseline comparison."""
-    from report.main import report as run_report
+    from stackbench.report.main import report as run_report
 
     _run(run_report, results=results, out=out, baseline=baseline)
 
@@ -202,7 +202,7 @@ def report(c, results="results", out="", baseline=""):
             "python": "comma list of the Python versions a GPU host may have (default 3.10,3.11,3.12)"})
 def gpu_wheels(c, out="", python=""):
     """The wheels a GPU host with torch needs to run stackbench offline (64 MiB at most), one command."""
-    from imagebuild import device_wheels
+    from stackbench.imagebuild import device_wheels
 
     pythons = tuple(v.strip() for v in python.split(",") if v.strip()) or device_wheels.PYTHONS
     _run(lambda: device_wheels.build(Path(out or ".cache/gpu-wheels"), pythons) and 0)
@@ -214,7 +214,7 @@ def gpu_wheels(c, out="", python=""):
             "even where a GPU is visible"})
 def gpu_reference(c, out="", wheels="", archive="", deadline=540.0, cpu=False):
     """The GPU reference run (envcheck, plans, qwen3 presets in bf16 at ZeRO 0-3, the hf backend), rehearsed on CPU."""
-    from bench import gpu_reference as ref
+    from stackbench.bench import gpu_reference as ref
 
     argv = ["--out", out or "results/gpu-reference", "--deadline", str(deadline)] + (
         ["--wheels", wheels] if wheels else []) + (["--archive", archive] if archive else []) + (["--cpu"] if cpu else [])
@@ -235,7 +235,7 @@ def test(c, k="", unit=False, args=""):
 @task
 def swift_env(c):
     """Set up ms-swift's own environment (.venv-swift; --backend swift runs there): its pins differ from the hf backend's."""
-    from bench.backends import SWIFT_VENV
+    from stackbench.bench.backends import SWIFT_VENV
 
     env = {"STACKBENCH_VENV": str(SWIFT_VENV), "STACKBENCH_EXTRAS": "train,gpu,swift"}
     c.run(shlex.join(["bash", "sb", "--version"]), env=env, pty=sys.stdout.isatty())
@@ -245,7 +245,7 @@ def swift_env(c):
 @task(help={"profile": "the image profile whose Python pins the environment takes (docker/profiles/)"})
 def pinned_env(c, profile="cuda12.4"):
     """Set up .venv-pinned: an image profile's Python pins (CPU torch) to test the trainer with the stack users run."""
-    from imagebuild import pinned
+    from stackbench.imagebuild import pinned
 
     reqs = pinned.write_requirements(profile)
     print(reqs.read_text(), end="")
@@ -271,7 +271,7 @@ class _Program(Program):
     def parse_core(self, argv):
         self._bad_input(super().parse_core, argv)
         if self.core.remainder:  # invoke would hand it to no one: say so rather than drop it
-            from core.errors import EXIT_BAD_INPUT
+            from stackbench.core.errors import EXIT_BAD_INPUT
 
             raise Exit(f"error: '-- {self.core.remainder}': stackbench reads no command after '--' yet; nothing was "
                        f"run\n  fix: drop it, and give stackbench's own flags ({self._help_hint()})",
@@ -283,7 +283,7 @@ class _Program(Program):
     def _bad_input(self, parse, *args):
         import re
 
-        from core.errors import EXIT_BAD_INPUT
+        from stackbench.core.errors import EXIT_BAD_INPUT
 
         try:
             parse(*args)
@@ -310,7 +310,7 @@ class _Program(Program):
                  for n in arg.names if len(n) > 1]
         unknown = next((a.split("=")[0] for a in argv if a.startswith("--") and a.split("=")[0] not in flags
                         and a not in ("--help", "--")), "")
-        from core.config import bench_flag, cli_flag, knob_fields
+        from stackbench.core.config import bench_flag, cli_flag, knob_fields
 
         # a knob typed by its field name (--zero-stage, --task) names its flag (--zero, --tasks)
         by_field = {cli_flag(f.name): cli_flag(bench_flag(f)) for f in knob_fields()}

@@ -23,8 +23,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from bench import calibrate
-from core.config import RunConfig
+from stackbench.bench import calibrate
+from stackbench.core.config import RunConfig
 
 # Skip a candidate predicted this much slower than the best measured: the calibration's left-out
 # error on this machine's CPU sweep has a median of 8.5% (results/reference/cpu-2core-calibration),

@@ -14,7 +14,7 @@ import sys
 from functools import cache
 from pathlib import Path
 
-from core.errors import UserError
+from stackbench.core.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 SWIFT_VENV = ROOT / ".venv-swift"

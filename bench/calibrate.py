@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core import perf_model, record
-from core.config import stage_label
-from core.errors import ConfigError
+from stackbench.core import perf_model, record
+from stackbench.core.config import stage_label
+from stackbench.core.errors import ConfigError
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 PREDICT_NODES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)

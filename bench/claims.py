@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.errors import UserError
+from stackbench.core.errors import UserError
 
 HOST = socket.gethostname()
 

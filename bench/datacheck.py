@@ -12,15 +12,15 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from core.config import RunConfig
-from core.console import note
-from core.errors import DataError
+from stackbench.core.config import RunConfig
+from stackbench.core.console import note
+from stackbench.core.errors import DataError
 
 
 def check(configs: list[RunConfig], *, max_drop: float = 1.0) -> dict[str, dict[str, Any]]:
     """run_id -> what its data keeps (data_rows, data_kept, data_dropped, data_truncated); raises DataError
     for the first run its data cannot serve."""
-    from trainer import data, rows
+    from stackbench.trainer import data, rows
 
     tokenizes = importlib.util.find_spec("transformers") is not None
     said: set[tuple] = set()  # files described
@@ -40,7 +40,7 @@ def check(configs: list[RunConfig], *, max_drop: float = 1.0) -> dict[str, dict[
         key = (spec, which)
         if key not in tokenized:
             if which not in tokenizers:
-                from trainer import models
+                from stackbench.trainer import models
 
                 ref = models.resolve(cfg.model)
                 tokenizers[which], choice = models.tokenizer_for(cfg, ref)  # the ranks make the same choice

@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from core.config import RunConfig, dtype_on, overrides_of
-from core.errors import ConfigError
-from core.host import has_nvidia_driver
+from stackbench.core.config import RunConfig, dtype_on, overrides_of
+from stackbench.core.errors import ConfigError
+from stackbench.core.host import has_nvidia_driver
 
 # The monitors DeepSpeed starts with the engine and the package each imports there
 # (deepspeed/monitor/utils.py: check_*_availability); csv_monitor needs none. A monitor a later
@@ -65,14 +65,14 @@ def check(configs: list[RunConfig]) -> None:
     if not configs:
         return
     if importlib.util.find_spec("deepspeed") is None or importlib.util.find_spec("transformers") is None:
-        from trainer import ds_source
+        from stackbench.trainer import ds_source
 
         print("warning: DeepSpeed (with transformers) is not installed here: the DeepSpeed configs are checked only "
               "as JSON here, and against DeepSpeed by the ranks (after the queue)", file=sys.stderr)
         for cfg in configs:
             ds_source.stated_for(cfg.deepspeed, cfg.ds)  # read and parsed (cached): a broken file stops here
         return
-    from trainer import ds_config
+    from stackbench.trainer import ds_config
 
     version = deepspeed_version()
     device = "cuda" if has_nvidia_driver() else "cpu"
@@ -495,7 +495,7 @@ class _LazyModelConfig:
 
     @functools.cached_property
     def _config(self) -> Any:
-        from trainer import models
+        from stackbench.trainer import models
 
         return models.hf_config(models.resolve(self.model))
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from core import memory_model
-from core.config import RunConfig, dtype_on
-from core.host import GIB, host_gib_per_rank
+from stackbench.core import memory_model
+from stackbench.core.config import RunConfig, dtype_on
+from stackbench.core.host import GIB, host_gib_per_rank
 
 HEADROOM = 0.9  # leave 10% of a GPU for the allocator's fragmentation, NCCL buffers, the CUDA context
 HOST_HEADROOM = 0.9  # and 10% of a node's RAM for the OS and the ranks' own processes
@@ -44,11 +44,11 @@ def node_memory(host_mem: float, *, partition: str | None = None,
     if host_mem > 0:
         return host_mem, "--host-mem"
     if partition is not None:
-        from bench.launchers.slurm import partition_memory_gib
+        from stackbench.bench.launchers.slurm import partition_memory_gib
 
         return partition_memory_gib(partition)
     if this_host:
-        from core.host import host_memory_gib
+        from stackbench.core.host import host_memory_gib
 
         return host_memory_gib(), "this host's RAM"
     return None, "unknown: --host-mem GiB per node, or a Slurm partition's RealMemory, checks it"
@@ -79,7 +79,7 @@ class FitCheck:
         return host_gib_per_rank(cfg.gpus_per_node), f"host RAM / {cfg.gpus_per_node} ranks per node"
 
     def predict(self, cfg: RunConfig) -> memory_model.MemoryPrediction:
-        from trainer import models
+        from stackbench.trainer import models
 
         if cfg.model not in self._shapes:
             self._shapes[cfg.model] = models.shape(models.resolve(cfg.model))
@@ -94,7 +94,7 @@ class FitCheck:
     def _zero(self, cfg: RunConfig, dtype: str) -> dict | None:
         """The zero_optimization section the run will get (its buffer sizes), as far as it can be
         known before launch: the user's config with its --ds overrides; "auto" stays for ZeroKnobs."""
-        from trainer import ds_config
+        from stackbench.trainer import ds_config
 
         try:
             config, _ = ds_config.deepspeed_config(cfg, dtype, "cpu")

@@ -132,10 +132,10 @@ def plan_steps(out: Path, gpu: bool, gpu_gib: float) -> list[Step]:
     py, res = [sys.executable], str(out / "results")
     tasks = [*py, "-m", "tasks"]
     common = ["--tasks", "sft", "--nodes", "1", "--gpus-per-node", "1", "--results", res, "--dtype", "bf16"]
-    steps = [Step("envcheck", [*py, "-m", "envcheck", "--json"], 120, stdout_to="envcheck.json")]
+    steps = [Step("envcheck", [*py, "-m", "stackbench.envcheck", "--json"], 120, stdout_to="envcheck.json")]
     # `./sb plan --model M --gpus-per-node 1 --gpu-mem G --nodes 1 --seq-len S --micro-batch B --json` for
     # every model and micro-batch, in one process (one import of the stack, not eight)
-    steps.append(Step("plan", [*py, "-c", "import sys; from bench.gpu_reference import write_plans; "
+    steps.append(Step("plan", [*py, "-c", "import sys; from stackbench.bench.gpu_reference import write_plans; "
                                       "write_plans(sys.argv[1], float(sys.argv[2]))", str(out), f"{gpu_gib:g}"], 120))
 
     def pick(model: str) -> int:
@@ -175,7 +175,7 @@ def plan_steps(out: Path, gpu: bool, gpu_gib: float) -> list[Step]:
 
 def write_plans(out: str, gpu_gib: float) -> None:
     """plans.json: `invoke plan`'s rows for each reference model and micro-batch, and the micro-batches that fit."""
-    from bench.plan import plan
+    from stackbench.bench.plan import plan
 
     found = {}
     for model, seq in PRESETS.items():
@@ -199,7 +199,7 @@ def cut_preset(model: str, layers: int, dest: Path) -> Path:
             raw[key] = value[:layers]
     if isinstance(raw.get("max_window_layers"), int):
         raw["max_window_layers"] = min(raw["max_window_layers"], layers)
-    from trainer.embedded import ASSET_DIR  # standard library only, like this module
+    from stackbench.trainer.embedded import ASSET_DIR  # standard library only, like this module
 
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "config.json").write_text(json.dumps(raw, indent=1) + "\n")
@@ -243,7 +243,7 @@ def _record(out: Path, done: list[Step], archive: str) -> None:
 
 def _write_readme(out: Path, steps: list[Step], gpu: bool, args: argparse.Namespace) -> None:
     lines = [f"# GPU reference run ({'GPU' if gpu else 'CPU rehearsal'})", "",
-             "    " + shlex.join([sys.executable, "-m", "bench.gpu_reference", *sys.argv[1:]]), "",
+             "    " + shlex.join([sys.executable, "-m", "stackbench.bench.gpu_reference", *sys.argv[1:]]), "",
              "One GPU proves less than a node: ZeRO 1-3 partition nothing across one device and NCCL has a "
              "world of one, so these runs check the stack, the bf16 path and the memory and step-time models "
              "on real shapes, not ZeRO's communication.", "",

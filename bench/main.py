@@ -11,15 +11,15 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from bench import backends, claims, datacheck, dscheck, modelcheck, summary, sweep
-from bench.autotune import Autotuner
-from bench.fit import FitCheck, node_memory
-from bench.launchers import LAUNCHERS, Launcher, LaunchOptions
-from bench.launchers.contract import ENV_NAME, join_commands
-from bench.matrix import expand, sweep_id_for
-from bench.options import BenchOptions
-from core import files, secrets
-from core.config import (
+from stackbench.bench import backends, claims, datacheck, dscheck, modelcheck, summary, sweep
+from stackbench.bench.autotune import Autotuner
+from stackbench.bench.fit import FitCheck, node_memory
+from stackbench.bench.launchers import LAUNCHERS, Launcher, LaunchOptions
+from stackbench.bench.launchers.contract import ENV_NAME, join_commands
+from stackbench.bench.matrix import expand, sweep_id_for
+from stackbench.bench.options import BenchOptions
+from stackbench.core import files, secrets
+from stackbench.core.config import (
     CPU_BF16_WARNING,
     bench_default,
     bench_flag,
@@ -30,10 +30,10 @@ from core.config import (
     parse_axis_flag,
     resolve_dtype,
 )
-from core.console import note
-from core.errors import EXIT_FAILED, EXIT_OK, ConfigError
-from core.host import has_nvidia_driver
-from trainer import ds_source
+from stackbench.core.console import note
+from stackbench.core.errors import EXIT_FAILED, EXIT_OK, ConfigError
+from stackbench.core.host import has_nvidia_driver
+from stackbench.trainer import ds_source
 
 
 def env_pairs(items: tuple[str, ...]) -> dict[str, str]:
@@ -120,7 +120,7 @@ def _say_what_configs_change(configs: list, device: str) -> None:
             note("note: the training stack is not installed here: what each --deepspeed config sets is said by "
                  "the ranks (their logs and records)")
         return
-    from trainer import ds_config, models
+    from stackbench.trainer import ds_config, models
 
     said_sets: set = set()
     said: set = set()

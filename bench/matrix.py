@@ -9,8 +9,8 @@ import itertools
 import json
 from typing import Any
 
-from core.config import TASKS, RunConfig, check_value, knob_fields
-from core.errors import ConfigError
+from stackbench.core.config import TASKS, RunConfig, check_value, knob_fields
+from stackbench.core.errors import ConfigError
 
 
 def expand(axes: dict[str, list[Any]] | None = None, *, given: set[str] | None = None,
@@ -20,7 +20,7 @@ def expand(axes: dict[str, list[Any]] | None = None, *, given: set[str] | None =
     its DeepSpeed config states (trainer/ds_source.py's rule; a contradiction with a knob in
     `given` stops the matrix); the same run twice (a value listed twice, or a swept knob the
     config fixes) runs once."""
-    from trainer import ds_source
+    from stackbench.trainer import ds_source
 
     explicit = set(given or ())
     given = {**(axes or {}), **values}

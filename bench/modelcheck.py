@@ -12,16 +12,16 @@ from __future__ import annotations
 import importlib.util
 from types import SimpleNamespace
 
-from core.config import RunConfig
-from core.console import note
-from core.host import has_nvidia_driver
+from stackbench.core.config import RunConfig
+from stackbench.core.console import note
+from stackbench.core.host import has_nvidia_driver
 
 
 def check(configs: list[RunConfig], given: set[str]) -> None:
     if importlib.util.find_spec("transformers") is None:  # a login node without the training stack
         return  # the ranks check the same before any collective
-    from core.config import dtype_on
-    from trainer import ds_config, models, moe
+    from stackbench.core.config import dtype_on
+    from stackbench.trainer import ds_config, models, moe
 
     device = "cuda" if has_nvidia_driver() else "cpu"
     said: set = set()

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.errors import ConfigError
+from stackbench.core.errors import ConfigError
 
 # a sweep is a folder of the results directory: one path component, nothing a shell reads
 SWEEP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,199}")

@@ -11,10 +11,10 @@ device, then the most headroom. bench's fit check uses the same memory model; `i
 
 from __future__ import annotations
 
-from bench.fit import HEADROOM, HOST_HEADROOM
-from core import formulas, memory_model, perf_model
-from core.config import OFFLOADS, ZERO_STAGES, RunConfig, offload_problem, stage_label
-from core.errors import ConfigError
+from stackbench.bench.fit import HEADROOM, HOST_HEADROOM
+from stackbench.core import formulas, memory_model, perf_model
+from stackbench.core.config import OFFLOADS, ZERO_STAGES, RunConfig, offload_problem, stage_label
+from stackbench.core.errors import ConfigError
 
 
 def fit_label(row: dict) -> str:
@@ -34,7 +34,7 @@ def plan(*, model: str, gpus_per_node: int, gpu_mem_gib: float, nodes: list[int]
          grad_accum: int = 1, attn_impl: str = "sdpa") -> list[dict]:
     """One row per node count x ZeRO stage x offload (the combinations DeepSpeed takes), ranked.
     host_mem_gib: RAM of one node (None: unknown, offload rows say 'host unchecked')."""
-    from trainer import models
+    from stackbench.trainer import models
 
     if gpu_mem_gib <= 0:
         raise ConfigError("--gpu-mem must be the memory of one GPU in GiB", where="--gpu-mem", fix="e.g. 80 for H100")

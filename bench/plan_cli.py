@@ -9,13 +9,13 @@ import json
 import sys
 from typing import Any
 
-from bench.fit import node_memory
-from bench.options import PlanOptions
-from bench.plan import fit_label, recommend
-from bench.plan import plan as make_plan
-from core import perf_model
-from core.config import OFFLOADS, ZERO_STAGES, bench_flag, dtype_on, flag_values, knob_field, parse_axis
-from core.errors import ConfigError
+from stackbench.bench.fit import node_memory
+from stackbench.bench.options import PlanOptions
+from stackbench.bench.plan import fit_label, recommend
+from stackbench.bench.plan import plan as make_plan
+from stackbench.core import perf_model
+from stackbench.core.config import OFFLOADS, ZERO_STAGES, bench_flag, dtype_on, flag_values, knob_field, parse_axis
+from stackbench.core.errors import ConfigError
 
 # the knobs plan takes, at a GPU node's defaults (bench's are the embedded default's, for a CPU)
 PLAN_DEFAULTS = {"model": "qwen3-8b", "task": "sft", "nodes": "1,2,4", "gpus_per_node": "8", "micro_batch": "1",
@@ -71,7 +71,7 @@ def main(**flags: Any) -> int:
         return 0
     from rich.table import Table
 
-    from core.console import stdout_console
+    from stackbench.core.console import stdout_console
 
     console = stdout_console()
     for c, rows in out:
@@ -110,7 +110,7 @@ def main(**flags: Any) -> int:
 def calibrate(*, results: str, as_json: bool, plot: str = "", figure=None) -> int:
     """`invoke plan --calibrate DIR`: the step-time model fitted to a sweep, checked run by run.
     figure: what draws the predictions (report.plots.calibration, handed in by tasks.py), saved to plot."""
-    from bench.calibrate import calibrate as fit_sweep
+    from stackbench.bench.calibrate import calibrate as fit_sweep
 
     out = fit_sweep(results)
     drawn = figure(out) if figure and plot else None
@@ -126,7 +126,7 @@ def calibrate(*, results: str, as_json: bool, plot: str = "", figure=None) -> in
         return 0
     from rich.table import Table
 
-    from core.console import stdout_console
+    from stackbench.core.console import stdout_console
 
     console = stdout_console()
     k = out["coefficients"]

@@ -26,7 +26,7 @@ import sys
 import time
 from datetime import timedelta
 
-from core.errors import EXIT_PREFLIGHT as EXIT_FAILED
+from stackbench.core.errors import EXIT_PREFLIGHT as EXIT_FAILED
 
 PREFIX = "stackbench-preflight:"  # the line launchers look for in node logs
 
@@ -112,7 +112,7 @@ def _wait_for_nodes(store, nnodes: int, deadline: float) -> list[int]:
 def _finish(args: argparse.Namespace, result: dict) -> int:
     result.update(nnodes=args.nnodes, nproc=args.nproc, deadline_s=args.deadline)
     if args.out:
-        from core import record
+        from stackbench.core import record
 
         record.write(args.out, result)
     _say(result)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from core import record
-from core.config import OFFLOADS
+from stackbench.core import record
+from stackbench.core.config import OFFLOADS
 
 
 def _fmt(value, spec: str = ".3g", none: str = "–") -> str:
@@ -61,7 +61,7 @@ def rows(records: list[dict]) -> list[dict[str, str]]:
 def print_table(records: list[dict], title: str = "") -> None:
     from rich.table import Table
 
-    from core.console import stdout_console
+    from stackbench.core.console import stdout_console
 
     table = Table(title=title, caption=f"{record.THROUGHPUT_CONVENTION} peak GiB: device allocator peak on GPU; on "
                                        "CPU host RSS above the pre-model baseline (max over ranks); MFU: none on CPU "
@@ -77,9 +77,9 @@ def print_table(records: list[dict], title: str = "") -> None:
 
 def print_autotune(records: list[dict], matrix_size: int) -> None:
     """What `--autotune` found: the fastest measured configuration per group, and what it cost."""
-    from bench.autotune import fastest
-    from core.config import stage_label
-    from core.console import stdout_console
+    from stackbench.bench.autotune import fastest
+    from stackbench.core.config import stage_label
+    from stackbench.core.console import stdout_console
 
     console = stdout_console()
     measured = sum(r["status"] not in ("skipped",) for r in records)

@@ -18,14 +18,14 @@ import sys
 import time
 from pathlib import Path
 
-from bench import claims
-from bench.autotune import Autotuner, Predictor
-from bench.fit import FitCheck
-from bench.launchers import Launcher
-from bench.launchers.outcomes import preflight_failed
-from core import files, record
-from core.config import RunConfig
-from core.errors import ConfigError
+from stackbench.bench import claims
+from stackbench.bench.autotune import Autotuner, Predictor
+from stackbench.bench.fit import FitCheck
+from stackbench.bench.launchers import Launcher
+from stackbench.bench.launchers.outcomes import preflight_failed
+from stackbench.core import files, record
+from stackbench.core.config import RunConfig
+from stackbench.core.errors import ConfigError
 
 
 def done(sweep_dir: Path, cfg: RunConfig) -> dict | None:
@@ -45,7 +45,7 @@ def _config_file_changed(rec: dict) -> bool:
     source = ((rec.get("resolved") or {}).get("deepspeed_from") or {}).get("source") or {}
     if source.get("kind") not in ("file", "accelerate") or not source.get("sha256"):
         return False
-    from trainer import ds_source
+    from stackbench.trainer import ds_source
 
     try:
         now = ds_source.load(source["ref"]).sha256

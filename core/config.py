@@ -32,7 +32,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from core.errors import ConfigError
+from stackbench.core.errors import ConfigError
 
 TASKS = ("sft", "dpo", "pt")
 ZERO_STAGES = (0, 1, 2, 3)

@@ -10,8 +10,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from core import secrets
-from core.errors import UserError
+from stackbench.core import secrets
+from stackbench.core.errors import UserError
 
 # Below this much free space a sweep does not start: each run writes logs and a record (about a
 # MiB on CPU, tens of MiB with DeepSpeed's per-rank logs on 8-GPU nodes).

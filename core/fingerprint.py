@@ -11,7 +11,7 @@ import platform
 import socket
 import sys
 
-from core.stack import NVIDIA_WHEELS, package_versions, torch_build, version
+from stackbench.core.stack import NVIDIA_WHEELS, package_versions, torch_build, version
 
 
 def cpu_model() -> str:

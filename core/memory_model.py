@@ -62,9 +62,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from core import perf_model
-from core.config import RunConfig
-from core.host import GIB
+from stackbench.core import perf_model
+from stackbench.core.config import RunConfig
+from stackbench.core.host import GIB
 
 
 @dataclass(frozen=True, slots=True)

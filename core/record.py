@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core import files, secrets
-from core.config import OFFLOADS, TYPES, Launch, RunConfig
+from stackbench.core import files, secrets
+from stackbench.core.config import OFFLOADS, TYPES, Launch, RunConfig
 
 SCHEMA = "stackbench.result/2"
 SCHEMA_V1 = "stackbench.result/1"

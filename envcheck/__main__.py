@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="", help="also write the JSON report to this file ({node} is replaced by "
                                              "$SLURM_NODEID / $NODE_RANK)")
     args = p.parse_args(argv)
-    from envcheck import runner
+    from stackbench.envcheck import runner
 
     report = runner.run(lock=args.lock)
     out = ""

@@ -11,8 +11,8 @@ import ctypes
 import os
 from pathlib import Path
 
-from core.stack import package_dir
-from envcheck.check import Check, area
+from stackbench.core.stack import package_dir
+from stackbench.envcheck.check import Check, area
 
 ok, warn, fail, skip = area("abi")
 

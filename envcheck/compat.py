@@ -10,7 +10,7 @@ from pathlib import Path
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from envcheck.check import Check
+from stackbench.envcheck.check import Check
 
 if sys.version_info >= (3, 11):
     import tomllib

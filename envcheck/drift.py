@@ -11,7 +11,7 @@ import re
 from importlib import metadata
 from pathlib import Path
 
-from envcheck.check import Check, area
+from stackbench.envcheck.check import Check, area
 
 ok, warn, fail, skip = area("drift")
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)")

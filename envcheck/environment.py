@@ -9,7 +9,7 @@ import os
 import socket
 from pathlib import Path
 
-from envcheck.check import Check, area
+from stackbench.envcheck.check import Check, area
 
 ok, warn, fail, skip = area("environment")
 

@@ -4,7 +4,7 @@ only GPU check that imports torch). No NVML or no GPU: skips with the reason."""
 
 from __future__ import annotations
 
-from envcheck.check import Check, area
+from stackbench.envcheck.check import Check, area
 
 ok, warn, fail, skip = area("gpu")
 
@@ -96,7 +96,7 @@ def _nvlink(pynvml, count: int) -> list[Check]:
 
 
 def _torch_cuda() -> str | None:
-    from core.stack import torch_build
+    from stackbench.core.stack import torch_build
 
     return torch_build().get("cuda")
 

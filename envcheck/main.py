@@ -8,12 +8,12 @@ from pathlib import Path
 def envcheck(*, as_json: bool = False, strict: bool = False, lock: str = "", nodes: int = 0, gpus_per_node: int = 1,
              launcher: str = "local", work_dir: str = "results/envcheck", deadline: float = 120.0,
              preflight_deadline: float = 30.0, out: str = "", **launcher_args) -> int:
-    from envcheck import runner
+    from stackbench.envcheck import runner
 
     if nodes:
-        from bench.main import make_launcher
-        from bench.options import BenchOptions
-        from envcheck import nodes as nodes_mod
+        from stackbench.bench.main import make_launcher
+        from stackbench.bench.options import BenchOptions
+        from stackbench.envcheck import nodes as nodes_mod
 
         runner_ = make_launcher(BenchOptions(launcher=launcher, preflight_deadline=preflight_deadline, **launcher_args))
         report = nodes_mod.across(runner_, nodes, gpus_per_node, Path(work_dir) / f"{launcher}-n{nodes}", deadline)

@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from core.stack import dists
-from envcheck.check import Check, area
+from stackbench.core.stack import dists
+from stackbench.envcheck.check import Check, area
 
 ok, warn, fail, skip = area("nodes")
 
@@ -50,10 +50,10 @@ def compare(reports: dict[int, dict]) -> list[Check]:
 
 def across(launcher, nodes: int, procs_per_node: int, work_dir: Path, deadline_s: float = 120.0) -> dict:
     """The multi-node report: per-node reports, the comparison, the all-reduce."""
-    from envcheck import runner
+    from stackbench.envcheck import runner
 
     t0 = time.perf_counter()
-    argv = [sys.executable, "-m", "envcheck", "--json", "--out", str(work_dir.resolve() / "node{node}.json")]
+    argv = [sys.executable, "-m", "stackbench.envcheck", "--json", "--out", str(work_dir.resolve() / "node{node}.json")]
     logs, preflight = launcher.run_on_nodes(argv, nodes, procs_per_node, work_dir, deadline_s)
     reports = {}
     for i in range(nodes):

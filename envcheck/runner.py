@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Callable
 
-from envcheck import abi, drift, environment, gpus, system, toolchain, versions
-from envcheck.check import SEVERITY, Check
+from stackbench.envcheck import abi, drift, environment, gpus, system, toolchain, versions
+from stackbench.envcheck.check import SEVERITY, Check
 
 SCHEMA = "stackbench.envcheck/1"
 AREAS = ("versions", "compat", "abi", "gpu", "toolchain", "system", "environment", "drift")
@@ -43,7 +43,7 @@ def run(lock: str | None = None, checks: list[Callable[[], list[Check]]] | None 
         results = [c for group in pool.map(_safe, fns) for c in group]
     results.sort(key=lambda c: AREAS.index(c.area) if c.area in AREAS else len(AREAS))
     summary = {s: sum(c.status == s for c in results) for s in ("ok", "warn", "fail", "skip")}
-    from core.fingerprint import fingerprint
+    from stackbench.core.fingerprint import fingerprint
 
     return {"schema": SCHEMA, "host": socket.gethostname(), "started_at": started,
             "duration_s": round(time.perf_counter() - t0, 3), "summary": summary,
@@ -62,7 +62,7 @@ def emit(report: dict, *, strict: bool = False, as_json: bool = False, out: str 
 
     report["exit_code"] = exit_code(report, strict)
     if out:
-        from core import record
+        from stackbench.core import record
 
         record.write(out, report, where="--out")
     if as_json:
@@ -73,7 +73,7 @@ def emit(report: dict, *, strict: bool = False, as_json: bool = False, out: str 
 
 
 def print_table(report: dict) -> None:
-    from core.console import stdout_console
+    from stackbench.core.console import stdout_console
     from rich.table import Table
 
     style = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}

@@ -9,8 +9,8 @@ import resource
 import shutil
 from pathlib import Path
 
-from core.host import GIB, host_memory_gib
-from envcheck.check import Check, area
+from stackbench.core.host import GIB, host_memory_gib
+from stackbench.envcheck.check import Check, area
 
 ok, warn, fail, skip = area("system")
 SHM_MIN_GIB = 1.0   # NCCL's shared-memory transport and DataLoader workers; docker's default is 64 MiB

@@ -10,10 +10,10 @@ import os
 import sys
 from pathlib import Path
 
-from core.stack import NVIDIA_WHEELS, PACKAGES, package_dir, torch_build, version
-from envcheck import compat
-from envcheck.check import Check, area
-from envcheck.drift import left_out
+from stackbench.core.stack import NVIDIA_WHEELS, PACKAGES, package_dir, torch_build, version
+from stackbench.envcheck import compat
+from stackbench.envcheck.check import Check, area
+from stackbench.envcheck.drift import left_out
 
 ok, warn, fail, skip = area("versions")
 

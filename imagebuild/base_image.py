@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import UserError
+from stackbench.core.errors import UserError
 
 MIRROR = "http://deb.debian.org/debian"
 
@@ -31,7 +31,7 @@ class Bootstrap:
 
 
 def exists(tag: str) -> bool:
-    from imagebuild import engine
+    from stackbench.imagebuild import engine
 
     try:
         engine.connect().images.get(tag)
@@ -41,7 +41,7 @@ def exists(tag: str) -> bool:
 
 
 def make(tag: str, how: Bootstrap = Bootstrap()) -> dict:
-    from imagebuild import engine
+    from stackbench.imagebuild import engine
 
     client = engine.connect()
     if exists(tag):

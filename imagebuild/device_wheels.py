@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from core.errors import UserError
+from stackbench.core.errors import UserError
 
 BUDGET = 64 * 2**20
 PYTHONS = ("3.10", "3.11", "3.12")

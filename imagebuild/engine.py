@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from core.errors import BuildFailed, UserError
+from stackbench.core.errors import BuildFailed, UserError
 
 
 def errors():

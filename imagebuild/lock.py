@@ -25,9 +25,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from envcheck.drift import lock_hash, normalize, read_lock
-from imagebuild.profile import Profile
-from core.errors import ConfigError, UserError
+from stackbench.envcheck.drift import lock_hash, normalize, read_lock
+from stackbench.imagebuild.profile import Profile
+from stackbench.core.errors import ConfigError, UserError
 
 SIMPLE = "https://pypi.org/simple/{name}/"  # PEP 691 JSON: every file with its sha256
 

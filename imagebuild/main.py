@@ -8,14 +8,14 @@ import shutil
 import time
 from pathlib import Path
 
-from envcheck import compat
-from imagebuild import lock as lock_mod
-from imagebuild import profile as profile_mod
-from imagebuild import render
-from imagebuild import sources as sources_mod
-from imagebuild.profile import ROOT, Profile
-from core import record
-from core.errors import UserError
+from stackbench.envcheck import compat
+from stackbench.imagebuild import lock as lock_mod
+from stackbench.imagebuild import profile as profile_mod
+from stackbench.imagebuild import render
+from stackbench.imagebuild import sources as sources_mod
+from stackbench.imagebuild.profile import ROOT, Profile
+from stackbench.core import record
+from stackbench.core.errors import UserError
 
 
 def _say(line: str) -> None:
@@ -33,7 +33,7 @@ def choose_base(prof: Profile, reselect) -> tuple[Profile, dict]:
     the engine's own copy; one made here (debootstrap) for a profile that says how; a registry pull;
     or, where the pull fails and the profile has a [no_registry] variant, that variant (said on the
     console, never silently). `reselect(no_registry=True)` loads the variant with the same overrides."""
-    from imagebuild import base_image, engine
+    from stackbench.imagebuild import base_image, engine
 
     if base_image.exists(prof.base):
         return prof, {"source": "engine", "detail": f"{prof.base} is already in the engine"}
@@ -110,7 +110,7 @@ def build(*, profile: str = "", cuda: str = "", torch: str = "", deepspeed: str 
           base: str = "", wheelhouse_dir: str = "", extra_ca: str = "", export: str = "", render_only: bool = False,
           nocache: bool = False, results: str = "results", no_registry: bool = False, no_flash_attn: bool = False,
           git_source: tuple[str, ...] = ()) -> int:
-    from imagebuild import engine
+    from stackbench.imagebuild import engine
 
     versions = {k: v for k, v in {"torch": torch, "deepspeed": deepspeed, "flash-attn": flash_attn}.items() if v}
     if no_flash_attn and flash_attn:
@@ -195,7 +195,7 @@ def _other_runtimes(tar: Path) -> dict:
 
 def base_image(profile: str = "", cuda: str = "", no_registry: bool = False, tag: str = "") -> int:
     """Make the base a profile names (default: cpu-small's) the way its [bootstrap] says."""
-    from imagebuild import base_image as base_mod
+    from stackbench.imagebuild import base_image as base_mod
 
     prof = select(profile or ("" if cuda else "cpu-small"), cuda, no_registry=no_registry)
     if prof.bootstrap is None:

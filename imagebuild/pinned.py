@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imagebuild import profile as profile_mod
-from imagebuild.profile import ROOT
+from stackbench.imagebuild import profile as profile_mod
+from stackbench.imagebuild.profile import ROOT
 
 VENV = ROOT / ".venv-pinned"
 NOT_ON_CPU = {"torch": "the CUDA build: the CPU build ./sb installs is used",

@@ -14,9 +14,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.errors import ConfigError
-from envcheck.drift import normalize
-from imagebuild.base_image import Bootstrap
+from stackbench.core.errors import ConfigError
+from stackbench.envcheck.drift import normalize
+from stackbench.imagebuild.base_image import Bootstrap
 
 if sys.version_info >= (3, 11):
     import tomllib

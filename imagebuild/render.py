@@ -11,13 +11,13 @@ from pathlib import Path
 
 import jinja2
 
-from core.stack import dists
-from imagebuild.lock import Lock
-from imagebuild.profile import ROOT, Profile, dist_name
-from imagebuild.sources import prebuilt_wheel_glob
+from stackbench.core.stack import dists
+from stackbench.imagebuild.lock import Lock
+from stackbench.imagebuild.profile import ROOT, Profile, dist_name
+from stackbench.imagebuild.sources import prebuilt_wheel_glob
 
 TEMPLATE = ROOT / "docker" / "Dockerfile.j2"
-SOURCES = ("core", "trainer", "bench", "envcheck", "report", "tasks.py", "pyproject.toml")  # what runs inside the image
+SOURCES = ("stackbench", "core", "trainer", "bench", "envcheck", "report", "tasks.py", "pyproject.toml")  # what runs inside the image
 LABELLED = dists("labelled")  # core/stack.py: the one list of packages
 
 

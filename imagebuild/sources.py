@@ -8,9 +8,9 @@ import os
 import subprocess
 from pathlib import Path
 
-from core.errors import UserError
-from envcheck.drift import normalize
-from imagebuild.profile import Profile
+from stackbench.core.errors import UserError
+from stackbench.envcheck.drift import normalize
+from stackbench.imagebuild.profile import Profile
 
 
 def git_sources(prof: Profile, given: dict[str, str]) -> dict[str, dict]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from core import record, secrets
+from stackbench.core import record, secrets
 
 # a run's configuration, for grouping and for matching against a baseline
 KEY = ["model", "task", "backend", "zero_stage", "offload", "nodes", "gpus_per_node", "micro_batch", "seq_len", "dtype"]

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.errors import ConfigError
-from report import load, render
+from stackbench.core.errors import ConfigError
+from stackbench.report import load, render
 
 SHOWN_FOLDERS = 8  # sweep folders named one by one on the console; the rest are counted
 

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from report import tables  # noqa: E402
+from stackbench.report import tables  # noqa: E402
 
 
 def _finish(fig, ax, layout: bool = True, **labels):

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from core import files
-from core.record import THROUGHPUT_CONVENTION
-from report import plots, tables, verdict
-from report.numbers import MISSING, count, pct, rounded, text
+from stackbench.core import files
+from stackbench.core.record import THROUGHPUT_CONVENTION
+from stackbench.report import plots, tables, verdict
+from stackbench.report.numbers import MISSING, count, pct, rounded, text
 
 
 class Figures(tuple):

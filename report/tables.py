@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from core.config import stage_label
-from core.record import varying_knobs
-from report.load import KEY
+from stackbench.core.config import stage_label
+from stackbench.core.record import varying_knobs
+from stackbench.report.load import KEY
 
 
 def keys(*frames: pd.DataFrame) -> list[str]:

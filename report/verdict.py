@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from core import record
-from core.config import stage_label
-from report import tables
-from report.numbers import rounded
+from stackbench.core import record
+from stackbench.core.config import stage_label
+from stackbench.report import tables
+from stackbench.report.numbers import rounded
 
 WIDE_SPREAD = 0.10  # a configuration whose figures move this much between steps or runs is called out
 

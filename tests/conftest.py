@@ -12,7 +12,7 @@ os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_exten
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from trainer import models
+    from stackbench.trainer import models
 
     return models.load_tokenizer(models.resolve("tiny"))
 
@@ -37,7 +37,7 @@ def swift_python():
     machine (pip), seconds when it is up to date. --backend swift runs its ranks with this python."""
     import subprocess
 
-    from bench import backends
+    from stackbench.bench import backends
 
     subprocess.run([sys.executable, "-m", "invoke", "swift-env"], cwd=ROOT, check=True, timeout=1200)
     python = backends.python_for("swift")
@@ -52,7 +52,7 @@ def pinned_python(request):
     import json
     import subprocess
 
-    from imagebuild import pinned
+    from stackbench.imagebuild import pinned
 
     subprocess.run([sys.executable, "-m", "invoke", "pinned-env"], cwd=ROOT, check=True, timeout=1200)
     python = str(pinned.VENV / "bin" / "python")

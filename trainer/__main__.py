@@ -14,16 +14,16 @@ import os
 import socket
 import sys
 
-from core.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_OOM, OUT_OF_MEMORY, UserError
+from stackbench.core.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_OOM, OUT_OF_MEMORY, UserError
 
 
 def _failure_record(cfg, launch, status: str, kind: str, message: str) -> None:
     """Rank 0 records what stopped the run, so a sweep keeps it as a result."""
     if int(os.environ.get("RANK", 0)) != 0 or cfg is None or launch is None:
         return
-    from core import record
+    from stackbench.core import record
 
-    from core.files import ResultsUnwritable
+    from stackbench.core.files import ResultsUnwritable
 
     rec = record.new(status, cfg, launch, started_at=record.now(),
                      error=record.error(kind, message, rank=0, host=socket.gethostname()))
@@ -37,13 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     prefix = f"[{socket.gethostname()}:{os.environ.get('RANK', 0)}]"
     cfg = launch = None
     try:
-        from core.config import parse_trainer_args
+        from stackbench.core.config import parse_trainer_args
 
         cfg, launch, given = parse_trainer_args(argv, description=__doc__)
-        from trainer.backends.base import Topology
-        from trainer.run import run, with_topology
+        from stackbench.trainer.backends.base import Topology
+        from stackbench.trainer.run import run, with_topology
 
-        from trainer import ds_source
+        from stackbench.trainer import ds_source
 
         cfg = with_topology(cfg, given, Topology.from_env())  # before anything can fail: records say what ran
         cfg = ds_source.reconcile(cfg, given)  # what a --deepspeed config states (the bench has done this already)
@@ -71,7 +71,7 @@ def entry() -> int:
 
     from torch.distributed.elastic.multiprocessing.errors import ErrorHandler, record
 
-    from trainer import liveness
+    from stackbench.trainer import liveness
 
     class RankErrorHandler(ErrorHandler):
         def record_exception(self, e: BaseException) -> None:

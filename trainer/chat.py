@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from core.errors import DataError
+from stackbench.core.errors import DataError
 
 _GENERATION = re.compile(r"\{%-?\s*generation\s*-?%\}")
 _CLOSER = re.compile(r"end|eot|eom|^</", re.I)

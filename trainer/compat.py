@@ -35,8 +35,8 @@ from typing import Any
 
 from packaging.version import Version
 
-from core.errors import UserError
-from core.stack import version
+from stackbench.core.errors import UserError
+from stackbench.core.stack import version
 
 
 @cache

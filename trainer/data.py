@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from core import files
-from core.errors import DataError
-from trainer import rows as rows_mod
-from trainer.chat import Template, learned_mask
-from trainer.rows import Row, default_path, read_rows
+from stackbench.core import files
+from stackbench.core.errors import DataError
+from stackbench.trainer import rows as rows_mod
+from stackbench.trainer.chat import Template, learned_mask
+from stackbench.trainer.rows import Row, default_path, read_rows
 
 IGNORE = -100  # label of a token that carries no loss (torch cross_entropy's ignore_index)
 FORMAT = 3     # bump when what the cache holds, or how it is made, changes
@@ -75,7 +75,7 @@ class Sample:
 # --- the cache ---------------------------------------------------------------------------------
 
 def cache_root() -> Path:
-    from trainer.embedded import cache_root as root
+    from stackbench.trainer.embedded import cache_root as root
 
     return root() / "data"
 
@@ -111,7 +111,7 @@ def tokenizer_digest(tokenizer) -> str:
 @functools.lru_cache(maxsize=1)
 def code_digest() -> str:
     """The source of everything that turns a file into samples: a change to it is a new cache entry."""
-    from trainer import chat, layouts
+    from stackbench.trainer import chat, layouts
 
     h = hashlib.sha256()
     for module in (rows_mod, layouts, chat, sys.modules[__name__]):

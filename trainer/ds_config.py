@@ -9,9 +9,9 @@ import json
 from types import SimpleNamespace
 from typing import Any
 
-from core.config import RunConfig, overrides_of
-from core.errors import ConfigError
-from trainer import ds_source
+from stackbench.core.config import RunConfig, overrides_of
+from stackbench.core.errors import ConfigError
+from stackbench.trainer import ds_source
 
 STEPS_PER_PRINT = 1 << 30  # DeepSpeed's own step log would interleave with the ranks' output
 

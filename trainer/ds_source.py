@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.config import OFFLOADS, RunConfig, cli_flag, overrides_of
-from core.errors import ConfigError
+from stackbench.core.config import OFFLOADS, RunConfig, cli_flag, overrides_of
+from stackbench.core.errors import ConfigError
 
 SWIFT_NAMES = ("zero0", "zero1", "zero2", "zero3", "zero2_offload", "zero3_offload")
 SWIFT_DIR = Path(__file__).resolve().parent / "assets" / "ds_configs"

@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from core import files
+from stackbench.core import files
 
 ASSET_DIR = Path(__file__).parent / "assets" / "tiny-qwen3"
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -55,7 +55,7 @@ def coverage_characters() -> list[str]:
 
 
 def sample_texts() -> list[str]:
-    from trainer.rows import SAMPLES_DIR
+    from stackbench.trainer.rows import SAMPLES_DIR
 
     texts = []
     for f in sorted(SAMPLES_DIR.glob("*.jsonl")):
@@ -96,7 +96,7 @@ def build_assets(out: Path = ASSET_DIR, merges: int = MERGES) -> None:
                                    chat_template=CHAT_TEMPLATE, model_max_length=CONFIG["max_position_embeddings"])
     out.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(out)
-    from trainer.compat import portable_tokenizer_config
+    from stackbench.trainer.compat import portable_tokenizer_config
 
     portable_tokenizer_config(out)  # the image's transformers 4.x reads it too
     vocab_size = -(-len(fast) // 64) * 64  # round up to a multiple of 64, as real models do
@@ -133,7 +133,7 @@ def save_seeded(config, seed: int, dest: Path, dtype: str = "float32", tokenizer
         import torch
         from transformers import AutoModelForCausalLM
 
-        from trainer import compat
+        from stackbench.trainer import compat
 
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, **compat.model_dtype(getattr(torch, dtype)))

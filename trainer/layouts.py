@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.errors import DataError
+from stackbench.core.errors import DataError
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
                   "bing": "assistant", "bard": "assistant", "model": "assistant", "bot": "assistant",

@@ -106,7 +106,7 @@ def isolated() -> bool:
 
 def end_this_node(why: str) -> None:
     """Stop this node's torchrun agent and every rank under it (this one last): nothing else can."""
-    from core.proctree import kill_trees
+    from stackbench.core.proctree import kill_trees
 
     print(f"[{socket.gethostname()}] stackbench: {why}: ending this node's torchrun and ranks", file=sys.stderr,
           flush=True)

@@ -17,9 +17,9 @@ import sys
 import time
 from typing import Any, Callable
 
-from core import formulas
-from core.host import GIB
-from trainer.comms import CommsLog
+from stackbench.core import formulas
+from stackbench.core.host import GIB
+from stackbench.trainer.comms import CommsLog
 
 
 class Phases:
@@ -33,7 +33,7 @@ class Phases:
 
     @classmethod
     def from_env(cls) -> "Phases":
-        from trainer import STARTED_AT
+        from stackbench.trainer import STARTED_AT
 
         launched = os.environ.get("STACKBENCH_LAUNCHED_AT")
         return cls(float(launched) if launched else STARTED_AT, STARTED_AT)

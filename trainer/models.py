@@ -33,9 +33,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from core import formulas
-from core.config import RunConfig
-from core.errors import ConfigError
+from stackbench.core import formulas
+from stackbench.core.config import RunConfig
+from stackbench.core.errors import ConfigError
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -143,7 +143,7 @@ def _from_hub(ref: str) -> ModelRef | None:
     model = ModelRef("hub", ref, str(folder), json.loads((folder / "config.json").read_text()))
     if ref not in _SAID and os.environ.get("RANK", "0") == "0":  # the bench process and rank 0 say it, once
         _SAID.add(ref)
-        from core.console import note
+        from stackbench.core.console import note
 
         note(f"model {ref}: {folder} (the Hugging Face cache's snapshot); "
              + ("its weights are loaded" if model.weights_dir else
@@ -189,7 +189,7 @@ def _unknown(ref: str) -> ConfigError:
 
 def resolve(ref: str) -> ModelRef:
     if ref == "tiny":
-        from trainer.embedded import ASSET_DIR
+        from stackbench.trainer.embedded import ASSET_DIR
         return ModelRef("tiny", "tiny-qwen3", str(ASSET_DIR), json.loads((ASSET_DIR / "config.json").read_text()))
     if ref.lower() in preset_names():
         config, meta = load_preset(ref.lower())
@@ -349,7 +349,7 @@ def shape(ref: ModelRef, model=None) -> ModelShape:
 
 
 def _shape(ref: ModelRef, model) -> ModelShape:
-    from trainer import moe
+    from stackbench.trainer import moe
 
     cfg = loaded_config(ref)
     text = text_config(cfg)
@@ -448,7 +448,7 @@ def config_top_k(config) -> int | None:
     """Experts per token as a config names it, where the model's blocks keep none: a key named like
     top_k (num_experts_per_tok, moe_topk, moe_top_k, moe_k ...), also nested (DBRX's ffn_config),
     never a bare top_k (4.x configs carry generation's top_k=50)."""
-    from trainer import moe
+    from stackbench.trainer import moe
 
     def found(d: dict):
         for key, value in d.items():
@@ -514,7 +514,7 @@ class TokenizerChoice:
 
 
 def _embedded(fallback: bool, why: str = "", suggest: str = "") -> TokenizerChoice:
-    from trainer.embedded import ASSET_DIR
+    from stackbench.trainer.embedded import ASSET_DIR
 
     return TokenizerChoice("embedded (tiny-qwen3)", str(ASSET_DIR), fallback, why, suggest)
 
@@ -648,7 +648,7 @@ def build(ref: ModelRef, *, dtype, attn_impl: str, seed: int, weights_dir: str |
     import torch
     from transformers import AutoModelForCausalLM
 
-    from trainer.compat import model_dtype
+    from stackbench.trainer.compat import model_dtype
 
     kw = dict(model_dtype(dtype), attn_implementation=attn_impl)
     torch.manual_seed(seed)  # the DPO reference model is built twice and must match
@@ -662,7 +662,7 @@ def build_for(cfg: RunConfig, ref: ModelRef, torch_dtype, weights: str | None, *
     """(model, MoE leaf blocks) for a run: the policy, or with frozen=True DPO's reference. Under
     ZeRO-3 the caller keeps a HfDeepSpeedConfig alive so this builds inside zero.Init, and sparse
     MoE blocks become leaf modules (trainer/moe.py: DeepSpeed issue 7461)."""
-    from trainer import moe
+    from stackbench.trainer import moe
 
     model = build(ref, dtype=torch_dtype, attn_impl=attn_impl, seed=cfg.seed, weights_dir=weights)
     stage = (ds_config.get("zero_optimization") or {}).get("stage", 0)

@@ -39,7 +39,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, field
 
-from core.errors import ConfigError
+from stackbench.core.errors import ConfigError
 
 NONE = "none"  # --z3-leaf none: register nothing (to measure what leaves change)
 

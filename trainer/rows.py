@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.errors import DataError
-from trainer import layouts
+from stackbench.core.errors import DataError
+from stackbench.trainer import layouts
 
 ROLES = ("system", "user", "assistant")
 SAMPLES_DIR = Path(__file__).parent / "assets" / "samples"

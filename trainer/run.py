@@ -16,17 +16,17 @@ from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from core import formulas, memory_model, record, secrets
-from core.config import CPU_BF16_WARNING, Launch, RunConfig, cli_flag, resolve_dtype
-from core.errors import UserError
-from core.fingerprint import fingerprint
-from core.host import free_port, host_gib_per_rank
-from trainer import compat, ds_source, liveness, metrics, models, moe
-from trainer import data as data_mod
-from trainer.backends import REGISTRY
-from trainer.backends.base import Context, Topology
-from trainer.comms import CommsLog
-from trainer.ds_config import deepspeed_config, describe
+from stackbench.core import formulas, memory_model, record, secrets
+from stackbench.core.config import CPU_BF16_WARNING, Launch, RunConfig, cli_flag, resolve_dtype
+from stackbench.core.errors import UserError
+from stackbench.core.fingerprint import fingerprint
+from stackbench.core.host import free_port, host_gib_per_rank
+from stackbench.trainer import compat, ds_source, liveness, metrics, models, moe
+from stackbench.trainer import data as data_mod
+from stackbench.trainer.backends import REGISTRY
+from stackbench.trainer.backends.base import Context, Topology
+from stackbench.trainer.comms import CommsLog
+from stackbench.trainer.ds_config import deepspeed_config, describe
 
 HOST = socket.gethostname()
 
@@ -36,7 +36,7 @@ def log(topo: Topology, msg: str) -> None:
 
 
 def default_command(cfg: RunConfig, launch: Launch, topo: Topology) -> str:
-    return shlex.join(["torchrun", f"--nproc_per_node={topo.local_world}", "-m", "trainer", *cfg.to_argv(),
+    return shlex.join(["torchrun", f"--nproc_per_node={topo.local_world}", "-m", "stackbench.trainer", *cfg.to_argv(),
                        *launch.to_argv()])
 
 
@@ -108,7 +108,7 @@ def run(cfg: RunConfig, launch: Launch, given: frozenset[str] = frozenset()) -> 
                           MASTER_PORT=str(free_port()))
     weights = ref.weights_dir
     if ref.kind == "tiny":  # before the process group: transformers 5 saves on global rank 0 only once there is one
-        from trainer import embedded
+        from stackbench.trainer import embedded
 
         weights = str(embedded.materialize())  # one rank per host builds it (a lock), the others wait
     # A hang must fail in minutes, not after the 30-minute default.

@@ -19,13 +19,13 @@ import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from bench.backends import env_for, python_for
-from bench.launchers import outcomes
-from bench.launchers.options import LaunchOptions
-from bench.launchers.processes import NodeCommand, kill, start, supervise
-from core import record, secrets
-from core.config import Launch, RunConfig
-from core.host import free_port, has_nvidia_driver
+from stackbench.bench.backends import env_for, python_for
+from stackbench.bench.launchers import outcomes
+from stackbench.bench.launchers.options import LaunchOptions
+from stackbench.bench.launchers.processes import NodeCommand, kill, start, supervise
+from stackbench.core import record, secrets
+from stackbench.core.config import Launch, RunConfig
+from stackbench.core.host import free_port, has_nvidia_driver
 
 # Settings users tune multi-node jobs with; passed to every rank on every host, written into
 # scripts and commands. Secrets among them (HF_TOKEN) are not: core.secrets says which, and each
@@ -78,7 +78,7 @@ class Launcher(ABC):
 
     def commands(self, cfg: RunConfig, sweep_dir: Path, port: int) -> list[list[str]]:
         """The command for each node (what --dry-run and --script-only print, what launch runs)."""
-        worker = ["-m", "trainer", *cfg.to_argv(), *self.bookkeeping(cfg, sweep_dir).to_argv()]
+        worker = ["-m", "stackbench.trainer", *cfg.to_argv(), *self.bookkeeping(cfg, sweep_dir).to_argv()]
         # --tee: each rank's output also goes to its own file under <run>/ranks/, prefixed by local rank in the node log
         ranks = ["--tee=3", f"--log-dir={sweep_dir.resolve() / cfg.run_id / 'ranks'}"]
         return [[python_for(cfg.backend), "-m", "torch.distributed.run", *self.rendezvous(cfg, node, port), *ranks,
@@ -126,7 +126,7 @@ class Launcher(ABC):
         out.unlink(missing_ok=True)
         hosts = self.hosts(nodes)
         port = free_port()
-        argv = [[sys.executable, "-m", "bench.preflight", f"--node-rank={node}", f"--nnodes={nodes}",
+        argv = [[sys.executable, "-m", "stackbench.bench.preflight", f"--node-rank={node}", f"--nnodes={nodes}",
                  f"--nproc={procs_per_node}", f"--master={hosts[0]}:{port}", f"--hosts={','.join(hosts)}",
                  f"--deadline={deadline:g}"] + ([f"--out={out}"] if node == 0 else []) for node in range(nodes)]
         env = self.env()

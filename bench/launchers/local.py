@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import socket
 
-from bench.launchers.contract import Launcher
-from core.config import RunConfig
+from stackbench.bench.launchers.contract import Launcher
+from stackbench.core.config import RunConfig
 
 
 class LocalLauncher(Launcher):

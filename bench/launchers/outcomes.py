@@ -13,11 +13,11 @@ import re
 import signal
 from pathlib import Path
 
-from bench import preflight as preflight_mod
-from core import record
-from core.config import Launch, RunConfig
-from core.errors import OUT_OF_MEMORY
-from trainer.liveness import STALE_S as LOST_AFTER_S
+from stackbench.bench import preflight as preflight_mod
+from stackbench.core import record
+from stackbench.core.config import Launch, RunConfig
+from stackbench.core.errors import OUT_OF_MEMORY
+from stackbench.trainer.liveness import STALE_S as LOST_AFTER_S
 
 _TORCHRUN_FAILURE = re.compile(r"time\s*:\s*(\S+)\s*\n\s*host\s*:\s*(\S+)\s*\n\s*rank\s*:\s*(\d+)[^\n]*\n"
                                r"\s*exitcode\s*:\s*(-?\d+)")

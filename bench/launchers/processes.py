@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.launchers.options import LaunchOptions
-from core.proctree import kill_trees
+from stackbench.bench.launchers.options import LaunchOptions
+from stackbench.core.proctree import kill_trees
 
 
 @dataclass

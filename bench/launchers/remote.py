@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 
-from core.proctree import kill_trees
+from stackbench.core.proctree import kill_trees
 
 GRACE_S = 5.0  # torchrun passes SIGTERM on to its ranks, which get this long before SIGKILL
 

@@ -21,11 +21,11 @@ import socket
 import sys
 from pathlib import Path
 
-from bench.launchers.contract import Launcher
-from bench.launchers.options import LaunchOptions
-from bench.launchers.processes import NodeCommand
-from core.config import RunConfig
-from core.errors import ConfigError
+from stackbench.bench.launchers.contract import Launcher
+from stackbench.bench.launchers.options import LaunchOptions
+from stackbench.bench.launchers.processes import NodeCommand
+from stackbench.core.config import RunConfig
+from stackbench.core.errors import ConfigError
 
 
 def read_hostfile(path: str) -> list[tuple[str, int | None]]:
@@ -119,7 +119,7 @@ class TorchrunLauncher(Launcher):
         if is_local(node_host):
             return NodeCommand(argv)
         remote = shlex.join(["cd", os.getcwd()]) + " && exec " + shlex.join(
-            [sys.executable, "-m", "bench.launchers.remote", "--", *argv])
+            [sys.executable, "-m", "stackbench.bench.launchers.remote", "--", *argv])
         # no tty (-T): a tty would echo the environment sent on standard input into the log
         environment = json.dumps({**env, **self.secret_env()}).encode() + b"\n"
         return NodeCommand(["ssh", "-T", *self.ssh_options, "--", node_host, remote], stdin=environment)

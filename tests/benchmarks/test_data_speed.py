@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from core.config import RunConfig
+from stackbench.core.config import RunConfig
 from tests.conftest import ROOT
 from tests.support.big_data import write_sft
 
@@ -38,7 +38,7 @@ def big(tmp_path_factory) -> Path:
 
 
 def test_cold_tokenize_stackbench(benchmark, big, tokenizer, tmp_path, monkeypatch):
-    from trainer import data
+    from stackbench.trainer import data
 
     rounds = iter(range(10**6))
 
@@ -67,7 +67,7 @@ def test_cold_tokenize_reference(benchmark, big, tokenizer):
 def _first_step(path: Path, out: Path) -> dict:
     """One rank, one step on the file, its cache already filled: the record's start-up marks."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    p = subprocess.run([sys.executable, "-m", "trainer", "--data", str(path), "--seq-len", "512", "--steps", "1",
+    p = subprocess.run([sys.executable, "-m", "stackbench.trainer", "--data", str(path), "--seq-len", "512", "--steps", "1",
                         "--warmup-steps", "0", "--gpus-per-node", "1", "--out", str(out)],
                        capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -78,7 +78,7 @@ def _first_step(path: Path, out: Path) -> dict:
 
 @pytest.mark.deepspeed
 def test_first_step_with_a_big_file(benchmark, big, tokenizer, tmp_path):
-    from trainer import data
+    from stackbench.trainer import data
 
     small = write_sft(tmp_path / "small.jsonl", 100)
     for path in (big, small):  # what the bench process does before launching

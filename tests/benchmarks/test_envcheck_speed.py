@@ -1,5 +1,5 @@
 """envcheck's wall time against ds_report's, measured the same way: a fresh interpreter running
-the full local check, as a user types it (`python -m envcheck --json` vs `ds_report`).
+the full local check, as a user types it (`python -m stackbench.envcheck --json` vs `ds_report`).
 Target: envcheck at most 1 s. `invoke benchmark` records both (results/benchmarks/harness.json);
 `invoke test` runs each once."""
 
@@ -20,7 +20,7 @@ def _wall(argv: list[str]) -> subprocess.CompletedProcess:
 
 
 def test_envcheck_full_local_check(benchmark):
-    p = benchmark.pedantic(_wall, args=([sys.executable, "-m", "envcheck", "--json"],), rounds=5, warmup_rounds=1)
+    p = benchmark.pedantic(_wall, args=([sys.executable, "-m", "stackbench.envcheck", "--json"],), rounds=5, warmup_rounds=1)
     # what was timed is a finished check: a report, its exit code, no check that crashed
     report = json.loads(p.stdout)
     assert report["schema"] == "stackbench.envcheck/1" and p.returncode == report["exit_code"], p.stderr[-2000:]

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.deepspeed
 @pytest.fixture(scope="module")
 def setup():
     # a world of one in this process; put back afterwards, or later subprocesses would inherit it
-    from core.host import free_port
+    from stackbench.core.host import free_port
 
     world = dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1",
                  LOCAL_WORLD_SIZE="1")
@@ -28,10 +28,10 @@ def setup():
     import deepspeed
     import torch
 
-    from core.config import RunConfig
-    from trainer import data, embedded, models
-    from trainer.backends.native import engines
-    from trainer.ds_config import deepspeed_config
+    from stackbench.core.config import RunConfig
+    from stackbench.trainer import data, embedded, models
+    from stackbench.trainer.backends.native import engines
+    from stackbench.trainer.ds_config import deepspeed_config
 
     deepspeed.init_distributed(dist_backend="gloo")
     cfg = RunConfig(task="sft", zero_stage=2, micro_batch=4, seq_len=128, gpus_per_node=1)
@@ -55,8 +55,8 @@ def setup():
 def test_trainer_step(benchmark, setup):
     import torch
 
-    from trainer.backends.native import optimizer_step
-    from trainer.metrics import Meter, Phases
+    from stackbench.trainer.backends.native import optimizer_step
+    from stackbench.trainer.metrics import Meter, Phases
 
     engine, cfg, batches, _ = setup
     device = torch.device("cpu")

@@ -11,8 +11,8 @@ import itertools
 import pandas as pd
 import pytest
 
-from core import record
-from report import main
+from stackbench.core import record
+from stackbench.report import main
 from tests.unit.test_report_and_plan import make_record
 
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from bench.launchers import LaunchOptions
-from bench.launchers.local import LocalLauncher
-from bench.matrix import expand
-from bench.sweep import run_sweep
-from report import load, tables
-from core import record
-from imagebuild import pinned
+from stackbench.bench.launchers import LaunchOptions
+from stackbench.bench.launchers.local import LocalLauncher
+from stackbench.bench.matrix import expand
+from stackbench.bench.sweep import run_sweep
+from stackbench.report import load, tables
+from stackbench.core import record
+from stackbench.imagebuild import pinned
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.deepspeed
@@ -125,7 +125,7 @@ def test_the_shipped_ms_swift_configs_are_ms_swifts_own(swift_python):
     trainer/assets/ds_configs/ equal the installed ms-swift's, name for name."""
     import json
 
-    from trainer import ds_source
+    from stackbench.trainer import ds_source
 
     where = subprocess.run([swift_python, "-c", "import os, swift; print(os.path.join(os.path.dirname(swift.__file__), "
                             "'config'))"], capture_output=True, text=True, check=True).stdout.strip()

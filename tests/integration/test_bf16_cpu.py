@@ -13,12 +13,12 @@ import math
 
 import pytest
 
-from bench.launchers import LaunchOptions
-from bench.launchers.local import LocalLauncher
-from bench.sweep import run_sweep
-from core import memory_model
-from core.config import RunConfig
-from trainer import models
+from stackbench.bench.launchers import LaunchOptions
+from stackbench.bench.launchers.local import LocalLauncher
+from stackbench.bench.sweep import run_sweep
+from stackbench.core import memory_model
+from stackbench.core.config import RunConfig
+from stackbench.trainer import models
 
 pytestmark = pytest.mark.deepspeed
 

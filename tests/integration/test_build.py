@@ -53,7 +53,7 @@ def _invoke(*args, env=None, timeout=3000):
 
 def test_the_image_carries_its_versions_and_lock_hash(built):
     manifest, *_ = built
-    from imagebuild import lock, profile
+    from stackbench.imagebuild import lock, profile
 
     lk = lock.load(profile.load(PROFILE))
     labels = manifest["labels"]
@@ -71,7 +71,7 @@ def test_the_image_carries_its_versions_and_lock_hash(built):
 def test_no_planted_secret_in_any_image_layer(built):
     """HF_TOKEN and WANDB_API_KEY were in the environment of `invoke build`: they are in no layer's
     history, no layer, no config (the whole `docker save` stream searched), not in the manifest."""
-    from imagebuild import engine
+    from stackbench.imagebuild import engine
 
     manifest, results, *_ = built
     history = subprocess.run(["docker", "history", "--no-trunc", manifest["tag"]], capture_output=True,
@@ -86,10 +86,10 @@ def test_no_planted_secret_in_any_image_layer(built):
 def test_envcheck_and_a_one_rank_bench_succeed_inside_the_image(built):
     """The build's verify stage ran envcheck and a one-rank bench with the image's own stack; the
     record it left in the image is read back here, and envcheck runs again in a fresh container."""
-    from imagebuild import engine
+    from stackbench.imagebuild import engine
 
     manifest, *_ = built
-    code, out = engine.run(manifest["tag"], ["python", "-m", "envcheck", "--json"])
+    code, out = engine.run(manifest["tag"], ["python", "-m", "stackbench.envcheck", "--json"])
     report = json.loads(out[out.index("{"):])
     assert code == 0 == report["exit_code"], out[-3000:]
     drift = next(c for c in report["checks"] if c["area"] == "drift")
@@ -116,7 +116,7 @@ def test_building_again_is_a_cache_hit(built):
 @pytest.fixture
 def scratch_profiles(tmp_path, monkeypatch):
     """A copy of docker/profiles and docker/locks to tamper with."""
-    from imagebuild import profile
+    from stackbench.imagebuild import profile
 
     shutil.copytree(ROOT / "docker" / "profiles", tmp_path / "profiles")
     shutil.copytree(ROOT / "docker" / "locks", tmp_path / "locks")
@@ -134,15 +134,15 @@ def _tamper_torch_hash(lock_dir: Path) -> None:
 
 
 def test_a_tampered_lock_fails_the_build(built, scratch_profiles):
-    from imagebuild import main
-    from core.errors import UserError
+    from stackbench.imagebuild import main
+    from stackbench.core.errors import UserError
 
     _, results, wheels, _ = built
     _tamper_torch_hash(scratch_profiles)
     with pytest.raises(UserError, match="does not match its lock.sha256"):  # refused before the engine is asked
         main.build(profile=PROFILE, wheelhouse_dir=str(wheels), results=str(results))
     # even with its stamp updated to match, pip's --require-hashes refuses the wheel inside the build
-    from envcheck.drift import lock_hash
+    from stackbench.envcheck.drift import lock_hash
 
     (scratch_profiles / "lock.sha256").write_text(lock_hash(scratch_profiles) + "\n")
     with pytest.raises(UserError) as e:
@@ -152,8 +152,8 @@ def test_a_tampered_lock_fails_the_build(built, scratch_profiles):
 
 
 def test_no_nvidia_runtime_is_named_as_such(built):
-    from imagebuild import engine
-    from core.errors import UserError
+    from stackbench.imagebuild import engine
+    from stackbench.core.errors import UserError
 
     with pytest.raises(UserError, match="no NVIDIA container runtime") as e:
         engine.run(built[0]["tag"], ["true"], gpus=True)
@@ -161,7 +161,7 @@ def test_no_nvidia_runtime_is_named_as_such(built):
 
 
 def test_export_writes_a_loadable_tar(engine_up, tmp_path):
-    from imagebuild import engine
+    from stackbench.imagebuild import engine
 
     out = engine.export("local/bookworm:minbase", tmp_path / "base.tar")
     assert out.stat().st_size > 50 * 2**20
@@ -180,7 +180,7 @@ def test_an_unpullable_base_falls_back_to_the_registry_free_variant_and_says_so(
     """A profile whose registry base cannot be pulled (no such registry, as behind a firewall) and
     that has a [no_registry] variant: the build takes the variant, says why on the console, and
     the manifest keeps where the base came from."""
-    from imagebuild import main, profile
+    from stackbench.imagebuild import main, profile
 
     (scratch_profiles.parent.parent / "profiles" / "scratch.toml").write_text(
         'name = "scratch"\nbase = "registry.invalid/stackbench/never:1"\npython = "3.11"\n'

@@ -15,11 +15,11 @@ from datetime import datetime
 
 import pytest
 
-from bench.launchers import LaunchOptions
-from bench.launchers.slurm import SlurmLauncher, _slurm
-from bench.launchers.torchrun import TorchrunLauncher
-from bench.sweep import run_sweep
-from core.config import RunConfig
+from stackbench.bench.launchers import LaunchOptions
+from stackbench.bench.launchers.slurm import SlurmLauncher, _slurm
+from stackbench.bench.launchers.torchrun import TorchrunLauncher
+from stackbench.bench.sweep import run_sweep
+from stackbench.core.config import RunConfig
 
 pytestmark = [pytest.mark.slurm, pytest.mark.deepspeed]
 

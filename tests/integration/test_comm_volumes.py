@@ -11,11 +11,11 @@ import json
 
 import pytest
 
-from bench.launchers import LaunchOptions
-from bench.launchers.local import LocalLauncher
-from bench.sweep import run_sweep
-from core import perf_model
-from core.config import RunConfig
+from stackbench.bench.launchers import LaunchOptions
+from stackbench.bench.launchers.local import LocalLauncher
+from stackbench.bench.sweep import run_sweep
+from stackbench.core import perf_model
+from stackbench.core.config import RunConfig
 
 pytestmark = pytest.mark.deepspeed
 

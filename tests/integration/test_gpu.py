@@ -2,9 +2,9 @@
 
 import pytest
 
-from bench.launchers import LaunchOptions
-from bench.launchers.local import LocalLauncher
-from core.config import RunConfig
+from stackbench.bench.launchers import LaunchOptions
+from stackbench.bench.launchers.local import LocalLauncher
+from stackbench.core.config import RunConfig
 
 torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.gpu,

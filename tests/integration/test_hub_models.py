@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from core import record
+from stackbench.core import record
 from tests.support import hf_cache
 from tests.support.cli import run_sb
 

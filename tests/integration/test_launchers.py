@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from bench.launchers import LaunchOptions
-from bench.launchers.local import LocalLauncher
-from bench.launchers.torchrun import TorchrunLauncher
-from bench.sweep import run_sweep
-from core import record
-from core.config import RunConfig
+from stackbench.bench.launchers import LaunchOptions
+from stackbench.bench.launchers.local import LocalLauncher
+from stackbench.bench.launchers.torchrun import TorchrunLauncher
+from stackbench.bench.sweep import run_sweep
+from stackbench.core import record
+from stackbench.core.config import RunConfig
 from tests.conftest import ROOT
 from tests.support.rows import assert_row_filled
 

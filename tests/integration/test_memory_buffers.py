@@ -12,9 +12,9 @@ import sys
 
 import pytest
 
-from core import memory_model
+from stackbench.core import memory_model
 from tests.conftest import ROOT
-from trainer import models
+from stackbench.trainer import models
 
 pytestmark = pytest.mark.deepspeed
 

@@ -19,7 +19,7 @@ import sys
 
 import pytest
 
-from core import record
+from stackbench.core import record
 from tests.conftest import ROOT
 from tests.support import moe_zoo
 

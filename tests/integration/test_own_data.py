@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from core import record
+from stackbench.core import record
 from tests.conftest import ROOT
 
 QA = [{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "2 + 2 = 4."}]

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from report import load, render
+from stackbench.report import load, render
 from tests.conftest import ROOT
 
 

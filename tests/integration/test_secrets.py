@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from core import record
-from core.secrets import HASH_KEY
+from stackbench.core import record
+from stackbench.core.secrets import HASH_KEY
 from tests.conftest import ROOT
 from tests.support.planted import PLANTED, SECRETS, found_in, found_in_bytes, hashes
 
@@ -122,7 +122,7 @@ def test_no_secret_in_any_argv_of_bench_the_nodes_or_their_ranks(planted):
         assert not found_in_bytes(text.encode()), f"a planted secret is in an argv: {trace}"
     # the traces saw what they must have: the ranks on the nodes, the ssh sessions' far side
     daemons = (traces / "daemons.trace").read_text(errors="replace")
-    assert "torch.distributed.run" in daemons and "bench.launchers.remote" in daemons and "slurmstepd" in daemons
+    assert "torch.distributed.run" in daemons and "stackbench.bench.launchers.remote" in daemons and "slurmstepd" in daemons
     assert re.search(r'execve\("[^"]*ssh", \["ssh", "-T"', (traces / "ssh.trace").read_text())
     assert all(n > 0 for n in execs.values()), execs
 
@@ -133,7 +133,7 @@ def test_scripts_are_complete_without_slurm_or_ssh_and_quote_the_paths(planted):
         assert out[name][2] == 0, f"{name}: {out[name][1][-2000:]}"
     script = out["script-slurm"][0]
     assert "#SBATCH --gpus-per-node=1" in script and "no Slurm client answered here" in script
-    assert script.count("srun ") == 2 and "-m trainer" in script and "export HF_TOKEN" not in script
+    assert script.count("srun ") == 2 and "-m stackbench.trainer" in script and "export HF_TOKEN" not in script
     # the path with a space and a `$` arrives as one word, unexpanded, in the job shell
     sweep_dir = results / "script-slurm"
     assert f'#SBATCH "--output={sweep_dir}/' in script
@@ -157,7 +157,7 @@ def _mount(*argv: str) -> None:
 
 
 def test_a_read_only_or_full_results_directory_is_named_and_nothing_is_left(tmp_path):
-    from core import files
+    from stackbench.core import files
 
     ro, full, kept = tmp_path / "ro", tmp_path / "full", tmp_path / "kept"
     for d in (ro, full, kept):

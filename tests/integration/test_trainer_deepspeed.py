@@ -14,14 +14,14 @@ import sys
 
 import pytest
 
-from bench.launchers import LaunchOptions
-from bench.launchers.local import LocalLauncher
-from bench.matrix import expand
-from core.config import RunConfig
-from bench.sweep import run_sweep
+from stackbench.bench.launchers import LaunchOptions
+from stackbench.bench.launchers.local import LocalLauncher
+from stackbench.bench.matrix import expand
+from stackbench.core.config import RunConfig
+from stackbench.bench.sweep import run_sweep
 from tests.conftest import ROOT, write_jsonl
 from tests.support.rows import assert_row_filled
-from core import record
+from stackbench.core import record
 
 pytestmark = pytest.mark.deepspeed
 STEPS, WARMUP = 8, 2
@@ -103,7 +103,7 @@ def test_a_resumed_sweep_skips_what_is_done(sweep):
 
 
 def _trainer(args, tmp_path, preexec_fn=None, **env):
-    return subprocess.run([sys.executable, "-m", "trainer", "--out", str(tmp_path), "--run-id", "r", *args],
+    return subprocess.run([sys.executable, "-m", "stackbench.trainer", "--out", str(tmp_path), "--run-id", "r", *args],
                           capture_output=True, text=True, cwd=ROOT, timeout=300, env=dict(os.environ, **env),
                           preexec_fn=preexec_fn)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from core import record
+from stackbench.core import record
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.deepspeed

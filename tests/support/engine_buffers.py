@@ -13,7 +13,7 @@ import sys
 import deepspeed
 import torch
 
-from trainer import models
+from stackbench.trainer import models
 
 
 def probe(zero: dict) -> dict:

@@ -13,7 +13,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from trainer.embedded import ASSET_DIR
+from stackbench.trainer.embedded import ASSET_DIR
 
 TOKENIZER = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 

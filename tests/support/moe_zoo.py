@@ -139,10 +139,10 @@ def run_one(model_type: str, z3_leaf: str, topo, device) -> dict:
     import torch.distributed as dist
     from transformers.integrations import HfDeepSpeedConfig
 
-    from core.config import RunConfig
-    from trainer import data, models, moe
-    from trainer.backends import native
-    from trainer.ds_config import deepspeed_config
+    from stackbench.core.config import RunConfig
+    from stackbench.trainer import data, models, moe
+    from stackbench.trainer.backends import native
+    from stackbench.trainer.ds_config import deepspeed_config
 
     cfg = RunConfig(task="pt", packing=True, seq_len=64, micro_batch=1, zero_stage=3, steps=2, warmup_steps=1,
                     z3_leaf=z3_leaf, gpus_per_node=topo.world)
@@ -179,7 +179,7 @@ def main() -> None:
     import deepspeed
     import torch
 
-    from trainer.backends.base import Topology
+    from stackbench.trainer.backends.base import Topology
 
     p = argparse.ArgumentParser()
     p.add_argument("--out", required=True)

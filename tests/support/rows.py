@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core import record
+from stackbench.core import record
 
 FILLED = ("model", "task", "backend", "zero_stage", "offload", "nodes", "gpus_per_node", "micro_batch", "seq_len",
           "world_size", "launcher")

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from envcheck import abi
+from stackbench.envcheck import abi
 
 
 @pytest.fixture(scope="module")

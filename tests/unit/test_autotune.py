@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.autotune import Autotuner, fastest
-from core import record
-from core.config import Launch, RunConfig
+from stackbench.bench.autotune import Autotuner, fastest
+from stackbench.core import record
+from stackbench.core.config import Launch, RunConfig
 from tests.conftest import ROOT
 
 SWEEP = ROOT / "results" / "reference" / "cpu-2core-calibration"

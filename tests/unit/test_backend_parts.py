@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from bench import backends
+from stackbench.bench import backends
 from tests.conftest import ROOT
-from trainer import data, models
-from core.config import RunConfig
-from core.errors import UserError
-from trainer.backends.swift import ordered_rows, swift_argv
+from stackbench.trainer import data, models
+from stackbench.core.config import RunConfig
+from stackbench.core.errors import UserError
+from stackbench.trainer.backends.swift import ordered_rows, swift_argv
 
 
 def swift_sampler(rows: list, rank: int, world: int, micro_batch: int) -> list[list]:
@@ -101,10 +101,10 @@ def test_bench_without_the_swift_environment_exits_2_before_running(tmp_path):
 
 
 def test_every_launcher_starts_swift_ranks_in_its_environment(tmp_path, monkeypatch):
-    from bench.launchers import LaunchOptions
-    from bench.launchers.local import LocalLauncher
-    from bench.launchers.slurm import SlurmLauncher
-    from core.config import RunConfig
+    from stackbench.bench.launchers import LaunchOptions
+    from stackbench.bench.launchers.local import LocalLauncher
+    from stackbench.bench.launchers.slurm import SlurmLauncher
+    from stackbench.core.config import RunConfig
 
     monkeypatch.setenv("STACKBENCH_SWIFT_PYTHON", "/opt/swift-env/bin/python")
     swift, native = (RunConfig(task="sft", model="tiny", zero_stage=3, nodes=2, backend=b) for b in ("swift", "native"))
@@ -115,5 +115,5 @@ def test_every_launcher_starts_swift_ranks_in_its_environment(tmp_path, monkeypa
     train = [line for line in script.splitlines() if line.startswith("srun ")][-1]
     assert "/opt/swift-env/bin/python -m torch.distributed.run" in train and "--backend swift" in train
     assert "export TORCH_EXTENSIONS_DIR=" in script and "-swift" in script  # its own compiled-op cache
-    preflight = [line for line in script.splitlines() if "bench.preflight" in line][0]
+    preflight = [line for line in script.splitlines() if "stackbench.bench.preflight" in line][0]
     assert sys.executable in preflight  # the preflight needs no ms-swift

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from envcheck.drift import normalize
-from imagebuild import lock, main, profile, render, sources
+from stackbench.envcheck.drift import normalize
+from stackbench.imagebuild import lock, main, profile, render, sources
 from tests.conftest import ROOT
-from core.errors import UserError
+from stackbench.core.errors import UserError
 
 
 @pytest.mark.parametrize("name,no_registry", [("cuda12.4", False), ("cuda12.4-megatron", False), ("cpu-small", False),
@@ -46,7 +46,7 @@ def test_the_cuda124_dockerfile():
     assert "pip install --require-hashes --no-deps  -r /opt/stackbench-lock/wheels.txt" in text
     assert 'TORCH_CUDA_ARCH_LIST="9.0" FLASH_ATTN_CUDA_ARCHS="90"' in text and "MAX_JOBS" in text
     assert "export DS_BUILD_OPS=0; export DS_BUILD_FUSED_ADAM=1;" in text and "grep -A1 -i '^flash-attn==' " in text
-    assert "python -c 'import flash_attn_2_cuda'" in text and "python -m envcheck" in text
+    assert "python -c 'import flash_attn_2_cuda'" in text and "python -m stackbench.envcheck" in text
     assert 'stackbench.version.torch="2.6.0"' in text and 'stackbench.version.nvidia-cudnn-cu12="9.1.0.70"' in text
     assert "--no-index --find-links" not in text  # online build: from PyPI, hashes still required
     offline = render.dockerfile(prof, lock.load(prof), offline=True)
@@ -141,7 +141,7 @@ def test_the_registry_free_dockerfile():
     assert stages == ["system", "stack", "build-deepspeed", "build-flash-attn", "verify"]
     verify = text[text.index("STACKBENCH-STAGE verify"):]
     assert "export DS_ACCELERATOR=cuda; " in verify and "FusedAdamBuilder().load()" in verify
-    assert "python -m envcheck" in verify and "python -m invoke bench --tasks sft" in verify
+    assert "python -m stackbench.envcheck" in verify and "python -m invoke bench --tasks sft" in verify
     labels = render.labels(prof, lock.load(prof))
     assert labels["stackbench.base.source"] == "debootstrap trixie (main,contrib,non-free) from http://deb.debian.org/debian"
     assert labels["stackbench.python"] == "3.13" and labels["stackbench.cuda"] == "12.4"

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from bench import calibrate as cal
-from core import perf_model
+from stackbench.bench import calibrate as cal
+from stackbench.core import perf_model
 from tests.conftest import ROOT
 
 SWEEP = ROOT / "results" / "reference" / "cpu-2core-calibration"

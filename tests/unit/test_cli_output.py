@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 
 import tasks
-from bench import summary
-from bench.plan import plan as make_plan
-from bench.plan_cli import main as plan_cli
-from core import record
-from report import plots, render, tables
+from stackbench.bench import summary
+from stackbench.bench.plan import plan as make_plan
+from stackbench.bench.plan_cli import main as plan_cli
+from stackbench.core import record
+from stackbench.report import plots, render, tables
 from tests.conftest import ROOT
 from tests.unit.test_report_and_plan import make_record
 

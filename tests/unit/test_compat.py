@@ -3,7 +3,7 @@ layout (tests/integration/test_backends.py runs it for real in the pinned enviro
 
 import torch
 
-from trainer import compat
+from stackbench.trainer import compat
 
 IGNORE = -100
 
@@ -66,7 +66,7 @@ def test_a_model_config_saved_by_transformers_5_keeps_its_rope_theta_for_4x(tmp_
     model's 1e6): its logits differed between the two stacks until the saved config said both."""
     import json
 
-    from trainer import compat
+    from stackbench.trainer import compat
 
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen3", "rope_parameters": {
         "rope_theta": 1000000.0, "rope_type": "default"}}))

@@ -6,13 +6,13 @@ import json
 import pytest
 
 from tests.conftest import write_jsonl
-from trainer import data, rows
-from trainer.chat import Template, learned_mask
-from core.errors import DataError
+from stackbench.trainer import data, rows
+from stackbench.trainer.chat import Template, learned_mask
+from stackbench.core.errors import DataError
 
 
 def tokenized(path, tokenizer, task="sft", seq_len=256, too_long="drop", packing=False):
-    from core.config import RunConfig
+    from stackbench.core.config import RunConfig
 
     return data.load(RunConfig(task=task, data=str(path), seq_len=seq_len, too_long=too_long, packing=packing),
                      tokenizer)
@@ -209,8 +209,8 @@ def test_packed_dpo_pairs_give_each_sequence_its_unpacked_log_probability(tokeni
     import torch
     from transformers import AutoModelForCausalLM
 
-    from trainer import embedded
-    from trainer.backends.native import forward_args, sequence_logps
+    from stackbench.trainer import embedded
+    from stackbench.trainer.backends.native import forward_args, sequence_logps
 
     model = AutoModelForCausalLM.from_pretrained(embedded.materialize(), attn_implementation="sdpa").eval()
     ds = tokenized(rows.default_path("dpo"), tokenizer, "dpo")

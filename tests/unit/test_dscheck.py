@@ -13,12 +13,12 @@ import json
 import deepspeed  # imported here, not first inside a test whose stderr is captured (its logger keeps the stream)
 import pytest
 
-from bench import dscheck
-from core.config import RunConfig
-from core.errors import EXIT_BAD_INPUT, ConfigError
+from stackbench.bench import dscheck
+from stackbench.core.config import RunConfig
+from stackbench.core.errors import EXIT_BAD_INPUT, ConfigError
 from tests.conftest import ROOT
 from tests.support.cli import run_sb
-from trainer import ds_source
+from stackbench.trainer import ds_source
 
 CONFIGS = ROOT / "tests" / "support" / "ds_configs"
 GOOD_FILES = sorted(p.name for p in CONFIGS.iterdir() if not p.name.startswith("refused_"))

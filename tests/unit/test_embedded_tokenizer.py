@@ -1,7 +1,7 @@
 """The embedded tokenizer covers the seeds' languages (issue 18): on sentences it never saw, within
 2x of Qwen3's real tokenizer in tokens per character for Japanese and Chinese; every coverage
 character is one token, anything else round-trips through its UTF-8 bytes; the shipped files are
-exactly what `python -m trainer.embedded --rebuild` makes."""
+exactly what `python -m stackbench.trainer.embedded --rebuild` makes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from tests.support import real_tokenizers
 from tests.support.held_out import HELD_OUT
-from trainer import embedded
+from stackbench.trainer import embedded
 
 # measured (this test prints them): Qwen3 0.21 / 0.62 / 0.62 tokens per character on these sentences
 WITHIN = {"ja": 2.0, "zh": 2.0, "en": 2.5}  # English: the samples' vocabulary is narrow (about 2.3x)

@@ -10,8 +10,8 @@ from importlib import metadata
 
 import pytest
 
-from envcheck import compat, drift, environment, nodes, runner, system, versions
-from envcheck.check import STATUSES
+from stackbench.envcheck import compat, drift, environment, nodes, runner, system, versions
+from stackbench.envcheck.check import STATUSES
 from tests.conftest import ROOT
 
 
@@ -31,7 +31,7 @@ def test_the_real_machine_reports_every_area_with_reasons_for_skips():
 
 def test_a_cpu_host_is_checked_without_importing_torch():
     """The one-second budget: importing torch alone takes 1.5-3 s; without a GPU nothing needs it."""
-    code = "import sys; from envcheck import runner; runner.run(); print(sorted({'torch', 'deepspeed'} & set(sys.modules)))"
+    code = "import sys; from stackbench.envcheck import runner; runner.run(); print(sorted({'torch', 'deepspeed'} & set(sys.modules)))"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert p.stdout.strip() == "[]", p.stdout + p.stderr
 
@@ -141,7 +141,7 @@ def test_fingerprints_that_differ_across_nodes_fail_naming_the_hosts():
 
 
 def _envcheck(*args, **env):
-    return subprocess.run([sys.executable, "-m", "envcheck", *args], capture_output=True, text=True, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "stackbench.envcheck", *args], capture_output=True, text=True, cwd=ROOT,
                           timeout=60, env=dict(os.environ, **env))
 
 

@@ -12,11 +12,11 @@ import sys
 
 import pytest
 
-from core.host import free_port
+from stackbench.core.host import free_port
 from tests.conftest import ROOT
 
 TASKS = [sys.executable, "-m", "tasks"]
-PREFLIGHT = [sys.executable, "-m", "bench.preflight", "--nnodes=1", "--nproc=1", "--deadline=10"]
+PREFLIGHT = [sys.executable, "-m", "stackbench.bench.preflight", "--nnodes=1", "--nproc=1", "--deadline=10"]
 
 # (command, code) -> how to get it here, in seconds
 PROBES = {
@@ -29,10 +29,10 @@ PROBES = {
     ("./sb plan", 0): [*TASKS, "plan", "--model", "qwen3-8b"],
     ("./sb plan", 2): [*TASKS, "plan", "--gpus-per-node", "eight"],
     ("./sb gpu-reference", 2): [*TASKS, "gpu-reference", "--wheels", "{tmp}/no-such-wheels", "--out", "{tmp}/ref"],
-    ("python -m trainer", 2): [sys.executable, "-m", "trainer", "--zero-stage", "9"],
-    ("python -m bench.preflight", 0): [*PREFLIGHT, "--master=127.0.0.1:{port}"],
-    ("python -m bench.preflight", 2): [*PREFLIGHT, "--master=127.0.0.1:{port}", "--no-such-flag"],
-    ("python -m bench.preflight", 4): [*PREFLIGHT, "--master=127.0.0.1:{port}", "--env=GLOO_SOCKET_IFNAME=nosuchif0"],
+    ("python -m stackbench.trainer", 2): [sys.executable, "-m", "stackbench.trainer", "--zero-stage", "9"],
+    ("python -m stackbench.bench.preflight", 0): [*PREFLIGHT, "--master=127.0.0.1:{port}"],
+    ("python -m stackbench.bench.preflight", 2): [*PREFLIGHT, "--master=127.0.0.1:{port}", "--no-such-flag"],
+    ("python -m stackbench.bench.preflight", 4): [*PREFLIGHT, "--master=127.0.0.1:{port}", "--env=GLOO_SOCKET_IFNAME=nosuchif0"],
 }
 # codes that need a real run, a machine state or an engine: where they are pinned
 ELSEWHERE = {
@@ -43,9 +43,9 @@ ELSEWHERE = {
     ("./sb build", 1): "tests/integration/test_build.py::test_a_tampered_lock_fails_the_build (BuildFailed.exit_code)",
     ("./sb gpu-reference", 0): "tests/integration/test_gpu_reference.py (the CPU rehearsal, every step ok)",
     ("./sb gpu-reference", 1): "tests/unit/test_gpu_reference_steps.py (a failed and a timed-out step)",
-    ("python -m trainer", 0): "tests/integration/test_trainer_deepspeed.py",
-    ("python -m trainer", 1): "tests/unit/test_exit_codes.py::test_the_trainer_keeps_a_crash_as_1",
-    ("python -m trainer", 3): "tests/integration/test_trainer_deepspeed.py (the RLIMIT_AS out-of-memory run)",
+    ("python -m stackbench.trainer", 0): "tests/integration/test_trainer_deepspeed.py",
+    ("python -m stackbench.trainer", 1): "tests/unit/test_exit_codes.py::test_the_trainer_keeps_a_crash_as_1",
+    ("python -m stackbench.trainer", 3): "tests/integration/test_trainer_deepspeed.py (the RLIMIT_AS out-of-memory run)",
 }
 
 
@@ -86,7 +86,7 @@ def test_the_trainer_keeps_a_crash_as_1(tmp_path):
     """Anything that is not a user mistake or out of memory keeps its traceback, exits 1 and, under
     torch elastic's @record, lands in the rank's error file with its rank and host (the launcher's
     record takes it from there: bench/launchers/outcomes.rank_errors)."""
-    script = ("import sys, trainer.__main__ as m, trainer.run as r\n"
+    script = ("import sys, stackbench.trainer.__main__ as m, stackbench.trainer.run as r\n"
               "def boom(cfg, launch, given=None): raise RuntimeError('a bug')\n"
               "r.run = boom\n"
               "sys.argv = ['trainer', '--model', 'tiny']\n"
@@ -99,7 +99,7 @@ def test_the_trainer_keeps_a_crash_as_1(tmp_path):
     assert re.search(r"Traceback", p.stderr)
     info = json.loads(error_file.read_text())["message"]
     assert info["message"] == "RuntimeError: a bug" and info["extraInfo"]["rank"] == "3"
-    from bench.launchers.outcomes import rank_errors
+    from stackbench.bench.launchers.outcomes import rank_errors
 
     (cause,) = rank_errors(tmp_path)
     assert cause["rank"] == 3 and cause["message"] == "RuntimeError: a bug" and "boom" in cause["where"]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from core import formulas
+from stackbench.core import formulas
 
 # Qwen3-8B: L=36, h=4096, 32 heads x 128, 8 KV heads, MLP 12288, vocab 151936, untied.
 #   per layer: q 4096*4096 + k 4096*1024 + v 4096*1024 + o 4096*4096 = 41,943,040
@@ -22,7 +22,7 @@ QWEN3_14B_ATTN = formulas.AttentionShape.uniform(40, 40, 128)
 @pytest.mark.parametrize("preset, n, layers, heads", [("qwen3-8b", QWEN3_8B_N, 36, 32),
                                                       ("qwen3-14b", QWEN3_14B_N, 40, 40)])
 def test_flops_params_of_presets_match_hand_count(preset, n, layers, heads):
-    from trainer import models
+    from stackbench.trainer import models
 
     shape = models.shape(models.resolve(preset))
     assert shape.flops_params == n
@@ -51,7 +51,7 @@ def test_train_flops_per_token_qwen3_14b_at_2048():
     ("llama-4-scout", 16384, 30_198_988_800),
 ])
 def test_attention_flops_per_architecture_by_hand(preset, seq_len, by_hand):
-    from trainer import models
+    from stackbench.trainer import models
 
     shape = models.shape(models.resolve(preset))
     assert formulas.attention_flops_per_token(shape.attention, seq_len) == by_hand
@@ -59,7 +59,7 @@ def test_attention_flops_per_architecture_by_hand(preset, seq_len, by_hand):
 
 
 def test_linear_attention_layers_are_counted_as_approximate():
-    from trainer import models
+    from stackbench.trainer import models
 
     shape = models.shape(models.resolve("qwen3-next-80b-a3b"))
     assert shape.attention_windows.count(0) == 36 and shape.attention_windows.count(None) == 12

@@ -5,8 +5,8 @@ import subprocess
 
 import pytest
 
-from core.errors import UserError
-from imagebuild import profile, sources
+from stackbench.core.errors import UserError
+from stackbench.imagebuild import profile, sources
 
 
 def _git(*args, cwd):

@@ -8,7 +8,7 @@ import json
 import sys
 import tarfile
 
-from bench import gpu_reference as ref
+from stackbench.bench import gpu_reference as ref
 
 
 def test_failed_and_timed_out_steps_are_recorded_and_the_rest_is_said(tmp_path, monkeypatch):

@@ -10,16 +10,16 @@ import time
 
 import pytest
 
-from bench import sweep as sweep_mod
-from bench.fit import FitCheck
-from bench.launchers import LaunchOptions, outcomes
-from bench.launchers.outcomes import classify
-from bench.launchers.slurm import SlurmLauncher
-from bench.launchers.torchrun import TorchrunLauncher, read_hostfile
-from bench.sweep import run_sweep
-from core import record
-from core.config import Launch, RunConfig
-from core.errors import ConfigError
+from stackbench.bench import sweep as sweep_mod
+from stackbench.bench.fit import FitCheck
+from stackbench.bench.launchers import LaunchOptions, outcomes
+from stackbench.bench.launchers.outcomes import classify
+from stackbench.bench.launchers.slurm import SlurmLauncher
+from stackbench.bench.launchers.torchrun import TorchrunLauncher, read_hostfile
+from stackbench.bench.sweep import run_sweep
+from stackbench.core import record
+from stackbench.core.config import Launch, RunConfig
+from stackbench.core.errors import ConfigError
 from tests.conftest import ROOT
 from tests.support.rows import assert_row_filled
 
@@ -41,7 +41,7 @@ def test_sbatch_script_has_the_allocation_preflight_and_one_torchrun_per_node(tm
     assert "UNRELATED_SETTING" not in script  # only multi-node settings pass through
     assert 'HOSTS=$(scontrol show hostnames "$SLURM_JOB_NODELIST"' in script and "MASTER_ADDR=${HOSTS%%,*}" in script
     preflight, train = [l for l in lines if l.startswith("srun ")]
-    assert "-m bench.preflight" in preflight and preflight.endswith("|| exit 4")
+    assert "-m stackbench.bench.preflight" in preflight and preflight.endswith("|| exit 4")
     assert "--master=$MASTER_ADDR:$PREFLIGHT_PORT" in preflight and "--hosts=$HOSTS" in preflight
     assert "--rdzv-endpoint=$MASTER_ADDR:$MASTER_PORT" in train and "--nproc_per_node=8" in train
     assert "--container-image=/images/stack.sqsh" in train and "--kill-on-bad-exit=1" in train
@@ -79,7 +79,7 @@ def test_torchrun_runs_remote_nodes_over_ssh_with_the_environment_on_stdin(tmp_p
     remote = launcher.wrap("node-b", cmds[1], env)
     argv = remote.argv
     assert argv[:2] == ["ssh", "-T"] and "BatchMode=yes" in argv and argv[-3:-1] == ["--", "node-b"]
-    assert argv[-1].startswith(f"cd {os.getcwd()} && exec ") and "-m bench.launchers.remote --" in argv[-1]
+    assert argv[-1].startswith(f"cd {os.getcwd()} && exec ") and "-m stackbench.bench.launchers.remote --" in argv[-1]
     assert "hf_unit_planted_value" not in " ".join(argv) and "NCCL_DEBUG" not in " ".join(argv)
     sent = json.loads(remote.stdin)
     assert sent["NCCL_DEBUG"] == "WARN" and sent["HF_TOKEN"] == "hf_unit_planted_value"
@@ -123,7 +123,7 @@ def test_runs_that_cannot_fit_are_recorded_skipped_with_the_prediction(tmp_path)
 
 
 def _no_launch():
-    from bench.launchers.local import LocalLauncher
+    from stackbench.bench.launchers.local import LocalLauncher
 
     class MustNotLaunch(LocalLauncher):
         def launch(self, spec, sweep_dir):
@@ -196,8 +196,8 @@ def test_liveness_names_the_node_whose_beats_stopped_on_a_real_store(monkeypatch
 
     import torch.distributed as dist
 
-    from core.host import free_port
-    from trainer import liveness
+    from stackbench.core.host import free_port
+    from stackbench.trainer import liveness
 
     port = free_port()
     server = dist.TCPStore("127.0.0.1", port, is_master=True, timeout=timedelta(seconds=5), wait_for_workers=False)
@@ -276,7 +276,7 @@ def test_every_process_group_gets_the_collective_timeout_deepspeed_does_not_pass
     script = f"""
 import torch, torch.distributed as dist
 from datetime import timedelta
-from trainer import compat
+from stackbench.trainer import compat
 compat.collective_timeout_for_every_group(timedelta(seconds=17))
 dist.init_process_group("gloo", init_method="file://{tmp_path}/pg", rank=0, world_size=1, timeout=timedelta(seconds=17))
 import deepspeed.comm as dcomm

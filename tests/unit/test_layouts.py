@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from core.errors import DataError
-from trainer import rows as rows_mod
+from stackbench.core.errors import DataError
+from stackbench.trainer import rows as rows_mod
 
 QA = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]
 
@@ -92,8 +92,8 @@ def test_kto_rows_are_refused_and_unused_keys_listed_once(tmp_path):
 
 
 def test_data_format_forces_a_layout_and_names_what_a_row_lacks(tmp_path):
-    from core.config import DATA_FORMATS
-    from trainer import layouts
+    from stackbench.core.config import DATA_FORMATS
+    from stackbench.trainer import layouts
 
     assert set(DATA_FORMATS) - {"auto"} == set(layouts.LAYOUTS)  # one list of layouts
     path = tmp_path / "d.jsonl"
@@ -106,8 +106,8 @@ def test_data_format_forces_a_layout_and_names_what_a_row_lacks(tmp_path):
 
 
 def test_data_per_task_in_the_matrix():
-    from bench.matrix import expand
-    from core.errors import ConfigError
+    from stackbench.bench.matrix import expand
+    from stackbench.core.errors import ConfigError
 
     configs, _ = expand(task=["sft", "dpo", "pt"], data=["sft=a.jsonl", "dpo=b.json"], zero_stage=[2])
     assert {(c.task, c.data) for c in configs} == {("sft", "a.jsonl"), ("dpo", "b.json"), ("pt", "")}

@@ -14,12 +14,12 @@ import json
 
 import pytest
 
-from bench import modelcheck
-from core.config import RunConfig
-from core.errors import ConfigError
+from stackbench.bench import modelcheck
+from stackbench.core.config import RunConfig
+from stackbench.core.errors import ConfigError
 from tests.support import moe_zoo
 from tests.support.cli import run_sb
-from trainer import models
+from stackbench.trainer import models
 
 
 def ref_of(name: str) -> models.ModelRef:
@@ -60,7 +60,7 @@ def test_a_key_a_heterogeneous_config_varies_per_layer_is_read_per_layer():
 
 
 def test_a_models_top_k_outranks_a_config_key_and_a_config_key_serves_where_the_model_keeps_none():
-    from trainer import moe
+    from stackbench.trainer import moe
 
     if "aria_text" not in moe_zoo.available_classes():
         pytest.skip("this transformers has no Aria")

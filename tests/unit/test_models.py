@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from core.config import RunConfig
-from core.errors import ConfigError
+from stackbench.core.config import RunConfig
+from stackbench.core.errors import ConfigError
 from tests.support import hf_cache
 from tests.support.cli import run_sb
-from trainer import models
+from stackbench.trainer import models
 
 
 @pytest.fixture

@@ -15,10 +15,10 @@ Exceptions, and why:
 
 import pytest
 
-from core.config import RunConfig
-from core.errors import ConfigError
+from stackbench.core.config import RunConfig
+from stackbench.core.errors import ConfigError
 from tests.support import moe_zoo
-from trainer import models, moe
+from stackbench.trainer import models, moe
 
 LLAMA_FACTORY = {
     "dbrx": "DbrxFFN", "deepseek_v3": "DeepseekV3MoE", "ernie4_5_moe": "Ernie4_5_MoeSparseMoeBlock",

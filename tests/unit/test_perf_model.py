@@ -3,7 +3,7 @@ nccl-tests' bus-bandwidth conventions."""
 
 import pytest
 
-from core import perf_model as pm
+from stackbench.core import perf_model as pm
 
 
 def test_volumes_per_stage_by_hand():
@@ -67,7 +67,7 @@ def test_offload_and_cross_node_links_in_the_step_time_by_hand():
 
 
 def test_plan_ranks_what_fits_by_predicted_speed():
-    from bench.plan import plan
+    from stackbench.bench.plan import plan
 
     rows = plan(model="qwen3-8b", gpus_per_node=8, gpu_mem_gib=80, nodes=[1, 2], seq_len=4096)
     fitting = [r for r in rows if r["device_fits"]]
@@ -88,8 +88,8 @@ def test_plan_ranks_what_fits_by_predicted_speed():
 
 
 def test_plan_refuses_an_impossible_assumption_naming_the_flag():
-    from bench.plan_cli import main as plan_cli
-    from core.errors import ConfigError
+    from stackbench.bench.plan_cli import main as plan_cli
+    from stackbench.core.errors import ConfigError
 
     with pytest.raises(ConfigError) as e:
         plan_cli(model="qwen3-0.6b", nodes="1", seq_len="2048", json=True, mfu="1.5")
@@ -104,8 +104,8 @@ def test_qwen3_235b_on_three_nodes_is_planned_as_deepspeed_would_hold_it():
     with parameter offload alone keeps the fp32 master weights, Adam's moments and the gradient
     partitions on the GPU (>= 14 bytes/param / 24 GPUs ~ 128 GiB): it cannot fit. Optimizer +
     parameter offload can, with its host share checked against a node's RAM."""
-    from bench.plan import plan, recommend
-    from trainer import models
+    from stackbench.bench.plan import plan, recommend
+    from stackbench.trainer import models
 
     psi = models.shape(models.resolve("qwen3-235b-a22b")).params
     kw = dict(model="qwen3-235b-a22b", gpus_per_node=8, gpu_mem_gib=80, nodes=[3, 4, 8], seq_len=4096, micro_batch=1)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from trainer import models
+from stackbench.trainer import models
 
 
 @pytest.mark.parametrize("name", models.preset_names())
@@ -46,7 +46,7 @@ def test_moe_active_parameters_count_top_k_experts():
 
 
 def test_unknown_model_names_the_presets():
-    from core.errors import ConfigError
+    from stackbench.core.errors import ConfigError
 
     with pytest.raises(ConfigError) as e:
         models.resolve("qwen9-1t")

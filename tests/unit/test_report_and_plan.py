@@ -8,10 +8,10 @@ import sys
 import pandas as pd
 import pytest
 
-from bench import plan
-from core import memory_model, record
-from core.config import Launch, RunConfig
-from report import load, render, tables
+from stackbench.bench import plan
+from stackbench.core import memory_model, record
+from stackbench.core.config import Launch, RunConfig
+from stackbench.report import load, render, tables
 from tests.conftest import ROOT
 
 
@@ -109,7 +109,7 @@ def test_plan_uses_deepspeeds_model_state_figures_and_hand_counted_activations()
     rows = plan.plan(model="qwen3-8b", gpus_per_node=8, gpu_mem_gib=80, nodes=[1], task="sft", seq_len=4096,
                      micro_batch=1)
     by = {(r["zero_stage"], r["offload"]): r for r in rows}
-    from trainer import models
+    from stackbench.trainer import models
 
     shape = models.shape(models.resolve("qwen3-8b"))
     ds_gpu = estimate_zero3_model_states_mem_needs(shape.params, shape.largest_layer, 8, 1, cpu_offload=False)[1]
@@ -152,7 +152,7 @@ def test_v1_records_of_every_shape_flatten_to_their_own_rows():
 
 
 def test_rows_dropped_as_too_long_are_in_the_report_and_the_closing_table():
-    from bench import summary
+    from stackbench.bench import summary
 
     kept = make_record(run="a")
     kept["resolved"]["data"] = {"path": "/d/alpaca.json", "rows": 10, "samples": 10, "dropped_too_long": 0,

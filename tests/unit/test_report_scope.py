@@ -10,7 +10,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from core import record
+from stackbench.core import record
 from tests.conftest import ROOT
 from tests.support.cli import run_sb
 from tests.unit.test_report_and_plan import make_record

@@ -9,8 +9,8 @@ import re
 import pandas as pd
 import pytest
 
-from core import record
-from report import load, numbers, render, verdict
+from stackbench.core import record
+from stackbench.report import load, numbers, render, verdict
 from tests.unit.test_report_and_plan import make_record
 
 

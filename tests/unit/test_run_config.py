@@ -14,21 +14,21 @@ from pathlib import Path
 
 import pytest
 
-from core.config import BACKENDS, RunConfig
+from stackbench.core.config import BACKENDS, RunConfig
 from tests.conftest import ROOT
 
 KNOB = ('    throwaway_knob: int = knob(7, "a knob added by a test", minimum=0, hf="throwaway_hf", '
         'swift="--throwaway_swift")\n')
 CHECK = r'''
 import json, subprocess, sys
-from bench.main import split_flags
-from bench.matrix import expand
-from core import record
-from core.config import Launch, RunConfig, parse_trainer_args
-from trainer import models
-from trainer.backends.hf import trainer_arguments
-from trainer.backends.swift import swift_argv
-from trainer.ds_config import deepspeed_config
+from stackbench.bench.main import split_flags
+from stackbench.bench.matrix import expand
+from stackbench.core import record
+from stackbench.core.config import Launch, RunConfig, parse_trainer_args
+from stackbench.trainer import models
+from stackbench.trainer.backends.hf import trainer_arguments
+from stackbench.trainer.backends.swift import swift_argv
+from stackbench.trainer.ds_config import deepspeed_config
 
 cfg = RunConfig(throwaway_knob=9)
 argv = cfg.to_argv()
@@ -51,7 +51,7 @@ print(json.dumps({
 
 def test_a_knob_added_once_reaches_everything(tmp_path):
     tree = tmp_path / "src"
-    for name in ("core", "trainer", "bench", "envcheck", "report", "imagebuild"):
+    for name in ("stackbench", "core", "trainer", "bench", "envcheck", "report", "imagebuild"):
         shutil.copytree(ROOT / name, tree / name, ignore=shutil.ignore_patterns("__pycache__", "assets", "presets"))
     for name in ("assets", "presets"):  # data, read only: linked, not copied
         (tree / "trainer" / name).symlink_to(ROOT / "trainer" / name)
@@ -83,7 +83,7 @@ def reference_records() -> list[Path]:
 
 @pytest.mark.parametrize("path", reference_records(), ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_committed_reference_records_keep_their_run_ids(path):
-    from core import record
+    from stackbench.core import record
 
     rec = record.as_current(json.loads(path.read_text()))
     assert RunConfig(**rec["config"]).run_id == rec["run_id"]
@@ -94,6 +94,6 @@ def test_reference_records_are_many():
 
 
 def test_every_backend_name_has_a_registered_backend():
-    from trainer.backends import REGISTRY
+    from stackbench.trainer.backends import REGISTRY
 
     assert set(REGISTRY) == set(BACKENDS)

@@ -16,14 +16,14 @@ import time
 
 import pytest
 
-from bench import claims
-from bench.launchers import LaunchOptions
-from bench.launchers.slurm import SlurmLauncher, directive
-from bench.launchers.torchrun import read_hostfile
-from bench.sweep import run_sweep
-from core import record, secrets
-from core.config import Launch, RunConfig
-from core.errors import ConfigError
+from stackbench.bench import claims
+from stackbench.bench.launchers import LaunchOptions
+from stackbench.bench.launchers.slurm import SlurmLauncher, directive
+from stackbench.bench.launchers.torchrun import read_hostfile
+from stackbench.bench.sweep import run_sweep
+from stackbench.core import record, secrets
+from stackbench.core.config import Launch, RunConfig
+from stackbench.core.errors import ConfigError
 from tests.conftest import ROOT
 
 SPEC = RunConfig(task="sft", model="tiny", zero_stage=3, nodes=2, gpus_per_node=8)
@@ -108,7 +108,7 @@ def test_sbatch_values_with_spaces_and_quotes_are_one_word_for_sbatch(tmp_path):
     script = SlurmLauncher(sbatch_args=("--comment=two words",), gpus="no").script(
         RunConfig(task="sft", model="/models/My Model $x", zero_stage=2, nodes=2, gpus_per_node=1), sweep)
     assert f'#SBATCH "--output={sweep}/' in script and '#SBATCH "--comment=two words"' in script
-    train = next(line for line in script.splitlines() if line.startswith("srun ") and "-m trainer" in line)
+    train = next(line for line in script.splitlines() if line.startswith("srun ") and "-m stackbench.trainer" in line)
     words = shlex.split(train)  # the shell's reading: paths are single words, unexpanded
     assert "/models/My Model $x" in words and str(sweep) in words
     assert '"--rdzv-endpoint=$MASTER_ADDR:$MASTER_PORT"' in train  # only the job's own variables expand
@@ -156,12 +156,12 @@ def test_hostile_or_mistyped_bench_flags_exit_2_before_anything_runs(tmp_path, a
 def test_a_held_sweep_lock_names_its_holder_and_dies_with_it(tmp_path):
     with claims.SweepLock(tmp_path):
         assert json.loads((tmp_path / "sweep.lock").read_text())["pid"] == os.getpid()
-        other = subprocess.run([sys.executable, "-c", "import sys; from bench import claims; "
+        other = subprocess.run([sys.executable, "-c", "import sys; from stackbench.bench import claims; "
                                 f"claims.SweepLock(__import__('pathlib').Path({str(tmp_path)!r})).__enter__()"],
                                cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert f"pid {os.getpid()} on {socket.gethostname()}" in other.stderr, other.stderr
     # a holder killed with SIGKILL leaves nothing to clean up: the kernel drops its flock
-    holder = subprocess.Popen([sys.executable, "-c", "import time, pathlib; from bench import claims; "
+    holder = subprocess.Popen([sys.executable, "-c", "import time, pathlib; from stackbench.bench import claims; "
                                f"claims.SweepLock(pathlib.Path({str(tmp_path)!r})).__enter__(); print('held', "
                                "flush=True); time.sleep(60)"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
@@ -224,7 +224,7 @@ def test_a_run_claimed_by_another_live_process_is_left_to_it(tmp_path):
 
 
 def test_a_setting_that_holds_a_credential_is_refused_not_written(tmp_path, monkeypatch):
-    from bench.launchers.slurm import _submit
+    from stackbench.bench.launchers.slurm import _submit
 
     monkeypatch.setenv("HF_TOKEN", "hf_unitPlantedToken2")
     monkeypatch.setenv("NCCL_DEBUG_FILE", "/tmp/hf_unitPlantedToken2.log")  # a setting built from the token
@@ -238,7 +238,7 @@ def test_the_far_end_of_ssh_takes_its_environment_from_stdin_and_stops_when_it_c
     marker = tmp_path / "seen"
     child = (f"import os, time; open({str(marker)!r}, 'w').write(os.environ['HF_TOKEN']); "
              "time.sleep(120)")
-    proc = subprocess.Popen([sys.executable, "-m", "bench.launchers.remote", "--", sys.executable, "-c", child],
+    proc = subprocess.Popen([sys.executable, "-m", "stackbench.bench.launchers.remote", "--", sys.executable, "-c", child],
                             cwd=ROOT, stdin=subprocess.PIPE)
     proc.stdin.write(json.dumps({"HF_TOKEN": "hf_via_stdin"}).encode() + b"\n")
     proc.stdin.flush()

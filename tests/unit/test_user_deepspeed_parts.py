@@ -11,11 +11,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from core.config import RunConfig, parse_axis_flag, parse_overrides
-from core.errors import ConfigError
+from stackbench.core.config import RunConfig, parse_axis_flag, parse_overrides
+from stackbench.core.errors import ConfigError
 from tests.conftest import ROOT
-from trainer import ds_source
-from trainer.ds_config import deepspeed_config
+from stackbench.trainer import ds_source
+from stackbench.trainer.ds_config import deepspeed_config
 
 CONFIGS = ROOT / "tests" / "support" / "ds_configs"
 HIDDEN = SimpleNamespace(hidden_size=64)
@@ -191,7 +191,7 @@ def test_dtype_offload_and_overrides_edge_cases(tmp_path):
 
 
 def test_a_combination_a_config_rules_out_is_left_out_naming_the_config():
-    from bench.matrix import expand
+    from stackbench.bench.matrix import expand
 
     configs, invalid = expand(zero_stage=[0, 2, 3], ds=['{"zero_optimization.offload_param.device": "cpu"}'])
     assert [c.zero_stage for c in configs] == [3]

@@ -6,8 +6,8 @@ configs before anything imports a backend; a test keeps the two equal)."""
 from dataclasses import dataclass
 from typing import Callable
 
-from trainer.backends import hf, native, swift
-from trainer.backends.base import Context, Result
+from stackbench.trainer.backends import hf, native, swift
+from stackbench.trainer.backends.base import Context, Result
 
 
 @dataclass(frozen=True)

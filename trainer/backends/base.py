@@ -9,10 +9,10 @@ import os
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from core.config import Launch, RunConfig
-from trainer.data import Batch, Dataset
-from trainer.metrics import Meter
-from trainer.models import Attention, ModelRef
+from stackbench.core.config import Launch, RunConfig
+from stackbench.trainer.data import Batch, Dataset
+from stackbench.trainer.metrics import Meter
+from stackbench.trainer.models import Attention, ModelRef
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,8 +22,8 @@ from typing import Any, Callable
 
 from transformers import TrainerCallback
 
-from trainer import compat, models
-from trainer.backends.base import Context, Result, engine_readback
+from stackbench.trainer import compat, models
+from stackbench.trainer.backends.base import Context, Result, engine_readback
 
 # our per-step key -> the Trainer's (TRL's) log key
 LOGGED = {"loss": "loss", "reward_accuracy": "rewards/accuracies", "reward_margin": "rewards/margins"}

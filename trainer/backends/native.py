@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainer import data, models
-from trainer.backends.base import Context, Result, engine_readback
-from trainer.ds_config import reference_config
+from stackbench.trainer import data, models
+from stackbench.trainer.backends.base import Context, Result, engine_readback
+from stackbench.trainer.ds_config import reference_config
 
 
 def sequence_logps(logits, labels, sequence_ids=None, sequences: int = 0):

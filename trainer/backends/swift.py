@@ -29,8 +29,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from core.errors import UserError
-from trainer.backends.base import Context, Result
+from stackbench.core.errors import UserError
+from stackbench.trainer.backends.base import Context, Result
 
 DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 SUBCOMMAND = {"sft": "sft", "pt": "pt", "dpo": "rlhf"}
@@ -95,7 +95,7 @@ def swift_argv(cfg, ref, model_dir: str, data_file: Path, ds_file: Path, out_dir
 def swift_leaves(model) -> list[dict]:
     """The classes ms-swift registered as ZeRO-3 leaves (its own table of model types), as the
     record's moe_leaf_modules entries; what the structural finder sees is listed beside them."""
-    from trainer import moe
+    from stackbench.trainer import moe
 
     flagged = {type(m) for m in model.modules() if getattr(m, "_z3_leaf", False)}
     found = {b.name: b for b in moe.find(model)}
@@ -111,7 +111,7 @@ def model_dir(cfg, ref, weights: str | None, dtype: str, topo) -> str:
         return weights
     import torch.distributed as dist  # as the trainer's other collectives (trainer/compat.py)
 
-    from trainer import embedded, models
+    from stackbench.trainer import embedded, models
 
     dest = embedded.cache_root() / f"{ref.name}-seed{cfg.seed}-{DTYPE_NAMES[dtype]}"
     if topo.local_rank == 0:
@@ -122,7 +122,7 @@ def model_dir(cfg, ref, weights: str | None, dtype: str, topo) -> str:
 
 def train(ctx: Context) -> Result:
     version = check_installed()
-    from trainer.backends.hf import Measure, use_process_group
+    from stackbench.trainer.backends.hf import Measure, use_process_group
 
     cfg, topo = ctx.cfg, ctx.topo
     state = use_process_group(ctx.device)
