@@ -11,13 +11,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from stackbench.bench import backends, claims, datacheck, dscheck, modelcheck, summary, sweep
-from stackbench.bench.autotune import Autotuner
-from stackbench.bench.fit import FitCheck, node_memory
-from stackbench.bench.launchers import LAUNCHERS, Launcher, LaunchOptions
+from stackbench.bench import claims, datacheck, dscheck, launchers, modelcheck, summary, sweep
+from stackbench.bench.launchers import Launcher, LaunchOptions, backends
 from stackbench.bench.launchers.contract import ENV_NAME, join_commands
 from stackbench.bench.matrix import expand, sweep_id_for
 from stackbench.bench.options import BenchOptions
+from stackbench.bench.planning.autotune import Autotuner
+from stackbench.bench.planning.fit import FitCheck, node_memory
 from stackbench.core import files, secrets
 from stackbench.core.config import (
     CPU_BF16_WARNING,
@@ -60,8 +60,7 @@ def launch_options(opts: BenchOptions) -> LaunchOptions:
 
 
 def make_launcher(opts: BenchOptions) -> Launcher:
-    if opts.launcher not in LAUNCHERS:
-        raise ConfigError(f"unknown launcher {opts.launcher!r}", where="--launcher", fix=f"use {', '.join(LAUNCHERS)}")
+    """The sweep's launcher, from its flags."""
     settings: dict[str, Any] = {
         "torchrun": dict(hostfile=opts.hostfile, ssh_options=opts.ssh_options),
         "slurm": dict(partition=opts.partition, account=opts.account, exclusive=opts.exclusive,
@@ -69,7 +68,7 @@ def make_launcher(opts: BenchOptions) -> Launcher:
     }.get(opts.launcher, {})
     if opts.launcher == "slurm":  # --script-only / --dry-run need no Slurm client
         settings["ask_cluster"] = not (opts.script_only or opts.dry_run)
-    return LAUNCHERS[opts.launcher](launch_options(opts), **settings)
+    return launchers.make(opts.launcher, launch_options(opts), **settings)
 
 
 AUTO_MICRO_BATCHES = (1, 2, 4, 8, 16, 32, 64)

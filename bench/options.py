@@ -4,58 +4,16 @@ launcher and its settings, deadlines, the preflight, the fit check. One dataclas
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from stackbench.bench.planning.fit import GPU_MEM_HELP, HOST_MEM_HELP
 from stackbench.core.errors import ConfigError
+from stackbench.core.options import Options, option
 
 # a sweep is a folder of the results directory: one path component, nothing a shell reads
 SWEEP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,199}")
-
-
-def option(default: Any, help: str, *, iterable: bool = False) -> Any:
-    meta = {"help": help, "iterable": iterable}
-    return field(default_factory=tuple, metadata=meta) if iterable else field(default=default, metadata=meta)
-
-
-class Options:
-    """What a command takes beside the run config's knobs: one dataclass per command, its flags
-    derived from its fields (tasks.py), read from invoke's keyword arguments by `from_flags`."""
-
-    command = ""
-
-    @classmethod
-    def fields(cls) -> tuple[dataclasses.Field, ...]:
-        return dataclasses.fields(cls)
-
-    @classmethod
-    def from_flags(cls, flags: dict[str, Any]):
-        """From invoke's keyword arguments: numbers arrive as text (so a mistyped one is an error
-        naming its flag, not invoke's traceback), the rest as they are."""
-        kinds = {"float": float, "int": int}
-        values = {}
-        for f in cls.fields():
-            if f.name not in flags:
-                continue
-            value, kind = flags[f.name], kinds.get(str(f.type))
-            if kind and isinstance(value, str):
-                try:
-                    value = kind(value)
-                except ValueError:
-                    raise ConfigError(f"cannot read {value!r} as {'an integer' if kind is int else 'a number'}",
-                                      where="--" + f.name.replace("_", "-"), fix=f"e.g. {f.default}") from None
-            values[f.name] = value
-        unknown = set(flags) - set(values)
-        if unknown:
-            raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))}", fix=f"see ./sb --help {cls.command}")
-        return cls(**values)
-
-
-GPU_MEM_HELP = "GiB of one GPU for the fit check (H100 80, H200 141)"
-HOST_MEM_HELP = ("GiB of RAM of one node, for what offload keeps on the host (pinned included); default: read from "
-                 "Slurm (sinfo RealMemory) with --partition or the slurm launcher, else unchecked")
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -83,7 +41,7 @@ class BenchOptions(Options):
     autotune: bool = option(False, "measure only what is worth it: runs in order of predicted speed, a direction "
                                    "stopped at the first OOM (or what the memory model says cannot fit), "
                                    "configurations predicted clearly slower than the best measured skipped with the "
-                                   "reason; --micro-batch auto proposes 1, 2, 4 ... 64 (bench/autotune.py)")
+                                   "reason; --micro-batch auto proposes 1, 2, 4 ... 64 (bench/planning/autotune.py)")
     run_anyway: bool = option(False, "run configurations the memory model says cannot fit (default: record them "
                                      "skipped)")
     axis: tuple = option((), "sweep any knob: KNOB=V1,V2 (repeatable), booleans too: --axis grad_checkpointing=true,false",
@@ -114,22 +72,3 @@ class BenchOptions(Options):
             raise ConfigError(f"{opts.sweep!r} cannot name a sweep folder", where="--sweep",
                               fix="letters, digits, '.', '_', '-', not starting with '.' (it becomes <results>/<sweep>)")
         return opts
-
-
-@dataclass(kw_only=True, frozen=True)
-class PlanOptions(Options):
-    """`invoke plan`'s options beside the knobs it shares with bench (same flags, same parsing)."""
-
-    command = "plan"
-
-    gpu_mem: float = option(80.0, GPU_MEM_HELP)
-    host_mem: float = option(0.0, HOST_MEM_HELP)
-    partition: str = option("", "read --host-mem from this Slurm partition's RealMemory (sinfo), when not given")
-    device: str = option("H100", "GPU name for the peak FLOP/s (H100, H200, A100 ...)")
-    mfu: float = option(0.4, "model FLOPs utilization the step time is predicted at")
-    busbw_intra: float = option(360.0, "bus bandwidth within a node, GB/s (360: NVLink 4; the preflight measures yours)")
-    busbw_inter: float = option(45.0, "bus bandwidth across nodes, GB/s (45: one 400 Gb/s NIC per GPU)")
-    json: bool = option(False, "print JSON rows (stdout) instead of the tables")
-    calibrate: str = option("", "a sweep's folder (results/<sweep>): fit the step-time model to its runs, show "
-                                "measured vs predicted for each, predict node counts up to 512")
-    plot: str = option("", "with --calibrate: where the prediction plot goes (default <sweep>/prediction.png)")

@@ -77,7 +77,7 @@ def print_table(records: list[dict], title: str = "") -> None:
 
 def print_autotune(records: list[dict], matrix_size: int) -> None:
     """What `--autotune` found: the fastest measured configuration per group, and what it cost."""
-    from stackbench.bench.autotune import fastest
+    from stackbench.bench.planning.autotune import fastest
     from stackbench.core.config import stage_label
     from stackbench.core.console import stdout_console
 

@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 from stackbench.bench import claims
-from stackbench.bench.autotune import Autotuner, Predictor
-from stackbench.bench.fit import FitCheck
 from stackbench.bench.launchers import Launcher
 from stackbench.bench.launchers.outcomes import preflight_failed
+from stackbench.bench.planning.autotune import Autotuner, Predictor
+from stackbench.bench.planning.fit import FitCheck
 from stackbench.core import files, record
 from stackbench.core.config import RunConfig
 from stackbench.core.errors import ConfigError
@@ -152,7 +152,7 @@ def _with_step_prediction(rec: dict, step_s: float | None, fitted_on: int) -> No
     if step_s is None:
         return
     rec["prediction"] = {**(rec.get("prediction") or {}), "step_time_s": step_s,
-                         "step_time_fitted_on": f"{fitted_on} ok runs of this sweep before it (bench/calibrate.py)"}
+                         "step_time_fitted_on": f"{fitted_on} ok runs of this sweep before it (bench/planning/calibrate.py)"}
 
 
 def _skipped(cfg: RunConfig, kind: str, why: str, sweep_dir: Path, launcher: Launcher, predictor: Predictor,

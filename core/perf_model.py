@@ -164,13 +164,13 @@ def step_bus_bytes(world: int, *, stage: int, task: str, ref_stage: int, params:
 #             from the host for every micro-batch's forward and backward (offload_seconds)
 #   fixed = per task and stage: the optimizer step, ZeRO's hooks and bookkeeping, the launch of
 #           each collective, DPO's reference engine
-# bench/calibrate.py fits the coefficients to measured runs; `invoke plan` without measurements uses
+# bench/planning/calibrate.py fits the coefficients to measured runs; `invoke plan` without measurements uses
 # nominal ones (NOMINAL_* below, stated on its output).
 
 
 @dataclass(frozen=True)
 class StepCoefficients:
-    """Fitted from measured runs (bench/calibrate.py says which), or nominal (`nominal`)."""
+    """Fitted from measured runs (bench/planning/calibrate.py says which), or nominal (`nominal`)."""
 
     flops_per_s: float               # achieved per rank
     busbw_bytes_per_s: float | None  # within a node (emulated nodes: the only one); None: nothing to fit it from

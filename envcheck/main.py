@@ -11,11 +11,11 @@ def envcheck(*, as_json: bool = False, strict: bool = False, lock: str = "", nod
     from stackbench.envcheck import runner
 
     if nodes:
-        from stackbench.bench.main import make_launcher
-        from stackbench.bench.options import BenchOptions
+        from stackbench.bench import launchers
         from stackbench.envcheck import nodes as nodes_mod
 
-        runner_ = make_launcher(BenchOptions(launcher=launcher, preflight_deadline=preflight_deadline, **launcher_args))
+        runner_ = launchers.make(launcher, launchers.LaunchOptions(preflight_deadline_s=preflight_deadline),
+                                 **launcher_args)
         report = nodes_mod.across(runner_, nodes, gpus_per_node, Path(work_dir) / f"{launcher}-n{nodes}", deadline)
     else:
         report = runner.run(lock=lock or None)

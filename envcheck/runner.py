@@ -73,8 +73,9 @@ def emit(report: dict, *, strict: bool = False, as_json: bool = False, out: str 
 
 
 def print_table(report: dict) -> None:
-    from stackbench.core.console import stdout_console
     from rich.table import Table
+
+    from stackbench.core.console import stdout_console
 
     style = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
     table = Table(title=f"envcheck on {report['host']}: " + ", ".join(f"{n} {s}" for s, n in report["summary"].items())

@@ -9,8 +9,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from stackbench.envcheck.check import Check, area
 from stackbench.core.stack import torch_build
+from stackbench.envcheck.check import Check, area
 
 ok, warn, fail, skip = area("toolchain")
 

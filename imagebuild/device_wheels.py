@@ -8,7 +8,7 @@ not fit the budget (LEFT_OUT, each with its reason), one binary wheel per Python
 may have (`pip download --python-version`). DeepSpeed is built here as a pure-Python wheel
 (DS_BUILD_OPS=0: its ops compile on first use where they run). requirements.txt names each
 package once, so `pip install --no-index --find-links DIR -r DIR/requirements.txt` takes the one
-wheel of each that fits the Python installing it (bench/gpu_reference.py does, into --target).
+wheel of each that fits the Python installing it (recipes/gpu_reference.py does, into --target).
 
 Budget: 64 MiB, what the device tool carries beside the working tree.
 """

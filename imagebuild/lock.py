@@ -25,9 +25,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from stackbench.envcheck.drift import lock_hash, normalize, read_lock
-from stackbench.imagebuild.profile import Profile
 from stackbench.core.errors import ConfigError, UserError
+from stackbench.core.lockfile import lock_hash, normalize, read_lock
+from stackbench.imagebuild.profile import Profile
 
 SIMPLE = "https://pypi.org/simple/{name}/"  # PEP 691 JSON: every file with its sha256
 

@@ -8,14 +8,14 @@ import shutil
 import time
 from pathlib import Path
 
-from stackbench.envcheck import compat
+from stackbench.core import compat_rules as compat
+from stackbench.core import record
+from stackbench.core.errors import UserError
 from stackbench.imagebuild import lock as lock_mod
 from stackbench.imagebuild import profile as profile_mod
 from stackbench.imagebuild import render
 from stackbench.imagebuild import sources as sources_mod
 from stackbench.imagebuild.profile import ROOT, Profile
-from stackbench.core import record
-from stackbench.core.errors import UserError
 
 
 def _say(line: str) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stackbench.core.errors import ConfigError
-from stackbench.envcheck.drift import normalize
+from stackbench.core.lockfile import normalize
 from stackbench.imagebuild.base_image import Bootstrap
 
 if sys.version_info >= (3, 11):

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 from stackbench.core.errors import UserError
-from stackbench.envcheck.drift import normalize
+from stackbench.core.lockfile import normalize
 from stackbench.imagebuild.profile import Profile
 
 

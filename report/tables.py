@@ -153,7 +153,7 @@ def predicted_vs_measured(df: pd.DataFrame, predicted: str, measured: str, error
 
 
 def memory(df: pd.DataFrame) -> pd.DataFrame:
-    """The memory model's prediction against the measured peak (bench/fit.py, core/memory_model.py)."""
+    """The memory model's prediction against the measured peak (bench/planning/fit.py, core/memory_model.py)."""
     return predicted_vs_measured(df, "predicted_gib", "peak_gib", "prediction_error_pct", ("peak_source",))
 
 

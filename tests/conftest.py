@@ -37,7 +37,7 @@ def swift_python():
     machine (pip), seconds when it is up to date. --backend swift runs its ranks with this python."""
     import subprocess
 
-    from stackbench.bench import backends
+    from stackbench.bench.launchers import backends
 
     subprocess.run([sys.executable, "-m", "invoke", "swift-env"], cwd=ROOT, check=True, timeout=1200)
     python = backends.python_for("swift")
@@ -64,7 +64,7 @@ def pinned_python(request):
     assert {d: have[d] for d in wanted} == wanted, f"{pinned.VENV} does not hold the profile's pins"
     capture = request.config.pluginmanager.get_plugin("capturemanager")
     with capture.global_and_fixture_disabled():  # into the test output, not the captured output
-        print(f"\npinned stack (docker/profiles/cuda12.4.toml, CPU torch): "
+        print("\npinned stack (docker/profiles/cuda12.4.toml, CPU torch): "
               + ", ".join(f"{d} {v}" for d, v in have.items())
               + "; left out: " + ", ".join(f"{r} ({why})" for r, why in left.items()), flush=True)
     return python

@@ -22,7 +22,6 @@ def _failure_record(cfg, launch, status: str, kind: str, message: str) -> None:
     if int(os.environ.get("RANK", 0)) != 0 or cfg is None or launch is None:
         return
     from stackbench.core import record
-
     from stackbench.core.files import ResultsUnwritable
 
     rec = record.new(status, cfg, launch, started_at=record.now(),
@@ -40,10 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         from stackbench.core.config import parse_trainer_args
 
         cfg, launch, given = parse_trainer_args(argv, description=__doc__)
+        from stackbench.trainer import ds_source
         from stackbench.trainer.backends.base import Topology
         from stackbench.trainer.run import run, with_topology
-
-        from stackbench.trainer import ds_source
 
         cfg = with_topology(cfg, given, Topology.from_env())  # before anything can fail: records say what ran
         cfg = ds_source.reconcile(cfg, given)  # what a --deepspeed config states (the bench has done this already)

@@ -1,11 +1,23 @@
-"""Launchers behind one contract (contract.Launcher). A plain dict registry, no string imports."""
+"""Launchers behind one contract (contract.Launcher), made by name: `make("slurm", options, partition=...)`.
+A plain dict registry, no string imports. Callers (bench's sweeps, envcheck --nodes) import this
+factory, not each other."""
 
 from stackbench.bench.launchers.contract import Launcher
-from stackbench.bench.launchers.options import LaunchOptions
 from stackbench.bench.launchers.local import LocalLauncher
+from stackbench.bench.launchers.options import LaunchOptions
 from stackbench.bench.launchers.slurm import SlurmLauncher
 from stackbench.bench.launchers.torchrun import TorchrunLauncher
+from stackbench.core.errors import ConfigError
 
 LAUNCHERS: dict[str, type[Launcher]] = {"local": LocalLauncher, "torchrun": TorchrunLauncher, "slurm": SlurmLauncher}
 
-__all__ = ["LAUNCHERS", "LaunchOptions", "Launcher"]
+
+def make(name: str, options: LaunchOptions | None = None, **settings) -> Launcher:
+    """The launcher called `name`, supervising runs by `options`, with its own settings (torchrun:
+    hostfile, ssh_options; slurm: partition, account, exclusive, sbatch_args, gpus, container_image)."""
+    if name not in LAUNCHERS:
+        raise ConfigError(f"unknown launcher {name!r}", where="--launcher", fix=f"use {', '.join(LAUNCHERS)}")
+    return LAUNCHERS[name](options, **settings)
+
+
+__all__ = ["LAUNCHERS", "LaunchOptions", "Launcher", "make"]

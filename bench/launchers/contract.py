@@ -19,8 +19,8 @@ import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from stackbench.bench.backends import env_for, python_for
 from stackbench.bench.launchers import outcomes
+from stackbench.bench.launchers.backends import env_for, python_for
 from stackbench.bench.launchers.options import LaunchOptions
 from stackbench.bench.launchers.processes import NodeCommand, kill, start, supervise
 from stackbench.core import record, secrets
@@ -126,7 +126,7 @@ class Launcher(ABC):
         out.unlink(missing_ok=True)
         hosts = self.hosts(nodes)
         port = free_port()
-        argv = [[sys.executable, "-m", "stackbench.bench.preflight", f"--node-rank={node}", f"--nnodes={nodes}",
+        argv = [[sys.executable, "-m", "stackbench.bench.launchers.preflight", f"--node-rank={node}", f"--nnodes={nodes}",
                  f"--nproc={procs_per_node}", f"--master={hosts[0]}:{port}", f"--hosts={','.join(hosts)}",
                  f"--deadline={deadline:g}"] + ([f"--out={out}"] if node == 0 else []) for node in range(nodes)]
         env = self.env()

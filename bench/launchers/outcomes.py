@@ -13,7 +13,7 @@ import re
 import signal
 from pathlib import Path
 
-from stackbench.bench import preflight as preflight_mod
+from stackbench.bench.launchers import preflight as preflight_mod
 from stackbench.core import record
 from stackbench.core.config import Launch, RunConfig
 from stackbench.core.errors import OUT_OF_MEMORY

@@ -30,8 +30,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from stackbench.bench.backends import env_for
 from stackbench.bench.launchers import outcomes
+from stackbench.bench.launchers.backends import env_for
 from stackbench.bench.launchers.contract import Launcher, export_lines
 from stackbench.bench.launchers.options import LaunchOptions
 from stackbench.core import files, record, secrets
@@ -221,7 +221,7 @@ class SlurmLauncher(Launcher):
         return _shell(cmd + argv)
 
     def preflight_step(self, nodes: int, procs_per_node: int, run_dir: Path) -> str:
-        argv = [sys.executable, "-m", "stackbench.bench.preflight", ShellVar("--nnodes=$SLURM_NNODES"), f"--nproc={procs_per_node}",
+        argv = [sys.executable, "-m", "stackbench.bench.launchers.preflight", ShellVar("--nnodes=$SLURM_NNODES"), f"--nproc={procs_per_node}",
                 ShellVar("--master=$MASTER_ADDR:$PREFLIGHT_PORT"), ShellVar("--hosts=$HOSTS"),
                 f"--deadline={self.options.preflight_deadline_s:g}", f"--out={run_dir}/preflight.json"]
         return f"{self.srun(nodes, f'{filename(run_dir)}/preflight-node%n.log', argv, (run_dir,))} || exit {EXIT_PREFLIGHT}"

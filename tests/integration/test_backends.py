@@ -17,9 +17,9 @@ from stackbench.bench.launchers import LaunchOptions
 from stackbench.bench.launchers.local import LocalLauncher
 from stackbench.bench.matrix import expand
 from stackbench.bench.sweep import run_sweep
-from stackbench.report import load, tables
 from stackbench.core import record
 from stackbench.imagebuild import pinned
+from stackbench.report import load, tables
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.deepspeed

@@ -134,15 +134,15 @@ def _tamper_torch_hash(lock_dir: Path) -> None:
 
 
 def test_a_tampered_lock_fails_the_build(built, scratch_profiles):
-    from stackbench.imagebuild import main
     from stackbench.core.errors import UserError
+    from stackbench.imagebuild import main
 
     _, results, wheels, _ = built
     _tamper_torch_hash(scratch_profiles)
     with pytest.raises(UserError, match="does not match its lock.sha256"):  # refused before the engine is asked
         main.build(profile=PROFILE, wheelhouse_dir=str(wheels), results=str(results))
     # even with its stamp updated to match, pip's --require-hashes refuses the wheel inside the build
-    from stackbench.envcheck.drift import lock_hash
+    from stackbench.core.lockfile import lock_hash
 
     (scratch_profiles / "lock.sha256").write_text(lock_hash(scratch_profiles) + "\n")
     with pytest.raises(UserError) as e:
@@ -152,8 +152,8 @@ def test_a_tampered_lock_fails_the_build(built, scratch_profiles):
 
 
 def test_no_nvidia_runtime_is_named_as_such(built):
-    from stackbench.imagebuild import engine
     from stackbench.core.errors import UserError
+    from stackbench.imagebuild import engine
 
     with pytest.raises(UserError, match="no NVIDIA container runtime") as e:
         engine.run(built[0]["tag"], ["true"], gpus=True)

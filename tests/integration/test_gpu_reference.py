@@ -1,7 +1,7 @@
 """The GPU run rehearsed on this CPU (issue: GPU readiness without a GPU): the wheel folder a GPU
 host with torch needs (`invoke gpu-wheels`), resolved for every Python version a device may have,
 within the 64 MiB the device tool carries; installed offline into a fresh --target folder; and the
-rehearsal (`python -m stackbench.bench.gpu_reference --cpu`) run end to end with it: envcheck, the plans, the
+rehearsal (`python3 recipes/gpu_reference.py --cpu`) run end to end with it: envcheck, the plans, the
 embedded model in bf16 at ZeRO 0-3, qwen3-0.6b's and qwen3-1.7b's real shapes cut to one layer, the
 hf backend. Needs the package index (as CI's own setup does)."""
 
@@ -40,7 +40,7 @@ def test_the_wheel_folder_fits_the_budget_for_every_python(wheels):
 def test_the_rehearsal_runs_every_step_from_the_offline_wheels(wheels, tmp_path):
     out, _ = wheels
     ref, archive = tmp_path / "ref", tmp_path / "ref.tgz"
-    p = subprocess.run([sys.executable, "-m", "stackbench.bench.gpu_reference", "--out", str(ref), "--wheels", str(out), "--cpu",
+    p = subprocess.run([sys.executable, "recipes/gpu_reference.py", "--out", str(ref), "--wheels", str(out), "--cpu",
                         "--archive", str(archive), "--deadline", "1500"], cwd=ROOT, capture_output=True, text=True,
                        timeout=1800)
     steps = json.loads((ref / "steps.json").read_text())
@@ -56,7 +56,7 @@ def test_the_rehearsal_runs_every_step_from_the_offline_wheels(wheels, tmp_path)
     found = [w for line in probe.stdout.splitlines() if line.startswith("FROM ") for w in line.split()[1::2]]
     assert probe.returncode == 0 and len(found) == 5 and all(f.startswith(str(site)) for f in found), probe
     readme = (ref / "README.md").read_text()
-    assert "One GPU proves less than a node" in readme and "stackbench.bench.gpu_reference" in readme
+    assert "One GPU proves less than a node" in readme and "recipes/gpu_reference.py" in readme
     assert all(f"`{s['command']}`" in readme for s in steps)
     records = [json.loads(f.read_text()) for f in (ref / "results").glob("*/*.json") if f.name != "sweep.json"]
     assert all(r["status"] == "ok" for r in records) and len(records) == 4 + 2 + 1

@@ -13,8 +13,8 @@ import sys
 import pytest
 
 from stackbench.core import memory_model
-from tests.conftest import ROOT
 from stackbench.trainer import models
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.deepspeed
 

@@ -17,11 +17,11 @@ import pytest
 from stackbench.bench.launchers import LaunchOptions
 from stackbench.bench.launchers.local import LocalLauncher
 from stackbench.bench.matrix import expand
-from stackbench.core.config import RunConfig
 from stackbench.bench.sweep import run_sweep
+from stackbench.core import record
+from stackbench.core.config import RunConfig
 from tests.conftest import ROOT, write_jsonl
 from tests.support.rows import assert_row_filled
-from stackbench.core import record
 
 pytestmark = pytest.mark.deepspeed
 STEPS, WARMUP = 8, 2

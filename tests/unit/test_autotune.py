@@ -1,4 +1,4 @@
-"""The autotuner (bench/autotune.py) replayed on the committed calibration sweep: its 32 measured
+"""The autotuner (bench/planning/autotune.py) replayed on the committed calibration sweep: its 32 measured
 runs (SFT and DPO x ZeRO 0-3 x 1 and 2 nodes x micro-batch 1 and 4, results/reference/cpu-2core-calibration)
 stand in for the launches, so the search is checked on real measurements without running them again."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stackbench.bench.autotune import Autotuner, fastest
+from stackbench.bench.planning.autotune import Autotuner, fastest
 from stackbench.core import record
 from stackbench.core.config import Launch, RunConfig
 from tests.conftest import ROOT

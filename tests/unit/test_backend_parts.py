@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from stackbench.bench import backends
-from tests.conftest import ROOT
-from stackbench.trainer import data, models
+from stackbench.bench.launchers import backends
 from stackbench.core.config import RunConfig
 from stackbench.core.errors import UserError
+from stackbench.trainer import data, models
 from stackbench.trainer.backends.swift import ordered_rows, swift_argv
+from tests.conftest import ROOT
 
 
 def swift_sampler(rows: list, rank: int, world: int, micro_batch: int) -> list[list]:
@@ -115,5 +115,5 @@ def test_every_launcher_starts_swift_ranks_in_its_environment(tmp_path, monkeypa
     train = [line for line in script.splitlines() if line.startswith("srun ")][-1]
     assert "/opt/swift-env/bin/python -m torch.distributed.run" in train and "--backend swift" in train
     assert "export TORCH_EXTENSIONS_DIR=" in script and "-swift" in script  # its own compiled-op cache
-    preflight = [line for line in script.splitlines() if "stackbench.bench.preflight" in line][0]
+    preflight = [line for line in script.splitlines() if "stackbench.bench.launchers.preflight" in line][0]
     assert sys.executable in preflight  # the preflight needs no ms-swift

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from stackbench.envcheck.drift import normalize
+from stackbench.core.errors import UserError
+from stackbench.core.lockfile import normalize
 from stackbench.imagebuild import lock, main, profile, render, sources
 from tests.conftest import ROOT
-from stackbench.core.errors import UserError
 
 
 @pytest.mark.parametrize("name,no_registry", [("cuda12.4", False), ("cuda12.4-megatron", False), ("cpu-small", False),

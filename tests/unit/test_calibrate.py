@@ -1,4 +1,4 @@
-"""The step-time model's calibration (bench/calibrate.py): the fit recovers known coefficients,
+"""The step-time model's calibration (bench/planning/calibrate.py): the fit recovers known coefficients,
 and replayed on the committed calibration sweep (results/reference/cpu-2core-calibration, runs of
 at most one rank per core) it predicts each run it was not fitted to within 15% (median)."""
 
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from stackbench.bench import calibrate as cal
+from stackbench.bench.planning import calibrate as cal
 from stackbench.core import perf_model
 from tests.conftest import ROOT
 

@@ -12,8 +12,8 @@ import pytest
 
 import tasks
 from stackbench.bench import summary
-from stackbench.bench.plan import plan as make_plan
-from stackbench.bench.plan_cli import main as plan_cli
+from stackbench.bench.planning.main import main as plan_cli
+from stackbench.bench.planning.plan import plan as make_plan
 from stackbench.core import record
 from stackbench.report import plots, render, tables
 from tests.conftest import ROOT

@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from tests.conftest import write_jsonl
+from stackbench.core.errors import DataError
 from stackbench.trainer import data, rows
 from stackbench.trainer.chat import Template, learned_mask
-from stackbench.core.errors import DataError
+from tests.conftest import write_jsonl
 
 
 def tokenized(path, tokenizer, task="sft", seq_len=256, too_long="drop", packing=False):

@@ -16,9 +16,9 @@ import pytest
 from stackbench.bench import dscheck
 from stackbench.core.config import RunConfig
 from stackbench.core.errors import EXIT_BAD_INPUT, ConfigError
+from stackbench.trainer import ds_source
 from tests.conftest import ROOT
 from tests.support.cli import run_sb
-from stackbench.trainer import ds_source
 
 CONFIGS = ROOT / "tests" / "support" / "ds_configs"
 GOOD_FILES = sorted(p.name for p in CONFIGS.iterdir() if not p.name.startswith("refused_"))

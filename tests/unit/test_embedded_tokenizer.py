@@ -9,9 +9,9 @@ import json
 
 import pytest
 
+from stackbench.trainer import embedded
 from tests.support import real_tokenizers
 from tests.support.held_out import HELD_OUT
-from stackbench.trainer import embedded
 
 # measured (this test prints them): Qwen3 0.21 / 0.62 / 0.62 tokens per character on these sentences
 WITHIN = {"ja": 2.0, "zh": 2.0, "en": 2.5}  # English: the samples' vocabulary is narrow (about 2.3x)

@@ -16,7 +16,7 @@ from stackbench.core.host import free_port
 from tests.conftest import ROOT
 
 TASKS = [sys.executable, "-m", "tasks"]
-PREFLIGHT = [sys.executable, "-m", "stackbench.bench.preflight", "--nnodes=1", "--nproc=1", "--deadline=10"]
+PREFLIGHT = [sys.executable, "-m", "stackbench.bench.launchers.preflight", "--nnodes=1", "--nproc=1", "--deadline=10"]
 
 # (command, code) -> how to get it here, in seconds
 PROBES = {
@@ -30,9 +30,9 @@ PROBES = {
     ("./sb plan", 2): [*TASKS, "plan", "--gpus-per-node", "eight"],
     ("./sb gpu-reference", 2): [*TASKS, "gpu-reference", "--wheels", "{tmp}/no-such-wheels", "--out", "{tmp}/ref"],
     ("python -m stackbench.trainer", 2): [sys.executable, "-m", "stackbench.trainer", "--zero-stage", "9"],
-    ("python -m stackbench.bench.preflight", 0): [*PREFLIGHT, "--master=127.0.0.1:{port}"],
-    ("python -m stackbench.bench.preflight", 2): [*PREFLIGHT, "--master=127.0.0.1:{port}", "--no-such-flag"],
-    ("python -m stackbench.bench.preflight", 4): [*PREFLIGHT, "--master=127.0.0.1:{port}", "--env=GLOO_SOCKET_IFNAME=nosuchif0"],
+    ("python -m stackbench.bench.launchers.preflight", 0): [*PREFLIGHT, "--master=127.0.0.1:{port}"],
+    ("python -m stackbench.bench.launchers.preflight", 2): [*PREFLIGHT, "--master=127.0.0.1:{port}", "--no-such-flag"],
+    ("python -m stackbench.bench.launchers.preflight", 4): [*PREFLIGHT, "--master=127.0.0.1:{port}", "--env=GLOO_SOCKET_IFNAME=nosuchif0"],
 }
 # codes that need a real run, a machine state or an engine: where they are pinned
 ELSEWHERE = {

@@ -1,4 +1,4 @@
-"""The rehearsal's step runner (bench/gpu_reference.py): each step under its own deadline, killed
+"""The rehearsal's step runner (recipes/gpu_reference.py): each step under its own deadline, killed
 whole when it passes it, written out as it ends; a step the total deadline leaves less than
 min(its own deadline, 30 s) for is recorded not run, with the reason; exit 1 when a step did not end ok."""
 
@@ -8,7 +8,7 @@ import json
 import sys
 import tarfile
 
-from stackbench.bench import gpu_reference as ref
+from recipes import gpu_reference as ref
 
 
 def test_failed_and_timed_out_steps_are_recorded_and_the_rest_is_said(tmp_path, monkeypatch):

@@ -11,11 +11,11 @@ import time
 import pytest
 
 from stackbench.bench import sweep as sweep_mod
-from stackbench.bench.fit import FitCheck
 from stackbench.bench.launchers import LaunchOptions, outcomes
 from stackbench.bench.launchers.outcomes import classify
 from stackbench.bench.launchers.slurm import SlurmLauncher
 from stackbench.bench.launchers.torchrun import TorchrunLauncher, read_hostfile
+from stackbench.bench.planning.fit import FitCheck
 from stackbench.bench.sweep import run_sweep
 from stackbench.core import record
 from stackbench.core.config import Launch, RunConfig
@@ -41,7 +41,7 @@ def test_sbatch_script_has_the_allocation_preflight_and_one_torchrun_per_node(tm
     assert "UNRELATED_SETTING" not in script  # only multi-node settings pass through
     assert 'HOSTS=$(scontrol show hostnames "$SLURM_JOB_NODELIST"' in script and "MASTER_ADDR=${HOSTS%%,*}" in script
     preflight, train = [l for l in lines if l.startswith("srun ")]
-    assert "-m stackbench.bench.preflight" in preflight and preflight.endswith("|| exit 4")
+    assert "-m stackbench.bench.launchers.preflight" in preflight and preflight.endswith("|| exit 4")
     assert "--master=$MASTER_ADDR:$PREFLIGHT_PORT" in preflight and "--hosts=$HOSTS" in preflight
     assert "--rdzv-endpoint=$MASTER_ADDR:$MASTER_PORT" in train and "--nproc_per_node=8" in train
     assert "--container-image=/images/stack.sqsh" in train and "--kill-on-bad-exit=1" in train

@@ -17,9 +17,9 @@ import pytest
 from stackbench.bench import modelcheck
 from stackbench.core.config import RunConfig
 from stackbench.core.errors import ConfigError
+from stackbench.trainer import models
 from tests.support import moe_zoo
 from tests.support.cli import run_sb
-from stackbench.trainer import models
 
 
 def ref_of(name: str) -> models.ModelRef:

@@ -10,9 +10,9 @@ import pytest
 
 from stackbench.core.config import RunConfig
 from stackbench.core.errors import ConfigError
+from stackbench.trainer import models
 from tests.support import hf_cache
 from tests.support.cli import run_sb
-from stackbench.trainer import models
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ import pytest
 
 from stackbench.core.config import RunConfig
 from stackbench.core.errors import ConfigError
-from tests.support import moe_zoo
 from stackbench.trainer import models, moe
+from tests.support import moe_zoo
 
 LLAMA_FACTORY = {
     "dbrx": "DbrxFFN", "deepseek_v3": "DeepseekV3MoE", "ernie4_5_moe": "Ernie4_5_MoeSparseMoeBlock",

@@ -67,7 +67,7 @@ def test_offload_and_cross_node_links_in_the_step_time_by_hand():
 
 
 def test_plan_ranks_what_fits_by_predicted_speed():
-    from stackbench.bench.plan import plan
+    from stackbench.bench.planning.plan import plan
 
     rows = plan(model="qwen3-8b", gpus_per_node=8, gpu_mem_gib=80, nodes=[1, 2], seq_len=4096)
     fitting = [r for r in rows if r["device_fits"]]
@@ -88,7 +88,7 @@ def test_plan_ranks_what_fits_by_predicted_speed():
 
 
 def test_plan_refuses_an_impossible_assumption_naming_the_flag():
-    from stackbench.bench.plan_cli import main as plan_cli
+    from stackbench.bench.planning.main import main as plan_cli
     from stackbench.core.errors import ConfigError
 
     with pytest.raises(ConfigError) as e:
@@ -104,7 +104,7 @@ def test_qwen3_235b_on_three_nodes_is_planned_as_deepspeed_would_hold_it():
     with parameter offload alone keeps the fp32 master weights, Adam's moments and the gradient
     partitions on the GPU (>= 14 bytes/param / 24 GPUs ~ 128 GiB): it cannot fit. Optimizer +
     parameter offload can, with its host share checked against a node's RAM."""
-    from stackbench.bench.plan import plan, recommend
+    from stackbench.bench.planning.plan import plan, recommend
     from stackbench.trainer import models
 
     psi = models.shape(models.resolve("qwen3-235b-a22b")).params

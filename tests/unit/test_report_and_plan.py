@@ -8,7 +8,7 @@ import sys
 import pandas as pd
 import pytest
 
-from stackbench.bench import plan
+from stackbench.bench.planning import plan
 from stackbench.core import memory_model, record
 from stackbench.core.config import Launch, RunConfig
 from stackbench.report import load, render, tables

@@ -13,9 +13,9 @@ import pytest
 
 from stackbench.core.config import RunConfig, parse_axis_flag, parse_overrides
 from stackbench.core.errors import ConfigError
-from tests.conftest import ROOT
 from stackbench.trainer import ds_source
 from stackbench.trainer.ds_config import deepspeed_config
+from tests.conftest import ROOT
 
 CONFIGS = ROOT / "tests" / "support" / "ds_configs"
 HIDDEN = SimpleNamespace(hidden_size=64)

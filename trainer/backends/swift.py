@@ -18,7 +18,7 @@ real and padded tokens; losses come from the trainer's per-step logs. ms-swift's
 a cumulative average and its `memory(GiB)` a sum over devices (ms-swift issue 9801): not used.
 
 ms-swift pins older transformers / trl / peft, so it lives in its own environment (`invoke
-swift-env`); bench starts these ranks with that environment's python (bench/backends.py).
+swift-env`); bench starts these ranks with that environment's python (bench/launchers/backends.py).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from stackbench.core.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SWIFT_VENV = ROOT / ".venv-swift"
 SETUP_HINT = "run `./sb swift-env` (about 2 minutes, once), or set STACKBENCH_SWIFT_PYTHON to a python with ms-swift"
 

@@ -1,4 +1,4 @@
-"""What to run next: the step-time model (bench/calibrate.py), fitted to the ok runs of the sweep so
+"""What to run next: the step-time model (bench/planning/calibrate.py), fitted to the ok runs of the sweep so
 far, predicts each run before it starts (`Predictor`, the record's prediction.step_time_s), and
 `invoke bench --autotune` uses it to measure only what is worth measuring (`Autotuner`).
 
@@ -7,7 +7,7 @@ micro-batch: one model, task, node count, sequence length ...):
   1. a (task, stage, offload) nothing has measured yet goes first, at its largest micro-batch
      (a larger micro-batch amortizes the step's fixed cost); the fit needs one run of each;
   2. then the candidate with the highest predicted tokens/s per device, refitting after every run;
-  3. what the memory model says cannot fit (bench/fit.py) is skipped with its reason before it can be
+  3. what the memory model says cannot fit (bench/planning/fit.py) is skipped with its reason before it can be
      a seed, and a direction stops: the micro-batches above one that ran out of memory or cannot
      fit are skipped (`stopped_direction`) naming it;
   4. a candidate predicted at least MARGIN slower than the best measured in its group is skipped
@@ -23,7 +23,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from stackbench.bench import calibrate
+from stackbench.bench.planning import calibrate
 from stackbench.core.config import RunConfig
 
 # Skip a candidate predicted this much slower than the best measured: the calibration's left-out
@@ -53,7 +53,7 @@ class Predictor:
     """Step time of a run before it starts, fitted to the sweep's ok runs so far of the same shape
     (model, task, sequence, data, dtype, attention, backend: one FLOP/s and one fixed cost per stage
     cannot be shared across them), without the runs whose ranks outnumber their host's cores (they
-    measure contention; bench/calibrate.py leaves them out too). None: nothing to predict from."""
+    measure contention; bench/planning/calibrate.py leaves them out too). None: nothing to predict from."""
 
     def __init__(self) -> None:
         self._fits: dict[tuple, tuple] = {}

@@ -10,7 +10,7 @@ then the collectives ZeRO uses besides, all-gather and reduce-scatter, at the sa
 algbw * (n-1)/n, S the gathered output or the scattered input). Within one node that is the
 intra-node bus; over several, the slowest link of the ring, the inter-node one.
 
-    python -m bench.preflight --node-rank R --nnodes N --nproc P --master HOST:PORT \
+    python -m stackbench.bench.launchers.preflight --node-rank R --nnodes N --nproc P --master HOST:PORT \
         --hosts h0,h1,... --deadline 30 --out preflight.json
 
 Exit codes: 0 ok, 4 a node did not join or the all-reduce failed (the JSON says which host).
@@ -32,7 +32,7 @@ PREFIX = "stackbench-preflight:"  # the line launchers look for in node logs
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.preflight", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m stackbench.bench.launchers.preflight", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--node-rank", type=int, default=None,
                    help="this node's index; default $SLURM_NODEID or $NODE_RANK (one command for every node)")

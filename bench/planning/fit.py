@@ -19,6 +19,10 @@ from stackbench.core import memory_model
 from stackbench.core.config import RunConfig, dtype_on
 from stackbench.core.host import GIB, host_gib_per_rank
 
+GPU_MEM_HELP = "GiB of one GPU for the fit check (H100 80, H200 141)"
+HOST_MEM_HELP = ("GiB of RAM of one node, for what offload keeps on the host (pinned included); default: read from "
+                 "Slurm (sinfo RealMemory) with --partition or the slurm launcher, else unchecked")
+
 HEADROOM = 0.9  # leave 10% of a GPU for the allocator's fragmentation, NCCL buffers, the CUDA context
 HOST_HEADROOM = 0.9  # and 10% of a node's RAM for the OS and the ranks' own processes
 

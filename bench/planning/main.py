@@ -1,21 +1,22 @@
 """`invoke plan`: the planner's rows as a table (or JSON) and one recommendation per node count.
 Its flags are bench's (the run config's knobs: same names, comma lists, parsing and checks) with a
-GPU node's defaults (PLAN_DEFAULTS), and the planning options of bench/options.py PlanOptions."""
+GPU node's defaults (PLAN_DEFAULTS), and the planning options (PlanOptions, below)."""
 
 from __future__ import annotations
 
 import itertools
 import json
 import sys
+from dataclasses import dataclass
 from typing import Any
 
-from stackbench.bench.fit import node_memory
-from stackbench.bench.options import PlanOptions
-from stackbench.bench.plan import fit_label, recommend
-from stackbench.bench.plan import plan as make_plan
+from stackbench.bench.planning.fit import GPU_MEM_HELP, HOST_MEM_HELP, node_memory
+from stackbench.bench.planning.plan import fit_label, recommend
+from stackbench.bench.planning.plan import plan as make_plan
 from stackbench.core import perf_model
 from stackbench.core.config import OFFLOADS, ZERO_STAGES, bench_flag, dtype_on, flag_values, knob_field, parse_axis
 from stackbench.core.errors import ConfigError
+from stackbench.core.options import Options, option
 
 # the knobs plan takes, at a GPU node's defaults (bench's are the embedded default's, for a CPU)
 PLAN_DEFAULTS = {"model": "qwen3-8b", "task": "sft", "nodes": "1,2,4", "gpus_per_node": "8", "micro_batch": "1",
@@ -24,6 +25,25 @@ PLAN_DEFAULTS = {"model": "qwen3-8b", "task": "sft", "nodes": "1,2,4", "gpus_per
 PCIE_GBPS = perf_model.NOMINAL_PCIE / 1e9
 PER_TABLE = ("model", "task", "seq_len", "micro_batch", "gpus_per_node", "grad_accum", "dtype", "attn_impl",
              "grad_checkpointing")
+
+
+@dataclass(kw_only=True, frozen=True)
+class PlanOptions(Options):
+    """`invoke plan`'s options beside the knobs it shares with bench (same flags, same parsing)."""
+
+    command = "plan"
+
+    gpu_mem: float = option(80.0, GPU_MEM_HELP)
+    host_mem: float = option(0.0, HOST_MEM_HELP)
+    partition: str = option("", "read --host-mem from this Slurm partition's RealMemory (sinfo), when not given")
+    device: str = option("H100", "GPU name for the peak FLOP/s (H100, H200, A100 ...)")
+    mfu: float = option(0.4, "model FLOPs utilization the step time is predicted at")
+    busbw_intra: float = option(360.0, "bus bandwidth within a node, GB/s (360: NVLink 4; the preflight measures yours)")
+    busbw_inter: float = option(45.0, "bus bandwidth across nodes, GB/s (45: one 400 Gb/s NIC per GPU)")
+    json: bool = option(False, "print JSON rows (stdout) instead of the tables")
+    calibrate: str = option("", "a sweep's folder (results/<sweep>): fit the step-time model to its runs, show "
+                                "measured vs predicted for each, predict node counts up to 512")
+    plot: str = option("", "with --calibrate: where the prediction plot goes (default <sweep>/prediction.png)")
 
 
 def read_flags(flags: dict[str, Any]) -> tuple[dict[str, list], set[str], PlanOptions]:
@@ -110,7 +130,7 @@ def main(**flags: Any) -> int:
 def calibrate(*, results: str, as_json: bool, plot: str = "", figure=None) -> int:
     """`invoke plan --calibrate DIR`: the step-time model fitted to a sweep, checked run by run.
     figure: what draws the predictions (report.plots.calibration, handed in by tasks.py), saved to plot."""
-    from stackbench.bench.calibrate import calibrate as fit_sweep
+    from stackbench.bench.planning.calibrate import calibrate as fit_sweep
 
     out = fit_sweep(results)
     drawn = figure(out) if figure and plot else None

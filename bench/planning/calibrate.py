@@ -159,7 +159,7 @@ def calibrate(results: str) -> dict:
 
 
 def _preflight_busbw(recs: list[dict]) -> dict:
-    """{"N node(s)": {collective: best busbw GB/s}} from the preflights the runs carry (bench/preflight.py),
+    """{"N node(s)": {collective: best busbw GB/s}} from the preflights the runs carry (bench/launchers/preflight.py),
     beside the fitted figure: the links as a collective benchmark sees them."""
     out: dict[str, dict] = {}
     for r in recs:

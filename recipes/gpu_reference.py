@@ -1,7 +1,7 @@
 """The GPU reference run, rehearsed: one command that does what a lent GPU's few minutes are for,
 and that runs here first, on the CPU, so the GPU only has to execute it.
 
-    python3 -m bench.gpu_reference --out /tmp/ref --wheels .cache/gpu-wheels --archive $OUT/ref.tgz
+    python3 recipes/gpu_reference.py --out /tmp/ref --wheels .cache/gpu-wheels --archive $OUT/ref.tgz
     ./sb gpu-reference --out results/gpu-reference-cpu          # the CPU rehearsal (CI runs it)
 
 This module needs only the standard library until its wheels are installed: with --wheels DIR
@@ -59,7 +59,11 @@ def _terminated(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python3 -m bench.gpu_reference", description=__doc__,
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--write-plans"]:  # the plan step: this file again, in the step's environment
+        write_plans(argv[1], float(argv[2]))
+        return 0
+    p = argparse.ArgumentParser(prog="python3 recipes/gpu_reference.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="folder for the results, logs, steps.json and README.md")
     p.add_argument("--wheels", default="", help="install this wheel folder (invoke gpu-wheels) offline first")
@@ -135,8 +139,7 @@ def plan_steps(out: Path, gpu: bool, gpu_gib: float) -> list[Step]:
     steps = [Step("envcheck", [*py, "-m", "stackbench.envcheck", "--json"], 120, stdout_to="envcheck.json")]
     # `./sb plan --model M --gpus-per-node 1 --gpu-mem G --nodes 1 --seq-len S --micro-batch B --json` for
     # every model and micro-batch, in one process (one import of the stack, not eight)
-    steps.append(Step("plan", [*py, "-c", "import sys; from stackbench.bench.gpu_reference import write_plans; "
-                                      "write_plans(sys.argv[1], float(sys.argv[2]))", str(out), f"{gpu_gib:g}"], 120))
+    steps.append(Step("plan", [*py, str(Path(__file__).resolve()), "--write-plans", str(out), f"{gpu_gib:g}"], 120))
 
     def pick(model: str) -> int:
         """The largest micro-batch the planner says fits at some stage (1 when none or no plan)."""
@@ -174,13 +177,18 @@ def plan_steps(out: Path, gpu: bool, gpu_gib: float) -> list[Step]:
 
 
 def write_plans(out: str, gpu_gib: float) -> None:
-    """plans.json: `invoke plan`'s rows for each reference model and micro-batch, and the micro-batches that fit."""
-    from stackbench.bench.plan import plan
-
+    """plans.json: `invoke plan --json`'s rows for each reference model and micro-batch (the public
+    command, one process per model), and the micro-batches that fit."""
     found = {}
     for model, seq in PRESETS.items():
-        rows = {mb: plan(model=model, gpus_per_node=1, gpu_mem_gib=gpu_gib, nodes=[1], seq_len=seq, micro_batch=mb)
-                for mb in MICRO_BATCHES}
+        argv = [sys.executable, "-m", "tasks", "plan", "--model", model, "--tasks", "sft", "--gpus-per-node", "1",
+                "--gpu-mem", f"{gpu_gib:g}", "--nodes", "1", "--seq-len", str(seq), "--micro-batch",
+                ",".join(map(str, MICRO_BATCHES)), "--json"]
+        p = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+        if p.returncode != 0:
+            sys.stderr.write(p.stderr)
+            raise SystemExit(p.returncode)
+        rows = {mb: [r for r in json.loads(p.stdout) if r["micro_batch"] == mb] for mb in MICRO_BATCHES}
         found[model] = {"seq_len": seq, "gpu_gib": gpu_gib, "rows": rows,
                         "fits": [mb for mb, r in rows.items() if any(x["fits"] for x in r)]}
     Path(out, "plans.json").write_text(json.dumps(found, indent=1) + "\n")
@@ -199,11 +207,9 @@ def cut_preset(model: str, layers: int, dest: Path) -> Path:
             raw[key] = value[:layers]
     if isinstance(raw.get("max_window_layers"), int):
         raw["max_window_layers"] = min(raw["max_window_layers"], layers)
-    from stackbench.trainer.embedded import ASSET_DIR  # standard library only, like this module
-
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "config.json").write_text(json.dumps(raw, indent=1) + "\n")
-    for f in ASSET_DIR.iterdir():
+    for f in (ROOT / "trainer" / "assets" / "tiny-qwen3").iterdir():  # the embedded tokenizer
         if f.name != "config.json" and f.is_file():
             shutil.copy2(f, dest / f.name)
     return dest
@@ -243,7 +249,7 @@ def _record(out: Path, done: list[Step], archive: str) -> None:
 
 def _write_readme(out: Path, steps: list[Step], gpu: bool, args: argparse.Namespace) -> None:
     lines = [f"# GPU reference run ({'GPU' if gpu else 'CPU rehearsal'})", "",
-             "    " + shlex.join([sys.executable, "-m", "stackbench.bench.gpu_reference", *sys.argv[1:]]), "",
+             "    " + shlex.join([sys.executable, "recipes/gpu_reference.py", *sys.argv[1:]]), "",
              "One GPU proves less than a node: ZeRO 1-3 partition nothing across one device and NCCL has a "
              "world of one, so these runs check the stack, the bf16 path and the memory and step-time models "
              "on real shapes, not ZeRO's communication.", "",

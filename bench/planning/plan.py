@@ -11,7 +11,7 @@ device, then the most headroom. bench's fit check uses the same memory model; `i
 
 from __future__ import annotations
 
-from stackbench.bench.fit import HEADROOM, HOST_HEADROOM
+from stackbench.bench.planning.fit import HEADROOM, HOST_HEADROOM
 from stackbench.core import formulas, memory_model, perf_model
 from stackbench.core.config import OFFLOADS, ZERO_STAGES, RunConfig, offload_problem, stage_label
 from stackbench.core.errors import ConfigError

@@ -1,0 +1,1 @@
+"""Before and between runs: will it fit (fit, plan), how fast (calibrate), what to run next (autotune)."""
