@@ -20,7 +20,8 @@ from stackbench.core.errors import DataError
 def check(configs: list[RunConfig], *, max_drop: float = 1.0) -> dict[str, dict[str, Any]]:
     """run_id -> what its data keeps (data_rows, data_kept, data_dropped, data_truncated); raises DataError
     for the first run its data cannot serve."""
-    from stackbench.trainer import data, rows
+    from stackbench.trainer.data import dataset as data
+    from stackbench.trainer.data import rows
 
     tokenizes = importlib.util.find_spec("transformers") is not None
     said: set[tuple] = set()  # files described

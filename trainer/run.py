@@ -22,7 +22,7 @@ from stackbench.core.errors import UserError
 from stackbench.core.fingerprint import fingerprint
 from stackbench.core.host import free_port, host_gib_per_rank
 from stackbench.trainer import compat, ds_source, liveness, metrics, models, moe
-from stackbench.trainer import data as data_mod
+from stackbench.trainer.data import dataset as data_mod
 from stackbench.trainer.backends import REGISTRY
 from stackbench.trainer.backends.base import Context, Topology
 from stackbench.trainer.comms import CommsLog

@@ -38,7 +38,7 @@ def big(tmp_path_factory) -> Path:
 
 
 def test_cold_tokenize_stackbench(benchmark, big, tokenizer, tmp_path, monkeypatch):
-    from stackbench.trainer import data
+    from stackbench.trainer.data import dataset as data
 
     rounds = iter(range(10**6))
 
@@ -78,7 +78,7 @@ def _first_step(path: Path, out: Path) -> dict:
 
 @pytest.mark.deepspeed
 def test_first_step_with_a_big_file(benchmark, big, tokenizer, tmp_path):
-    from stackbench.trainer import data
+    from stackbench.trainer.data import dataset as data
 
     small = write_sft(tmp_path / "small.jsonl", 100)
     for path in (big, small):  # what the bench process does before launching

@@ -29,7 +29,8 @@ def setup():
     import torch
 
     from stackbench.core.config import RunConfig
-    from stackbench.trainer import data, embedded, models
+    from stackbench.trainer import embedded, models
+    from stackbench.trainer.data import dataset as data
     from stackbench.trainer.backends.native import engines
     from stackbench.trainer.ds_config import deepspeed_config
 

@@ -140,7 +140,8 @@ def run_one(model_type: str, z3_leaf: str, topo, device) -> dict:
     from transformers.integrations import HfDeepSpeedConfig
 
     from stackbench.core.config import RunConfig
-    from stackbench.trainer import data, models, moe
+    from stackbench.trainer import models, moe
+    from stackbench.trainer.data import dataset as data
     from stackbench.trainer.backends import native
     from stackbench.trainer.ds_config import deepspeed_config
 

@@ -11,7 +11,8 @@ import pytest
 
 from stackbench.bench import backends
 from tests.conftest import ROOT
-from stackbench.trainer import data, models
+from stackbench.trainer import models
+from stackbench.trainer.data import dataset as data
 from stackbench.core.config import RunConfig
 from stackbench.core.errors import UserError
 from stackbench.trainer.backends.swift import ordered_rows, swift_argv

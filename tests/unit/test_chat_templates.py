@@ -14,9 +14,9 @@ import pytest
 
 from stackbench.core.errors import DataError
 from tests.support import real_tokenizers
-from stackbench.trainer import data
-from stackbench.trainer.chat import Template, learned_mask
-from stackbench.trainer.rows import Row
+from stackbench.trainer.data import dataset as data
+from stackbench.trainer.data.chat import Template, learned_mask
+from stackbench.trainer.data.rows import Row
 
 SYSTEM, Q1, A1, Q2, A2 = "Be brief.", "What is 2 + 2?", "2 + 2 = 4.", "And 3 + 3?", "3 + 3 = 6."
 CONVO = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": Q1}, {"role": "assistant", "content": A1},

@@ -6,8 +6,9 @@ import json
 import pytest
 
 from tests.conftest import write_jsonl
-from stackbench.trainer import data, rows
-from stackbench.trainer.chat import Template, learned_mask
+from stackbench.trainer.data import dataset as data
+from stackbench.trainer.data import rows
+from stackbench.trainer.data.chat import Template, learned_mask
 from stackbench.core.errors import DataError
 
 

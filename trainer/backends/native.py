@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from stackbench.trainer import data, models
+from stackbench.trainer import models
+from stackbench.trainer.data import dataset as data
 from stackbench.trainer.backends.base import Context, Result, engine_readback
 from stackbench.trainer.ds_config import reference_config
 

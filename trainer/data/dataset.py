@@ -33,9 +33,9 @@ from typing import Any, Iterator
 
 from stackbench.core import files
 from stackbench.core.errors import DataError
-from stackbench.trainer import rows as rows_mod
-from stackbench.trainer.chat import Template, learned_mask
-from stackbench.trainer.rows import Row, default_path, read_rows
+from stackbench.trainer.data import rows as rows_mod
+from stackbench.trainer.data.chat import Template, learned_mask
+from stackbench.trainer.data.rows import Row, default_path, read_rows
 
 IGNORE = -100  # label of a token that carries no loss (torch cross_entropy's ignore_index)
 FORMAT = 3     # bump when what the cache holds, or how it is made, changes
@@ -111,7 +111,7 @@ def tokenizer_digest(tokenizer) -> str:
 @functools.lru_cache(maxsize=1)
 def code_digest() -> str:
     """The source of everything that turns a file into samples: a change to it is a new cache entry."""
-    from stackbench.trainer import chat, layouts
+    from stackbench.trainer.data import chat, layouts
 
     h = hashlib.sha256()
     for module in (rows_mod, layouts, chat, sys.modules[__name__]):

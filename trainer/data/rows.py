@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from stackbench.core.errors import DataError
-from stackbench.trainer import layouts
+from stackbench.trainer.data import layouts
 
 ROLES = ("system", "user", "assistant")
-SAMPLES_DIR = Path(__file__).parent / "assets" / "samples"
+SAMPLES_DIR = Path(__file__).parent.parent / "assets" / "samples"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,1 @@
+"""A dataset file -> the ranks' micro-batches."""
