@@ -14,7 +14,7 @@ import pytest
 
 from stackbench.core.errors import DataError
 from tests.support import real_tokenizers
-from stackbench.trainer.data import dataset as data
+from stackbench.trainer.data import tokenize
 from stackbench.trainer.data.chat import Template, learned_mask
 from stackbench.trainer.data.rows import Row
 
@@ -149,7 +149,7 @@ def test_generation_markers_are_used_where_the_template_has_them(tokenizer):
 
 def test_a_whole_qwen3_dataset_tokenizes_with_these_masks(qwen3):
     rows = [Row(messages=CONVO, rejected=None, where="f:1"), Row(messages=CONVO[1:3], rejected=None, where="f:2")]
-    (first,), (second,) = data._encode_chunk(rows, qwen3, "sft")
+    (first,), (second,) = tokenize._encode_chunk(rows, qwen3, "sft")
     _, ids, learned = masks(qwen3, CONVO)
     assert first[0].tolist() == ids and first[1].tolist() == learned
     assert qwen3.decode(second[0][second[1]]) == f"{A1}<|im_end|>\n"  # a single turn is the last: no think block learned
