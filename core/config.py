@@ -42,7 +42,7 @@ BACKENDS = ("native", "hf", "swift")  # trainer/backends/ registers one module p
 TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 
 
-# the row layouts trainer/layouts.py reads (a test keeps the two lists one)
+# the row layouts trainer/data/layouts.py reads (a test keeps the two lists one)
 Z3_LEAF = re.compile(r"none|[A-Za-z_][\w.]*(,[A-Za-z_][\w.]*)*")  # class names: nothing a shell or a path reads
 DATA_FORMATS = ("auto", "messages", "sharegpt", "alpaca", "dolly", "swift", "preference", "text")
 
@@ -161,7 +161,7 @@ class RunConfig:
                           choices=ATTN_IMPLS, swift="--attn_impl")
     grad_checkpointing: bool = knob(False, "recompute activations in the backward pass (saves memory, costs ~1/3 "
                                     "more compute)", hf="gradient_checkpointing", swift="--gradient_checkpointing")
-    data: str = knob("", "dataset: JSONL, a JSON array, CSV or Parquet, in any layout of trainer/layouts.py; `invoke "
+    data: str = knob("", "dataset: JSONL, a JSON array, CSV or Parquet, in any layout of trainer/data/layouts.py; `invoke "
                      "bench --data sft=a.jsonl,dpo=b.json` gives each task its own; default: the shipped sample set")
     data_format: str = knob("auto", "the dataset's row layout: auto (detected per row), messages, sharegpt, alpaca, "
                             "dolly, swift, preference or text", choices=DATA_FORMATS)

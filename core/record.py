@@ -212,7 +212,7 @@ def to_row(rec: dict, path: str = "") -> dict:
         "predicted_step_s": pred.get("step_time_s"),
         "loss_first": (m.get("loss") or {}).get("first"), "loss_last": (m.get("loss") or {}).get("last"),
         "first_step_s": (m.get("startup_s") or {}).get("first_step_done"),
-        # what the run's data kept (trainer/data.py): rows read, samples kept, dropped as too long, truncated
+        # what the run's data kept (trainer/data/dataset.py): rows read, samples kept, dropped as too long, truncated
         "data_path": data.get("path"), "data_rows": data.get("rows"), "data_kept": data.get("samples"),
         "data_dropped": data.get("dropped_too_long"), "data_truncated": data.get("truncated"),
         # which tokenizer counted the tokens, and whether stackbench's embedded one stood in (None: older records)

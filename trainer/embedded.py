@@ -55,7 +55,7 @@ def coverage_characters() -> list[str]:
 
 
 def sample_texts() -> list[str]:
-    from stackbench.trainer.rows import SAMPLES_DIR
+    from stackbench.trainer.data.rows import SAMPLES_DIR
 
     texts = []
     for f in sorted(SAMPLES_DIR.glob("*.jsonl")):

@@ -22,10 +22,12 @@ from stackbench.core.errors import UserError
 from stackbench.core.fingerprint import fingerprint
 from stackbench.core.host import free_port, host_gib_per_rank
 from stackbench.trainer import compat, ds_source, liveness, metrics, models, moe
-from stackbench.trainer import data as data_mod
 from stackbench.trainer.backends import REGISTRY
 from stackbench.trainer.backends.base import Context, Topology
 from stackbench.trainer.comms import CommsLog
+from stackbench.trainer.data import checks
+from stackbench.trainer.data import dataset as dataset_mod
+from stackbench.trainer.data.batches import micro_batches
 from stackbench.trainer.ds_config import deepspeed_config, describe
 
 HOST = socket.gethostname()
@@ -68,9 +70,9 @@ def run(cfg: RunConfig, launch: Launch, given: frozenset[str] = frozenset()) -> 
     if backend.check:
         backend.check()
     tokenizer, tokenizer_choice = models.tokenizer_for(cfg, ref)  # the bench process's choice too
-    dataset = data_mod.load(cfg, tokenizer)
+    dataset = dataset_mod.load(cfg, tokenizer)
     phases.mark("input_ready")
-    data_mod.check_enough(dataset, cfg.total_steps * cfg.global_batch, cfg.repeat_data,
+    checks.check_enough(dataset, cfg.total_steps * cfg.global_batch, cfg.repeat_data,
                           f"{cfg.total_steps} steps x global batch {cfg.global_batch} ({cfg.micro_batch} x "
                           f"{cfg.grad_accum} x {cfg.world_size} ranks)")
     attention, meta = models.attention(ref, cfg.attn_impl, explicit="attn_impl" in given)
@@ -80,7 +82,7 @@ def run(cfg: RunConfig, launch: Launch, given: frozenset[str] = frozenset()) -> 
         raise UserError(f"tokenizer has {len(tokenizer)} tokens but the model's vocabulary is {shape.vocab}",
                         where=f"--model {cfg.model}", fix="use the tokenizer that belongs to the model")
     if topo.rank == 0:
-        log(topo, f"data: {data_mod.drop_line(dataset)}" + ("" if dataset.cache_hit else " (tokenized now)"))
+        log(topo, f"data: {checks.drop_line(dataset)}" + ("" if dataset.cache_hit else " (tokenized now)"))
     cuda = torch.cuda.is_available()
     device = torch.device("cuda", topo.local_rank) if cuda else torch.device("cpu")
     dtype = resolve_dtype(cfg.dtype, device.type)
@@ -122,10 +124,10 @@ def run(cfg: RunConfig, launch: Launch, given: frozenset[str] = frozenset()) -> 
     # 3. the backend trains; the shared meter times every optimizer step
     meter = metrics.Meter(device, phases, cfg.total_steps, host_baseline_gib=metrics.host_rss_now_gib(),
                           comms=CommsLog(ds_config, cfg.warmup_steps))
-    batches = data_mod.micro_batches(dataset, rank=topo.rank, world=topo.world, micro_batch=cfg.micro_batch,
-                                     grad_accum=cfg.grad_accum, pad_id=tokenizer.pad_token_id, seq_len=cfg.seq_len,
-                                     padding=cfg.padding, packed=cfg.packing and cfg.task != "pt", dtype=torch_dtype,
-                                     varlen=attention.used == "flash_attention_2")
+    batches = micro_batches(dataset, rank=topo.rank, world=topo.world, micro_batch=cfg.micro_batch,
+                            grad_accum=cfg.grad_accum, pad_id=tokenizer.pad_token_id, seq_len=cfg.seq_len,
+                            padding=cfg.padding, packed=cfg.packing and cfg.task != "pt", dtype=torch_dtype,
+                            varlen=attention.used == "flash_attention_2")
     log(topo, f"{cfg.task} ZeRO-{cfg.zero_stage} on {topo.world} ranks ({cfg.backend}): {cfg.warmup_steps} warm-up + "
               f"{cfg.steps} measured steps")
     ctx = Context(cfg=cfg, launch=launch, ref=ref, attention=attention, tokenizer=tokenizer, dataset=dataset,

@@ -38,7 +38,7 @@ def big(tmp_path_factory) -> Path:
 
 
 def test_cold_tokenize_stackbench(benchmark, big, tokenizer, tmp_path, monkeypatch):
-    from stackbench.trainer import data
+    from stackbench.trainer.data import dataset
 
     rounds = iter(range(10**6))
 
@@ -47,7 +47,7 @@ def test_cold_tokenize_stackbench(benchmark, big, tokenizer, tmp_path, monkeypat
         return (), {}
 
     benchmark.group = f"cold tokenize, {ROWS} SFT rows"
-    ds = benchmark.pedantic(lambda: data.load(RunConfig(task="sft", data=str(big), seq_len=512), tokenizer),
+    ds = benchmark.pedantic(lambda: dataset.load(RunConfig(task="sft", data=str(big), seq_len=512), tokenizer),
                             setup=fresh_cache, rounds=ROUNDS, warmup_rounds=0)
     assert not ds.cache_hit and ds.meta["rows"] == ROWS and len(ds) == ROWS
     benchmark.extra_info["rows_per_s"] = ROWS / ds.meta["tokenize_s"]
@@ -78,11 +78,11 @@ def _first_step(path: Path, out: Path) -> dict:
 
 @pytest.mark.deepspeed
 def test_first_step_with_a_big_file(benchmark, big, tokenizer, tmp_path):
-    from stackbench.trainer import data
+    from stackbench.trainer.data import dataset
 
     small = write_sft(tmp_path / "small.jsonl", 100)
     for path in (big, small):  # what the bench process does before launching
-        data.load(RunConfig(task="sft", data=str(path), seq_len=512), tokenizer)
+        dataset.load(RunConfig(task="sft", data=str(path), seq_len=512), tokenizer)
     marks = {}
 
     def both():

@@ -29,19 +29,21 @@ def setup():
     import torch
 
     from stackbench.core.config import RunConfig
-    from stackbench.trainer import data, embedded, models
+    from stackbench.trainer import embedded, models
     from stackbench.trainer.backends.native import engines
+    from stackbench.trainer.data import dataset
+    from stackbench.trainer.data.batches import micro_batches
     from stackbench.trainer.ds_config import deepspeed_config
 
     deepspeed.init_distributed(dist_backend="gloo")
     cfg = RunConfig(task="sft", zero_stage=2, micro_batch=4, seq_len=128, gpus_per_node=1)
     ref = models.resolve("tiny")
     tok = models.load_tokenizer(ref)
-    ds = data.load(cfg, tok)
+    ds = dataset.load(cfg, tok)
     engine, _, _ = engines(cfg, ref, deepspeed_config(cfg, "fp32", "cpu")[0], torch.float32,
                            str(embedded.materialize()), cfg.attn_impl)
-    batches = data.micro_batches(ds, rank=0, world=1, micro_batch=cfg.micro_batch, grad_accum=1,
-                                 pad_id=tok.pad_token_id, seq_len=cfg.seq_len, padding="fixed")
+    batches = micro_batches(ds, rank=0, world=1, micro_batch=cfg.micro_batch, grad_accum=1,
+                            pad_id=tok.pad_token_id, seq_len=cfg.seq_len, padding="fixed")
     fixed = [next(batches) for _ in range(len(ds) // cfg.micro_batch)]
     yield engine, cfg, batches, fixed
     torch.distributed.destroy_process_group()

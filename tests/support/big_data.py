@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from stackbench.trainer.rows import default_path
+from stackbench.trainer.data.rows import default_path
 
 
 def write_sft(path: Path, rows: int) -> Path:

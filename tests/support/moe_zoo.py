@@ -140,8 +140,10 @@ def run_one(model_type: str, z3_leaf: str, topo, device) -> dict:
     from transformers.integrations import HfDeepSpeedConfig
 
     from stackbench.core.config import RunConfig
-    from stackbench.trainer import data, models, moe
+    from stackbench.trainer import models, moe
     from stackbench.trainer.backends import native
+    from stackbench.trainer.data import dataset
+    from stackbench.trainer.data.batches import micro_batches
     from stackbench.trainer.ds_config import deepspeed_config
 
     cfg = RunConfig(task="pt", packing=True, seq_len=64, micro_batch=1, zero_stage=3, steps=2, warmup_steps=1,
@@ -161,9 +163,9 @@ def run_one(model_type: str, z3_leaf: str, topo, device) -> dict:
         router.register_forward_hook(_router_hook(fired, name, e, top_k))
     engine, *_ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters()], config=ds)
     del keep_alive
-    batches = data.micro_batches(data.load(cfg, tokenizer), rank=topo.rank, world=topo.world, micro_batch=1,
-                                 grad_accum=1, pad_id=tokenizer.pad_token_id, seq_len=cfg.seq_len, padding="fixed",
-                                 dtype=torch.float32)
+    batches = micro_batches(dataset.load(cfg, tokenizer), rank=topo.rank, world=topo.world, micro_batch=1,
+                            grad_accum=1, pad_id=tokenizer.pad_token_id, seq_len=cfg.seq_len, padding="fixed",
+                            dtype=torch.float32)
     losses = [float(native.optimizer_step(engine, None, batches, cfg, device)["loss"]) for _ in range(cfg.total_steps)]
     everyone: list = [None] * topo.world
     dist.all_gather_object(everyone, sorted(fired))

@@ -12,8 +12,9 @@ import pytest
 from stackbench.bench.launchers import backends
 from stackbench.core.config import RunConfig
 from stackbench.core.errors import UserError
-from stackbench.trainer import data, models
+from stackbench.trainer import models
 from stackbench.trainer.backends.swift import ordered_rows, swift_argv
+from stackbench.trainer.data import batches, dataset
 from tests.conftest import ROOT
 
 
@@ -26,12 +27,12 @@ def swift_sampler(rows: list, rank: int, world: int, micro_batch: int) -> list[l
 
 @pytest.mark.parametrize("world, micro_batch, grad_accum", [(2, 2, 1), (4, 1, 2), (3, 2, 2)])
 def test_rows_reach_each_rank_in_the_native_order(tokenizer, world, micro_batch, grad_accum):
-    ds = data.load(RunConfig(task="sft", seq_len=256), tokenizer)
+    ds = dataset.load(RunConfig(task="sft", seq_len=256), tokenizer)
     steps = 40  # more than the dataset holds: rows cycle as the native batches do
     rows = ordered_rows(ds, world, micro_batch, steps * grad_accum)
     for rank in range(world):
-        native = data.micro_batches(ds, rank=rank, world=world, micro_batch=micro_batch, grad_accum=grad_accum,
-                                    pad_id=0, seq_len=256, padding="longest")
+        native = batches.micro_batches(ds, rank=rank, world=world, micro_batch=micro_batch, grad_accum=grad_accum,
+                                       pad_id=0, seq_len=256, padding="longest")
         for got in swift_sampler(rows, rank, world, micro_batch):
             want = next(native)
             texts = [tokenizer.apply_chat_template(r["messages"], tokenize=False) for r in got]
@@ -40,7 +41,7 @@ def test_rows_reach_each_rank_in_the_native_order(tokenizer, world, micro_batch,
 
 
 def test_dpo_rows_carry_the_rejected_response(tokenizer):
-    ds = data.load(RunConfig(task="dpo", seq_len=256), tokenizer)
+    ds = dataset.load(RunConfig(task="dpo", seq_len=256), tokenizer)
     rows = ordered_rows(ds, 2, 2, 3)
     assert len(rows) == 12 and all(r["rejected_response"] and r["messages"][-1]["role"] == "assistant" for r in rows)
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from stackbench.core.errors import DataError
-from stackbench.trainer import data
-from stackbench.trainer.chat import Template, learned_mask
-from stackbench.trainer.rows import Row
+from stackbench.trainer.data import tokenize
+from stackbench.trainer.data.chat import Template, learned_mask
+from stackbench.trainer.data.rows import Row
 from tests.support import real_tokenizers
 
 SYSTEM, Q1, A1, Q2, A2 = "Be brief.", "What is 2 + 2?", "2 + 2 = 4.", "And 3 + 3?", "3 + 3 = 6."
@@ -149,7 +149,7 @@ def test_generation_markers_are_used_where_the_template_has_them(tokenizer):
 
 def test_a_whole_qwen3_dataset_tokenizes_with_these_masks(qwen3):
     rows = [Row(messages=CONVO, rejected=None, where="f:1"), Row(messages=CONVO[1:3], rejected=None, where="f:2")]
-    (first,), (second,) = data._encode_chunk(rows, qwen3, "sft")
+    (first,), (second,) = tokenize._encode_chunk(rows, qwen3, "sft")
     _, ids, learned = masks(qwen3, CONVO)
     assert first[0].tolist() == ids and first[1].tolist() == learned
     assert qwen3.decode(second[0][second[1]]) == f"{A1}<|im_end|>\n"  # a single turn is the last: no think block learned

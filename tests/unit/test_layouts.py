@@ -10,7 +10,7 @@ import json
 import pytest
 
 from stackbench.core.errors import DataError
-from stackbench.trainer import rows as rows_mod
+from stackbench.trainer.data import rows as rows_mod
 
 QA = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]
 
@@ -93,7 +93,7 @@ def test_kto_rows_are_refused_and_unused_keys_listed_once(tmp_path):
 
 def test_data_format_forces_a_layout_and_names_what_a_row_lacks(tmp_path):
     from stackbench.core.config import DATA_FORMATS
-    from stackbench.trainer import layouts
+    from stackbench.trainer.data import layouts
 
     assert set(DATA_FORMATS) - {"auto"} == set(layouts.LAYOUTS)  # one list of layouts
     path = tmp_path / "d.jsonl"

@@ -4,6 +4,7 @@ bench/, core/, ... under it)."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -18,9 +19,13 @@ ROOMS = ("bench", "core", "envcheck", "imagebuild", "report", "trainer")
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> zipfile.ZipFile:
     out = tmp_path_factory.mktemp("wheel")
+    # setuptools stages into <checkout>/build/ and never empties it: a module moved away would
+    # still be packed from there (the folder is git-ignored; made here, removed here)
+    shutil.rmtree(ROOT / "build", ignore_errors=True)
     # the venv's setuptools, no index: the build the image and ./sb make, without a download
     p = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
                         str(ROOT)], capture_output=True, text=True, timeout=600)
+    shutil.rmtree(ROOT / "build", ignore_errors=True)
     assert p.returncode == 0, p.stderr[-3000:]
     return zipfile.ZipFile(next(out.glob("stackbench-*.whl")))
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from stackbench.core.config import Launch, RunConfig
-from stackbench.trainer.data import Batch, Dataset
+from stackbench.trainer.data.batches import Batch
+from stackbench.trainer.data.dataset import Dataset
 from stackbench.trainer.metrics import Meter
 from stackbench.trainer.models import Attention, ModelRef
 

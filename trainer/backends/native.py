@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from stackbench.trainer import data, models
+from stackbench.trainer import models
 from stackbench.trainer.backends.base import Context, Result, engine_readback
+from stackbench.trainer.data.batches import Batch
+from stackbench.trainer.data.dataset import IGNORE
 from stackbench.trainer.ds_config import reference_config
 
 
@@ -18,7 +20,7 @@ def sequence_logps(logits, labels, sequence_ids=None, sequences: int = 0):
     import torch.nn.functional as F
 
     logits, labels = logits[:, :-1, :].float(), labels[:, 1:]
-    mask = labels != data.IGNORE
+    mask = labels != IGNORE
     nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.clamp(min=0).reshape(-1),
                           reduction="none").view(labels.shape)
     if sequence_ids is None:
@@ -68,7 +70,7 @@ def optimizer_step(engine, reference, batches, cfg, device) -> dict[str, Any]:
     for _ in range(cfg.grad_accum):
         b = next(batches)
         moved = lambda t: None if t is None else t.to(device)
-        batch = data.Batch(b.input_ids.to(device), moved(b.attention_mask), b.labels.to(device),
+        batch = Batch(b.input_ids.to(device), moved(b.attention_mask), b.labels.to(device),
                            real_tokens=b.real_tokens, padded_tokens=b.padded_tokens, sequences=b.sequences,
                            position_ids=moved(b.position_ids), sequence_ids=moved(b.sequence_ids))
         if cfg.task == "dpo":

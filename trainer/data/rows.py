@@ -1,7 +1,7 @@
 """A dataset file -> validated rows in one form (messages + the DPO rejected answer).
 
 Files: JSONL, a JSON array (Alpaca's release), CSV or Parquet (pandas); a byte-order mark and CRLF
-line ends are fine. Rows: any layout trainer/layouts.py reads, detected per row or forced for the
+line ends are fine. Rows: any layout trainer/data/layouts.py reads, detected per row or forced for the
 whole file (--data-format). Every error names file:line (or row), the field and the fix.
 """
 
@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from stackbench.core.errors import DataError
-from stackbench.trainer import layouts
+from stackbench.trainer.data import layouts
 
 ROLES = ("system", "user", "assistant")
-SAMPLES_DIR = Path(__file__).parent / "assets" / "samples"
+SAMPLES_DIR = Path(__file__).parent.parent / "assets" / "samples"
 
 
 @dataclass(frozen=True, slots=True)
