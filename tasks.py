@@ -38,7 +38,8 @@ def _signature(options, defaults: dict[str, str] | None = None) -> tuple[inspect
     """A command's flags, derived: knobs of the run config (core/config.py; `defaults`: the command's
     own, by knob name, and only those knobs; None: every knob at the bench's defaults), then every
     field of its options dataclass (bench/options.py). Returns (signature, help, repeatable flags)."""
-    from stackbench.core.config import bench_default, bench_flag, is_axis, knob_fields
+    from stackbench.core.config import knob_fields
+    from stackbench.core.flags import bench_default, bench_flag, is_axis
 
     params = [inspect.Parameter("c", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     helps, iterable = {}, []
@@ -310,7 +311,8 @@ class _Program(Program):
                  for n in arg.names if len(n) > 1]
         unknown = next((a.split("=")[0] for a in argv if a.startswith("--") and a.split("=")[0] not in flags
                         and a not in ("--help", "--")), "")
-        from stackbench.core.config import bench_flag, cli_flag, knob_fields
+        from stackbench.core.config import cli_flag, knob_fields
+        from stackbench.core.flags import bench_flag
 
         # a knob typed by its field name (--zero-stage, --task) names its flag (--zero, --tasks)
         by_field = {cli_flag(f.name): cli_flag(bench_flag(f)) for f in knob_fields()}

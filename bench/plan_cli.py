@@ -14,8 +14,9 @@ from stackbench.bench.options import PlanOptions
 from stackbench.bench.plan import fit_label, recommend
 from stackbench.bench.plan import plan as make_plan
 from stackbench.core import perf_model
-from stackbench.core.config import OFFLOADS, ZERO_STAGES, bench_flag, dtype_on, flag_values, knob_field, parse_axis
+from stackbench.core.config import OFFLOADS, ZERO_STAGES, dtype_on, knob_field
 from stackbench.core.errors import ConfigError
+from stackbench.core.flags import bench_flag, flag_values, parse_axis
 
 # the knobs plan takes, at a GPU node's defaults (bench's are the embedded default's, for a CPU)
 PLAN_DEFAULTS = {"model": "qwen3-8b", "task": "sft", "nodes": "1,2,4", "gpus_per_node": "8", "micro_batch": "1",

@@ -3,9 +3,10 @@
 Every knob of a run is one field of `RunConfig`, with its default, its help text, its allowed
 values and, where another tool has the same setting, that tool's name for it. Everything else is
 derived from this class, never restated:
-  - the trainer's command line (`python -m trainer --help`) and the argv every launcher starts;
-  - the `invoke bench` flags: every knob is a flag, every non-boolean knob takes a comma list and
-    is a sweep axis (bench/matrix.py);
+  - the argv every launcher starts (`to_argv`);
+  - the command lines (core/flags.py): the trainer's (`python -m stackbench.trainer --help`), the
+    `invoke bench` flags (every knob is a flag, every non-boolean knob takes a comma list and is a
+    sweep axis: bench/matrix.py), `--ds KEY=VALUE`;
   - the run id (content-addressed: the knobs that differ from their defaults);
   - the arguments of the hf backend (TrainingArguments / DPOConfig) and of ms-swift's CLI;
   - `record.config` (every knob, as run) and its reading back (`RunConfig.from_dict`).
@@ -23,10 +24,8 @@ launcher "manual".
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
-import itertools
 import json
 import re
 from dataclasses import dataclass, field
@@ -339,6 +338,7 @@ def cli_flag(name: str) -> str:
 
 
 def _argv(obj) -> list[str]:
+    """The non-default fields as trainer flags (core/flags.py's trainer_parser reads them back)."""
     argv: list[str] = []
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
@@ -366,36 +366,8 @@ def check_value(f: dataclasses.Field, value: Any, flag: str = "") -> None:
         overrides_of(value)  # a JSON object of dotted keys
 
 
-# --- the trainer's command line -------------------------------------------------------------------
-
-def trainer_parser(prog: str = "python -m trainer", description: str = "") -> argparse.ArgumentParser:
-    """Every RunConfig knob and Launch field as a flag. Knobs default to 'not given' (so the
-    trainer knows what was asked for explicitly, e.g. the topology); --help shows their defaults."""
-    p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for group, cls in (("what the run is", RunConfig), ("bookkeeping", Launch)):
-        g = p.add_argument_group(group)
-        for f in dataclasses.fields(cls):
-            flag, kind = cli_flag(f.name), TYPES[str(f.type)]
-            text = f"{f.metadata['help']} (default: {f.default!r})"
-            if kind is bool:
-                g.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
-            else:
-                g.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=text)
-    return p
-
-
-def parse_trainer_args(argv: list[str] | None = None, description: str = "") -> tuple[RunConfig, Launch, set[str]]:
-    """(run config, bookkeeping, the knob names given explicitly)."""
-    given = vars(trainer_parser(description=description).parse_args(argv))
-    knobs = {f.name for f in dataclasses.fields(RunConfig)}
-    cfg = RunConfig(**{k: v for k, v in given.items() if k in knobs})
-    launch = Launch(**{k: v for k, v in given.items() if k not in knobs})
-    return cfg, launch, set(given) & knobs
-
-
-# --- the bench's view: flags and axes ---------------------------------------------------------------
-
 def knob_fields() -> tuple[dataclasses.Field, ...]:
+    """The knobs, in the run config's field order (the sweep's loop order)."""
     return dataclasses.fields(RunConfig)
 
 
@@ -403,80 +375,7 @@ def knob_field(name: str) -> dataclasses.Field:
     return next(f for f in knob_fields() if f.name == name)
 
 
-def bench_flag(f: dataclasses.Field) -> str:
-    """The `invoke bench` parameter name of a knob (a Python identifier: invoke makes it --kebab-case)."""
-    return f.metadata["flag"] or f.name
-
-
-def is_axis(f: dataclasses.Field) -> bool:
-    """Every knob but the boolean and repeatable ones takes a comma list in its `invoke bench` flag
-    (every knob, booleans too, can be swept with `--axis KNOB=V1,V2`)."""
-    return str(f.type) != "bool" and not f.metadata["repeatable"]
-
-
-def bench_default(f: dataclasses.Field) -> list:
-    """What `invoke bench` sweeps when the flag is not given: the knob's default, or a wider list."""
-    return parse_axis(f, f.metadata["sweep"]) if f.metadata["sweep"] else [f.default]
-
-
-BOOLS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
-
-
-def _read(kind: type, text: str) -> Any:
-    if kind is bool:
-        return BOOLS[text.lower()]  # KeyError: not a boolean
-    return kind(text)
-
-
-def parse_axis(f: dataclasses.Field, text: str) -> list:
-    """'0,1,2' -> [0, 1, 2] for an int knob, 'true,false' for a boolean one; errors name the flag."""
-    kind = TYPES[str(f.type)]
-    items = [v.strip() for v in str(text).split(",") if v.strip()]
-    if not items and f.default == "":  # a text knob whose default is empty (--data: the shipped samples)
-        return [""]
-    if not items:
-        raise ConfigError(f"{cli_flag(bench_flag(f))} is empty", fix=f"give a value, e.g. {f.default}")
-    try:
-        return [_read(kind, v) for v in items]
-    except (ValueError, KeyError):
-        raise ConfigError(f"cannot read {text!r} as a comma list of {kind.__name__}",
-                          where=cli_flag(bench_flag(f)),
-                          fix="e.g. true,false" if kind is bool else f"e.g. {f.metadata['sweep'] or f.default}") from None
-
-
-def flag_values(f: dataclasses.Field, value: Any) -> list | None:
-    """One knob's command-line value as the list of values it sweeps (None: not given): the one
-    reading `invoke bench` and `invoke plan` share. A comma list for the axes, checked here so a
-    wrong value names the flag it was typed in; a boolean flag given is True; repeatable flags
-    (`--ds`, `--z3-leaf`) arrive as a tuple of items."""
-    if f.metadata["repeatable"] == "overrides":
-        return parse_overrides(value) if value else None
-    if f.metadata["repeatable"] == "list":  # one value: the names given, joined
-        return [",".join(dict.fromkeys(n.strip() for item in value for n in item.split(",") if n.strip()))] \
-            if value else None
-    if str(f.type) == "bool":
-        return [True] if value else None  # --axis sweeps both
-    if value is None:
-        return None
-    values = parse_axis(f, value)
-    for v in values:
-        check_value(f, v, flag=cli_flag(bench_flag(f)))
-    return values
-
-
-def parse_axis_flag(text: str) -> tuple[dataclasses.Field, list]:
-    """`--axis KNOB=V1,V2` (KNOB: the field or its bench flag, - or _): (the knob, its values)."""
-    name, eq, values = text.partition("=")
-    key = name.strip().lstrip("-").replace("-", "_")
-    f = next((f for f in knob_fields() if key in (f.name, bench_flag(f))), None)
-    if not eq or f is None or f.metadata["repeatable"]:
-        names = ", ".join(f.name for f in knob_fields() if not f.metadata["repeatable"])
-        raise ConfigError(f"cannot read --axis {text!r}: {key!r} is not a knob" if eq else
-                          f"cannot read --axis {text!r}", where="--axis", fix=f"write KNOB=V1,V2 with KNOB one of {names}")
-    return f, parse_axis(f, values)
-
-
-# --- DeepSpeed overrides: --ds KEY=JSON ---------------------------------------------------------------
+# --- the ds knob's value: a JSON object of dotted keys --------------------------------------------
 
 def overrides_of(text: str) -> dict[str, Any]:
     """The ds knob's value (a JSON object of dotted keys) as a dict; errors say what is wrong."""
@@ -489,26 +388,3 @@ def overrides_of(text: str) -> dict[str, Any]:
         raise ConfigError(f"--ds {text!r} must map dotted keys to values", where="run config",
                           fix='e.g. {"zero_optimization.reduce_bucket_size": 5e8}')
     return obj
-
-
-def parse_overrides(items: Iterable[str]) -> list[str]:
-    """`--ds KEY=VALUE` items (VALUE is JSON; text that is not JSON is a string) -> the ds knob's
-    values: one JSON object per combination. The same KEY given twice is an axis (two runs); a
-    JSON list is a value, never an axis, so `optimizer.params.betas=[0.9,0.95]` is one setting."""
-    alternatives: dict[str, list[Any]] = {}
-    for item in items:
-        key, eq, raw = item.partition("=")
-        key = key.strip()
-        if not eq or not key or "" in key.split("."):
-            raise ConfigError(f"cannot read --ds {item!r}", where="--ds",
-                              fix="write a dotted key and a JSON value, e.g. zero_optimization.overlap_comm=true")
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            value = raw  # a bare word: a string ("cpu", "nvme")
-        seen = [json.dumps(v) for v in alternatives.setdefault(key, [])]
-        if json.dumps(value) not in seen:  # by its JSON: 1 and true are two values
-            alternatives[key].append(value)
-    keys = sorted(alternatives)
-    return [json.dumps(dict(zip(keys, combo)), sort_keys=True, separators=(",", ":"))
-            for combo in itertools.product(*(alternatives[k] for k in keys))] if keys else [""]

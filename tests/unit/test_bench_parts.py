@@ -6,8 +6,9 @@ import pytest
 
 from stackbench.bench.matrix import expand
 from stackbench.core import memory_model, record
-from stackbench.core.config import Launch, RunConfig, dtype_on, parse_trainer_args, resolve_dtype
+from stackbench.core.config import Launch, RunConfig, dtype_on, resolve_dtype
 from stackbench.core.errors import ConfigError
+from stackbench.core.flags import parse_trainer_args
 from stackbench.trainer import metrics
 
 SHAPES = [(596_049_920, 155_582_464), (8_190_735_360, 622_329_856), (70_553_706_496, 1_050_673_152)]

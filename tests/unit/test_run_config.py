@@ -24,7 +24,8 @@ import json, subprocess, sys
 from stackbench.bench.main import split_flags
 from stackbench.bench.matrix import expand
 from stackbench.core import record
-from stackbench.core.config import Launch, RunConfig, parse_trainer_args
+from stackbench.core.config import Launch, RunConfig
+from stackbench.core.flags import parse_trainer_args
 from stackbench.trainer import models
 from stackbench.trainer.backends.hf import trainer_arguments
 from stackbench.trainer.backends.swift import swift_argv
