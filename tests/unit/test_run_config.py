@@ -17,8 +17,8 @@ import pytest
 from stackbench.core.config import BACKENDS, RunConfig
 from tests.conftest import ROOT
 
-KNOB = ('    throwaway_knob: int = knob(7, "a knob added by a test", minimum=0, hf="throwaway_hf", '
-        'swift="--throwaway_swift")\n')
+# the backends name no new knob: it reaches hf as the keyword throwaway_knob, ms-swift as --throwaway_knob
+KNOB = '    throwaway_knob: int = knob(7, "a knob added by a test", minimum=0)\n'
 CHECK = r'''
 import json, subprocess, sys
 from stackbench.bench.main import split_flags
@@ -43,8 +43,8 @@ print(json.dumps({
     "matrix": [c.throwaway_knob for c in configs], "ids": [c.run_id for c in configs],
     "default_id": RunConfig().run_id, "id": cfg.run_id,
     "record": rec["config"]["throwaway_knob"], "read_back": RunConfig.from_dict(rec["config"]) == cfg,
-    "hf": trainer_arguments(cfg, deepspeed_config(cfg, "fp32", "cpu")[0], "o").get("throwaway_hf"),
-    "swift": swift[swift.index("--throwaway_swift") + 1] if "--throwaway_swift" in swift else None,
+    "hf": trainer_arguments(cfg, deepspeed_config(cfg, "fp32", "cpu")[0], "o").get("throwaway_knob"),
+    "swift": swift[swift.index("--throwaway_knob") + 1] if "--throwaway_knob" in swift else None,
     "flag": "--throwaway-knob" in help,
 }))
 '''
