@@ -19,19 +19,10 @@ from stackbench.bench.options import BenchOptions
 from stackbench.bench.planning.autotune import Autotuner
 from stackbench.bench.planning.fit import FitCheck, node_memory
 from stackbench.core import files, secrets
-from stackbench.core.config import (
-    CPU_BF16_WARNING,
-    bench_default,
-    bench_flag,
-    check_value,
-    dtype_on,
-    flag_values,
-    knob_fields,
-    parse_axis_flag,
-    resolve_dtype,
-)
+from stackbench.core.config import CPU_BF16_WARNING, check_value, dtype_on, knob_fields, resolve_dtype
 from stackbench.core.console import note
 from stackbench.core.errors import EXIT_FAILED, EXIT_OK, ConfigError
+from stackbench.core.flags import bench_default, bench_flag, flag_values, parse_axis_flag
 from stackbench.core.host import has_nvidia_driver
 from stackbench.trainer import ds_source
 

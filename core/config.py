@@ -1,14 +1,17 @@
 """The run config: what one run *is*, defined once.
 
-Every knob of a run is one field of `RunConfig`, with its default, its help text, its allowed
-values and, where another tool has the same setting, that tool's name for it. Everything else is
-derived from this class, never restated:
-  - the trainer's command line (`python -m trainer --help`) and the argv every launcher starts;
-  - the `invoke bench` flags: every knob is a flag, every non-boolean knob takes a comma list and
-    is a sweep axis (bench/matrix.py);
+Every knob of a run is one field of `RunConfig`, with its default, its help text and its allowed
+values, checked when a config is made. This module is the schema and its validation; everything
+else is derived from it, never restated:
   - the run id (content-addressed: the knobs that differ from their defaults);
-  - the arguments of the hf backend (TrainingArguments / DPOConfig) and of ms-swift's CLI;
-  - `record.config` (every knob, as run) and its reading back (`RunConfig.from_dict`).
+  - the argv every launcher starts (`to_argv`) and `record.config` (every knob, as run) with its
+    reading back (`RunConfig.from_dict`);
+  - the command lines (core/flags.py): the trainer's (`python -m stackbench.trainer --help`), the
+    `invoke bench` flags (every knob is a flag, every non-boolean knob takes a comma list and is a
+    sweep axis: bench/matrix.py), `--ds KEY=VALUE`;
+  - the arguments of the hf backend (TrainingArguments / DPOConfig) and of ms-swift's CLI: each
+    backend maps the knobs it renames or does not take (trainer/backends/hf.py, swift.py), and any
+    other knob reaches it under its own name.
 Adding a knob means adding a field here; tests/unit/test_run_config.py adds a throwaway one and
 follows it everywhere.
 
@@ -23,10 +26,8 @@ launcher "manual".
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
-import itertools
 import json
 import re
 from dataclasses import dataclass, field
@@ -100,21 +101,19 @@ def resolve_dtype(name: str, device_type: str) -> str:
 
 
 def knob(default: Any, help: str, *, choices: Iterable | None = None, minimum: float | None = None,
-         flag: str = "", sweep: str = "", hf: str = "", swift: str | tuple[str, ...] = (),
-         swift_values: dict | None = None, tasks: tuple[str, ...] = TASKS, id_name: str = "",
+         flag: str = "", sweep: str = "", tasks: tuple[str, ...] = TASKS, id_name: str = "",
          id_always: bool = False, repeatable: str = "") -> Any:
     """A field of RunConfig.
     help: the one help text (trainer and bench);  choices / minimum: checked in __post_init__;
     flag: the `invoke bench` flag when it differs from the field name;  sweep: the bench's default
-    comma list when it sweeps more than the default;  hf: the TrainingArguments field;  swift:
-    ms-swift's flag(s), swift_values: how values translate;  tasks: the tasks it applies to (for the
-    backends' arguments);  id_name / id_always: how the run id hashes it (kept from the first ids);
-    repeatable: the bench flag is given once per value, not as a comma list, and never an axis of
-    its own: "overrides" (`--ds KEY=VALUE`: the same key twice is two runs), "list" (`--z3-leaf A
-    --z3-leaf B`: one value, the names joined by commas)."""
-    meta = dict(help=help, choices=tuple(choices) if choices else None, minimum=minimum, flag=flag, sweep=sweep,
-                hf=hf, swift=(swift,) if isinstance(swift, str) else tuple(swift), swift_values=swift_values or {},
-                tasks=tasks, id_name=id_name, id_always=id_always, repeatable=repeatable)
+    comma list when it sweeps more than the default;  tasks: the tasks it means something for (a
+    backend is given it only for these);  id_name / id_always: how the run id hashes it (kept from
+    the first ids);  repeatable: the bench flag is given once per value, not as a comma list, and
+    never an axis of its own: "overrides" (`--ds KEY=VALUE`: the same key twice is two runs), "list"
+    (`--z3-leaf A --z3-leaf B`: one value, the names joined by commas). What another tool calls a
+    knob is that backend's to say (trainer/backends/hf.py, swift.py)."""
+    meta = {"help": help, "choices": tuple(choices) if choices else None, "minimum": minimum, "flag": flag,
+            "sweep": sweep, "tasks": tasks, "id_name": id_name, "id_always": id_always, "repeatable": repeatable}
     return field(default=default, metadata=meta)
 
 
@@ -134,10 +133,9 @@ class RunConfig:
                      "pre-training)", choices=TASKS, flag="tasks", sweep="sft,dpo", id_always=True)
     nodes: int = knob(1, "nodes (the local launcher: emulated nodes on this host)", minimum=1, sweep="1,2")
     gpus_per_node: int = knob(2, "GPUs per node (CPU: processes per node)", minimum=1, id_name="procs_per_node")
-    micro_batch: int = knob(2, "sequences (DPO: pairs) per rank per forward pass", minimum=1,
-                            hf="per_device_train_batch_size", swift="--per_device_train_batch_size")
+    micro_batch: int = knob(2, "sequences (DPO: pairs) per rank per forward pass", minimum=1)
     seq_len: int = knob(128, "maximum tokens per sequence; longer samples are dropped or truncated (--too-long)",
-                        minimum=8, swift="--max_length")
+                        minimum=8)
     zero_stage: int = knob(2, "DeepSpeed ZeRO stage: 0, 1, 2 or 3", choices=ZERO_STAGES, flag="zero",
                            sweep="0,1,2,3", id_always=True)
     offload: str = knob("none", "none, optimizer (ZeRO 1-3: optimizer states and step on the CPU), "
@@ -152,39 +150,34 @@ class RunConfig:
     backend: str = knob("native", "native (stackbench's DeepSpeed loop), hf (transformers' Trainer / TRL's "
                         "DPOTrainer) or swift (ms-swift's pipeline, in its own environment: ./sb swift-env), each "
                         "with the same DeepSpeed config, data and timing", choices=BACKENDS)
-    grad_accum: int = knob(1, "micro-batches per optimizer step", minimum=1, hf="gradient_accumulation_steps",
-                           swift="--gradient_accumulation_steps")
+    grad_accum: int = knob(1, "micro-batches per optimizer step", minimum=1)
     steps: int = knob(8, "measured optimizer steps", minimum=1)
     warmup_steps: int = knob(2, "optimizer steps run first and excluded from the timings", minimum=0, flag="warmup")
     dtype: str = knob("auto", "auto (bf16 on GPU, fp32 on CPU), bf16, fp16 or fp32", choices=DTYPES)
     attn_impl: str = knob("sdpa", "attention kernel: sdpa, flash_attention_2 (needs flash-attn) or eager",
-                          choices=ATTN_IMPLS, swift="--attn_impl")
+                          choices=ATTN_IMPLS)
     grad_checkpointing: bool = knob(False, "recompute activations in the backward pass (saves memory, costs ~1/3 "
-                                    "more compute)", hf="gradient_checkpointing", swift="--gradient_checkpointing")
+                                    "more compute)")
     data: str = knob("", "dataset: JSONL, a JSON array, CSV or Parquet, in any layout of trainer/data/layouts.py; `invoke "
                      "bench --data sft=a.jsonl,dpo=b.json` gives each task its own; default: the shipped sample set")
     data_format: str = knob("auto", "the dataset's row layout: auto (detected per row), messages, sharegpt, alpaca, "
                             "dolly, swift, preference or text", choices=DATA_FORMATS)
     repeat_data: bool = knob(False, "cycle over the dataset when it has fewer samples than the steps need")
-    seed: int = knob(0, "seed for random init and data order", hf="seed", swift=("--seed", "--data_seed"))
+    seed: int = knob(0, "seed for random init and data order")
     padding: str = knob("fixed", "fixed: pad every batch to seq_len (real shapes); longest: to the longest in the "
                         "batch", choices=("fixed", "longest"))
-    too_long: str = knob("drop", "samples longer than seq_len: drop or truncate", choices=("drop", "truncate"),
-                         swift="--truncation_strategy", swift_values={"drop": "delete", "truncate": "right"})
+    too_long: str = knob("drop", "samples longer than seq_len: drop or truncate", choices=("drop", "truncate"))
     packing: bool = knob(False, "pt: concatenate documents and cut them into seq_len blocks; sft and dpo: lay each "
                          "micro-batch's samples into as few seq_len rows as they fit, attention kept within each "
                          "sample (the same samples and loss as unpacked, less padding; native backend)")
-    lr: float = knob(1e-4, "learning rate (AdamW, constant schedule)", minimum=0, hf="learning_rate",
-                     swift="--learning_rate")
-    adam_beta1: float = knob(0.9, "AdamW beta1", minimum=0, hf="adam_beta1", swift="--adam_beta1")
-    adam_beta2: float = knob(0.95, "AdamW beta2", minimum=0, hf="adam_beta2", swift="--adam_beta2")
-    adam_eps: float = knob(1e-8, "AdamW epsilon", minimum=0, hf="adam_epsilon", swift="--adam_epsilon")
-    weight_decay: float = knob(0.0, "AdamW weight decay (decoupled)", minimum=0, hf="weight_decay",
-                               swift="--weight_decay")
+    lr: float = knob(1e-4, "learning rate (AdamW, constant schedule)", minimum=0)
+    adam_beta1: float = knob(0.9, "AdamW beta1", minimum=0)
+    adam_beta2: float = knob(0.95, "AdamW beta2", minimum=0)
+    adam_eps: float = knob(1e-8, "AdamW epsilon", minimum=0)
+    weight_decay: float = knob(0.0, "AdamW weight decay (decoupled)", minimum=0)
     max_grad_norm: float = knob(1.0, "clip gradients to this global norm (DeepSpeed gradient_clipping; 0: none)",
-                                minimum=0, hf="max_grad_norm", swift="--max_grad_norm")
-    beta: float = knob(0.1, "DPO: strength of the KL penalty in the sigmoid loss", minimum=0, hf="beta",
-                       swift="--beta", tasks=("dpo",))
+                                minimum=0)
+    beta: float = knob(0.1, "DPO: strength of the KL penalty in the sigmoid loss", minimum=0, tasks=("dpo",))
     dpo_ref_zero_stage: str = knob("auto", "DPO: the frozen reference model's ZeRO stage: auto (3 under a ZeRO-3 "
                                    "policy, else 0: a replica per rank, as TRL's prepare_deepspeed), 0 or 3 "
                                    "(native backend only)", choices=("auto", "0", "3"))
@@ -284,22 +277,6 @@ class RunConfig:
         """The trainer's command-line arguments that rebuild this config (non-defaults only)."""
         return _argv(self)
 
-    def backend_args(self, tool: str) -> dict[str, Any]:
-        """The knobs another tool has a name for, under its names, for this run's task:
-        tool "hf" gives TrainingArguments / DPOConfig keywords (values as they are), tool "swift"
-        ms-swift's flags (values as the text its CLI parses)."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            meta, value = f.metadata, getattr(self, f.name)
-            if self.task not in meta["tasks"]:
-                continue
-            if tool == "hf" and meta["hf"]:
-                out[meta["hf"]] = value
-            elif tool == "swift":
-                text = meta["swift_values"].get(value, str(value).lower() if isinstance(value, bool) else str(value))
-                out.update({name: text for name in meta["swift"]})
-        return out
-
 
 @dataclass(kw_only=True, frozen=True, slots=True)
 class Launch:
@@ -339,6 +316,7 @@ def cli_flag(name: str) -> str:
 
 
 def _argv(obj) -> list[str]:
+    """The non-default fields as trainer flags (core/flags.py's trainer_parser reads them back)."""
     argv: list[str] = []
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
@@ -366,36 +344,8 @@ def check_value(f: dataclasses.Field, value: Any, flag: str = "") -> None:
         overrides_of(value)  # a JSON object of dotted keys
 
 
-# --- the trainer's command line -------------------------------------------------------------------
-
-def trainer_parser(prog: str = "python -m trainer", description: str = "") -> argparse.ArgumentParser:
-    """Every RunConfig knob and Launch field as a flag. Knobs default to 'not given' (so the
-    trainer knows what was asked for explicitly, e.g. the topology); --help shows their defaults."""
-    p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for group, cls in (("what the run is", RunConfig), ("bookkeeping", Launch)):
-        g = p.add_argument_group(group)
-        for f in dataclasses.fields(cls):
-            flag, kind = cli_flag(f.name), TYPES[str(f.type)]
-            text = f"{f.metadata['help']} (default: {f.default!r})"
-            if kind is bool:
-                g.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
-            else:
-                g.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=text)
-    return p
-
-
-def parse_trainer_args(argv: list[str] | None = None, description: str = "") -> tuple[RunConfig, Launch, set[str]]:
-    """(run config, bookkeeping, the knob names given explicitly)."""
-    given = vars(trainer_parser(description=description).parse_args(argv))
-    knobs = {f.name for f in dataclasses.fields(RunConfig)}
-    cfg = RunConfig(**{k: v for k, v in given.items() if k in knobs})
-    launch = Launch(**{k: v for k, v in given.items() if k not in knobs})
-    return cfg, launch, set(given) & knobs
-
-
-# --- the bench's view: flags and axes ---------------------------------------------------------------
-
 def knob_fields() -> tuple[dataclasses.Field, ...]:
+    """The knobs, in the run config's field order (the sweep's loop order)."""
     return dataclasses.fields(RunConfig)
 
 
@@ -403,80 +353,7 @@ def knob_field(name: str) -> dataclasses.Field:
     return next(f for f in knob_fields() if f.name == name)
 
 
-def bench_flag(f: dataclasses.Field) -> str:
-    """The `invoke bench` parameter name of a knob (a Python identifier: invoke makes it --kebab-case)."""
-    return f.metadata["flag"] or f.name
-
-
-def is_axis(f: dataclasses.Field) -> bool:
-    """Every knob but the boolean and repeatable ones takes a comma list in its `invoke bench` flag
-    (every knob, booleans too, can be swept with `--axis KNOB=V1,V2`)."""
-    return str(f.type) != "bool" and not f.metadata["repeatable"]
-
-
-def bench_default(f: dataclasses.Field) -> list:
-    """What `invoke bench` sweeps when the flag is not given: the knob's default, or a wider list."""
-    return parse_axis(f, f.metadata["sweep"]) if f.metadata["sweep"] else [f.default]
-
-
-BOOLS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
-
-
-def _read(kind: type, text: str) -> Any:
-    if kind is bool:
-        return BOOLS[text.lower()]  # KeyError: not a boolean
-    return kind(text)
-
-
-def parse_axis(f: dataclasses.Field, text: str) -> list:
-    """'0,1,2' -> [0, 1, 2] for an int knob, 'true,false' for a boolean one; errors name the flag."""
-    kind = TYPES[str(f.type)]
-    items = [v.strip() for v in str(text).split(",") if v.strip()]
-    if not items and f.default == "":  # a text knob whose default is empty (--data: the shipped samples)
-        return [""]
-    if not items:
-        raise ConfigError(f"{cli_flag(bench_flag(f))} is empty", fix=f"give a value, e.g. {f.default}")
-    try:
-        return [_read(kind, v) for v in items]
-    except (ValueError, KeyError):
-        raise ConfigError(f"cannot read {text!r} as a comma list of {kind.__name__}",
-                          where=cli_flag(bench_flag(f)),
-                          fix="e.g. true,false" if kind is bool else f"e.g. {f.metadata['sweep'] or f.default}") from None
-
-
-def flag_values(f: dataclasses.Field, value: Any) -> list | None:
-    """One knob's command-line value as the list of values it sweeps (None: not given): the one
-    reading `invoke bench` and `invoke plan` share. A comma list for the axes, checked here so a
-    wrong value names the flag it was typed in; a boolean flag given is True; repeatable flags
-    (`--ds`, `--z3-leaf`) arrive as a tuple of items."""
-    if f.metadata["repeatable"] == "overrides":
-        return parse_overrides(value) if value else None
-    if f.metadata["repeatable"] == "list":  # one value: the names given, joined
-        return [",".join(dict.fromkeys(n.strip() for item in value for n in item.split(",") if n.strip()))] \
-            if value else None
-    if str(f.type) == "bool":
-        return [True] if value else None  # --axis sweeps both
-    if value is None:
-        return None
-    values = parse_axis(f, value)
-    for v in values:
-        check_value(f, v, flag=cli_flag(bench_flag(f)))
-    return values
-
-
-def parse_axis_flag(text: str) -> tuple[dataclasses.Field, list]:
-    """`--axis KNOB=V1,V2` (KNOB: the field or its bench flag, - or _): (the knob, its values)."""
-    name, eq, values = text.partition("=")
-    key = name.strip().lstrip("-").replace("-", "_")
-    f = next((f for f in knob_fields() if key in (f.name, bench_flag(f))), None)
-    if not eq or f is None or f.metadata["repeatable"]:
-        names = ", ".join(f.name for f in knob_fields() if not f.metadata["repeatable"])
-        raise ConfigError(f"cannot read --axis {text!r}: {key!r} is not a knob" if eq else
-                          f"cannot read --axis {text!r}", where="--axis", fix=f"write KNOB=V1,V2 with KNOB one of {names}")
-    return f, parse_axis(f, values)
-
-
-# --- DeepSpeed overrides: --ds KEY=JSON ---------------------------------------------------------------
+# --- the ds knob's value: a JSON object of dotted keys --------------------------------------------
 
 def overrides_of(text: str) -> dict[str, Any]:
     """The ds knob's value (a JSON object of dotted keys) as a dict; errors say what is wrong."""
@@ -489,26 +366,3 @@ def overrides_of(text: str) -> dict[str, Any]:
         raise ConfigError(f"--ds {text!r} must map dotted keys to values", where="run config",
                           fix='e.g. {"zero_optimization.reduce_bucket_size": 5e8}')
     return obj
-
-
-def parse_overrides(items: Iterable[str]) -> list[str]:
-    """`--ds KEY=VALUE` items (VALUE is JSON; text that is not JSON is a string) -> the ds knob's
-    values: one JSON object per combination. The same KEY given twice is an axis (two runs); a
-    JSON list is a value, never an axis, so `optimizer.params.betas=[0.9,0.95]` is one setting."""
-    alternatives: dict[str, list[Any]] = {}
-    for item in items:
-        key, eq, raw = item.partition("=")
-        key = key.strip()
-        if not eq or not key or "" in key.split("."):
-            raise ConfigError(f"cannot read --ds {item!r}", where="--ds",
-                              fix="write a dotted key and a JSON value, e.g. zero_optimization.overlap_comm=true")
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            value = raw  # a bare word: a string ("cpu", "nvme")
-        seen = [json.dumps(v) for v in alternatives.setdefault(key, [])]
-        if json.dumps(value) not in seen:  # by its JSON: 1 and true are two values
-            alternatives[key].append(value)
-    keys = sorted(alternatives)
-    return [json.dumps(dict(zip(keys, combo)), sort_keys=True, separators=(",", ":"))
-            for combo in itertools.product(*(alternatives[k] for k in keys))] if keys else [""]

@@ -17,7 +17,7 @@ from stackbench.imagebuild.profile import ROOT, Profile, dist_name
 from stackbench.imagebuild.sources import prebuilt_wheel_glob
 
 TEMPLATE = ROOT / "docker" / "Dockerfile.j2"
-SOURCES = ("stackbench", "core", "trainer", "bench", "envcheck", "report", "tasks.py", "pyproject.toml")  # what runs inside the image
+SOURCES = ("stackbench", "core", "trainer", "bench", "envcheck", "report", "recipes", "tasks.py", "pyproject.toml")  # what runs inside the image
 LABELLED = dists("labelled")  # core/stack.py: the one list of packages
 
 

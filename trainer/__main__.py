@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     prefix = f"[{socket.gethostname()}:{os.environ.get('RANK', 0)}]"
     cfg = launch = None
     try:
-        from stackbench.core.config import parse_trainer_args
+        from stackbench.core.flags import parse_trainer_args
 
         cfg, launch, given = parse_trainer_args(argv, description=__doc__)
         from stackbench.trainer import ds_source

@@ -14,8 +14,9 @@ from stackbench.bench.planning.fit import GPU_MEM_HELP, HOST_MEM_HELP, node_memo
 from stackbench.bench.planning.plan import fit_label, recommend
 from stackbench.bench.planning.plan import plan as make_plan
 from stackbench.core import perf_model
-from stackbench.core.config import OFFLOADS, ZERO_STAGES, bench_flag, dtype_on, flag_values, knob_field, parse_axis
+from stackbench.core.config import OFFLOADS, ZERO_STAGES, dtype_on, knob_field
 from stackbench.core.errors import ConfigError
+from stackbench.core.flags import bench_flag, flag_values, parse_axis
 from stackbench.core.options import Options, option
 
 # the knobs plan takes, at a GPU node's defaults (bench's are the embedded default's, for a CPU)

@@ -6,18 +6,25 @@ import os
 import shlex
 import sys
 
+from invoke import Exit
+
 from stackbench.cli.program import task
 
 
 @task(help={"k": "only tests matching this pytest -k expression", "unit": "only the fast unit tests",
             "args": "extra pytest arguments"})
 def test(c, k="", unit=False, args=""):
-    """Run the test suite (unit, integration with real DeepSpeed, benchmarks once each)."""
+    """Lint (ruff, configured in pyproject.toml), then the test suite (unit, integration with real DeepSpeed,
+    benchmarks once each); either failing fails the command."""
+    lint = c.run(shlex.join([sys.executable, "-m", "ruff", "check", "."]), warn=True, pty=sys.stdout.isatty())
     cmd = [sys.executable, "-m", "pytest", "tests/unit" if unit else "tests", "--benchmark-disable"]
     if k:
         cmd += ["-k", k]
     cmd += shlex.split(args)
-    c.run(shlex.join(cmd), pty=sys.stdout.isatty(), env={"PYTHONPATH": os.getcwd()})
+    tests = c.run(shlex.join(cmd), warn=True, pty=sys.stdout.isatty(), env={"PYTHONPATH": os.getcwd()})
+    failed = next((r.exited for r in (tests, lint) if r.exited), 0)
+    if failed:
+        raise Exit(code=failed)
 
 
 @task

@@ -12,8 +12,9 @@ from typing import Any, Callable
 from invoke import Exit, ParseError, Program
 from invoke import task as invoke_task
 
-from stackbench.core.config import bench_default, bench_flag, cli_flag, is_axis, knob_fields
+from stackbench.core.config import cli_flag, knob_fields
 from stackbench.core.errors import EXIT_BAD_INPUT, ConfigError, UserError
+from stackbench.core.flags import bench_default, bench_flag, is_axis
 
 
 def task(*args, **kwargs):

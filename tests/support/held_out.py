@@ -1,5 +1,5 @@
 """Sentences the embedded tokenizer never saw (not in the shipped samples), per language, for its
-tokens-per-character test against Qwen3's real tokenizer (tests/unit/test_embedded_tokenizer.py)."""
+tokens-per-character test against Qwen3's real tokenizer (tests/unit/test_embedded.py)."""
 
 HELD_OUT = {
     "en": ["It rained all morning, so I walked to the station with an umbrella.",

@@ -1,6 +1,7 @@
 """The swift backend's plumbing without ms-swift: the row order its sampler must see, the argv it
 gets, and which interpreter bench starts it with (tests/integration/test_backends.py runs it)."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -10,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from stackbench.bench.launchers import backends
-from stackbench.core.config import RunConfig
-from stackbench.core.errors import UserError
+from stackbench.core.config import TASKS, RunConfig, knob_fields
+from stackbench.core.errors import ConfigError, UserError
 from stackbench.trainer import models
-from stackbench.trainer.backends.swift import ordered_rows, swift_argv
+from stackbench.trainer.backends.hf import KEYWORDS, knob_keywords
+from stackbench.trainer.backends.swift import FLAGS, VALUES, ordered_rows, swift_argv
 from stackbench.trainer.data import batches, dataset
 from tests.conftest import ROOT
 
@@ -118,3 +120,48 @@ def test_every_launcher_starts_swift_ranks_in_its_environment(tmp_path, monkeypa
     assert "export TORCH_EXTENSIONS_DIR=" in script and "-swift" in script  # its own compiled-op cache
     preflight = [line for line in script.splitlines() if "stackbench.bench.launchers.preflight" in line][0]
     assert sys.executable in preflight  # the preflight needs no ms-swift
+
+
+# --- each backend's names for the knobs (trainer/backends/hf.py KEYWORDS, swift.py FLAGS) ----------
+
+@pytest.mark.parametrize("names", [KEYWORDS, FLAGS, VALUES], ids=["hf.KEYWORDS", "swift.FLAGS", "swift.VALUES"])
+def test_a_backend_names_only_knobs_of_the_run_config(names):
+    assert set(names) <= {f.name for f in knob_fields()}, "not knobs: " + ", ".join(sorted(set(names) - {
+        f.name for f in knob_fields()}))
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_knob_reaches_the_trainer_as_one_of_its_arguments(task):
+    """A knob hf.KEYWORDS does not list goes in under its own name: it must be a TrainingArguments
+    (DPOConfig) field, or be listed (renamed, or None where the Trainer does not take it)."""
+    from transformers import TrainingArguments
+    from trl import DPOConfig
+
+    fields = {f.name for f in dataclasses.fields(DPOConfig if task == "dpo" else TrainingArguments)}
+    unknown = set(knob_keywords(RunConfig(task=task, backend="hf"))) - fields
+    assert not unknown, f"not arguments of the {task} trainer: {sorted(unknown)}; map them in hf.KEYWORDS"
+
+
+def _other_values(f: dataclasses.Field) -> list:
+    if f.metadata["choices"]:
+        return [v for v in f.metadata["choices"] if v != f.default]
+    return [not f.default] if isinstance(f.default, bool) else ["x"] if isinstance(f.default, str) else [f.default + 1]
+
+
+def _accepted(values: dict) -> bool:
+    try:
+        RunConfig(**values)
+        return True
+    except ConfigError:
+        return False
+
+
+@pytest.mark.parametrize("backend, names", [("hf", KEYWORDS), ("swift", FLAGS)], ids=["hf", "swift"])
+def test_a_knob_the_config_refuses_with_a_backend_is_one_it_does_not_take(backend, names):
+    """RunConfig refuses some knobs with a backend (--packing, --dpo-ref-zero-stage, --tokenizer
+    with swift): the backend's map lists each as not taken (None), never passes it on."""
+    refused = {f.name for f in knob_fields() for task in TASKS for value in _other_values(f)
+               if _accepted({"task": task, f.name: value}) and not _accepted({"task": task, f.name: value,
+                                                                               "backend": backend})}
+    assert {"packing", "dpo_ref_zero_stage"} <= refused  # the probe finds what __post_init__ refuses
+    assert {k: names.get(k, "(its own name)") for k in refused} == dict.fromkeys(refused)

@@ -34,7 +34,8 @@ def test_every_task_that_worked_before_the_collections_still_answers_to_its_name
 
 
 def test_every_knob_of_the_run_config_is_a_bench_flag():
-    from stackbench.core.config import bench_flag, cli_flag, knob_fields
+    from stackbench.core.config import cli_flag, knob_fields
+    from stackbench.core.flags import bench_flag
 
     bench = next(t for t in reference.tasks() if t["name"] == "bench")
     flags = {f["flag"] for f in bench["flags"]}

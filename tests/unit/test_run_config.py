@@ -14,17 +14,20 @@ from pathlib import Path
 
 import pytest
 
-from stackbench.core.config import BACKENDS, RunConfig
+from stackbench.core.config import BACKENDS, Launch, RunConfig, dtype_on, resolve_dtype
+from stackbench.core.errors import ConfigError
+from stackbench.core.flags import parse_trainer_args
 from tests.conftest import ROOT
 
-KNOB = ('    throwaway_knob: int = knob(7, "a knob added by a test", minimum=0, hf="throwaway_hf", '
-        'swift="--throwaway_swift")\n')
+# the backends name no new knob: it reaches hf as the keyword throwaway_knob, ms-swift as --throwaway_knob
+KNOB = '    throwaway_knob: int = knob(7, "a knob added by a test", minimum=0)\n'
 CHECK = r'''
 import json, subprocess, sys
 from stackbench.bench.main import split_flags
 from stackbench.bench.matrix import expand
 from stackbench.core import record
-from stackbench.core.config import Launch, RunConfig, parse_trainer_args
+from stackbench.core.config import Launch, RunConfig
+from stackbench.core.flags import parse_trainer_args
 from stackbench.trainer import models
 from stackbench.trainer.backends.hf import trainer_arguments
 from stackbench.trainer.backends.swift import swift_argv
@@ -42,8 +45,8 @@ print(json.dumps({
     "matrix": [c.throwaway_knob for c in configs], "ids": [c.run_id for c in configs],
     "default_id": RunConfig().run_id, "id": cfg.run_id,
     "record": rec["config"]["throwaway_knob"], "read_back": RunConfig.from_dict(rec["config"]) == cfg,
-    "hf": trainer_arguments(cfg, deepspeed_config(cfg, "fp32", "cpu")[0], "o").get("throwaway_hf"),
-    "swift": swift[swift.index("--throwaway_swift") + 1] if "--throwaway_swift" in swift else None,
+    "hf": trainer_arguments(cfg, deepspeed_config(cfg, "fp32", "cpu")[0], "o").get("throwaway_knob"),
+    "swift": swift[swift.index("--throwaway_knob") + 1] if "--throwaway_knob" in swift else None,
     "flag": "--throwaway-knob" in help,
 }))
 '''
@@ -97,3 +100,25 @@ def test_every_backend_name_has_a_registered_backend():
     from stackbench.trainer.backends import REGISTRY
 
     assert set(REGISTRY) == set(BACKENDS)
+
+
+def test_run_ids_follow_content():
+    a = RunConfig(task="sft", model="tiny", zero_stage=2)
+    assert a.run_id == RunConfig(task="sft", model="tiny", zero_stage=2).run_id
+    assert a.run_id != RunConfig(task="sft", model="tiny", zero_stage=2, seq_len=256).run_id
+    assert a.run_id.startswith("sft-z2-n1x2-mb2-s128-")
+
+
+def test_trainer_config_round_trips_through_argv():
+    cfg = RunConfig(task="dpo", model="qwen3-8b", zero_stage=3, offload="optimizer+params", grad_checkpointing=True,
+                    micro_batch=4, max_grad_norm=0.2)
+    launch = Launch(out="o", sweep_id="s", launcher="local", run_id=cfg.run_id)
+    back, launch_back, given = parse_trainer_args(cfg.to_argv() + launch.to_argv())
+    assert (back, launch_back) == (cfg, launch) and "max_grad_norm" in given and "seed" not in given
+
+
+def test_the_auto_dtype_rule():
+    assert dtype_on("auto", "cuda") == "bf16" and dtype_on("auto", "cpu") == "fp32" and dtype_on("bf16", "cpu") == "bf16"
+    assert resolve_dtype("auto", "cpu") == "fp32" and resolve_dtype("bf16", "cpu") == "bf16"  # slow, but users' configs say it
+    with pytest.raises(ConfigError, match="fp16 on a CPU: DeepSpeed's CPU accelerator has no fp16"):
+        resolve_dtype("fp16", "cpu")

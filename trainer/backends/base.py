@@ -6,10 +6,11 @@ checks before any collective, the process group, gathering, the record)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
-from stackbench.core.config import Launch, RunConfig
+from stackbench.core.config import Launch, RunConfig, knob_fields
 from stackbench.trainer.data.batches import Batch
 from stackbench.trainer.data.dataset import Dataset
 from stackbench.trainer.metrics import Meter
@@ -113,3 +114,17 @@ class Result:
     leaves: list[dict]            # the ZeRO-3 leaf module classes, who found and registered them (trainer/moe.py)
     setup: dict | None = None     # how the harness made another trainer run, for the record
     engine: dict | None = None    # engine_readback() of the policy engine
+
+
+def named_knobs(cfg: RunConfig, names: dict[str, str | tuple[str, ...] | None],
+                own_name: Callable[[str], str]) -> Iterator[tuple[str, str, Any]]:
+    """(knob, a backend's name for it, its value) for every knob that means something for this run's task
+    (knob(tasks=...)), in the run config's field order: a knob in `names` under the name(s) it maps
+    to, or not at all where it maps to None (the backend does not take it); any other knob under
+    `own_name(knob)`. So a knob added to the run config reaches every backend with no edit to it
+    (tests/unit/test_run_config.py), and tests/unit/test_backend_parts.py says where it does not fit."""
+    for f in knob_fields():
+        if cfg.task in f.metadata["tasks"]:
+            mapped = names.get(f.name, own_name(f.name))
+            for name in (mapped,) if isinstance(mapped, str) else mapped or ():
+                yield f.name, name, getattr(cfg, f.name)

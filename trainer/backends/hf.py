@@ -23,7 +23,27 @@ from typing import Any, Callable
 from transformers import TrainerCallback
 
 from stackbench.trainer import compat, models
-from stackbench.trainer.backends.base import Context, Result, engine_readback
+from stackbench.trainer.backends.base import Context, Result, engine_readback, named_knobs
+
+# knob -> its TrainingArguments / DPOConfig keyword where the two names differ, or None where the
+# Trainer is not given the knob. Any other knob goes in under its own name (seed, adam_beta1,
+# adam_beta2, weight_decay, max_grad_norm, beta): tests/unit/test_backend_parts.py checks that every
+# keyword is a field of TrainingArguments (DPOConfig for a DPO-only knob), and every knob the run
+# config refuses with --backend hf is None here.
+KEYWORDS: dict[str, str | None] = {
+    "micro_batch": "per_device_train_batch_size", "grad_accum": "gradient_accumulation_steps",
+    "grad_checkpointing": "gradient_checkpointing", "lr": "learning_rate", "adam_eps": "adam_epsilon",
+    # which trainer runs, on how many ranks, for how long (max_steps: trainer_arguments)
+    "task": None, "backend": None, "nodes": None, "gpus_per_node": None, "steps": None, "warmup_steps": None,
+    # the model, built by stackbench (models.build_for)
+    "model": None, "tokenizer": None, "attn_impl": None, "z3_leaf": None,
+    # the DeepSpeed config (bf16 / fp16: trainer_arguments reads them from it)
+    "zero_stage": None, "offload": None, "deepspeed": None, "ds": None, "dtype": None,
+    # stackbench's micro-batches, fed as they are
+    "seq_len": None, "data": None, "data_format": None, "repeat_data": None, "padding": None, "too_long": None,
+    "packing": None,  # pt only: refused for sft and dpo (RunConfig)
+    "dpo_ref_zero_stage": None,  # refused (RunConfig): TRL chooses the reference model's stage
+}
 
 # our per-step key -> the Trainer's (TRL's) log key
 LOGGED = {"loss": "loss", "reward_accuracy": "rewards/accuracies", "reward_margin": "rewards/margins"}
@@ -78,12 +98,18 @@ class Measure(TrainerCallback):
         return per_step
 
 
+def knob_keywords(cfg) -> dict[str, Any]:
+    """The knobs the Trainer takes, as TrainingArguments' (DPOConfig's) keywords (KEYWORDS), values
+    as they are."""
+    return {name: value for _, name, value in named_knobs(cfg, KEYWORDS, lambda knob: knob)}
+
+
 def trainer_arguments(cfg, ds_config: dict, output_dir: str, on_cpu: bool = False) -> dict[str, Any]:
-    """TrainingArguments' (DPOConfig's) keywords: the knobs it has a name for (core/config.py),
-    then what the harness decides (schedule, logging, the DeepSpeed config, the accelerate state).
+    """TrainingArguments' (DPOConfig's) keywords: the knobs (knob_keywords), then what the harness
+    decides (schedule, logging, the DeepSpeed config, the accelerate state).
     on_cpu: say so (use_cpu), or TrainingArguments refuses bf16 on a host without a bf16 GPU."""
     return dict(
-        cfg.backend_args("hf"), **({"use_cpu": True} if on_cpu else {}),
+        knob_keywords(cfg), **({"use_cpu": True} if on_cpu else {}),
         output_dir=output_dir, max_steps=cfg.total_steps, lr_scheduler_type="constant",
         bf16=ds_config["bf16"]["enabled"], fp16=ds_config["fp16"]["enabled"], deepspeed=ds_config,
         logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True, remove_unused_columns=False,

@@ -30,10 +30,33 @@ from pathlib import Path
 from typing import Any
 
 from stackbench.core.errors import UserError
-from stackbench.trainer.backends.base import Context, Result
+from stackbench.trainer.backends.base import Context, Result, named_knobs
 
 DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 SUBCOMMAND = {"sft": "sft", "pt": "pt", "dpo": "rlhf"}
+
+# knob -> ms-swift's flag(s) where the name is not --<knob>, or None where ms-swift is not given the
+# knob. Any other knob goes in as --<knob> (attn_impl, adam_beta1, adam_beta2, weight_decay,
+# max_grad_norm, beta); tests/unit/test_backend_parts.py checks that every knob the run config
+# refuses with --backend swift is None here.
+FLAGS: dict[str, str | tuple[str, ...] | None] = {
+    "micro_batch": "--per_device_train_batch_size", "seq_len": "--max_length",
+    "grad_accum": "--gradient_accumulation_steps", "grad_checkpointing": "--gradient_checkpointing",
+    "too_long": "--truncation_strategy", "lr": "--learning_rate", "adam_eps": "--adam_epsilon",
+    "seed": ("--seed", "--data_seed"),
+    # which pipeline runs (the subcommand), on how many ranks, for how long (--max_steps: swift_argv)
+    "task": None, "backend": None, "nodes": None, "gpus_per_node": None, "steps": None, "warmup_steps": None,
+    # the model directory and dtype (swift_argv: --model, --torch_dtype); ms-swift registers its own leaves
+    "model": None, "dtype": None, "z3_leaf": None,
+    # the DeepSpeed config file (--deepspeed)
+    "zero_stage": None, "offload": None, "deepspeed": None, "ds": None,
+    # the rows, written by stackbench in its order (--dataset); padding: the collator's padding_to
+    "data": None, "data_format": None, "repeat_data": None, "padding": None,
+    # refused with --backend swift (RunConfig)
+    "tokenizer": None, "packing": None, "dpo_ref_zero_stage": None,
+}
+# knob -> {value: the text ms-swift's CLI takes for it}; other values: str(value), booleans lowercase
+VALUES = {"too_long": {"drop": "delete", "truncate": "right"}}
 
 
 def check_installed() -> str:
@@ -67,9 +90,17 @@ def _as_messages(row) -> dict[str, Any]:
     return out
 
 
+def knob_flags(cfg) -> dict[str, str]:
+    """The knobs ms-swift takes, as its flags (FLAGS) and the text its CLI parses (VALUES)."""
+    def text(knob: str, value: Any) -> str:
+        return VALUES.get(knob, {}).get(value, str(value).lower() if isinstance(value, bool) else str(value))
+
+    return {flag: text(knob, value) for knob, flag, value in named_knobs(cfg, FLAGS, lambda knob: "--" + knob)}
+
+
 def swift_argv(cfg, ref, model_dir: str, data_file: Path, ds_file: Path, out_dir: Path, dtype: str) -> list[str]:
-    """The `swift <subcommand>` arguments for this run (subcommand first): the knobs ms-swift has a
-    flag for (core/config.py names them), then what this harness decides (files, dtype, schedule)."""
+    """The `swift <subcommand>` arguments for this run (subcommand first): the knobs (knob_flags),
+    then what this harness decides (files, dtype, schedule)."""
     argv = [SUBCOMMAND[cfg.task]] + (["--rlhf_type", "dpo"] if cfg.task == "dpo" else []) + [
         "--tuner_type", "full", "--model", model_dir, "--check_model", "false",
         "--torch_dtype", DTYPE_NAMES[dtype],
@@ -83,7 +114,7 @@ def swift_argv(cfg, ref, model_dir: str, data_file: Path, ds_file: Path, out_dir
         "--logging_steps", "1", "--save_strategy", "no", "--eval_strategy", "no", "--report_to", "none",
         "--dataloader_num_workers", "0", "--disable_tqdm", "true", "--add_version", "false",
         "--output_dir", str(out_dir)]
-    for flag, value in cfg.backend_args("swift").items():
+    for flag, value in knob_flags(cfg).items():
         argv += [flag, value]
     if ref.kind in ("tiny", "preset"):  # the embedded tokenizer: ChatML; ms-swift cannot guess either
         argv += ["--model_type", ref.config["model_type"], "--template", "chatml"]

@@ -1,17 +1,11 @@
-"""Memory model vs DeepSpeed's own estimators, run ids, matrix expansion, records, spread statistics."""
-
-import json
+"""core/memory_model.py: model states against DeepSpeed's own estimators, each offload mode's
+placement, activations by hand, whether a prediction fits (device and host), NVMe."""
 
 import pytest
 
-from stackbench.bench.matrix import expand
-from stackbench.core import memory_model, record
-from stackbench.core.config import Launch, RunConfig, dtype_on, parse_trainer_args, resolve_dtype
-from stackbench.core.errors import ConfigError
-from stackbench.trainer import metrics
+from stackbench.core import memory_model
 
 SHAPES = [(596_049_920, 155_582_464), (8_190_735_360, 622_329_856), (70_553_706_496, 1_050_673_152)]
-
 
 @pytest.mark.parametrize("params, largest", SHAPES)
 @pytest.mark.parametrize("gpus", [1, 8, 64])
@@ -77,59 +71,6 @@ def test_prediction_says_whether_it_fits():
     assert memory_model.predict(stage=3, **kw).fits is None
     dpo = memory_model.predict(stage=3, **dict(kw, task="dpo"))
     assert dpo.reference_gib > 0 and dpo.activations_gib == pytest.approx(2 * memory_model.predict(stage=3, **kw).activations_gib)
-
-
-def test_run_ids_follow_content():
-    a = RunConfig(task="sft", model="tiny", zero_stage=2)
-    assert a.run_id == RunConfig(task="sft", model="tiny", zero_stage=2).run_id
-    assert a.run_id != RunConfig(task="sft", model="tiny", zero_stage=2, seq_len=256).run_id
-    assert a.run_id.startswith("sft-z2-n1x2-mb2-s128-")
-
-
-def test_expand_leaves_out_impossible_combinations_with_the_reason():
-    configs, invalid = expand(task=["sft", "dpo"], zero_stage=[0, 2, 3], offload=["none", "optimizer+params"],
-                              nodes=[1, 2])
-    assert len(configs) == 2 * 2 * (3 + 1)
-    assert len(invalid) == 2 * 2 * 2 and all("needs ZeRO-3" in why for _, why in invalid)
-    assert expand(zero_stage=[2, 2, 3])[0] == [RunConfig(zero_stage=2), RunConfig(zero_stage=3)]  # twice runs once
-    with pytest.raises(ConfigError, match="--offload 'optimiser' is not a valid value"):  # a typo stops the sweep, never "left out"
-        expand(offload=["none", "optimiser"])
-
-
-def test_trainer_config_round_trips_through_argv():
-    cfg = RunConfig(task="dpo", model="qwen3-8b", zero_stage=3, offload="optimizer+params", grad_checkpointing=True,
-                    micro_batch=4, max_grad_norm=0.2)
-    launch = Launch(out="o", sweep_id="s", launcher="local", run_id=cfg.run_id)
-    back, launch_back, given = parse_trainer_args(cfg.to_argv() + launch.to_argv())
-    assert (back, launch_back) == (cfg, launch) and "max_grad_norm" in given and "seed" not in given
-
-
-def test_records_are_written_atomically_and_validated(tmp_path):
-    cfg, launch = RunConfig(), Launch(command="c")
-    rec = record.new("ok", cfg, launch, started_at=record.now(), metrics={"x": 1})
-    path = record.write(tmp_path / "r.json", rec)
-    assert json.loads(path.read_text()) == rec and record.validate(rec) == []
-    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temp file left behind
-    assert RunConfig.from_dict(rec["config"]) == cfg and rec["run_id"] == cfg.run_id
-    assert "status ok without metrics" in record.validate(dict(rec, metrics=None))
-    assert any("schema" in p for p in record.validate(dict(rec, schema="other/9")))
-    with pytest.raises(ValueError, match="error kind"):  # the factory refuses what validate refuses
-        record.new("failed", cfg, launch, started_at="t", error=record.error("predicted_oom", "x"))
-
-
-def test_the_auto_dtype_rule():
-    assert dtype_on("auto", "cuda") == "bf16" and dtype_on("auto", "cpu") == "fp32" and dtype_on("bf16", "cpu") == "bf16"
-    assert resolve_dtype("auto", "cpu") == "fp32" and resolve_dtype("bf16", "cpu") == "bf16"  # slow, but users' configs say it
-    with pytest.raises(ConfigError, match="fp16 on a CPU: DeepSpeed's CPU accelerator has no fp16"):
-        resolve_dtype("fp16", "cpu")
-
-
-def test_spread_by_hand():
-    s = metrics.spread([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0])
-    assert s["median"] == 6.0 and s["p10"] == pytest.approx(2.0) and s["p90"] == pytest.approx(10.0)
-    assert s["cv"] == pytest.approx((110 / 11) ** 0.5 / 6.0)
-    assert metrics.spread([])["median"] is None
-    assert metrics.max_over_ranks([{"a": 1, "b": None}, {"a": 3, "b": None}]) == {"a": 3, "b": None}
 
 
 def test_nvme_offload_leaves_ram_but_for_its_pinned_swap_buffers():

@@ -11,8 +11,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from stackbench.core.config import RunConfig, parse_axis_flag, parse_overrides
+from stackbench.core.config import RunConfig
 from stackbench.core.errors import ConfigError
+from stackbench.core.flags import parse_axis_flag, parse_overrides
 from stackbench.trainer import ds_source
 from stackbench.trainer.ds_config import deepspeed_config
 from tests.conftest import ROOT
