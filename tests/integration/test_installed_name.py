@@ -43,7 +43,7 @@ def test_the_embedded_default_runs_beside_a_users_own_trainer_and_core(tmp_path)
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env |= {"PYTHONPATH": str(site), "STACKBENCH_TEST_MODULES": str(dumps)}
-    p = subprocess.run([sys.executable, str(ROOT / "tasks.py"), "bench", "--tasks", "sft,dpo", "--zero", "3",
+    p = subprocess.run([sys.executable, str(ROOT / "tasks.py"), "bench", "--tasks", "sft,dpo", "--zero", "3", "--nodes", "2",
                         "--steps", "2", "--warmup", "1", "--results", str(results), "--sweep", "beside"],
                        cwd=user, env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
