@@ -144,7 +144,8 @@ def _unread(config: dict, recorded: _Reads, complete: bool) -> list[Problem]:
     for key in config:
         if key not in known:
             near = (f"zero_optimization.{key}" if key in _zero_names(deprecated=True) else  # a ZeRO setting at the top
-                    _nearest(key, sorted(known), cutoff=TYPO) or _nearest(key, _zero_names(), "zero_optimization.", TYPO))
+                    _nearest(key, sorted(known), cutoff=TYPO)
+                    or _nearest(key, _zero_names(), "zero_optimization.", TYPO))
             out.append(Problem(key, f"DeepSpeed {version} reads no top-level key {key!r}: it would ignore it without a "
                                     "word (its top level is not strict)",
                                (f"did you mean {near}? Otherwise remove it" if near else "remove it")

@@ -45,7 +45,8 @@ def env_pairs(items: tuple[str, ...]) -> dict[str, str]:
 
 
 def launch_options(opts: BenchOptions) -> LaunchOptions:
-    return LaunchOptions(deadline_s=opts.deadline, preflight=opts.preflight, preflight_deadline_s=opts.preflight_deadline,
+    return LaunchOptions(deadline_s=opts.deadline, preflight=opts.preflight,
+                         preflight_deadline_s=opts.preflight_deadline,
                          collective_timeout_s=opts.collective_timeout,
                          queue_timeout_s=opts.queue_timeout, env=env_pairs(tuple(opts.env)))
 

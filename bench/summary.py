@@ -68,7 +68,8 @@ def print_table(records: list[dict], title: str = "") -> None:
                                        "(no defined peak)")
     body = rows(records)
     for col in (body[0] if body else {"run": ""}):
-        table.add_column(col, justify="left" if col in ("run", "status", "task", "backend") else "right", no_wrap=col == "run")
+        table.add_column(col, justify="left" if col in ("run", "status", "task", "backend") else "right",
+                         no_wrap=col == "run")
     for row in body:
         style = None if row["status"] == "ok" else "red"
         table.add_row(*row.values(), style=style)

@@ -4,8 +4,9 @@ Resume: a run whose record says ok is not run again. Every other outcome is a re
 the sweep goes on. Ctrl-C marks the running run interrupted and leaves the others as they are.
 Before the first run of each node count, a preflight (join + all-reduce, seconds) checks every
 host; when it fails, that node count's runs are recorded failed with the host named, and the
-sweep goes on with the others. Runs the memory model says cannot fit are recorded skipped. Each run is claimed before it starts
-(bench.claims): one another live process is running is left to it, and not in the records returned.
+sweep goes on with the others. Runs the memory model says cannot fit are recorded skipped. Each
+run is claimed before it starts (bench.claims): one another live process is running is left to
+it, and not in the records returned.
 Before each run the step-time model, fitted to the sweep's ok runs so far, predicts its step time
 (bench.autotune.Predictor): the record keeps it as prediction.step_time_s. With an autotuner the
 order is its choice, and what it leaves out is recorded skipped with its reason.
@@ -137,8 +138,8 @@ def run_sweep(configs: list[RunConfig], launcher: Launcher, sweep_dir: Path, *, 
             newly = _exclude_dead(rec, launcher) - dead
             if newly:
                 dead |= newly
-                _say(progress, quiet, f"{', '.join(sorted(newly))} found dead ({rec['error']['kind']}): left out of the "
-                                      "rest of this sweep")
+                _say(progress, quiet, f"{', '.join(sorted(newly))} found dead ({rec['error']['kind']}): "
+                                      "left out of the rest of this sweep")
             records.append(rec)
             why = f": {rec['error']['kind']}: {rec['error']['message'].splitlines()[0]}" if rec.get("error") else ""
             _say(progress, quiet,
@@ -152,7 +153,8 @@ def _with_step_prediction(rec: dict, step_s: float | None, fitted_on: int) -> No
     if step_s is None:
         return
     rec["prediction"] = {**(rec.get("prediction") or {}), "step_time_s": step_s,
-                         "step_time_fitted_on": f"{fitted_on} ok runs of this sweep before it (bench/planning/calibrate.py)"}
+                         "step_time_fitted_on": f"{fitted_on} ok runs of this sweep before it "
+                                                "(bench/planning/calibrate.py)"}
 
 
 def _skipped(cfg: RunConfig, kind: str, why: str, sweep_dir: Path, launcher: Launcher, predictor: Predictor,
@@ -200,7 +202,8 @@ def _busbw(pf: dict) -> str:
     """The preflight's bus bandwidths, as nccl-tests prints them."""
     found = pf.get("collectives") or {"all_reduce": pf.get("allreduce") or {}}
     size = (found.get("all_reduce") or {}).get("bytes", 0) / 2**20
-    return (f"busbw at {size:.0f} MiB ({pf.get('backend')}, {'across nodes' if pf.get('spans_nodes') else 'one node'}): "
+    return (f"busbw at {size:.0f} MiB ({pf.get('backend')}, "
+            f"{'across nodes' if pf.get('spans_nodes') else 'one node'}): "
             + ", ".join(f"{op} {c['busbw_gbps']:.2f} GB/s" if "busbw_gbps" in c else f"{op}: {c.get('error')}"
                         for op, c in found.items()))
 

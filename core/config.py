@@ -139,7 +139,8 @@ class RunConfig:
     zero_stage: int = knob(2, "DeepSpeed ZeRO stage: 0, 1, 2 or 3", choices=ZERO_STAGES, flag="zero",
                            sweep="0,1,2,3", id_always=True)
     offload: str = knob("none", "none, optimizer (ZeRO 1-3: optimizer states and step on the CPU), "
-                        "optimizer+params (ZeRO-3: parameters too) or params (ZeRO-3: parameters only)", choices=OFFLOADS)
+                        "optimizer+params (ZeRO-3: parameters too) or params (ZeRO-3: parameters only)",
+                        choices=OFFLOADS)
     deepspeed: str = knob("", "your DeepSpeed config: a JSON file (Hugging Face 'auto' values too), an accelerate "
                           "config YAML (distributed_type: DEEPSPEED), or an ms-swift name (zero0, zero1, zero2, zero3, "
                           "zero2_offload, zero3_offload); what it states sets the knobs it covers (ZeRO stage, "
@@ -158,8 +159,9 @@ class RunConfig:
                           choices=ATTN_IMPLS)
     grad_checkpointing: bool = knob(False, "recompute activations in the backward pass (saves memory, costs ~1/3 "
                                     "more compute)")
-    data: str = knob("", "dataset: JSONL, a JSON array, CSV or Parquet, in any layout of trainer/data/layouts.py; `invoke "
-                     "bench --data sft=a.jsonl,dpo=b.json` gives each task its own; default: the shipped sample set")
+    data: str = knob("", "dataset: JSONL, a JSON array, CSV or Parquet, in any layout of trainer/data/layouts.py; "
+                     "`invoke bench --data sft=a.jsonl,dpo=b.json` gives each task its own; default: the shipped "
+                     "sample set")
     data_format: str = knob("auto", "the dataset's row layout: auto (detected per row), messages, sharegpt, alpaca, "
                             "dolly, swift, preference or text", choices=DATA_FORMATS)
     repeat_data: bool = knob(False, "cycle over the dataset when it has fewer samples than the steps need")
@@ -296,7 +298,8 @@ class Launch:
 
     def __post_init__(self) -> None:
         if self.collective_timeout_s < 10:
-            raise ConfigError("--collective-timeout-s must be at least 10", where="launch", fix="give seconds, e.g. 300")
+            raise ConfigError("--collective-timeout-s must be at least 10", where="launch",
+                              fix="give seconds, e.g. 300")
 
     def to_argv(self) -> list[str]:
         return _argv(self)

@@ -23,7 +23,8 @@ from stackbench.core.errors import ConfigError
 def trainer_parser(prog: str = "python -m trainer", description: str = "") -> argparse.ArgumentParser:
     """Every RunConfig knob and Launch field as a flag. Knobs default to 'not given' (so the
     trainer knows what was asked for explicitly, e.g. the topology); --help shows their defaults."""
-    p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=prog, description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     for group, cls in (("what the run is", RunConfig), ("bookkeeping", Launch)):
         g = p.add_argument_group(group)
         for f in dataclasses.fields(cls):
@@ -85,7 +86,8 @@ def parse_axis(f: dataclasses.Field, text: str) -> list:
     except (ValueError, KeyError):
         raise ConfigError(f"cannot read {text!r} as a comma list of {kind.__name__}",
                           where=cli_flag(bench_flag(f)),
-                          fix="e.g. true,false" if kind is bool else f"e.g. {f.metadata['sweep'] or f.default}") from None
+                          fix="e.g. true,false" if kind is bool
+                          else f"e.g. {f.metadata['sweep'] or f.default}") from None
 
 
 def flag_values(f: dataclasses.Field, value: Any) -> list | None:
@@ -116,7 +118,8 @@ def parse_axis_flag(text: str) -> tuple[dataclasses.Field, list]:
     if not eq or f is None or f.metadata["repeatable"]:
         names = ", ".join(f.name for f in knob_fields() if not f.metadata["repeatable"])
         raise ConfigError(f"cannot read --axis {text!r}: {key!r} is not a knob" if eq else
-                          f"cannot read --axis {text!r}", where="--axis", fix=f"write KNOB=V1,V2 with KNOB one of {names}")
+                          f"cannot read --axis {text!r}", where="--axis",
+                          fix=f"write KNOB=V1,V2 with KNOB one of {names}")
     return f, parse_axis(f, values)
 
 

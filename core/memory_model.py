@@ -258,8 +258,9 @@ def predict(*, params: int, largest_layer: int, layers: int, hidden: int, heads:
         host_fits = None if host_node_gib is None else host * ranks_per_node <= host_node_gib * GIB
     paper = paper_model_states_bytes(params, ranks, stage)
     return MemoryPrediction(model_states_gib=dev / GIB, activations_gib=acts / GIB, logits_gib=logits / GIB,
-                            reference_gib=ref / GIB, buffers_gib=buffers / GIB, total_gib=total / GIB, host_gib=host / GIB,
-                            host_pinned_gib=states.pinned / GIB, paper_model_states_gib=paper / GIB, fits=fits,
+                            reference_gib=ref / GIB, buffers_gib=buffers / GIB, total_gib=total / GIB,
+                            host_gib=host / GIB, host_pinned_gib=states.pinned / GIB,
+                            paper_model_states_gib=paper / GIB, fits=fits,
                             host_fits=host_fits, nvme_gib=drive / GIB)
 
 

@@ -186,7 +186,8 @@ class StepCoefficients:
 # Nominal figures for planning before anything is measured; each is a flag of `invoke plan`.
 NOMINAL_MFU = 0.40            # dense bf16 fine-tuning on H100 commonly reaches 35-45% MFU
 NOMINAL_BUSBW_INTRA = 360e9   # NVLink 4 (900 GB/s per GPU): nccl-tests all_reduce busbw on 8 x H100, large messages
-NOMINAL_BUSBW_INTER = 45e9    # one 400 Gb/s NIC per GPU at ~90%: a ring's bound across nodes (NCCL's tree/SHARP do better)
+NOMINAL_BUSBW_INTER = 45e9    # one 400 Gb/s NIC per GPU at ~90%: a ring's bound across nodes
+                              # (NCCL's tree/SHARP do better)
 NOMINAL_PCIE = 40e9           # PCIe Gen5 x16 host <-> device, achieved
 NOMINAL_CPU_ADAM = 1e9 / 8    # DeepSpeed's CPU Adam, ~1e9 parameters/s per node shared by its 8 ranks
 

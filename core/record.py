@@ -147,7 +147,8 @@ def upgrade_v1(rec: dict) -> dict:
         kind = model.get("kind")
         cfg["model"] = ("tiny" if kind == "tiny" else model.get("path") if kind == "dir" and model.get("path")
                         else str(model.get("name") or "").lower())
-    known = {**(cfg.get("trainer") or {}), **(cfg.get("spec") or {}), **cfg, **_argv_knobs(rec.get("trainer_argv") or [])}
+    known = {**(cfg.get("trainer") or {}), **(cfg.get("spec") or {}), **cfg,
+             **_argv_knobs(rec.get("trainer_argv") or [])}
     if "procs_per_node" in known:
         known["gpus_per_node"] = known["procs_per_node"]
     topology = re.search(r"-n(\d+)x(\d+)-", str(rec.get("run_id", "")))
@@ -201,7 +202,8 @@ def to_row(rec: dict, path: str = "") -> dict:
         "world_size": res.get("world_size") or (nodes * gpus if nodes and gpus else None),
         "micro_batch": cfg.get("micro_batch"), "seq_len": cfg.get("seq_len"),
         "dtype": res.get("dtype") or cfg.get("dtype"), "launcher": (rec.get("launch") or {}).get("launcher"),
-        "step_s": step.get("median"), "step_p10_s": step.get("p10"), "step_p90_s": step.get("p90"), "step_cv": step.get("cv"),
+        "step_s": step.get("median"), "step_p10_s": step.get("p10"), "step_p90_s": step.get("p90"),
+        "step_cv": step.get("cv"),
         "tokens_per_s": m.get("tokens_per_s"), "tokens_per_s_per_device": m.get("tokens_per_s_per_device"),
         "tokens_per_s_median_step": _at_median_step(m),
         "samples_per_s": m.get("samples_per_s"), "tflops_per_device": m.get("tflops_per_device"), "mfu": m.get("mfu"),
@@ -275,7 +277,8 @@ def varying_knobs(rows, shown: tuple[str, ...] = SHOWN_KNOBS) -> list[str]:
             return column
 
     def varies(name: str) -> bool:
-        values = (distinct(rows[name]) if name in rows else ()) if hasattr(rows, "columns") else (r.get(name) for r in rows)
+        values = ((distinct(rows[name]) if name in rows else ()) if hasattr(rows, "columns")
+                  else (r.get(name) for r in rows))
         seen = set()
         for v in values:
             seen.add(key(v))

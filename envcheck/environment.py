@@ -48,12 +48,14 @@ def check_ib_hca() -> list[Check]:
     if not value:
         return []
     exclude, exact, names = _names(value)
-    have = sorted(p.name for p in Path("/sys/class/infiniband").glob("*")) if Path("/sys/class/infiniband").exists() else []
+    have = (sorted(p.name for p in Path("/sys/class/infiniband").glob("*"))
+            if Path("/sys/class/infiniband").exists() else [])
     if exclude:
         return [ok("NCCL_IB_HCA", value, "excludes " + ", ".join(names))]
     missing = [n for n in names if not any(h == n if exact else h.startswith(n) for h in have)]
     if missing:
-        return [fail("NCCL_IB_HCA", value, f"no such HCA: {', '.join(missing)}; this host has {', '.join(have) or 'none'}",
+        return [fail("NCCL_IB_HCA", value,
+                     f"no such HCA: {', '.join(missing)}; this host has {', '.join(have) or 'none'}",
                      "list devices from ibv_devinfo / /sys/class/infiniband, or unset NCCL_IB_HCA")]
     return [ok("NCCL_IB_HCA", value, "devices exist")]
 

@@ -73,7 +73,8 @@ def across(launcher, nodes: int, procs_per_node: int, work_dir: Path, deadline_s
         ar = preflight["allreduce"]
         checks.append(ok("all-reduce", f"{ar['busbw_gbps']:.2f} GB/s busbw",
                          f"{ar['bytes'] / 2**20:.0f} MiB over {preflight['world_size']} ranks on "
-                         f"{', '.join(preflight['hosts'])} ({preflight['backend']}), best of 5: {ar['best_s'] * 1e3:.1f} ms"))
+                         f"{', '.join(preflight['hosts'])} ({preflight['backend']}), "
+                         f"best of 5: {ar['best_s'] * 1e3:.1f} ms"))
     else:
         checks.append(fail("all-reduce", preflight.get("error", ""), preflight.get("message", ""),
                            "check the named host, its network interface (NCCL_SOCKET_IFNAME) and firewall"))

@@ -77,14 +77,16 @@ def check_disk(paths: tuple[str, ...] = ()) -> list[Check]:
         free = shutil.disk_usage(p).free / GIB
         make = ok if free >= DISK_MIN_GIB else warn
         out.append(make(label, f"{free:.0f} GiB free", str(path),
-                        "" if free >= DISK_MIN_GIB else "checkpoints of an 8B model with optimizer states take ~100 GiB"))
+                        "" if free >= DISK_MIN_GIB
+                        else "checkpoints of an 8B model with optimizer states take ~100 GiB"))
     return out
 
 
 def check_host() -> list[Check]:
     mem = host_memory_gib()
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return [ok("cpus", cpus, f"usable by this process (of {os.cpu_count()})"), ok("memory", f"{mem:.0f} GiB", "physical")]
+    return [ok("cpus", cpus, f"usable by this process (of {os.cpu_count()})"),
+            ok("memory", f"{mem:.0f} GiB", "physical")]
 
 
 CHECKS = [check_shm, check_limits, check_infiniband, check_disk, check_host]

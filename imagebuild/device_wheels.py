@@ -28,7 +28,8 @@ BUDGET = 64 * 2**20
 PYTHONS = ("3.10", "3.11", "3.12")
 ROOTS = ("deepspeed", "transformers", "accelerate", "tokenizers", "safetensors", "invoke", "rich", "psutil",
          "packaging", "nvidia-ml-py")
-ON_A_TORCH_HOST = {"torch", "numpy", "triton", "setuptools"}  # + torch's own requirements (read below), nvidia-*, cuda-*
+# these + torch's own requirements (read below), nvidia-*, cuda-*
+ON_A_TORCH_HOST = {"torch", "numpy", "triton", "setuptools"}
 LEFT_OUT = {
     "pandas": "12 MB per Python version: over the budget; only CSV / Parquet data and the report need it "
               "(render the report where the records land)",
@@ -63,7 +64,8 @@ def closure() -> dict[str, str]:
     todo, found = [_norm(r) for r in ROOTS], {}
     while todo:
         name = todo.pop()
-        if name in found or name in host or name in LEFT_OUT or name.startswith(("nvidia-", "cuda-")) and name != "nvidia-ml-py":
+        if (name in found or name in host or name in LEFT_OUT
+                or name.startswith(("nvidia-", "cuda-")) and name != "nvidia-ml-py"):
             continue
         try:
             found[name] = md.version(name)
@@ -130,7 +132,8 @@ def _resolve(python: str, constraints: Path, deepspeed: str) -> dict[str, str]:
               "--report", str(report), "--find-links", str(constraints.parent), "-c", str(constraints), *args])
         for item in json.loads(report.read_text())["install"]:
             name = _norm(item["metadata"]["name"])
-            if not (name in host or name in LEFT_OUT or name.startswith(("nvidia-", "cuda-")) and name != "nvidia-ml-py"):
+            if not (name in host or name in LEFT_OUT
+                    or name.startswith(("nvidia-", "cuda-")) and name != "nvidia-ml-py"):
                 found[name] = item["metadata"]["version"]
         report.unlink()
     return dict(sorted(found.items()))

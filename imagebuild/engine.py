@@ -123,7 +123,8 @@ def pull(image: str) -> None:
 
 def image_info(tag: str) -> dict:
     img = connect().images.get(tag)
-    return {"id": img.id, "size_bytes": img.attrs.get("Size"), "labels": img.labels, "created": img.attrs.get("Created")}
+    return {"id": img.id, "size_bytes": img.attrs.get("Size"), "labels": img.labels,
+            "created": img.attrs.get("Created")}
 
 
 def run(tag: str, command: list[str], *, gpus: bool = False, **kwargs) -> tuple[int, str]:

@@ -61,7 +61,8 @@ def variant_changes(registry: Profile, variant: Profile) -> list[str]:
     """What a [no_registry] variant changes beyond its base: Python, pins, pieces built from source."""
     out = [f"Python {registry.python} -> {variant.python}"] if registry.python != variant.python else []
     before, after = registry.pins(), variant.pins()
-    out += [f"{name} {before[name]} -> {after[name]}" for name in sorted(after) if before.get(name, after[name]) != after[name]]
+    out += [f"{name} {before[name]} -> {after[name]}" for name in sorted(after)
+            if before.get(name, after[name]) != after[name]]
     out += [f"{req} built from its sdist (no wheel for Python {variant.python})"
             for req in variant.sdists if req not in registry.sdists and req in registry.stack]
     return out
@@ -170,7 +171,8 @@ def build(*, profile: str = "", cuda: str = "", torch: str = "", deepspeed: str 
     manifest = {
         "schema": "stackbench.image/1", "profile": prof.name, "tag": tag, "image_id": result.image_id,
         "lock_hash": lock.hash, "base": prof.base, "base_source": how, "cuda": prof.cuda or None,
-        "python": prof.python, "variant_changes": changes, "left_out": prof.left_out, "git_sources": sources, "size_bytes": info["size_bytes"],
+        "python": prof.python, "variant_changes": changes, "left_out": prof.left_out, "git_sources": sources,
+        "size_bytes": info["size_bytes"],
         "build_seconds": result.seconds, "stage_seconds": result.stage_seconds, "steps": result.steps,
         "cached_steps": result.cached_steps, "fully_cached": result.fully_cached,
         "wheelhouse": bool(wheelhouse_dir), "labels": info["labels"], "built_at": record.now(),

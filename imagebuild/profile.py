@@ -187,5 +187,6 @@ def for_cuda(cuda: str) -> str:
     matches = [n for n, d in plain.items() if str(d.get("cuda", "")) == cuda]
     if not matches:
         have = sorted(str(d["cuda"]) for d in plain.values() if d.get("cuda"))
-        raise ConfigError(f"no profile for CUDA {cuda}", where="--cuda", fix=f"use one of {', '.join(have)} or --profile")
+        raise ConfigError(f"no profile for CUDA {cuda}", where="--cuda",
+                          fix=f"use one of {', '.join(have)} or --profile")
     return matches[0]

@@ -17,7 +17,8 @@ from stackbench.imagebuild.profile import ROOT, Profile, dist_name
 from stackbench.imagebuild.sources import prebuilt_wheel_glob
 
 TEMPLATE = ROOT / "docker" / "Dockerfile.j2"
-SOURCES = ("stackbench", "core", "trainer", "bench", "envcheck", "report", "recipes", "tasks.py", "pyproject.toml")  # what runs inside the image
+# what runs inside the image
+SOURCES = ("stackbench", "core", "trainer", "bench", "envcheck", "report", "recipes", "tasks.py", "pyproject.toml")
 LABELLED = dists("labelled")  # core/stack.py: the one list of packages
 
 
@@ -62,7 +63,8 @@ def dockerfile(profile: Profile, lock: Lock, *, offline: bool) -> str:
     sdists = []
     for req in profile.sdists:
         name, version = dist_name(req), req.split("==")[1]
-        sdists.append((name, prebuilt_wheel_glob(name, version), {**profile.build_env, **profile.sdist_env.get(name, {})}))
+        sdists.append((name, prebuilt_wheel_glob(name, version),
+                       {**profile.build_env, **profile.sdist_env.get(name, {})}))
     return env.get_template(TEMPLATE.name).render(
         p=profile, tag=tag(profile, lock), lock_hash=lock.hash, labels=labels(profile, lock), sdists=sdists,
         has_overrides=bool(profile.overrides), left_out=json.dumps(profile.left_out, sort_keys=True),

@@ -32,7 +32,8 @@ def git_sources(prof: Profile, given: dict[str, str]) -> dict[str, dict]:
                                 fix=f"git clone {spec['url']} {src} && git -C {src} checkout {commit}")
             dirty = _git(["-C", str(src), "status", "--porcelain", "--untracked-files=no"]).stdout.strip()
             if head.stdout.strip() != commit or dirty:
-                what = (f"is at {head.stdout.strip()[:12]}, the lock wants {commit[:12]}" if head.stdout.strip() != commit
+                what = (f"is at {head.stdout.strip()[:12]}, the lock wants {commit[:12]}"
+                        if head.stdout.strip() != commit
                         else f"has local edits ({len(dirty.splitlines())} files)")
                 raise UserError(f"{name} in {src} {what}", where=f"--git-source {name}={given[name]}",
                                 fix=f"git -C {src} checkout --force {commit}")
@@ -81,7 +82,8 @@ def compile_estimates(prof: Profile, wheelhouse: Path | None) -> list[str]:
             continue
         wheel_glob = prebuilt_wheel_glob(dist, version)
         if wheelhouse is not None and any(wheelhouse.glob(wheel_glob)):
-            lines.append(f"{dist} {version}: a prebuilt wheel is in the wheelhouse ({wheelhouse}): installed, not compiled")
+            lines.append(f"{dist} {version}: a prebuilt wheel is in the wheelhouse ({wheelhouse}): "
+                         "installed, not compiled")
             continue
         jobs = compile_jobs()
         hours = est["units"] * est["unit_seconds"] / jobs / 3600

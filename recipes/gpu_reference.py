@@ -95,7 +95,8 @@ def _main(args: argparse.Namespace) -> int:
         step = steps.pop(0)
         left = t_end - time.monotonic()
         if left < min(step.deadline_s, 30):
-            step.result = {"status": "not run", "why": f"{max(left, 0):.0f} s of the {args.deadline:.0f} s deadline left"}
+            step.result = {"status": "not run",
+                           "why": f"{max(left, 0):.0f} s of the {args.deadline:.0f} s deadline left"}
         else:
             step.result = _run(step, out, env, min(step.deadline_s, left))
             if step.after:

@@ -83,7 +83,8 @@ def deepspeed_config(cfg: RunConfig, dtype: str, device_type: str,
         change("zero_optimization.stage", cfg.zero_stage, absent + "--zero")
     for key, on in (("offload_optimizer", cfg.offload_optimizer), ("offload_param", cfg.offload_param)):
         if on and ds_source._get(config, f"zero_optimization.{key}") is None:
-            change(f"zero_optimization.{key}", {"device": "cpu", "pin_memory": device_type == "cuda"}, absent + "--offload")
+            change(f"zero_optimization.{key}", {"device": "cpu", "pin_memory": device_type == "cuda"},
+                   absent + "--offload")
     for section in ("bf16", "fp16"):
         state = ds_source._get(config, f"{section}.enabled")
         if state is False and dtype == section:
@@ -91,7 +92,8 @@ def deepspeed_config(cfg: RunConfig, dtype: str, device_type: str,
                               f"{section}.enabled = false", where=f"--deepspeed {cfg.deepspeed}",
                               fix=f"give --dtype for what the config enables, or set {section}.enabled to true or auto")
         if state in (None, "auto"):
-            change(f"{section}.enabled", dtype == section, absent + f"--dtype {cfg.dtype} is {dtype} here", ds_default=False)
+            change(f"{section}.enabled", dtype == section, absent + f"--dtype {cfg.dtype} is {dtype} here",
+                   ds_default=False)
     for key, value, flag in (("train_micro_batch_size_per_gpu", cfg.micro_batch, "--micro-batch"),
                              ("gradient_accumulation_steps", cfg.grad_accum, "--grad-accum"),
                              ("gradient_clipping", cfg.max_grad_norm, "--max-grad-norm")):
@@ -100,21 +102,24 @@ def deepspeed_config(cfg: RunConfig, dtype: str, device_type: str,
     # ... rule 3: the global batch follows the world size ...
     tbs = ds_source._get(config, "train_batch_size")
     if tbs is None or ds_source._explicit(tbs) and tbs != cfg.global_batch:  # absent: what DeepSpeed derives, quietly
-        change("train_batch_size", cfg.global_batch, f"micro-batch {cfg.micro_batch} x accumulation {cfg.grad_accum} "
-                                                      f"x {cfg.world_size} ranks (the config's {tbs} fits another world "
-                                                      "size)", ds_default=cfg.global_batch)
+        change("train_batch_size", cfg.global_batch,
+               f"micro-batch {cfg.micro_batch} x accumulation {cfg.grad_accum} x {cfg.world_size} ranks "
+               f"(the config's {tbs} fits another world size)", ds_default=cfg.global_batch)
     # ... the optimizer: where the config has none, the Hugging Face Trainer's (AdamW from the knobs);
     # an Adam without some of its settings gets them from the knobs
     optimizer = ds_source._get(config, "optimizer.type")
     if optimizer is None:
-        change("optimizer", adamw(cfg, device_type), "no optimizer in the config: AdamW from --lr, --adam-*, --weight-decay, as "
-                                        "the Hugging Face Trainer creates")
+        change("optimizer", adamw(cfg, device_type),
+               "no optimizer in the config: AdamW from --lr, --adam-*, --weight-decay, as the Hugging Face Trainer "
+               "creates")
     elif str(optimizer).lower() in ("adam", "adamw"):
         for key, value, flag in (("lr", cfg.lr, "--lr"), ("betas", [cfg.adam_beta1, cfg.adam_beta2], "--adam-beta1/2"),
-                                 ("eps", cfg.adam_eps, "--adam-eps"), ("weight_decay", cfg.weight_decay, "--weight-decay")):
+                                 ("eps", cfg.adam_eps, "--adam-eps"),
+                                 ("weight_decay", cfg.weight_decay, "--weight-decay")):
             if ds_source._get(config, f"optimizer.params.{key}") is None:
                 change(f"optimizer.params.{key}", value, absent + flag)
-        if device_type == "cpu" and not cfg.offload_optimizer and not ds_source._get(config, "optimizer.params.torch_adam"):
+        if (device_type == "cpu" and not cfg.offload_optimizer
+                and not ds_source._get(config, "optimizer.params.torch_adam")):
             change("optimizer.params.torch_adam", True, "DeepSpeed's fused Adam needs CUDA: torch's AdamW on a CPU")
     config = _resolve_auto(config, cfg, dtype, model_config)
     change("steps_per_print", STEPS_PER_PRINT, "DeepSpeed's step log would interleave with the ranks' output",

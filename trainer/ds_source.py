@@ -102,8 +102,8 @@ ACCELERATE_WHY = {
 }
 # what an accelerate YAML says that the launcher decides here
 ACCELERATE_TOPOLOGY = ("num_machines", "num_processes", "machine_rank", "main_process_ip", "main_process_port",
-                       "rdzv_backend", "same_network", "gpu_ids", "main_training_function", "deepspeed_multinode_launcher",
-                       "deepspeed_hostfile")
+                       "rdzv_backend", "same_network", "gpu_ids", "main_training_function",
+                       "deepspeed_multinode_launcher", "deepspeed_hostfile")
 
 
 def _accelerate(path: Path) -> Source:
@@ -113,7 +113,8 @@ def _accelerate(path: Path) -> Source:
         doc = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        raise ConfigError(f"not YAML: {getattr(e, 'problem', e)}", where=f"{path}:{mark.line + 1}" if mark else str(path),
+        raise ConfigError(f"not YAML: {getattr(e, 'problem', e)}",
+                          where=f"{path}:{mark.line + 1}" if mark else str(path),
                           fix="fix the file (accelerate config files are YAML)") from None
     if str(doc.get("distributed_type", "")).upper() != "DEEPSPEED":
         raise ConfigError(f"distributed_type is {doc.get('distributed_type')!r}, not DEEPSPEED", where=str(path),
@@ -136,7 +137,8 @@ def _accelerate(path: Path) -> Source:
             plugin = DeepSpeedPlugin(hf_ds_config=str(_existing(inner, path)))
             sha = _sha256(path, inner)
             if precision is not None:  # as accelerate: the config file decides its precision
-                notes.append(f"{path.name}: mixed_precision {precision} not used: {inner.name} decides (as in accelerate)")
+                notes.append(f"{path.name}: mixed_precision {precision} not used: {inner.name} decides "
+                             "(as in accelerate)")
             precision = None
         else:
             unused = sorted(set(block) - set(ACCELERATE_USED) - set(ACCELERATE_TOPOLOGY))
@@ -148,7 +150,8 @@ def _accelerate(path: Path) -> Source:
         if precision in ("bf16", "fp16"):
             plugin.set_mixed_precision(precision)
     except ValueError as e:  # accelerate's own checks (a precision its config contradicts, ...)
-        raise ConfigError(f"accelerate refuses it: {e}", where=str(path), fix="make the YAML and its config agree") from None
+        raise ConfigError(f"accelerate refuses it: {e}", where=str(path),
+                          fix="make the YAML and its config agree") from None
     config = json.loads(json.dumps(plugin.deepspeed_config))  # a plain copy
     if precision == "no":  # accelerate's "no": full precision, stated
         config.setdefault("bf16", {})["enabled"] = False
@@ -206,7 +209,8 @@ def stated_knobs(config: dict[str, Any], whole: bool = True) -> dict[str, Any]:
     stage = _get(config, "zero_optimization.stage")
     if _explicit(stage):
         out["zero_stage"] = int(stage)
-    opt, par = _offload_device(config, "offload_optimizer") != "none", _offload_device(config, "offload_param") != "none"
+    opt, par = (_offload_device(config, "offload_optimizer") != "none",
+                _offload_device(config, "offload_param") != "none")
     if any(_get(config, f"zero_optimization.{k}") is not None for k in ("offload_optimizer", "offload_param")):
         out["offload"] = next(name for name, o in OFFLOADS.items() if (o.optimizer, o.params) == (opt, par))
     for knob, key in (("micro_batch", "train_micro_batch_size_per_gpu"), ("grad_accum", "gradient_accumulation_steps")):
@@ -288,10 +292,12 @@ def check_nvme(config: dict[str, Any], need_bytes: int) -> None:
     for key, path in paths.items():
         where = f"zero_optimization.{key}.nvme_path"
         if not path or not Path(path).is_dir():
-            raise ConfigError(f"nvme_path {path!r} is not a directory", where=where, fix="give a directory on an NVMe drive")
+            raise ConfigError(f"nvme_path {path!r} is not a directory", where=where,
+                              fix="give a directory on an NVMe drive")
         free = shutil.disk_usage(path).free
         if free < need_bytes:
-            raise ConfigError(f"{path} has {free / 2**30:.1f} GiB free; offloading needs about {need_bytes / 2**30:.1f} GiB",
+            raise ConfigError(f"{path} has {free / 2**30:.1f} GiB free; "
+                              f"offloading needs about {need_bytes / 2**30:.1f} GiB",
                               where=where, fix="free space or choose another nvme_path")
         probe = Path(path) / f".stackbench-odirect-{os.getpid()}"
         try:
@@ -304,8 +310,9 @@ def check_nvme(config: dict[str, Any], need_bytes: int) -> None:
             finally:
                 os.close(fd)
         except OSError as e:
-            raise ConfigError(f"{path} does not take O_DIRECT writes ({e.strerror}): DeepSpeed's NVMe offload needs them "
-                              "(tmpfs and some overlay filesystems refuse them)", where=where,
+            raise ConfigError(f"{path} does not take O_DIRECT writes ({e.strerror}): "
+                              "DeepSpeed's NVMe offload needs them (tmpfs and some overlay filesystems refuse them)",
+                              where=where,
                               fix="give a directory on a local disk (ext4, xfs) as nvme_path") from None
         finally:
             probe.unlink(missing_ok=True)
@@ -315,4 +322,5 @@ def check_nvme(config: dict[str, Any], need_bytes: int) -> None:
         if not AsyncIOBuilder().is_compatible(verbose=False):
             raise ConfigError("NVMe offload needs DeepSpeed's async_io op, which cannot be built here (no libaio "
                               "headers)", where="zero_optimization.offload_*.device: nvme",
-                              fix="install libaio (apt install libaio-dev; dnf install libaio-devel), or offload to cpu")
+                              fix="install libaio (apt install libaio-dev; dnf install libaio-devel), "
+                                  "or offload to cpu")

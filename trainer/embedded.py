@@ -1,10 +1,11 @@
 """The embedded default model: a tiny Qwen3-shaped causal LM, nothing downloaded.
 
 Shipped in trainer/assets/tiny-qwen3/: config.json and a BPE tokenizer with byte fallback trained
-on the shipped sample sets (English, Japanese, Chinese) with a ChatML chat template (`python -m trainer.embedded --rebuild` rewrites
-them). Weights are not shipped: `materialize()` initialises them from a fixed seed and saves them
-once to a cache directory, so every ZeRO stage (ZeRO-3 included, through `from_pretrained`)
-starts from the same weights and fp32 losses can be compared across stages.
+on the shipped sample sets (English, Japanese, Chinese) with a ChatML chat template
+(`python -m trainer.embedded --rebuild` rewrites them). Weights are not shipped: `materialize()`
+initialises them from a fixed seed and saves them once to a cache directory, so every ZeRO stage
+(ZeRO-3 included, through `from_pretrained`) starts from the same weights and fp32 losses can be
+compared across stages.
 """
 
 from __future__ import annotations

@@ -70,7 +70,8 @@ def run_of(rec: dict) -> Run:
                cfg["micro_batch"], cfg["seq_len"], cfg["grad_accum"],
                key_of(cfg["task"], cfg["zero_stage"], cfg.get("offload")),
                m["padded_tokens_per_s"] * mean_step / world, m["tokens_per_s"] * mean_step / world,
-               m["flops_per_token"], perf_model.step_bus_bytes(world, **args), args, m["step_time_s"]["median"], crowded)
+               m["flops_per_token"], perf_model.step_bus_bytes(world, **args), args, m["step_time_s"]["median"],
+               crowded)
 
 
 def run_for(cfg, like: Run) -> Run:
@@ -130,7 +131,8 @@ def calibrate(results: str) -> dict:
     runs = [run_of(r) for r in recs]
     used, excluded = [r for r in runs if not r.crowded], [r for r in runs if r.crowded]
     if len({r.key for r in used}) + 2 > len(used):
-        raise ConfigError(f"{len(used)} usable runs in {results} cannot fit {len({r.key for r in used}) + 2} coefficients",
+        raise ConfigError(f"{len(used)} usable runs in {results} cannot fit "
+                          f"{len({r.key for r in used}) + 2} coefficients",
                           where="--calibrate", fix="calibrate on a sweep with more runs per task and stage "
                                                    "(two micro-batch sizes, one and two nodes)")
     k = fit(used)
@@ -182,7 +184,8 @@ def _predictions(runs: list[Run], k: perf_model.StepCoefficients) -> list[dict]:
             step = predict(r, k, nodes * r.gpus_per_node)
             per_device = r.real_tokens / step
             base = base or per_device
-            out.append({"key": key, "task": r.task, "zero_stage": r.stage, "nodes": nodes, "gpus_per_node": r.gpus_per_node,
-                        "micro_batch": r.micro_batch, "seq_len": r.seq_len, "predicted_step_s": step,
-                        "predicted_tokens_per_s_per_device": per_device, "scaling_efficiency": per_device / base})
+            out.append({"key": key, "task": r.task, "zero_stage": r.stage, "nodes": nodes,
+                        "gpus_per_node": r.gpus_per_node, "micro_batch": r.micro_batch, "seq_len": r.seq_len,
+                        "predicted_step_s": step, "predicted_tokens_per_s_per_device": per_device,
+                        "scaling_efficiency": per_device / base})
     return out

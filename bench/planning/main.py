@@ -39,7 +39,8 @@ class PlanOptions(Options):
     partition: str = option("", "read --host-mem from this Slurm partition's RealMemory (sinfo), when not given")
     device: str = option("H100", "GPU name for the peak FLOP/s (H100, H200, A100 ...)")
     mfu: float = option(0.4, "model FLOPs utilization the step time is predicted at")
-    busbw_intra: float = option(360.0, "bus bandwidth within a node, GB/s (360: NVLink 4; the preflight measures yours)")
+    busbw_intra: float = option(360.0, "bus bandwidth within a node, GB/s "
+                                       "(360: NVLink 4; the preflight measures yours)")
     busbw_inter: float = option(45.0, "bus bandwidth across nodes, GB/s (45: one 400 Gb/s NIC per GPU)")
     json: bool = option(False, "print JSON rows (stdout) instead of the tables")
     calibrate: str = option("", "a sweep's folder (results/<sweep>): fit the step-time model to its runs, show "
@@ -152,11 +153,13 @@ def calibrate(*, results: str, as_json: bool, plot: str = "", figure=None) -> in
     console = stdout_console()
     k = out["coefficients"]
     bus = f"{k['busbw_bytes_per_s'] / 1e9:.3g} GB/s" if k["busbw_bytes_per_s"] else "none (no multi-rank run)"
-    console.print(f"fitted to {len(out['fitted_from'])} runs of {results}: achieved {k['flops_per_s_per_rank'] / 1e9:.3g} "
-                  f"GFLOP/s per rank, bus bandwidth {bus}, fixed per step: "
+    console.print(f"fitted to {len(out['fitted_from'])} runs of {results}: "
+                  f"achieved {k['flops_per_s_per_rank'] / 1e9:.3g} GFLOP/s per rank, bus bandwidth {bus}, "
+                  "fixed per step: "
                   + ", ".join(f"{key} {s * 1e3:.0f} ms" for key, s in k["fixed_s"].items()))
     for where, found in out["preflight_busbw_gbps"].items():
-        console.print(f"the preflight measured at {where}: " + ", ".join(f"{op} {bw:.3g} GB/s" for op, bw in found.items()))
+        console.print(f"the preflight measured at {where}: "
+                      + ", ".join(f"{op} {bw:.3g} GB/s" for op, bw in found.items()))
     for e in out["excluded"]:
         console.print(f"left out {e['run_id']}: {e['why']} (measures the host being shared)")
     table = Table(title="step time: measured vs predicted (left out: fitted without that run)")
@@ -164,12 +167,14 @@ def calibrate(*, results: str, as_json: bool, plot: str = "", figure=None) -> in
                 "left out s", "left out error %"):
         table.add_column(col, justify="left" if col in ("run", "task") else "right")
     for r in out["runs"]:
-        table.add_row(r["run_id"].rsplit("-", 1)[0], r["task"], str(r["zero_stage"]), f"{r['nodes']}x{r['gpus_per_node']}",
-                      str(r["micro_batch"]), f"{r['measured_s']:.3f}", f"{r['predicted_s']:.3f}", f"{r['error_pct']:+.1f}",
+        table.add_row(r["run_id"].rsplit("-", 1)[0], r["task"], str(r["zero_stage"]),
+                      f"{r['nodes']}x{r['gpus_per_node']}", str(r["micro_batch"]),
+                      f"{r['measured_s']:.3f}", f"{r['predicted_s']:.3f}", f"{r['error_pct']:+.1f}",
                       f"{r['left_out_predicted_s']:.3f}", f"{r['left_out_error_pct']:+.1f}")
     console.print(table)
     err = out["left_out_error_pct"]
-    console.print(f"left-out error: median {err['median']:.1f}%, worst {err['worst']:.1f}% over {len(out['runs'])} runs")
+    console.print(f"left-out error: median {err['median']:.1f}%, worst {err['worst']:.1f}% "
+                  f"over {len(out['runs'])} runs")
     pred = Table(title="predicted, from each task and stage's smallest measured run (one bus bandwidth for every "
                        "node count: emulated nodes have no inter-node link to measure)")
     for col in ("task", "ZeRO", "nodes", "step s", "tokens/s per device", "scaling efficiency %"):

@@ -69,11 +69,13 @@ def plan(*, model: str, gpus_per_node: int, gpu_mem_gib: float, nodes: list[int]
                     off = perf_model.offload_seconds(cfg.offload_optimizer, cfg.offload_param, shape.params,
                                                      cfg.world_size, cfg.grad_accum, value_bytes, k, stage)
                     # hfu_fpt: what the device computes, recomputation included
-                    step = perf_model.step_seconds(tokens * cfg.grad_accum * hfu_fpt, bus, "", k, nodes=n, offload_s=off)
+                    step = perf_model.step_seconds(tokens * cfg.grad_accum * hfu_fpt, bus, "", k, nodes=n,
+                                                   offload_s=off)
                 row = {
                     "nodes": n, "world_size": cfg.world_size, "zero_stage": stage, "offload": offload,
-                    "predicted_gib": pred.total_gib, "model_states_gib": pred.model_states_gib, "buffers_gib": pred.buffers_gib,
-                    "activations_gib": pred.activations_gib + pred.logits_gib, "reference_gib": pred.reference_gib,
+                    "predicted_gib": pred.total_gib, "model_states_gib": pred.model_states_gib,
+                    "buffers_gib": pred.buffers_gib, "activations_gib": pred.activations_gib + pred.logits_gib,
+                    "reference_gib": pred.reference_gib,
                     "host_gib_per_rank": pred.host_gib, "host_pinned_gib_per_rank": pred.host_pinned_gib,
                     "host_gib_per_node": pred.host_gib * gpus_per_node,
                     "device_fits": bool(pred.fits), "host_fits": pred.host_fits,
@@ -104,7 +106,8 @@ def recommend(rows: list[dict]) -> list[str]:
         if fit is None:
             host = any(r["nodes"] == n and r["verdict"] == "no (host)" for r in rows)
             out.append(f"{n} node(s): nothing fits; use more nodes, a shorter --seq-len, a smaller micro-batch or "
-                       f"--grad-checkpointing" + ("; what the GPUs hold needs more host RAM than --host-mem" if host else ""))
+                       f"--grad-checkpointing"
+                       + ("; what the GPUs hold needs more host RAM than --host-mem" if host else ""))
             continue
         speed = (f", {fit['predicted_tokens_per_s_per_device']:,.0f} tokens/s per GPU predicted"
                  if fit["predicted_tokens_per_s_per_device"] else "")

@@ -29,7 +29,7 @@ def test(c, k="", unit=False, args=""):
 
 @task
 def swift_env(c):
-    """Set up ms-swift's own environment (.venv-swift; --backend swift runs there): its pins differ from the hf backend's."""
+    """Set up ms-swift's own environment (.venv-swift; --backend swift runs there): its pins differ from the hf backend's."""  # noqa: E501
     from stackbench.bench.launchers.backends import SWIFT_VENV
 
     env = {"STACKBENCH_VENV": str(SWIFT_VENV), "STACKBENCH_EXTRAS": "train,gpu,swift"}

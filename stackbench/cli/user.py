@@ -33,11 +33,12 @@ def _figure():
 def _calibrate(sweep: str, as_json: bool, plot: str) -> None:
     from stackbench.bench.planning.main import calibrate as run_calibrate
 
-    run(run_calibrate, results=sweep, as_json=as_json, figure=_figure(), plot=plot or str(Path(sweep) / "prediction.png"))
+    run(run_calibrate, results=sweep, as_json=as_json, figure=_figure(),
+        plot=plot or str(Path(sweep) / "prediction.png"))
 
 
 def _plan(c, **flags):
-    """Will it fit? Predicted memory per GPU (and host) for every ZeRO stage and offload, ranked, before any GPU-hour."""
+    """Will it fit? Predicted memory per GPU (and host) for every ZeRO stage and offload, ranked, before any GPU-hour."""  # noqa: E501
     from stackbench.bench.planning.main import main as run_plan
 
     if flags.get("calibrate"):  # `plan --calibrate SWEEP` is `calibrate SWEEP`

@@ -67,8 +67,8 @@ def test_cold_tokenize_reference(benchmark, big, tokenizer):
 def _first_step(path: Path, out: Path) -> dict:
     """One rank, one step on the file, its cache already filled: the record's start-up marks."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    p = subprocess.run([sys.executable, "-m", "stackbench.trainer", "--data", str(path), "--seq-len", "512", "--steps", "1",
-                        "--warmup-steps", "0", "--gpus-per-node", "1", "--out", str(out)],
+    p = subprocess.run([sys.executable, "-m", "stackbench.trainer", "--data", str(path), "--seq-len", "512",
+                        "--steps", "1", "--warmup-steps", "0", "--gpus-per-node", "1", "--out", str(out)],
                        capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     (rec,) = [json.loads(f.read_text()) for f in out.glob("*.json")]

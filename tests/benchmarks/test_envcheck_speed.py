@@ -20,7 +20,8 @@ def _wall(argv: list[str]) -> subprocess.CompletedProcess:
 
 
 def test_envcheck_full_local_check(benchmark):
-    p = benchmark.pedantic(_wall, args=([sys.executable, "-m", "stackbench.envcheck", "--json"],), rounds=5, warmup_rounds=1)
+    p = benchmark.pedantic(_wall, args=([sys.executable, "-m", "stackbench.envcheck", "--json"],),
+                           rounds=5, warmup_rounds=1)
     # what was timed is a finished check: a report, its exit code, no check that crashed
     report = json.loads(p.stdout)
     assert report["schema"] == "stackbench.envcheck/1" and p.returncode == report["exit_code"], p.stderr[-2000:]

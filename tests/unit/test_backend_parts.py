@@ -61,7 +61,8 @@ def test_swift_argv_mirrors_the_run_spec(tmp_path):
     assert flags["--max_steps"] == "10" and flags["--max_length"] == "512" and flags["--learning_rate"] == "2e-05"
     assert flags["--dataset_shuffle"] == flags["--train_dataloader_shuffle"] == "false"
     assert flags["--lr_scheduler_type"] == "constant" and flags["--adam_beta2"] == "0.95"
-    assert flags["--beta"] == "0.2" and flags["--loss_type"] == "sigmoid" and flags["--gradient_checkpointing"] == "true"
+    assert (flags["--beta"] == "0.2" and flags["--loss_type"] == "sigmoid"
+            and flags["--gradient_checkpointing"] == "true")
     assert json.loads(flags["--accelerator_config"]) == {"use_configured_state": True}
     assert flags["--template"] == "chatml" and flags["--model_type"] == "qwen3"
     assert flags["--max_grad_norm"] == "0.2" and flags["--truncation_strategy"] == "right"

@@ -61,7 +61,8 @@ def check(tokenizer, messages, pieces, last_only=False):
     want_text, want_ids, want_learned = expected(tokenizer, pieces)
     assert text == want_text
     assert ids == want_ids
-    assert learned == want_learned, [(tokenizer.decode([i]), a, b) for i, a, b in zip(ids, learned, want_learned) if a != b]
+    assert learned == want_learned, [(tokenizer.decode([i]), a, b)
+                                     for i, a, b in zip(ids, learned, want_learned) if a != b]
 
 
 def test_qwen3_learns_each_answer_and_its_im_end_line_but_not_the_empty_think_block(qwen3):
@@ -96,7 +97,10 @@ def test_qwen3_dpo_learns_the_final_answer_only(qwen3):
 
 def test_llama31_skips_the_date_header_and_learns_trimmed_answers_with_eot(llama31):
     padded = [dict(m, content=f" {m['content']}\n") if m["role"] == "assistant" else m for m in CONVO]  # | trim
-    header = lambda role: f"<|start_header_id|>{role}<|end_header_id|>\n\n"
+
+    def header(role):
+        return f"<|start_header_id|>{role}<|end_header_id|>\n\n"
+
     check(llama31, padded, [
         (SKIP, "<|begin_of_text|>" + header("system") + "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024"
                f"\n\n{SYSTEM}<|eot_id|>" + header("user") + f"{Q1}<|eot_id|>" + header("assistant")),
@@ -135,7 +139,8 @@ def test_generation_markers_are_used_where_the_template_has_them(tokenizer):
     marked = copy.deepcopy(tokenizer)
     marked.chat_template = (
         "{%- for message in messages %}{%- if message['role'] == 'assistant' %}"
-        "{{- '<|im_start|>assistant\\n' }}{% generation %}{{- message['content'] + '<|im_end|>\\n' }}{% endgeneration %}"
+        "{{- '<|im_start|>assistant\\n' }}{% generation %}"
+        "{{- message['content'] + '<|im_end|>\\n' }}{% endgeneration %}"
         "{%- else %}{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
         "{%- endif %}{%- endfor %}")
     template = Template(marked)
@@ -152,5 +157,6 @@ def test_a_whole_qwen3_dataset_tokenizes_with_these_masks(qwen3):
     (first,), (second,) = tokenize._encode_chunk(rows, qwen3, "sft")
     _, ids, learned = masks(qwen3, CONVO)
     assert first[0].tolist() == ids and first[1].tolist() == learned
-    assert qwen3.decode(second[0][second[1]]) == f"{A1}<|im_end|>\n"  # a single turn is the last: no think block learned
+    # a single turn is the last: no think block learned
+    assert qwen3.decode(second[0][second[1]]) == f"{A1}<|im_end|>\n"
     assert np.count_nonzero(second[1]) == len(qwen3(f"{A1}<|im_end|>\n", add_special_tokens=False)["input_ids"])

@@ -45,7 +45,8 @@ def test_dash_h_shows_the_tasks_help(task_name):
 
 @pytest.mark.parametrize("flag, value, valid", [
     ("--zero", "5", "0, 1, 2, 3"), ("--tasks", "sft,rlhf", "sft, dpo, pt"),
-    ("--offload", "optimiser", "none, optimizer, optimizer+params, params"), ("--backend", "megatron", "native, hf, swift"),
+    ("--offload", "optimiser", "none, optimizer, optimizer+params, params"),
+    ("--backend", "megatron", "native, hf, swift"),
 ])
 def test_an_invalid_flag_value_is_one_error_naming_the_flag_and_what_is_valid(flag, value, valid):
     p = subprocess.run([sys.executable, "-m", "tasks", "bench", flag, value, "--dry-run"], cwd=ROOT,
@@ -68,7 +69,8 @@ def test_tables_in_a_pipe_keep_every_value_whole(capsys):
     assert "…" not in out
     for r in rows:
         assert f"{r['predicted_gib']:.1f}" in out and f"{r['host_gib_per_rank']:.1f}" in out
-    recs = [make_record(run="sft-z3-n4x8-mb1-s4096-with-a-long-suffix-0123456789abcdef", stage=3, nodes=4, tps=123456.7)]
+    recs = [make_record(run="sft-z3-n4x8-mb1-s4096-with-a-long-suffix-0123456789abcdef", stage=3, nodes=4,
+                        tps=123456.7)]
     summary.print_table(recs, title="a sweep with a long title that goes on past eighty columns")
     out = capsys.readouterr().out
     assert "…" not in out and "sft-z3-n4x8-mb1-s4096-with-a-long-suffix-0123456789abcdef".rsplit("-", 1)[0] in out

@@ -19,7 +19,8 @@ FROZEN = ROOT / "tests" / "support" / "cli_surface.txt"
 def test_the_command_line_is_what_was_frozen():
     now, frozen = reference.surface(), FROZEN.read_text()
     diff = "".join(difflib.unified_diff(frozen.splitlines(True), now.splitlines(True), "frozen", "now"))
-    assert now == frozen, f"the command line changed; if deliberate: python -m stackbench.cli.reference > {FROZEN}\n{diff}"
+    assert now == frozen, (f"the command line changed; if deliberate: python -m stackbench.cli.reference > {FROZEN}\n"
+                           f"{diff}")
 
 
 def test_every_task_that_worked_before_the_collections_still_answers_to_its_name():

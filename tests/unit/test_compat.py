@@ -21,7 +21,8 @@ def test_dpo_batch_for_old_trl_splits_prompt_and_completions(monkeypatch):
     out = compat.dpo_batch(ids, mask, labels, pad)
     assert out["prompt_input_ids"].tolist() == [[0, 5, 6], [5, 6, 7]]  # left-padded, as TRL's collator does
     assert out["prompt_attention_mask"].tolist() == [[0, 1, 1], [1, 1, 1]]
-    assert out["chosen_input_ids"].tolist() == [[1, 2], [3, 0]] and out["chosen_attention_mask"].tolist() == [[1, 1], [1, 0]]
+    assert (out["chosen_input_ids"].tolist() == [[1, 2], [3, 0]]
+            and out["chosen_attention_mask"].tolist() == [[1, 1], [1, 0]])
     assert out["rejected_input_ids"].tolist() == [[4, 4, 4], [8, 9, 9]]
 
 

@@ -32,14 +32,14 @@ CONVO = [{"role": "system", "content": "Be brief."},
 
 
 def learned_text(tokenizer, ids, labels):
-    return tokenizer.decode([t for t, l in zip(ids, labels) if l != dataset.IGNORE])
+    return tokenizer.decode([t for t, label in zip(ids, labels) if label != dataset.IGNORE])
 
 
 def test_sft_learns_every_assistant_turn_and_nothing_else(tokenizer):
     ids, labels = encode(tokenizer, CONVO, last_only=False)
     assert learned_text(tokenizer, ids, labels) == "2 + 2 = 4.<|im_end|>\n3 + 3 = 6.<|im_end|>\n"
     # the system prompt, user turns and role headers carry no loss
-    masked = tokenizer.decode([t for t, l in zip(ids, labels) if l == dataset.IGNORE])
+    masked = tokenizer.decode([t for t, label in zip(ids, labels) if label == dataset.IGNORE])
     assert masked == ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n"
                       "<|im_start|>assistant\n<|im_start|>user\nAnd 3 + 3?<|im_end|>\n<|im_start|>assistant\n")
     assert len(ids) == len(labels)
@@ -55,8 +55,8 @@ def test_dpo_pair_shares_the_prompt_and_differs_in_the_answer(tmp_path, tokenize
     ds = tokenized(write_jsonl(tmp_path / "d.jsonl", [json.dumps(row)]), tokenizer, "dpo")
     s = ds.sample(0)
     assert learned_text(tokenizer, s.rejected_ids, s.rejected_labels) == "I am not sure.<|im_end|>\n"
-    prompt = [t for t, l in zip(s.input_ids, s.labels) if l == dataset.IGNORE]
-    assert prompt == [t for t, l in zip(s.rejected_ids, s.rejected_labels) if l == dataset.IGNORE]
+    prompt = [t for t, label in zip(s.input_ids, s.labels) if label == dataset.IGNORE]
+    assert prompt == [t for t, label in zip(s.rejected_ids, s.rejected_labels) if label == dataset.IGNORE]
 
 
 def test_pt_learns_every_token_and_packs_without_padding(tmp_path, tokenizer):
@@ -184,7 +184,8 @@ def test_packed_micro_batches_keep_the_samples_apart(tokenizer):
             assert b.input_ids[r, where].tolist() == samples[k].input_ids
             allowed = b.attention_mask[r, 0, where] == 0  # a token of sample k attends to sample k only, causally
             n = len(where)
-            assert allowed[:, where].equal(torch.ones(n, n, dtype=torch.bool).tril()) and allowed.sum() == n * (n + 1) // 2
+            assert (allowed[:, where].equal(torch.ones(n, n, dtype=torch.bool).tril())
+                    and allowed.sum() == n * (n + 1) // 2)
 
 
 def test_a_big_file_is_tokenized_by_workers_and_a_bad_row_still_names_its_line(tmp_path, tokenizer, monkeypatch):

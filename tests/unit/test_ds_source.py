@@ -35,7 +35,8 @@ def test_every_ms_swift_name_resolves_with_no_auto_left(name, stage, offload):
     assert cfg.zero_stage == stage and (offload is None or cfg.offload == offload)
     assert "auto" not in json.dumps(ds) and ds["zero_optimization"]["stage"] == stage
     assert ds["train_batch_size"] == cfg.micro_batch * cfg.grad_accum * 2
-    assert prov["source"] == {"kind": "swift", "ref": name, "sha256": prov["source"]["sha256"], "ms_swift_version": "4.6.0"}
+    assert prov["source"] == {"kind": "swift", "ref": name, "sha256": prov["source"]["sha256"],
+                              "ms_swift_version": "4.6.0"}
 
 
 def test_hidden_size_autos_follow_transformers_rule():
@@ -112,7 +113,8 @@ def test_ds_overrides_the_same_key_twice_is_an_axis_and_json_lists_are_values():
     cfgs = [RunConfig(ds=r) for r in runs]
     assert len({c.run_id for c in cfgs}) == 2
     _, ds, prov = _effective(cfgs[0])  # on the generated config too
-    assert ds["zero_optimization"]["overlap_comm"] is True and prov["overrides"]["zero_optimization.overlap_comm"] is True
+    assert (ds["zero_optimization"]["overlap_comm"] is True
+            and prov["overrides"]["zero_optimization.overlap_comm"] is True)
     cfg = ds_source.reconcile(RunConfig(ds='{"zero_optimization.stage": 3}'), set())
     assert cfg.zero_stage == 3  # an override that sets a knob's value sets the knob (the run id says so)
     with pytest.raises(ConfigError, match="cannot read --ds"):
@@ -132,7 +134,8 @@ def test_every_knob_is_an_axis_booleans_too():
 def test_bench_says_what_a_config_sets_and_refuses_fp16_on_this_cpu(tmp_path):
     def bench(*args):
         return subprocess.run([sys.executable, "-m", "tasks", "bench", "--dry-run", "--tasks", "sft", "--nodes", "1",
-                               "--results", str(tmp_path), *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+                               "--results", str(tmp_path), *args],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
 
     p = bench("--deepspeed", str(CONFIGS / "plain_zero2_explicit.json"))
     assert p.returncode == 0 and "sets zero_stage=2, micro_batch=2, grad_accum=2" in p.stderr, p.stderr
@@ -178,7 +181,8 @@ def test_what_a_config_leaves_out_comes_from_the_knobs_and_is_listed(tmp_path):
 
 def test_dtype_offload_and_overrides_edge_cases(tmp_path):
     off = tmp_path / "bf16off.json"
-    off.write_text(json.dumps({"bf16": {"enabled": False}, "fp16": {"enabled": "auto"}, "zero_optimization": {"stage": 2}}))
+    off.write_text(json.dumps({"bf16": {"enabled": False}, "fp16": {"enabled": "auto"},
+                               "zero_optimization": {"stage": 2}}))
     with pytest.raises(ConfigError, match="bf16.enabled = false"):  # a GPU's auto dtype against the file
         deepspeed_config(ds_source.reconcile(RunConfig(deepspeed=str(off)), set()), "bf16", "cuda", HIDDEN)
     assert ds_source.reconcile(RunConfig(ds='{"fp16.enabled": false}'), set()).dtype == "auto"  # says nothing of bf16

@@ -31,7 +31,8 @@ def test_the_real_machine_reports_every_area_with_reasons_for_skips():
 
 def test_a_cpu_host_is_checked_without_importing_torch():
     """The one-second budget: importing torch alone takes 1.5-3 s; without a GPU nothing needs it."""
-    code = "import sys; from stackbench.envcheck import runner; runner.run(); print(sorted({'torch', 'deepspeed'} & set(sys.modules)))"
+    code = ("import sys; from stackbench.envcheck import runner; runner.run(); "
+            "print(sorted({'torch', 'deepspeed'} & set(sys.modules)))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert p.stdout.strip() == "[]", p.stdout + p.stderr
 
@@ -108,8 +109,8 @@ def test_a_too_small_shared_memory_warns(small_tmpfs):
 @pytest.mark.parametrize("stack, rule, status", [
     ({"torch": "2.6.0+cu124", "flash-attn": "2.8.3"}, "flash-attn-2.8-torch-2.6", "fail"),
     ({"torch": "2.7.1+cu126", "flash-attn": "2.7.4.post1"}, "flash-attn-2.7.4.post1-wheels", "warn"),
-    ({"transformer-engine": "2.4.0", "flash-attn": "2.8.0.post2", "torch": "2.7.1"}, "transformer-engine-flash-attn-cap",
-     "fail"),
+    ({"transformer-engine": "2.4.0", "flash-attn": "2.8.0.post2", "torch": "2.7.1"},
+     "transformer-engine-flash-attn-cap", "fail"),
     ({"transformer-engine": "2.4.0", "cudnn": "9.1.0.70", "torch": "2.6.0+cu124"}, "transformer-engine-cudnn", "fail"),
 ])
 def test_known_bad_combinations_are_caught_with_a_link(stack, rule, status):
@@ -141,8 +142,8 @@ def test_fingerprints_that_differ_across_nodes_fail_naming_the_hosts():
 
 
 def _envcheck(*args, **env):
-    return subprocess.run([sys.executable, "-m", "stackbench.envcheck", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=60, env=dict(os.environ, **env))
+    return subprocess.run([sys.executable, "-m", "stackbench.envcheck", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60, env=dict(os.environ, **env))
 
 
 def test_cli_json_and_exit_codes():

@@ -32,7 +32,8 @@ PROBES = {
     ("python -m stackbench.trainer", 2): [sys.executable, "-m", "stackbench.trainer", "--zero-stage", "9"],
     ("python -m stackbench.bench.launchers.preflight", 0): [*PREFLIGHT, "--master=127.0.0.1:{port}"],
     ("python -m stackbench.bench.launchers.preflight", 2): [*PREFLIGHT, "--master=127.0.0.1:{port}", "--no-such-flag"],
-    ("python -m stackbench.bench.launchers.preflight", 4): [*PREFLIGHT, "--master=127.0.0.1:{port}", "--env=GLOO_SOCKET_IFNAME=nosuchif0"],
+    ("python -m stackbench.bench.launchers.preflight", 4): [*PREFLIGHT, "--master=127.0.0.1:{port}",
+                                                            "--env=GLOO_SOCKET_IFNAME=nosuchif0"],
 }
 # codes that need a real run, a machine state or an engine: where they are pinned
 ELSEWHERE = {
@@ -45,7 +46,8 @@ ELSEWHERE = {
     ("./sb gpu-reference", 1): "tests/unit/test_gpu_reference_steps.py (a failed and a timed-out step)",
     ("python -m stackbench.trainer", 0): "tests/integration/test_trainer_deepspeed.py",
     ("python -m stackbench.trainer", 1): "tests/unit/test_exit_codes.py::test_the_trainer_keeps_a_crash_as_1",
-    ("python -m stackbench.trainer", 3): "tests/integration/test_trainer_deepspeed.py (the RLIMIT_AS out-of-memory run)",
+    ("python -m stackbench.trainer", 3): "tests/integration/test_trainer_deepspeed.py "
+                                         "(the RLIMIT_AS out-of-memory run)",
 }
 
 

@@ -136,7 +136,8 @@ def test_the_registry_free_dockerfile():
     for op in ("FUSED_ADAM", "CPU_ADAM", "CPU_ADAGRAD", "CPU_LION", "FUSED_LAMB", "FUSED_LION", "AIO", "QUANTIZER"):
         assert f"export DS_BUILD_{op}=1;" in text
     assert "export DS_BUILD_OPS=0;" in text
-    assert "/opt/stackbench-build-shims/triton/__init__.py" in text and "rm -rf /root/.cache /tmp/* /opt/stackbench-build-shims" in text
+    assert ("/opt/stackbench-build-shims/triton/__init__.py" in text
+            and "rm -rf /root/.cache /tmp/* /opt/stackbench-build-shims" in text)
     stages = re.findall(r"echo \"STACKBENCH-STAGE (\S+?)\"", text)
     assert stages == ["system", "stack", "build-deepspeed", "build-flash-attn", "verify"]
     verify = text[text.index("STACKBENCH-STAGE verify"):]
@@ -204,6 +205,7 @@ def test_what_the_registry_free_variant_changes_is_said():
     registry, free = profile.load("cuda12.4-megatron"), profile.load("cuda12.4-megatron", no_registry=True)
     assert main.variant_changes(registry, free) == [
         "Python 3.11 -> 3.13", "transformer-engine 2.4.0 -> 2.5.0", "transformer-engine-cu12 2.4.0 -> 2.5.0",
-        "transformer-engine-torch 2.4.0 -> 2.5.0", "megatron-core==0.12.2 built from its sdist (no wheel for Python 3.13)"]
+        "transformer-engine-torch 2.4.0 -> 2.5.0",
+        "megatron-core==0.12.2 built from its sdist (no wheel for Python 3.13)"]
     assert main.variant_changes(profile.load("cuda12.4"), profile.load("cuda12.4", no_registry=True)) == [
         "Python 3.11 -> 3.13"]

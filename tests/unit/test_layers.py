@@ -2,9 +2,10 @@
 modules a subprocess is started with: `[python, "-m", "stackbench.trainer", ...]`):
 
 - the rooms depend one way: recipes -> tasks -> the command line (stackbench/cli) -> {imagebuild,
-  envcheck, bench, report} -> trainer -> core; inside bench, the sweeps -> planning -> launchers. What two rooms share lives a layer
-  down. One sideways dependency is named: envcheck --nodes runs its checks on every node through
-  bench's launcher factory (bench.launchers.make), and nothing else of bench;
+  envcheck, bench, report} -> trainer -> core; inside bench, the sweeps -> planning -> launchers.
+  What two rooms share lives a layer down. One sideways dependency is named: envcheck --nodes runs
+  its checks on every node through bench's launcher factory (bench.launchers.make), and nothing
+  else of bench;
 - nothing imports a room by its bare name (`trainer`, `core`): always `stackbench.<room>`, so a
   user's own `trainer/` on sys.path never shadows ours and no class is loaded twice;
 - no module of ours is part of an import cycle."""
@@ -33,8 +34,8 @@ ALLOWED = {
     "core": set(),
 }
 SIDEWAYS = {("envcheck", "bench.launchers")}
-LAYER = {"recipes": 5, "tasks": 4, "stackbench": 4, "cli": 3, "imagebuild": 2, "envcheck": 2, "bench": 2, "report": 2, "trainer": 1,
-         "core": 0}  # by top-level room
+LAYER = {"recipes": 5, "tasks": 4, "stackbench": 4, "cli": 3, "imagebuild": 2, "envcheck": 2, "bench": 2, "report": 2,
+         "trainer": 1, "core": 0}  # by top-level room
 
 
 def room(module: str) -> str:
@@ -85,7 +86,8 @@ def imports_of(path: Path, name: str, known: dict[str, Path]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = _ours(node.module or "")
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]
+                                + ([base] if base else []))
             targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
         else:
             continue

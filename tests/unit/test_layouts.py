@@ -24,10 +24,12 @@ def _read(tmp_path, rows, task="sft", name="d.jsonl", text=None):
 
 @pytest.mark.parametrize("row, messages", [
     ({"conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]}, QA),
-    ({"conversation": [{"from": "system", "value": "S"}, {"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]},
+    ({"conversation": [{"from": "system", "value": "S"}, {"from": "human", "value": "Q"},
+                       {"from": "gpt", "value": "A"}]},
      [{"role": "system", "content": "S"}, *QA]),
     ({"instruction": "Q", "input": "", "output": "A", "history": [["q0", "a0"]], "system": "S"},
-     [{"role": "system", "content": "S"}, {"role": "user", "content": "q0"}, {"role": "assistant", "content": "a0"}, *QA]),
+     [{"role": "system", "content": "S"}, {"role": "user", "content": "q0"}, {"role": "assistant", "content": "a0"},
+      *QA]),
     ({"instruction": "Q", "context": "C", "response": "A", "category": "open_qa"},
      [{"role": "user", "content": "Q\n\nC"}, {"role": "assistant", "content": "A"}]),
     ({"query": "Q", "response": "A", "history": []}, QA),

@@ -13,5 +13,6 @@ def test_expand_leaves_out_impossible_combinations_with_the_reason():
     assert len(configs) == 2 * 2 * (3 + 1)
     assert len(invalid) == 2 * 2 * 2 and all("needs ZeRO-3" in why for _, why in invalid)
     assert expand(zero_stage=[2, 2, 3])[0] == [RunConfig(zero_stage=2), RunConfig(zero_stage=3)]  # twice runs once
-    with pytest.raises(ConfigError, match="--offload 'optimiser' is not a valid value"):  # a typo stops the sweep, never "left out"
+    # a typo stops the sweep, never "left out"
+    with pytest.raises(ConfigError, match="--offload 'optimiser' is not a valid value"):
         expand(offload=["none", "optimiser"])

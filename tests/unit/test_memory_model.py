@@ -13,7 +13,9 @@ def test_model_states_agree_with_deepspeed_estimators(params, largest, gpus):
     from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs as zero3
     from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs as zero2
 
-    ours = lambda stage, opt=False, par=False: memory_model.model_states_bytes(params, largest, gpus, stage, opt, par)
+    def ours(stage, opt=False, par=False):
+        return memory_model.model_states_bytes(params, largest, gpus, stage, opt, par)
+
     assert ours(2).device == pytest.approx(zero2(params, gpus, 1, cpu_offload=False)[1], abs=1)
     assert ours(2, opt=True).device == zero2(params, gpus, 1, cpu_offload=True)[1]
     assert ours(3).device == pytest.approx(zero3(params, largest, gpus, 1, cpu_offload=False)[1], abs=1)
@@ -59,7 +61,8 @@ def test_paper_figures_and_activations_by_hand():
     # Korthikanti: s*b*h*(34 + 5*a*s/h) per layer, 16-bit: s=2048, b=1, h=4096, a=32, 1 layer
     assert memory_model.activation_bytes(2048, 1, 4096, 32, 1, fused_attention=False, recompute=False) == \
         2048 * 4096 * (34 + 5 * 32 * 2048 / 4096)
-    assert memory_model.activation_bytes(2048, 1, 4096, 32, 1, fused_attention=True, recompute=False) == 2048 * 4096 * 34
+    assert memory_model.activation_bytes(2048, 1, 4096, 32, 1, fused_attention=True, recompute=False) == \
+        2048 * 4096 * 34
     assert memory_model.activation_bytes(2048, 1, 4096, 32, 1, True, recompute=True) == 2 * 2048 * 4096
 
 
@@ -70,7 +73,8 @@ def test_prediction_says_whether_it_fits():
     assert memory_model.predict(stage=3, device_gib=80, **kw).fits is True
     assert memory_model.predict(stage=3, **kw).fits is None
     dpo = memory_model.predict(stage=3, **dict(kw, task="dpo"))
-    assert dpo.reference_gib > 0 and dpo.activations_gib == pytest.approx(2 * memory_model.predict(stage=3, **kw).activations_gib)
+    assert (dpo.reference_gib > 0
+            and dpo.activations_gib == pytest.approx(2 * memory_model.predict(stage=3, **kw).activations_gib))
 
 
 def test_nvme_offload_leaves_ram_but_for_its_pinned_swap_buffers():

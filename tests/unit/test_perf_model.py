@@ -8,7 +8,8 @@ from stackbench.core import perf_model as pm
 
 def test_volumes_per_stage_by_hand():
     psi, n = 1000, 4
-    assert pm.zero_volumes(0, psi, n, 8, grad_bytes=2, param_bytes=2) == {"all_reduce": pm.Volume("all_reduce", 2000, 2000)}
+    assert pm.zero_volumes(0, psi, n, 8, grad_bytes=2, param_bytes=2) == {
+        "all_reduce": pm.Volume("all_reduce", 2000, 2000)}
     one = pm.zero_volumes(1, psi, n, 8, grad_bytes=2, param_bytes=2)
     assert one["all_reduce"].low == 2000 and one["all_gather"].low == 500  # once per step, whatever the accumulation
     two = pm.zero_volumes(2, psi, n, 8, grad_bytes=2, param_bytes=2)
@@ -58,7 +59,8 @@ def test_offload_and_cross_node_links_in_the_step_time_by_hand():
     # 8e9 params on 8 ranks, bf16: 1e9 each, a 2 GB partition. Optimizer offload at ZeRO-3, 4 micro-batches:
     # each backward's 2 GB gradients down, the updated 2 GB up once (10 GB over 20 GB/s), 1e9 params of host Adam
     assert pm.offload_seconds(True, False, 8 * 10**9, 8, 4, 2, k) == pytest.approx(0.5 + 1.0)
-    assert pm.offload_seconds(True, False, 8 * 10**9, 8, 4, 2, k, stage=1) == pytest.approx(0.2 + 1.0)  # at the boundary
+    # at the boundary
+    assert pm.offload_seconds(True, False, 8 * 10**9, 8, 4, 2, k, stage=1) == pytest.approx(0.2 + 1.0)
     # parameter offload also brings the partition up for each of 4 micro-batches' forward and backward (16 GB)
     assert pm.offload_seconds(True, True, 8 * 10**9, 8, 4, 2, k) == pytest.approx(0.5 + 0.8 + 1.0)
     # parameters alone: no host Adam, but the fetches, and the updated partition written back down (18 GB)
@@ -81,7 +83,8 @@ def test_plan_ranks_what_fits_by_predicted_speed():
     by = {(r["nodes"], r["zero_stage"], r["offload"]): r for r in rows}
     assert by[(1, 3, "optimizer")]["predicted_step_s"] > by[(1, 3, "none")]["predicted_step_s"]  # PCIe + host Adam
     # ZeRO-3's traffic crosses the 45 GB/s NICs at 2 nodes: slower per GPU than inside one node
-    assert by[(2, 3, "none")]["predicted_tokens_per_s_per_device"] < by[(1, 3, "none")]["predicted_tokens_per_s_per_device"]
+    assert (by[(2, 3, "none")]["predicted_tokens_per_s_per_device"]
+            < by[(1, 3, "none")]["predicted_tokens_per_s_per_device"])
     faster_link = plan(model="qwen3-8b", gpus_per_node=8, gpu_mem_gib=80, nodes=[2], busbw_inter_gbps=400)
     assert next(r for r in faster_link if r["zero_stage"] == 3 and r["offload"] == "none")["predicted_step_s"] < \
         by[(2, 3, "none")]["predicted_step_s"]
@@ -150,4 +153,5 @@ def test_bench_dry_run_marks_the_runs_plan_says_fit(capfd, monkeypatch):
     assert code == 0, err[-2000:]
     to_run = [line for line in out.splitlines() if line.startswith("# ") and ": to run" in line]
     assert len(to_run) == 1 and "-z3-offall-" in to_run[0], out
-    assert out.rstrip().endswith("1 to run, 5 skipped (5 too big for the GPU)")  # ZeRO-2 none/opt, ZeRO-3 none/opt/params
+    # ZeRO-2 none/opt, ZeRO-3 none/opt/params
+    assert out.rstrip().endswith("1 to run, 5 skipped (5 too big for the GPU)")

@@ -81,7 +81,8 @@ def reference_records() -> list[Path]:
     # cpu-2core/ was recorded under the first id scheme (every field hashed, defaults included):
     # its ids cannot be rebuilt by design; every later reference can
     return [p for p in sorted((ROOT / "results" / "reference").glob("*/*.json"))
-            if p.parent.name != "cpu-2core" and json.loads(p.read_text()).get("schema", "").startswith("stackbench.result/")]
+            if p.parent.name != "cpu-2core"
+            and json.loads(p.read_text()).get("schema", "").startswith("stackbench.result/")]
 
 
 @pytest.mark.parametrize("path", reference_records(), ids=lambda p: f"{p.parent.name}/{p.stem}")
@@ -118,7 +119,9 @@ def test_trainer_config_round_trips_through_argv():
 
 
 def test_the_auto_dtype_rule():
-    assert dtype_on("auto", "cuda") == "bf16" and dtype_on("auto", "cpu") == "fp32" and dtype_on("bf16", "cpu") == "bf16"
-    assert resolve_dtype("auto", "cpu") == "fp32" and resolve_dtype("bf16", "cpu") == "bf16"  # slow, but users' configs say it
+    assert (dtype_on("auto", "cuda") == "bf16" and dtype_on("auto", "cpu") == "fp32"
+            and dtype_on("bf16", "cpu") == "bf16")
+    # bf16 on a CPU: slow, but users' configs say it
+    assert resolve_dtype("auto", "cpu") == "fp32" and resolve_dtype("bf16", "cpu") == "bf16"
     with pytest.raises(ConfigError, match="fp16 on a CPU: DeepSpeed's CPU accelerator has no fp16"):
         resolve_dtype("fp16", "cpu")

@@ -36,7 +36,8 @@ def _megatron(commit: str, url: str = "https://unreachable.invalid/NVIDIA/apex")
 def test_a_checkout_at_the_locked_commit_is_taken(checkout):
     repo, first = checkout
     _git("checkout", "-q", first, cwd=repo)
-    assert sources.git_sources(_megatron(first), {"apex": str(repo)}) == {"apex": {"source": str(repo), "commit": first}}
+    assert sources.git_sources(_megatron(first), {"apex": str(repo)}) == {
+        "apex": {"source": str(repo), "commit": first}}
 
 
 def test_a_checkout_at_another_commit_or_with_edits_is_refused(checkout):

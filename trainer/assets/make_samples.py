@@ -46,10 +46,11 @@ TOPICS = ["Gradient accumulation adds the gradients of several micro-batches bef
 # the same facts in Japanese and Chinese: (country, capital) and (element) names in each language
 CAPITALS_JA = ["フランス/パリ", "日本/東京", "ケニア/ナイロビ", "ペルー/リマ", "カナダ/オタワ", "エジプト/カイロ",
                "ノルウェー/オスロ", "チリ/サンティアゴ", "インド/ニューデリー", "スペイン/マドリード", "ガーナ/アクラ",
-               "ポーランド/ワルシャワ", "ベトナム/ハノイ", "オーストリア/ウィーン", "キューバ/ハバナ", "アイルランド/ダブリン"]
+               "ポーランド/ワルシャワ", "ベトナム/ハノイ", "オーストリア/ウィーン", "キューバ/ハバナ",
+               "アイルランド/ダブリン"]
 CAPITALS_ZH = ["法国/巴黎", "日本/东京", "肯尼亚/内罗毕", "秘鲁/利马", "加拿大/渥太华", "埃及/开罗", "挪威/奥斯陆",
-               "智利/圣地亚哥", "印度/新德里", "西班牙/马德里", "加纳/阿克拉", "波兰/华沙", "越南/河内", "奥地利/维也纳",
-               "古巴/哈瓦那", "爱尔兰/都柏林"]
+               "智利/圣地亚哥", "印度/新德里", "西班牙/马德里", "加纳/阿克拉", "波兰/华沙", "越南/河内",
+               "奥地利/维也纳", "古巴/哈瓦那", "爱尔兰/都柏林"]
 ELEMENTS_JA = ["水素", "ヘリウム", "炭素", "窒素", "酸素", "ナトリウム", "鉄", "銅", "銀", "金", "ネオン", "亜鉛"]
 ELEMENTS_ZH = ["氢", "氦", "碳", "氮", "氧", "钠", "铁", "铜", "银", "金", "氖", "锌"]
 PHRASES = {
@@ -72,9 +73,12 @@ PHRASES = {
            "arithmetic": ("{q}等于多少？", "{q}等于{v}。"),
            "systems": ["你是一个简洁的助手，请用一句话回答。", "你是一位耐心的老师，先说明关键步骤，再给出答案。"],
            "evasive": ["我不太确定。", "这很难说。"],
-           "topics": ["梯度累积会先把多个微批次的梯度相加，再执行一次优化器更新，因此小显存的设备也能用大的有效批次训练。",
-                      "ZeRO 第一阶段把优化器状态切分到各个数据并行进程上，第二阶段还切分梯度，第三阶段连参数本身也切分。",
-                      "激活检查点只保存每一层的输入，在反向传播时重新计算其余部分，多花大约三分之一的计算，换来大量的显存节省。",
+           "topics": ["梯度累积会先把多个微批次的梯度相加，再执行一次优化器更新，"
+                      "因此小显存的设备也能用大的有效批次训练。",
+                      "ZeRO 第一阶段把优化器状态切分到各个数据并行进程上，"
+                      "第二阶段还切分梯度，第三阶段连参数本身也切分。",
+                      "激活检查点只保存每一层的输入，在反向传播时重新计算其余部分，"
+                      "多花大约三分之一的计算，换来大量的显存节省。",
                       "集合通信需要所有进程都参与，只要少了一个进程，其他进程就会一直等到超时。"]},
 }
 
@@ -168,7 +172,8 @@ def pt_rows(rng: random.Random, n: int) -> list[dict]:
             rows.append({"messages": [{"role": "assistant", "content": topics[i % len(topics)] + "".join(facts)}]})
             continue
         facts = [f"The capital of {c} is {k}." for c, k in rng.sample(CAPITALS, 3)]
-        facts += [f"{n_.capitalize()} has the symbol {s} and atomic number {z}." for n_, s, z in rng.sample(ELEMENTS, 2)]
+        facts += [f"{n_.capitalize()} has the symbol {s} and atomic number {z}."
+                  for n_, s, z in rng.sample(ELEMENTS, 2)]
         rng.shuffle(facts)
         rows.append({"messages": [{"role": "assistant", "content": TOPICS[i % len(TOPICS)] + " " + " ".join(facts)}]})
     return rows

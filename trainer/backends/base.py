@@ -32,7 +32,8 @@ class Topology:
     def from_env(cls) -> "Topology":
         env = os.environ
         world = int(env.get("WORLD_SIZE", 1))
-        return cls(int(env.get("RANK", 0)), world, int(env.get("LOCAL_RANK", 0)), int(env.get("LOCAL_WORLD_SIZE", world)))
+        return cls(int(env.get("RANK", 0)), world, int(env.get("LOCAL_RANK", 0)),
+                   int(env.get("LOCAL_WORLD_SIZE", world)))
 
 
 @dataclass(slots=True)
@@ -81,7 +82,8 @@ def engine_readback(engine: Any) -> dict[str, Any]:
         "zero_stage": call("zero_optimization_stage"), "micro_batch": call("train_micro_batch_size_per_gpu"),
         "grad_accum": call("gradient_accumulation_steps"), "train_batch_size": call("train_batch_size"),
         "gradient_clipping": call("gradient_clipping"), "bf16": call("bfloat16_enabled"), "fp16": call("fp16_enabled"),
-        "offload_optimizer": device(call("zero_offload_optimizer")), "offload_param": device(call("zero_offload_param")),
+        "offload_optimizer": device(call("zero_offload_optimizer")),
+        "offload_param": device(call("zero_offload_param")),
         "reduce_bucket_size": call("zero_reduce_bucket_size"), "overlap_comm": call("zero_overlap_comm"),
         "optimizer": type(inner).__name__ if inner is not None else None,
         # torch's AdamW says which kernel it steps with; DeepSpeed's own (FusedAdam, DeepSpeedCPUAdam) are compiled ops

@@ -67,9 +67,12 @@ def optimizer_step(engine, reference, batches, cfg, device) -> dict[str, Any]:
 
     real = padded = seqs = 0
     losses, extras = [], []
+
+    def moved(t):
+        return None if t is None else t.to(device)
+
     for _ in range(cfg.grad_accum):
         b = next(batches)
-        moved = lambda t: None if t is None else t.to(device)
         batch = Batch(b.input_ids.to(device), moved(b.attention_mask), b.labels.to(device),
                            real_tokens=b.real_tokens, padded_tokens=b.padded_tokens, sequences=b.sequences,
                            position_ids=moved(b.position_ids), sequence_ids=moved(b.sequence_ids))

@@ -163,7 +163,8 @@ def train(ctx: Context) -> Result:
     rows = ordered_rows(ctx.dataset, topo.world, cfg.micro_batch, cfg.total_steps * cfg.grad_accum)
     data_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     argv = swift_argv(cfg.replace(attn_impl=ctx.attention.used), ctx.ref,
-                      model_dir(cfg, ctx.ref, ctx.weights, ctx.dtype, topo), data_file, ds_file, work / "out", ctx.dtype)
+                      model_dir(cfg, ctx.ref, ctx.weights, ctx.dtype, topo), data_file, ds_file, work / "out",
+                      ctx.dtype)
     # ms-swift's trainer builds the optimizer itself (it fails on DeepSpeed's DummyOptim): the
     # AdamW settings went in as Trainer arguments, and the record's config shows what DeepSpeed got
     removed = ctx.ds_config.pop("optimizer")

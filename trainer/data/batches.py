@@ -35,9 +35,9 @@ def collate(samples: list[Sample], pad_id: int, seq_len: int, padding: str) -> B
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     labels = torch.full((len(seqs), width), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, (i, l) in enumerate(seqs):  # right padding
+    for row, (i, targets) in enumerate(seqs):  # right padding
         ids[row, : len(i)] = torch.tensor(i)
-        labels[row, : len(l)] = torch.tensor(l)
+        labels[row, : len(targets)] = torch.tensor(targets)
         mask[row, : len(i)] = 1
     return Batch(ids, mask, labels, real_tokens=int(mask.sum()), padded_tokens=ids.numel(), sequences=len(samples))
 
@@ -70,9 +70,9 @@ def collate_packed(samples: list[Sample], pad_id: int, seq_len: int, padding: st
     for r, members in enumerate(rows):
         at = 0
         for k in members:
-            i, l = seqs[k]
+            i, targets = seqs[k]
             n = len(i)
-            ids[r, at:at + n], labels[r, at:at + n] = torch.tensor(i), torch.tensor(l)
+            ids[r, at:at + n], labels[r, at:at + n] = torch.tensor(i), torch.tensor(targets)
             labels[r, at] = IGNORE  # predicted by the previous sample's last token; unpacked, nothing predicts it
             positions[r, at:at + n], sequence[r, at:at + n] = torch.arange(n), k
             at += n

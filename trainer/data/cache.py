@@ -87,7 +87,8 @@ def code_digest() -> str:
 
 
 def cache_dir(spec: Spec, tokenizer) -> Path:
-    content = {"format": FORMAT, "code": code_digest(), "file": digest_memo(Path(spec.path)), "tokenizer": tokenizer_digest(tokenizer),
-               "task": spec.task, "seq_len": spec.seq_len, "too_long": spec.too_long, "data_format": spec.data_format}
+    content = {"format": FORMAT, "code": code_digest(), "file": digest_memo(Path(spec.path)),
+               "tokenizer": tokenizer_digest(tokenizer), "task": spec.task, "seq_len": spec.seq_len,
+               "too_long": spec.too_long, "data_format": spec.data_format}
     key = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:20]
     return cache_root() / f"{Path(spec.path).stem[:40]}-{spec.task}-{key}"

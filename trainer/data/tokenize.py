@@ -88,7 +88,10 @@ def _tokenize_part(items: list, start: int, end: int, tokenizer, spec: Spec) -> 
             learned.append(m)
             seq_lengths.append(len(i))
         kept.append(start + r)
-    cat = lambda parts, dtype: np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+    def cat(parts, dtype):
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
     return _Part(ids=cat(ids, np.int32), learned=cat(learned, np.uint8),
                  seq_lengths=np.asarray(seq_lengths, dtype=np.int64), rows=np.asarray(kept, dtype=np.int64),
                  lengths=np.asarray([max(len(i) for i, _ in seqs) for seqs in encoded], dtype=np.int64),
