@@ -43,9 +43,10 @@ def test_the_embedded_default_runs_beside_a_users_own_trainer_and_core(tmp_path)
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env |= {"PYTHONPATH": str(site), "STACKBENCH_TEST_MODULES": str(dumps)}
-    p = subprocess.run([sys.executable, str(ROOT / "tasks.py"), "bench", "--tasks", "sft,dpo", "--zero", "3", "--nodes", "2",
-                        "--steps", "2", "--warmup", "1", "--results", str(results), "--sweep", "beside"],
-                       cwd=user, env=env, capture_output=True, text=True, timeout=900)
+    argv = ["bench", "--tasks", "sft,dpo", "--zero", "3", "--nodes", "2", "--steps", "2", "--warmup", "1",
+            "--results", str(results), "--sweep", "beside"]
+    p = subprocess.run([sys.executable, str(ROOT / "tasks.py"), *argv], cwd=user, env=env, capture_output=True,
+                       text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
     records = [json.loads(f.read_text()) for f in (results / "beside").glob("*.json") if f.name != "sweep.json"]
     assert sorted(r["config"]["task"] for r in records) == ["dpo", "sft"]
