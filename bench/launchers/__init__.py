@@ -5,19 +5,20 @@ factory, not each other."""
 from stackbench.bench.launchers.contract import Launcher
 from stackbench.bench.launchers.local import LocalLauncher
 from stackbench.bench.launchers.options import LaunchOptions
-from stackbench.bench.launchers.slurm import SlurmLauncher
-from stackbench.bench.launchers.torchrun import TorchrunLauncher
+from stackbench.bench.launchers.slurm import SlurmLauncher, SlurmSettings
+from stackbench.bench.launchers.torchrun import TorchrunLauncher, TorchrunSettings
 from stackbench.core.errors import ConfigError
 
 LAUNCHERS: dict[str, type[Launcher]] = {"local": LocalLauncher, "torchrun": TorchrunLauncher, "slurm": SlurmLauncher}
 
 
 def make(name: str, options: LaunchOptions | None = None, **settings) -> Launcher:
-    """The launcher called `name`, supervising runs by `options`, with its own settings (torchrun:
-    hostfile, ssh_options; slurm: partition, account, exclusive, sbatch_args, gpus, container_image)."""
+    """The launcher called `name`, supervising runs by `options`, with its own settings by name, the
+    fields of its settings dataclass (TorchrunSettings: hostfile, ssh_options; SlurmSettings:
+    partition, account, exclusive, sbatch_args, gpus, container_image, poll_s, ask_cluster)."""
     if name not in LAUNCHERS:
         raise ConfigError(f"unknown launcher {name!r}", where="--launcher", fix=f"use {', '.join(LAUNCHERS)}")
     return LAUNCHERS[name](options, **settings)
 
 
-__all__ = ["LAUNCHERS", "LaunchOptions", "Launcher", "make"]
+__all__ = ["LAUNCHERS", "LaunchOptions", "Launcher", "SlurmSettings", "TorchrunSettings", "make"]

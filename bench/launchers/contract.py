@@ -1,9 +1,11 @@
 """The launcher contract: `launch(cfg, sweep_dir) -> record`. A failure is a record, not an exception.
 
-Launchers that start one process per node from here (local, torchrun over ssh) share `launch` and
-`preflight` (processes.py supervises; outcomes.py turns what happened into a record). A launcher
-says how to run a command on node i (`wrap`), which host node i is (`hosts`) and how torchrun
-meets (`rendezvous`). Slurm overrides `launch` and does its preflight inside the job.
+Every launcher shares `launch`'s skeleton (clear the last attempt, start, wait, Ctrl-C, the
+trainer's own record or the launcher's reading of what happened). Launchers that start one process
+per node from here (local, torchrun over ssh) share all of it and `preflight` (processes.py
+supervises; outcomes.py turns what happened into a record). A launcher says how to run a command on
+node i (`wrap`), which host node i is (`hosts`) and how torchrun meets (`rendezvous`). Slurm
+submits a job instead (`begin`, `wait`, `stop`, `outcome`) and does its preflight inside the job.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import sys
 import time
 import uuid
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from stackbench.bench.launchers import outcomes
 from stackbench.bench.launchers.backends import env_for, python_for
@@ -126,14 +130,15 @@ class Launcher(ABC):
         out.unlink(missing_ok=True)
         hosts = self.hosts(nodes)
         port = free_port()
-        argv = [[sys.executable, "-m", "stackbench.bench.launchers.preflight", f"--node-rank={node}", f"--nnodes={nodes}",
-                 f"--nproc={procs_per_node}", f"--master={hosts[0]}:{port}", f"--hosts={','.join(hosts)}",
-                 f"--deadline={deadline:g}"] + ([f"--out={out}"] if node == 0 else []) for node in range(nodes)]
+        argv = [[sys.executable, "-m", "stackbench.bench.launchers.preflight", f"--node-rank={node}",
+                 f"--nnodes={nodes}", f"--nproc={procs_per_node}", f"--master={hosts[0]}:{port}",
+                 f"--hosts={','.join(hosts)}", f"--deadline={deadline:g}"] + ([f"--out={out}"] if node == 0 else [])
+                for node in range(nodes)]
         env = self.env()
         procs = start([self.wrap(h, a, env) for h, a in zip(hosts, argv)], env, log_dir)
         # joining has `deadline`, then the all-reduce has it again, plus interpreter and torch imports
-        killed = supervise(procs, dataclasses.replace(self.options, deadline_s=2 * deadline + 60, grace_s=deadline + 10),
-                           heartbeat=None)
+        killed = supervise(procs, dataclasses.replace(self.options, deadline_s=2 * deadline + 60,
+                                                      grace_s=deadline + 10), heartbeat=None)
         return outcomes.read_preflight(out, [p.log for p in procs], killed)
 
     def run_on_nodes(self, argv: list[str], nodes: int, procs_per_node: int, work_dir: Path,
@@ -147,35 +152,72 @@ class Launcher(ABC):
         return [p.log for p in procs], self.preflight(nodes, procs_per_node, work_dir)
 
     def launch(self, cfg: RunConfig, sweep_dir: Path) -> dict:
-        """Run one config to completion or deadline; return its record (also written to sweep_dir)."""
-        started = record.now()
-        out = record.path(sweep_dir, cfg.run_id)
-        out.unlink(missing_ok=True)  # a re-run replaces an earlier failure; the sweep never re-runs an ok
-        run_dir = sweep_dir / cfg.run_id
-        heartbeat = run_dir / "heartbeat"
+        """Run one config to completion or deadline; return its record (also written to sweep_dir).
+        Every launcher's skeleton: a launcher says how a run starts (`begin`), is waited for (`wait`)
+        and stopped on Ctrl-C (`stop`), and what its record says when the trainer wrote none (`outcome`)."""
+        at = Attempt(cfg, sweep_dir, record.now())
+        at.out.unlink(missing_ok=True)  # a re-run replaces an earlier failure; the sweep never re-runs an ok
+        shutil.rmtree(at.run_dir / "ranks", ignore_errors=True)  # an earlier attempt's error files are not this one's
+        launch, run = self.begin(at)
+        try:
+            ended = self.wait(at, run)
+        except BaseException:  # Ctrl-C: stop this run only, record it, pass it on
+            self.stop(run)
+            record.write(at.out, outcomes.interrupted(cfg, launch, at.started))
+            raise
+        if at.out.exists():  # the trainer wrote its own record (ok, bad input, oom)
+            return self.recorded(at, run)
+        return self.outcome(at, launch, run, ended)
+
+    def begin(self, at: Attempt) -> tuple[Launch, Any]:
+        """Start the run: its bookkeeping, and what the launcher follows it by (here: one process per node)."""
+        heartbeat = at.run_dir / "heartbeat"
         heartbeat.unlink(missing_ok=True)
-        shutil.rmtree(run_dir / "ranks", ignore_errors=True)  # an earlier attempt's error files are not this one's
-        cmds = self.commands(cfg, sweep_dir, free_port())
+        cmds = self.commands(at.cfg, at.sweep_dir, free_port())
         command = join_commands(cmds)
         cmds = [c + ["--command", command] for c in cmds]  # the record says how to reproduce it
-        launch = self.bookkeeping(cfg, sweep_dir, command)
+        launch = self.bookkeeping(at.cfg, at.sweep_dir, command)
         env = self.env({"STACKBENCH_HEARTBEAT": str(heartbeat), "STACKBENCH_LAUNCHED_AT": f"{time.time():.3f}",
-                        **env_for(cfg.backend)})
-        procs = start([self.wrap(h, c, env) for h, c in zip(self.hosts(cfg.nodes), cmds)], env, run_dir)
-        try:
-            killed_because = supervise(procs, self.options, heartbeat)
-        except BaseException:  # Ctrl-C: stop this run's processes only, record it, pass it on
-            kill(procs)
-            record.write(out, outcomes.interrupted(cfg, launch, started))
-            raise
-        if out.exists():  # the trainer wrote its own record (ok, bad input, oom)
-            return record.read(out)
-        status, error = outcomes.classify([p.log for p in procs], killed_because,
-                                          {p.node: p.popen.returncode for p in procs}, self.node_names(cfg.nodes),
-                                          outcomes.rank_errors(run_dir))
-        rec = record.new(status, cfg, launch, started_at=started, error=error)
-        record.write(out, rec)
+                        **env_for(at.cfg.backend)})
+        return launch, start([self.wrap(h, c, env) for h, c in zip(self.hosts(at.cfg.nodes), cmds)], env, at.run_dir)
+
+    def wait(self, at: Attempt, run: Any) -> Any:
+        """Wait for the run to end; why it was stopped (here: killed), or None when it ended by itself."""
+        return supervise(run, self.options, at.run_dir / "heartbeat")
+
+    def stop(self, run: Any) -> None:
+        """Stop this run only (Ctrl-C)."""
+        kill(run)
+
+    def recorded(self, at: Attempt, run: Any) -> dict:
+        """The record the trainer wrote itself."""
+        return record.read(at.out)
+
+    def outcome(self, at: Attempt, launch: Launch, run: Any, ended: Any) -> dict:
+        """The record of a run the trainer did not record (from its logs, exit codes, the ranks' errors), written."""
+        status, error = outcomes.classify([p.log for p in run], ended, {p.node: p.popen.returncode for p in run},
+                                          self.node_names(at.cfg.nodes), outcomes.rank_errors(at.run_dir))
+        rec = record.new(status, at.cfg, launch, started_at=at.started, error=error)
+        record.write(at.out, rec)
         return rec
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One launch of a run: its config, the sweep's folder as the sweep names it, when it started."""
+
+    cfg: RunConfig
+    sweep_dir: Path
+    started: str
+
+    @property
+    def run_dir(self) -> Path:
+        return self.sweep_dir / self.cfg.run_id
+
+    @property
+    def out(self) -> Path:
+        """Its record."""
+        return record.path(self.sweep_dir, self.cfg.run_id)
 
 
 def export_lines(env: dict[str, str]) -> list[str]:

@@ -1,8 +1,12 @@
-"""What every launcher is told about supervising a run (built from bench.options.BenchOptions)."""
+"""What every launcher is told about supervising a run (built from bench.options.BenchOptions).
+The one definition of these defaults: bench's flags, the preflight's and envcheck's read them here
+(the collective timeout is the trainer's own default, core.config.Launch, which sits a layer below)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from stackbench.core.config import Launch
 
 
 @dataclass(kw_only=True)
@@ -13,7 +17,7 @@ class LaunchOptions:
     """Kill the run when rank 0 has not finished a step for this long (after its first step)."""
     grace_s: float = 30.0
     """After one node's process fails, how long the others get to exit by themselves."""
-    collective_timeout_s: int = 300
+    collective_timeout_s: int = Launch().collective_timeout_s
     """A collective that waits longer fails the run (torch's default is 30 minutes)."""
     queue_timeout_s: float = 1800.0
     """How long a job may wait in a batch queue, before it first runs and after a requeue."""

@@ -26,6 +26,7 @@ import sys
 import time
 from datetime import timedelta
 
+from stackbench.bench.launchers.options import LaunchOptions
 from stackbench.core.errors import EXIT_PREFLIGHT as EXIT_FAILED
 
 PREFIX = "stackbench-preflight:"  # the line launchers look for in node logs
@@ -40,7 +41,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--nproc", type=int, default=1, help="ranks per node")
     p.add_argument("--master", required=True, help="HOST:PORT of node 0, where the store listens")
     p.add_argument("--hosts", default="", help="comma list of the expected host of each node, to name the missing")
-    p.add_argument("--deadline", type=float, default=30.0, help="seconds for joining and for the all-reduce")
+    p.add_argument("--deadline", type=float, default=LaunchOptions.preflight_deadline_s,
+                   help="seconds for joining and for the all-reduce")
     p.add_argument("--bytes", type=int, default=16 * 2**20, help="all-reduce message size")
     p.add_argument("--out", default="", help="node 0 writes the result JSON here")
     return p.parse_args(argv)
@@ -170,7 +172,8 @@ def _rank(args: argparse.Namespace, local: int, queue) -> None:
         # torch 2.13 renamed them (*_single); 2.6 has only the old names
         gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
         scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
-        for op, call in (("all_gather", lambda: gather(whole, shard)), ("reduce_scatter", lambda: scatter(shard, whole))):
+        for op, call in (("all_gather", lambda: gather(whole, shard)),
+                         ("reduce_scatter", lambda: scatter(shard, whole))):
             try:
                 call()
                 collectives[op] = _bandwidth(whole.numel() * 4, _timed(call, cuda), (world - 1) / world)

@@ -19,6 +19,7 @@ import re
 import shlex
 import socket
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from stackbench.bench.launchers.contract import Launcher
@@ -64,20 +65,34 @@ def is_local(host: str) -> bool:
     return host in {"localhost", "127.0.0.1", socket.gethostname(), socket.getfqdn()}
 
 
+@dataclass(frozen=True)
+class TorchrunSettings:
+    """The torchrun launcher's own settings (bench's --hostfile, --ssh-options); a hostfile is needed."""
+
+    hostfile: str = ""
+    """one host per line ('host slots=8'), node 0 first"""
+    ssh_options: str = ""
+    """options for ssh, as one shell-quoted string (default: BatchMode, ConnectTimeout=10, ServerAliveInterval=10)"""
+
+    def __post_init__(self) -> None:
+        if not self.hostfile:
+            raise ConfigError("the torchrun launcher needs a hostfile", where="--hostfile",
+                              fix="write one host per line (node 0 first), e.g. 'node-a slots=8'")
+
+
 class TorchrunLauncher(Launcher):
     name = "torchrun"
 
-    def __init__(self, options: LaunchOptions | None = None, *, hostfile: str = "", ssh_options: str = ""):
+    def __init__(self, options: LaunchOptions | None = None, settings: TorchrunSettings | None = None, **fields):
+        """settings, or its fields by name (hostfile=..., ssh_options=...)."""
         super().__init__(options)
-        if not hostfile:
-            raise ConfigError("the torchrun launcher needs a hostfile", where="--hostfile",
-                              fix="write one host per line (node 0 first), e.g. 'node-a slots=8'")
-        self.hostfile = hostfile
-        self.entries = read_hostfile(hostfile)
+        self.settings = settings if settings is not None else TorchrunSettings(**fields)
+        self.hostfile = self.settings.hostfile
+        self.entries = read_hostfile(self.hostfile)
         self.dead: set[str] = set()
-        self.ssh_options = shlex.split(ssh_options) or ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
-                                                        "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=3",
-                                                        "-o", "StrictHostKeyChecking=accept-new"]
+        self.ssh_options = shlex.split(self.settings.ssh_options) or [
+            "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=10",
+            "-o", "ServerAliveCountMax=3", "-o", "StrictHostKeyChecking=accept-new"]
 
     def hosts(self, nodes: int) -> list[str]:
         return [h for h, _ in self.live(nodes)]
@@ -86,7 +101,8 @@ class TorchrunLauncher(Launcher):
         """The first `nodes` hostfile entries not found dead in this sweep."""
         live = [e for e in self.entries if e[0] not in self.dead]
         if nodes > len(live):
-            dead = f", {len(self.dead)} of them found dead in this sweep ({', '.join(sorted(self.dead))})" if self.dead else ""
+            dead = (f", {len(self.dead)} of them found dead in this sweep ({', '.join(sorted(self.dead))})"
+                    if self.dead else "")
             raise ConfigError(f"{nodes} nodes asked for but {self.hostfile} lists {len(self.entries)} hosts{dead}",
                               where="--nodes", fix=f"add hosts to {self.hostfile} or ask for fewer nodes")
         return live[:nodes]

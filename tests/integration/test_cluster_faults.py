@@ -16,7 +16,8 @@ from datetime import datetime
 import pytest
 
 from stackbench.bench.launchers import LaunchOptions
-from stackbench.bench.launchers.slurm import SlurmLauncher, _slurm
+from stackbench.bench.launchers.slurm import SlurmLauncher
+from stackbench.bench.launchers.slurm.scheduler import slurm as _slurm
 from stackbench.bench.launchers.torchrun import TorchrunLauncher
 from stackbench.bench.sweep import run_sweep
 from stackbench.core.config import RunConfig
@@ -40,8 +41,8 @@ def _long(**kw) -> RunConfig:
 
 
 def _options(**kw) -> LaunchOptions:
-    return LaunchOptions(**{"deadline_s": 300, "preflight_deadline_s": PREFLIGHT_S, "collective_timeout_s": COLLECTIVE_S,
-                            "grace_s": GRACE_S, "queue_timeout_s": 60, **kw})
+    return LaunchOptions(**{"deadline_s": 300, "preflight_deadline_s": PREFLIGHT_S,
+                            "collective_timeout_s": COLLECTIVE_S, "grace_s": GRACE_S, "queue_timeout_s": 60, **kw})
 
 
 def _seconds(rec: dict, since: float | None = None) -> float:
@@ -131,8 +132,9 @@ def test_a_node_cut_mid_run_is_named_within_the_collective_timeout_and_no_job_is
     assert _slurm("squeue", "-h", "-j", rec["slurm_job_id"], "-o", "%T", check=False).strip() in ("", "COMPLETING")
     slurm_env.restore(1)
     t0 = time.monotonic()
-    while time.monotonic() - t0 < SLURM_RETRY_S and (_slurm("squeue", "-h", "-j", rec["slurm_job_id"], check=False).strip()
-                                                     or slurm_env.processes(1, cfg.run_id)):
+    while time.monotonic() - t0 < SLURM_RETRY_S and (
+            _slurm("squeue", "-h", "-j", rec["slurm_job_id"], check=False).strip()
+            or slurm_env.processes(1, cfg.run_id)):
         time.sleep(1)
     assert not _slurm("squeue", "-h", "-j", rec["slurm_job_id"], check=False).strip()
     assert not slurm_env.processes(1, cfg.run_id)

@@ -224,7 +224,7 @@ def test_a_run_claimed_by_another_live_process_is_left_to_it(tmp_path):
 
 
 def test_a_setting_that_holds_a_credential_is_refused_not_written(tmp_path, monkeypatch):
-    from stackbench.bench.launchers.slurm import _submit
+    from stackbench.bench.launchers.slurm.scheduler import submit as _submit
 
     monkeypatch.setenv("HF_TOKEN", "hf_unitPlantedToken2")
     monkeypatch.setenv("NCCL_DEBUG_FILE", "/tmp/hf_unitPlantedToken2.log")  # a setting built from the token
@@ -238,8 +238,8 @@ def test_the_far_end_of_ssh_takes_its_environment_from_stdin_and_stops_when_it_c
     marker = tmp_path / "seen"
     child = (f"import os, time; open({str(marker)!r}, 'w').write(os.environ['HF_TOKEN']); "
              "time.sleep(120)")
-    proc = subprocess.Popen([sys.executable, "-m", "stackbench.bench.launchers.remote", "--", sys.executable, "-c", child],
-                            cwd=ROOT, stdin=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "stackbench.bench.launchers.remote", "--", sys.executable, "-c",
+                             child], cwd=ROOT, stdin=subprocess.PIPE)
     proc.stdin.write(json.dumps({"HF_TOKEN": "hf_via_stdin"}).encode() + b"\n")
     proc.stdin.flush()
     deadline = time.monotonic() + 30
