@@ -35,18 +35,20 @@ def test_sbatch_script_has_the_allocation_preflight_and_one_torchrun_per_node(tm
     script = launcher.script(SPEC, tmp_path / "sweep")
     lines = script.splitlines()
     for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=8",
-                 "#SBATCH --partition=gpu", "#SBATCH --account=proj", "#SBATCH --no-requeue", "#SBATCH --exclusive", "#SBATCH --qos=high",
+                 "#SBATCH --partition=gpu", "#SBATCH --account=proj", "#SBATCH --no-requeue", "#SBATCH --exclusive",
+                 "#SBATCH --qos=high",
                  "export NCCL_SOCKET_IFNAME=ib0", "export NCCL_DEBUG=INFO", "set -euo pipefail"):
         assert line in lines, line
     assert "UNRELATED_SETTING" not in script  # only multi-node settings pass through
     assert 'HOSTS=$(scontrol show hostnames "$SLURM_JOB_NODELIST"' in script and "MASTER_ADDR=${HOSTS%%,*}" in script
-    preflight, train = [l for l in lines if l.startswith("srun ")]
+    preflight, train = [line for line in lines if line.startswith("srun ")]
     assert "-m stackbench.bench.launchers.preflight" in preflight and preflight.endswith("|| exit 4")
     assert "--master=$MASTER_ADDR:$PREFLIGHT_PORT" in preflight and "--hosts=$HOSTS" in preflight
     assert "--rdzv-endpoint=$MASTER_ADDR:$MASTER_PORT" in train and "--nproc_per_node=8" in train
     assert "--container-image=/images/stack.sqsh" in train and "--kill-on-bad-exit=1" in train
     assert f"--run-id {SPEC.run_id}" in train and "--launcher slurm" in train
-    assert int(next(l for l in lines if l.startswith("#SBATCH --time=")).split("=")[1]) >= 10  # deadline + margin
+    limit = next(line for line in lines if line.startswith("#SBATCH --time="))
+    assert int(limit.split("=")[1]) >= 10  # deadline + margin
     assert "#SBATCH --gpus-per-node" not in SlurmLauncher(gpus="no").script(SPEC, tmp_path)
 
 
@@ -188,7 +190,8 @@ def test_a_timeout_after_a_node_stopped_beating_is_recorded_node_lost_with_that_
     status, error = classify([tmp_path / "node0.log"], raised=outcomes.rank_errors(tmp_path))
     assert (status, error["kind"], error["host"]) == ("failed", "node_lost", "hn2")
     assert error["message"].startswith("hn2 stopped answering") and "Timed out waiting" in error["message"]
-    assert record.validate(record.new(status, SPEC, Launch(out=str(tmp_path)), started_at=record.now(), error=error)) == []
+    rec = record.new(status, SPEC, Launch(out=str(tmp_path)), started_at=record.now(), error=error)
+    assert record.validate(rec) == []
 
 
 def test_liveness_names_the_node_whose_beats_stopped_on_a_real_store(monkeypatch):
