@@ -74,6 +74,7 @@ class SlurmCluster:
         self.conf = self.root / "slurm.conf"
         self.state = self.root / "state.json"
         self.ssh_dir = self.root / "ssh"
+        self._cut: set[int] = set()  # nodes cut since the last reset: brought back at once there
 
     @property
     def env(self) -> dict[str, str]:
@@ -251,6 +252,7 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscrib
         """Take a node's link down (its end of the bridge): the node runs on, unreachable from
         slurmctld and the other nodes, as when a cable or a switch port dies."""
         sh("ip", "link", "set", f"sbv{node}", "down")
+        self._cut.add(node)
 
     def restore(self, node: int) -> None:
         sh("ip", "link", "set", f"sbv{node}", "up")
@@ -268,11 +270,21 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscrib
         return found
 
     def reset(self, timeout: float = 120) -> None:
-        """Between fault tests: every link up, no job left, every node resumed and idle."""
+        """Between fault tests: every link up, no job left, every node resumed and idle.
+
+        A node cut since the last reset is brought back at once, not when slurmctld next gets to
+        it: its part of a cancelled job would stay COMPLETING until slurmctld's kill retry reaches
+        it (about once a minute), and the node would stay "not responding" (idle*) until its next
+        ping (every SlurmdTimeout / 3: 100 s). Setting it DOWN ends what slurmctld still holds on
+        it (Slurm's own remedy for jobs stuck completing), and RESUME has slurmctld ping it now."""
         env = dict(os.environ, **self.env)
         for i in range(self.nodes):
             self.restore(i)
         sh("scancel", "--full", "--user", "root", check=False, env=env)
+        for i in sorted(self._cut):
+            sh("scontrol", "update", f"nodename={self.names[i]}", "state=down", "reason=stackbench-test-reset",
+               check=False, env=env)
+        self._cut.clear()
         t0 = time.monotonic()
         while sh("squeue", "-h", check=False, env=env).stdout.strip() and time.monotonic() - t0 < timeout:
             time.sleep(0.5)
