@@ -24,10 +24,12 @@ def write_jsonl(path: Path, lines: list[str]) -> Path:
 
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
-    """A real 2-node Slurm cluster on this machine (tests/support/slurm_cluster.py), always torn down."""
+    """A real 2-node Slurm cluster on this machine (tests/support/slurm_cluster.py), always torn down.
+    Its daemons run under strace for what they execute (test_secrets reads it): seccomp-bpf stops only
+    execve, where attaching to them later stops every system call of every rank they start."""
     from tests.support.slurm_cluster import SlurmCluster
 
-    with SlurmCluster(nodes=2, root=tmp_path_factory.mktemp("slurm")) as cluster:
+    with SlurmCluster(nodes=2, root=tmp_path_factory.mktemp("slurm"), trace_execs=True) as cluster:
         yield cluster
 
 

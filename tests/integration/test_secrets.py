@@ -51,11 +51,10 @@ def planted(slurm_cluster, tmp_path_factory):
                                 text=True)
         return proc.communicate(timeout=900) + (proc.returncode,) if wait else proc
 
-    # what every node's slurmd and sshd start: slurmstepd, the batch script, srun, the ranks; ssh sessions
-    daemons = slurm_cluster.daemon_pids("slurmd") + slurm_cluster.daemon_pids("sshd")
-    tracer = subprocess.Popen([*TRACE, "-o", str(traces / "daemons.trace"), *(f"-p{pid}" for pid in daemons)],
-                              stderr=subprocess.DEVNULL)
-    time.sleep(1)  # attached
+    # what every node's slurmd and sshd start: slurmstepd, the batch script, srun, the ranks; ssh
+    # sessions. The session's cluster runs them under strace (conftest: trace_execs), so only what
+    # this fixture runs is read back, into daemons.trace
+    marks = slurm_cluster.exec_trace_marks()
     out = {}
     try:
         slurm = bench("slurm", "--launcher", "slurm", "--nodes", "2", wait=False)
@@ -81,8 +80,7 @@ def planted(slurm_cluster, tmp_path_factory):
                                 cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         out["report"] = (report.stdout, report.stderr, report.returncode)
     finally:
-        tracer.terminate()
-        tracer.wait(timeout=30)
+        (traces / "daemons.trace").write_text(slurm_cluster.exec_traces_since(marks))
     for name, (stdout, stderr, _) in out.items():  # what the console showed, searched too
         (root / f"{name}.console").write_text(stdout + stderr)
     return root, results, traces, out
