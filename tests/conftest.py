@@ -10,6 +10,18 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))
 
 
+def pytest_sessionstart(session):
+    """Byte-compile the checkout once, as pip does for what it installs: hundreds of processes (every
+    rank, every `invoke bench`) import stackbench from here, and where PYTHONDONTWRITEBYTECODE is set
+    (CI's machines) none keeps what it compiled, so each compiled the same sources again (a third of
+    a second of CPU each). Reading bytecode is allowed there; a source edited later is recompiled by
+    Python as usual (each file is checked against its source)."""
+    import compileall
+    import re
+
+    compileall.compile_dir(ROOT, quiet=2, rx=re.compile(re.escape(str(ROOT)) + r"/(\.|results/|docker/)"))
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     from stackbench.trainer import models
