@@ -10,6 +10,18 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))
 
 
+def pytest_sessionstart(session):
+    """Byte-compile the checkout once, as pip does for what it installs: hundreds of processes (every
+    rank, every `invoke bench`) import stackbench from here, and where PYTHONDONTWRITEBYTECODE is set
+    (CI's machines) none keeps what it compiled, so each compiled the same sources again (a third of
+    a second of CPU each). Reading bytecode is allowed there; a source edited later is recompiled by
+    Python as usual (each file is checked against its source)."""
+    import compileall
+    import re
+
+    compileall.compile_dir(ROOT, quiet=2, rx=re.compile(re.escape(str(ROOT)) + r"/(\.|results/|docker/)"))
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     from stackbench.trainer import models
@@ -24,10 +36,12 @@ def write_jsonl(path: Path, lines: list[str]) -> Path:
 
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
-    """A real 2-node Slurm cluster on this machine (tests/support/slurm_cluster.py), always torn down."""
+    """A real 2-node Slurm cluster on this machine (tests/support/slurm_cluster.py), always torn down.
+    Its daemons run under strace for what they execute (test_secrets reads it): seccomp-bpf stops only
+    execve, where attaching to them later stops every system call of every rank they start."""
     from tests.support.slurm_cluster import SlurmCluster
 
-    with SlurmCluster(nodes=2, root=tmp_path_factory.mktemp("slurm")) as cluster:
+    with SlurmCluster(nodes=2, root=tmp_path_factory.mktemp("slurm"), trace_execs=True) as cluster:
         yield cluster
 
 
@@ -58,7 +72,8 @@ def pinned_python(request):
     python = str(pinned.VENV / "bin" / "python")
     kept, left = pinned.requirements("cuda12.4")
     wanted = dict(r.split("==", 1) for r in kept if "==" in r)
-    script = "import json, sys; from importlib.metadata import version; print(json.dumps({d: version(d) for d in sys.argv[1:]}))"
+    script = ("import json, sys; from importlib.metadata import version; "
+              "print(json.dumps({d: version(d) for d in sys.argv[1:]}))")
     have = json.loads(subprocess.run([python, "-c", script, "torch", *wanted], capture_output=True, text=True,
                                      check=True).stdout)
     assert {d: have[d] for d in wanted} == wanted, f"{pinned.VENV} does not hold the profile's pins"

@@ -64,8 +64,10 @@ def test_backends_match_native_losses_and_are_measured_the_same_way(dev_records,
     assert swift["resolved"]["backend_setup"]["command"].startswith("swift sft --tuner_type full")
     assert "use_configured_state" in swift["resolved"]["backend_setup"]["accelerate_state"]
     assert swift["command"].startswith(swift_python)  # bench started its ranks in ms-swift's environment
-    assert swift["environment"]["packages"]["ms-swift"] and not by[("sft", "hf", 3)]["environment"]["packages"]["ms-swift"]
-    assert "optimizer" not in swift["resolved"]["deepspeed"]  # ms-swift's trainer builds AdamW itself: recorded as given
+    assert swift["environment"]["packages"]["ms-swift"]
+    assert not by[("sft", "hf", 3)]["environment"]["packages"]["ms-swift"]
+    # ms-swift's trainer builds AdamW itself: recorded as given
+    assert "optimizer" not in swift["resolved"]["deepspeed"]
     df, _ = load.load(sweep_dir)
     side = tables.backends(df)
     assert {"hf / native", "swift / native"} <= set(side.columns) and len(side) == 4

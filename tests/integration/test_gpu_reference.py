@@ -8,6 +8,7 @@ hf backend. Needs the package index (as CI's own setup does)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -40,9 +41,16 @@ def test_the_wheel_folder_fits_the_budget_for_every_python(wheels):
 def test_the_rehearsal_runs_every_step_from_the_offline_wheels(wheels, tmp_path):
     out, _ = wheels
     ref, archive = tmp_path / "ref", tmp_path / "ref.tgz"
+    # The rehearsal's DeepSpeed is the wheel folder's copy, at another path than this environment's:
+    # its JIT-built ops get a cache of their own (one cache for both would be rebuilt by each in turn,
+    # a minute each time, here and in the next test that trains). And its processes may keep the
+    # bytecode of what they import from the --target folder (pip wrote none there): else each of them
+    # compiles transformers and DeepSpeed from source again.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["TORCH_EXTENSIONS_DIR"] = str(ROOT / ".cache" / "torch_extensions-gpu-reference")
     p = subprocess.run([sys.executable, "recipes/gpu_reference.py", "--out", str(ref), "--wheels", str(out), "--cpu",
                         "--archive", str(archive), "--deadline", "1500"], cwd=ROOT, capture_output=True, text=True,
-                       timeout=1800)
+                       timeout=1800, env=env)
     steps = json.loads((ref / "steps.json").read_text())
     assert p.returncode == 0, (steps, p.stdout[-2000:], p.stderr[-3000:])
     assert [s["status"] for s in steps] == ["ok"] * len(steps) and len(steps) == 6
@@ -50,7 +58,8 @@ def test_the_rehearsal_runs_every_step_from_the_offline_wheels(wheels, tmp_path)
     # what the wheels provide comes from the offline --target folder, not from this environment
     site = ref / "site"
     probe = subprocess.run([sys.executable, "-c", "import deepspeed, transformers, invoke, pydantic, hjson; "
-                            "print(*('FROM ' + m.__file__ for m in (deepspeed, transformers, invoke, pydantic, hjson)))"],
+                            "print(*('FROM ' + m.__file__ "
+                            "for m in (deepspeed, transformers, invoke, pydantic, hjson)))"],
                            env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "DS_ACCELERATOR": "cpu"},
                            capture_output=True, text=True)
     found = [w for line in probe.stdout.splitlines() if line.startswith("FROM ") for w in line.split()[1::2]]
@@ -63,7 +72,8 @@ def test_the_rehearsal_runs_every_step_from_the_offline_wheels(wheels, tmp_path)
     tiny = [r for r in records if r["config"]["model"] == "tiny" and r["config"]["backend"] == "native"]
     assert sorted(r["config"]["zero_stage"] for r in tiny) == [0, 1, 2, 3]
     assert all(r["resolved"]["dtype"] == "bf16" for r in records)
-    shapes = {r["resolved"]["model"]["hidden"]: r["resolved"]["model"] for r in records if "1layer" in r["config"]["model"]}
+    shapes = {r["resolved"]["model"]["hidden"]: r["resolved"]["model"] for r in records
+              if "1layer" in r["config"]["model"]}
     assert set(shapes) == {1024, 2048} and all(m["vocab"] == 151936 and m["layers"] == 1 for m in shapes.values())
     assert json.loads((ref / "plans.json").read_text())["qwen3-1.7b"]["fits"]  # the planner's pick for the GPU run
     with tarfile.open(archive) as tar:

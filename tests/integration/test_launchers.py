@@ -194,7 +194,8 @@ def test_a_failed_preflight_inside_a_slurm_job_is_recorded_with_its_cause(slurm_
     the job, the job exits with the preflight's code, and the run is recorded failed / preflight."""
     env = dict(os.environ, **slurm_cluster.env)
     p = subprocess.run([sys.executable, "-m", "invoke", "bench", "--launcher", "slurm", "--nodes", "2",
-                        "--tasks", "sft", "--zero", "2", "--gpus-per-node", "1", "--env", "GLOO_SOCKET_IFNAME=nosuchif0",
+                        "--tasks", "sft", "--zero", "2", "--gpus-per-node", "1",
+                        "--env", "GLOO_SOCKET_IFNAME=nosuchif0",
                         "--preflight-deadline", "15", "--results", str(tmp_path), "--sweep", "pf"],
                        capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
     assert p.returncode == 1, p.stdout[-3000:] + p.stderr[-3000:]  # a run failed, and is recorded

@@ -25,7 +25,8 @@ CONFIGS = [{"stage": 1}, {"stage": 2}, {"stage": 2, "overlap_comm": True, "reduc
 def test_buffer_sizes_match_the_tensors_deepspeed_allocates(tmp_path):
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                           str(ROOT / "tests" / "support" / "engine_buffers.py"), json.dumps(CONFIGS)],
-                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                         timeout=300)
     found = [json.loads(line.split(" ", 1)[1]) for line in out.stdout.splitlines() if line.startswith("BUFFERS ")]
     assert len(found) == len(CONFIGS), out.stdout[-3000:] + out.stderr[-3000:]
     shape = models.shape(models.resolve("tiny"))

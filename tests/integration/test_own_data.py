@@ -123,5 +123,7 @@ def test_dropped_rows_are_said_and_recorded_and_packing_trains_the_same(tmp_path
     for a, b in zip(unpacked["loss"]["per_step"], packed["loss"]["per_step"]):
         assert abs(a - b) < 1e-4, (unpacked["loss"], packed["loss"])
     assert packed["tokens_per_s"] > 0 and unpacked["tokens_per_s"] > 0
-    fill = lambda m: m["tokens_per_s"] / m["padded_tokens_per_s"]  # real tokens of those fed
+    def fill(m):  # real tokens of those fed
+        return m["tokens_per_s"] / m["padded_tokens_per_s"]
+
     assert fill(packed) > 1.5 * fill(unpacked)  # six short samples in one row, not six rows of padding

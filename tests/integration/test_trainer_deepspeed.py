@@ -168,6 +168,7 @@ def test_moe_under_zero3_registers_its_leaf_modules(tmp_path):
     rec = LocalLauncher(LaunchOptions(deadline_s=300)).launch(spec, tmp_path / "sweep")
     assert rec["status"] == "ok", rec.get("error")
     (leaf,) = rec["resolved"]["moe_leaf_modules"]
-    assert leaf["name"] == "Qwen3MoeSparseMoeBlock" and "structure" in leaf["found_by"] and leaf["instances"] == 4  # one per layer
+    assert leaf["name"] == "Qwen3MoeSparseMoeBlock" and "structure" in leaf["found_by"]
+    assert leaf["instances"] == 4  # one per layer
     assert {k: rec["resolved"]["model"]["moe"][k] for k in ("experts", "top_k")} == {"experts": 8, "top_k": 2}
     assert rec["resolved"]["model"]["active"] < rec["resolved"]["model"]["params"]

@@ -65,8 +65,10 @@ def ensure_munge() -> None:
 
 
 class SlurmCluster:
-    def __init__(self, nodes: int = 2, root: str | Path = "/tmp/sbslurm", cpus: int | None = None):
+    def __init__(self, nodes: int = 2, root: str | Path = "/tmp/sbslurm", cpus: int | None = None,
+                 trace_execs: bool = False):
         self.nodes, self.root = nodes, Path(root)
+        self.trace_execs = trace_execs  # every node's slurmd and sshd run under strace: exec_traces_since()
         self.cpus = cpus or max(2, os.cpu_count() or 2)
         self.ctl_host = socket.gethostname()
         self.names = [f"sbnode{i}" for i in range(nodes)]
@@ -74,6 +76,8 @@ class SlurmCluster:
         self.conf = self.root / "slurm.conf"
         self.state = self.root / "state.json"
         self.ssh_dir = self.root / "ssh"
+        self.trace_dir = self.root / "trace"
+        self._cut: set[int] = set()  # nodes cut since the last reset: brought back at once there
 
     @property
     def env(self) -> dict[str, str]:
@@ -85,7 +89,7 @@ class SlurmCluster:
         ensure_packages()
         ensure_munge()
         self.down(quiet=True)  # leftovers of an earlier run that was killed
-        for d in ("state", "log", "spool"):
+        for d in ("state", "log", "spool", "trace"):
             (self.root / d).mkdir(parents=True, exist_ok=True)
         state: dict = {"pids": [], "netns": [], "iptables": []}
         self.state.write_text(json.dumps(state))
@@ -107,6 +111,9 @@ class SlurmCluster:
             enter = f"hostname {name} && mount --bind {hosts} /etc/hosts && mount --bind {resolv} /etc/resolv.conf"
             for daemon, cmd in (("slurmd", f"slurmd -D -N {name} -f {self.conf}"),
                                 ("sshd", f"/usr/sbin/sshd -D -e -f {self._sshd_config(name, addr)}")):
+                if self.trace_execs:  # seccomp-bpf: only execve stops what they start, the rest runs at full speed
+                    cmd = (f"{shutil.which('strace') or 'strace'} -f --seccomp-bpf -qq -e trace=execve -s 100000 "
+                           f"-o {self.trace_dir / f'{daemon}-{name}.trace'} {cmd}")
                 log = (self.root / "log" / f"{daemon}-{name}.log").open("w")
                 proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{name}", "unshare", "--uts", "--mount", "sh",
                                          "-c", f"{enter} && exec {cmd}"], stdout=log, stderr=subprocess.STDOUT,
@@ -119,9 +126,28 @@ class SlurmCluster:
         return self
 
     def daemon_pids(self, daemon: str) -> list[int]:
-        """The pid of that daemon (slurmd, sshd) on every node: to trace what they start."""
+        """The pid of that daemon (slurmd, sshd) on every node (with trace_execs: of its strace)."""
         daemons = json.loads(self.state.read_text()).get("daemons", {})
         return [daemons[f"{daemon}-{name}"] for name in self.names]
+
+    # --- what the nodes start (trace_execs) ------------------------------------------------------------
+
+    def exec_trace_marks(self) -> dict[str, int]:
+        """Where each daemon's execve trace ends now (trace_execs): exec_traces_since(marks) gives
+        what the daemons and everything they started (slurmstepd, batch scripts, srun, ranks, ssh
+        sessions) executed after this point."""
+        if not self.trace_execs:
+            raise RuntimeError("the cluster was not brought up with trace_execs=True")
+        return {f.name: f.stat().st_size for f in sorted(self.trace_dir.glob("*.trace"))}
+
+    def exec_traces_since(self, marks: dict[str, int]) -> str:
+        """The execve lines every daemon's strace wrote since exec_trace_marks()."""
+        out = []
+        for f in sorted(self.trace_dir.glob("*.trace")):
+            with f.open("rb") as fh:
+                fh.seek(marks.get(f.name, 0))
+                out.append(f"--- {f.stem}\n" + fh.read().decode(errors="replace"))
+        return "".join(out)
 
     # --- ssh into the nodes --------------------------------------------------------------------------
 
@@ -251,6 +277,7 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscrib
         """Take a node's link down (its end of the bridge): the node runs on, unreachable from
         slurmctld and the other nodes, as when a cable or a switch port dies."""
         sh("ip", "link", "set", f"sbv{node}", "down")
+        self._cut.add(node)
 
     def restore(self, node: int) -> None:
         sh("ip", "link", "set", f"sbv{node}", "up")
@@ -268,11 +295,21 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscrib
         return found
 
     def reset(self, timeout: float = 120) -> None:
-        """Between fault tests: every link up, no job left, every node resumed and idle."""
+        """Between fault tests: every link up, no job left, every node resumed and idle.
+
+        A node cut since the last reset is brought back at once, not when slurmctld next gets to
+        it: its part of a cancelled job would stay COMPLETING until slurmctld's kill retry reaches
+        it (about once a minute), and the node would stay "not responding" (idle*) until its next
+        ping (every SlurmdTimeout / 3: 100 s). Setting it DOWN ends what slurmctld still holds on
+        it (Slurm's own remedy for jobs stuck completing), and RESUME has slurmctld ping it now."""
         env = dict(os.environ, **self.env)
         for i in range(self.nodes):
             self.restore(i)
         sh("scancel", "--full", "--user", "root", check=False, env=env)
+        for i in sorted(self._cut):
+            sh("scontrol", "update", f"nodename={self.names[i]}", "state=down", "reason=stackbench-test-reset",
+               check=False, env=env)
+        self._cut.clear()
         t0 = time.monotonic()
         while sh("squeue", "-h", check=False, env=env).stdout.strip() and time.monotonic() - t0 < timeout:
             time.sleep(0.5)
