@@ -16,6 +16,15 @@ def option(default: Any, help: str, *, iterable: bool = False) -> Any:
     return field(default_factory=tuple, metadata=meta) if iterable else field(default=default, metadata=meta)
 
 
+def read_number(name: str, value: Any, kind: type = int, example: Any = 2) -> Any:
+    """A number flag given as text, read; a mistyped one is an error naming its flag (--name)."""
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"cannot read {value!r} as {'an integer' if kind is int else 'a number'}",
+                          where="--" + name.replace("_", "-"), fix=f"e.g. {example}") from None
+
+
 class Options:
     """What a command takes beside the run config's knobs: one dataclass per command, its flags
     derived from its fields (tasks.py), read from invoke's keyword arguments by `from_flags`."""
@@ -37,11 +46,7 @@ class Options:
                 continue
             value, kind = flags[f.name], kinds.get(str(f.type))
             if kind and isinstance(value, str):
-                try:
-                    value = kind(value)
-                except ValueError:
-                    raise ConfigError(f"cannot read {value!r} as {'an integer' if kind is int else 'a number'}",
-                                      where="--" + f.name.replace("_", "-"), fix=f"e.g. {f.default}") from None
+                value = read_number(f.name, value, kind, example=f.default)
             values[f.name] = value
         unknown = set(flags) - set(values)
         if unknown:

@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stackbench.cli.program import number, run, task
+from stackbench.cli.program import run, task
+from stackbench.core.options import read_number
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "gpu_reference.py"  # in the checkout, beside tasks.py
 
@@ -28,7 +29,7 @@ def wheels(c, out="", python=""):
 def reference(c, out="", wheels="", archive="", deadline="540", cpu=False):
     """The GPU reference run (envcheck, plans, qwen3 presets in bf16 at ZeRO 0-3, the hf backend), rehearsed on CPU."""
     def recipe() -> int:  # a script over this command line, standard library only until its wheels are installed
-        argv = ["--out", out or "results/gpu-reference", "--deadline", str(number("deadline", deadline, float))]
+        argv = ["--out", out or "results/gpu-reference", "--deadline", str(read_number("deadline", deadline, float))]
         argv += (["--wheels", wheels] if wheels else []) + (["--archive", archive] if archive else [])
         return subprocess.run([sys.executable, str(RECIPE), *argv, *(["--cpu"] if cpu else [])]).returncode
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 import difflib
 import inspect
 import sys
-from typing import Any, Callable
+from typing import Callable
 
 from invoke import Exit, ParseError, Program
 from invoke import task as invoke_task
 
 from stackbench.core.config import cli_flag, knob_fields
-from stackbench.core.errors import EXIT_BAD_INPUT, ConfigError, UserError
+from stackbench.core.errors import EXIT_BAD_INPUT, UserError
 from stackbench.core.flags import bench_default, bench_flag, is_axis
 
 
@@ -39,15 +39,6 @@ def refuse(error: UserError):
     """Say a user mistake in one line (what, where, the fix) and exit with its code."""
     print(f"error: {error.render()}", file=sys.stderr)
     raise Exit(code=error.exit_code)
-
-
-def number(flag: str, value: Any, kind: type = int) -> Any:
-    """A number flag, given as text (so a mistyped one names its flag rather than raising in invoke)."""
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"cannot read {value!r} as {'an integer' if kind is int else 'a number'}",
-                          where="--" + flag.replace("_", "-"), fix=f"e.g. --{flag.replace('_', '-')} 2") from None
 
 
 def signature(options, defaults: dict[str, str] | None = None) -> tuple[inspect.Signature, dict[str, str], list[str]]:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from stackbench.bench.options import BenchOptions
 from stackbench.bench.planning.main import PLAN_DEFAULTS, PlanOptions
-from stackbench.cli.program import derived, number, refuse, run, task
+from stackbench.cli.program import derived, refuse, run, task
 from stackbench.core.errors import ConfigError
+from stackbench.core.options import read_number
 
 
 def _bench(c, **flags):
@@ -77,9 +78,9 @@ def envcheck(c, json=False, strict=False, lock="", nodes="0", gpus_per_node="1",
     from stackbench.envcheck.main import envcheck as run_envcheck
 
     by_launcher = {"torchrun": {"hostfile": hostfile}, "slurm": {"partition": partition, "account": account}}
-    run(lambda: run_envcheck(as_json=json, strict=strict, lock=lock, nodes=number("nodes", nodes), launcher=launcher,
-                             gpus_per_node=number("gpus_per_node", gpus_per_node), out=out, work_dir=work_dir,
-                             **by_launcher.get(launcher, {})))
+    run(lambda: run_envcheck(as_json=json, strict=strict, lock=lock, nodes=read_number("nodes", nodes),
+                             gpus_per_node=read_number("gpus_per_node", gpus_per_node), launcher=launcher, out=out,
+                             work_dir=work_dir, **by_launcher.get(launcher, {})))
 
 
 @task(help={
