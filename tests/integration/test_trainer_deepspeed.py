@@ -172,3 +172,13 @@ def test_moe_under_zero3_registers_its_leaf_modules(tmp_path):
     assert leaf["instances"] == 4  # one per layer
     assert {k: rec["resolved"]["model"]["moe"][k] for k in ("experts", "top_k")} == {"experts": 8, "top_k": 2}
     assert rec["resolved"]["model"]["active"] < rec["resolved"]["model"]["params"]
+
+
+def test_every_field_a_fresh_record_has_is_documented(sweep):
+    """docs/record.md is generated from core/record_doc.py: a field the trainer or the sweep adds
+    without a row there fails here, on records made now (the unit test reads the committed ones)."""
+    from stackbench.core import record_doc
+
+    records, _ = sweep
+    missing = {p: rec["run_id"] for rec in records.values() for p in record_doc.undocumented(rec)}
+    assert not missing, f"fields no row of core/record_doc.py FIELDS explains: {missing}"
