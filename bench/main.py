@@ -185,15 +185,20 @@ def write_scripts(runner: Launcher, configs: list, sweep_dir: Path, fit: FitChec
                               "runs to script", where="--script-only",
                               fix="give a folder (--script-only scripts/: one file per run), or narrow the matrix "
                                   "to one run (--tasks, --zero, --nodes ...)")
-        print(runner.script(kept[0], sweep_dir))
+        script = runner.script(kept[0], sweep_dir)
+        secrets.refuse_leaks(script, f"the script of {kept[0].run_id}")
+        print(script)
         return EXIT_OK
     folder = Path(target)
     files.check_writable(folder)
     folder.mkdir(parents=True, exist_ok=True)
     suffix = ".sbatch" if runner.name == "slurm" else ".sh"
-    for cfg in kept:
-        path = folder / f"{cfg.run_id}{suffix}"
-        path.write_text(runner.script(cfg, sweep_dir) + "\n")
+    scripts = {cfg.run_id: runner.script(cfg, sweep_dir) for cfg in kept}
+    for run_id, script in scripts.items():  # all checked before any is written
+        secrets.refuse_leaks(script, f"the script of {run_id}")
+    for run_id, script in scripts.items():
+        path = folder / f"{run_id}{suffix}"
+        path.write_text(script + "\n")
         path.chmod(0o755)
     first = f"{folder}/{kept[0].run_id}{suffix}" if kept else ""
     note(f"wrote {len(kept)} script(s) to {folder}/" + (f" ({len(configs) - len(kept)} left out, above)"

@@ -24,6 +24,8 @@ import os
 import re
 from typing import Any, Mapping
 
+from stackbench.core.errors import ConfigError
+
 # Names that hold credentials: the tokens our users' stacks read by name (Hugging Face, wandb,
 # ModelScope, trackers), then the suffixes and words every other credential is spelled with.
 CREDENTIAL_NAME = re.compile(
@@ -94,6 +96,15 @@ def _credential_values(env: Mapping[str, str] | None) -> list[tuple[str, str]]:
 def leaks(text: str, env: Mapping[str, str] | None = None) -> list[str]:
     """The names of credentials whose value is in text (for what must not be rewritten: a script)."""
     return [name for name, value in _credential_values(env) if value in text]
+
+
+def refuse_leaks(text: str, what: str) -> None:
+    """A script about to be written or submitted that holds a credential's value (a setting such as
+    NCCL_DEBUG_FILE=/tmp/$HF_TOKEN.log, expanded): refused, never rewritten."""
+    leaked = leaks(text)
+    if leaked:
+        raise ConfigError(f"{what} would hold the value of {', '.join(leaked)}", where="--env / the environment",
+                          fix="pass secrets only as themselves (export HF_TOKEN=...), not inside other settings")
 
 
 def _forms(env: Mapping[str, str] | None) -> list[tuple[str, str]]:

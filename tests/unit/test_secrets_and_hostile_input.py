@@ -234,6 +234,22 @@ def test_a_setting_that_holds_a_credential_is_refused_not_written(tmp_path, monk
     assert not (tmp_path / "run" / "job.sbatch").exists()
 
 
+@pytest.mark.parametrize("target", ["-", "scripts"])
+def test_script_only_refuses_a_setting_that_holds_a_credential_before_writing_anything(target, tmp_path):
+    """--script-only writes the scripts a user submits: the same refusal as a submission, on stdout
+    and in a folder alike, and no script is left behind."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_TOKEN="hf_unitPlantedToken3",
+               NCCL_DEBUG_FILE="/tmp/hf_unitPlantedToken3.log")
+    # one run's script on stdout; two into a folder
+    where = ["--zero", "3", "--script-only"] if target == "-" else ["--zero", "2,3", "--script-only", str(tmp_path)]
+    p = subprocess.run([sys.executable, "-m", "tasks", "bench", "--launcher", "slurm", "--nodes", "2", "--tasks", "sft",
+                        "--results", str(tmp_path / "r"), *where],
+                       capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert p.returncode == 2 and "would hold the value of HF_TOKEN" in p.stderr, p.stderr[-2000:]
+    assert "hf_unitPlantedToken3" not in p.stdout + p.stderr
+    assert not list(tmp_path.rglob("*.sbatch"))
+
+
 def test_the_far_end_of_ssh_takes_its_environment_from_stdin_and_stops_when_it_closes(tmp_path):
     marker = tmp_path / "seen"
     child = (f"import os, time; open({str(marker)!r}, 'w').write(os.environ['HF_TOKEN']); "

@@ -44,11 +44,7 @@ def submit(work_dir: Path, script: str) -> str:
     secrets reach the job); the job id."""
     for stale in [*work_dir.glob("*.log"), work_dir / "heartbeat", work_dir / "preflight.json"]:
         stale.unlink(missing_ok=True)
-    leaked = secrets.leaks(script)
-    if leaked:  # a setting that holds a credential's value (NCCL_FOO=$HF_TOKEN): refused, never rewritten
-        raise ConfigError(f"the job script would hold the value of {', '.join(leaked)}",
-                          where="--env / the environment",
-                          fix="pass secrets only as themselves (export HF_TOKEN=...), not inside other settings")
+    secrets.refuse_leaks(script, "the job script")
     files.write_atomic(work_dir / JOB_FILE, script, redact=False)
     exported = os.environ.get("SBATCH_EXPORT")
     if exported and exported.upper() != "ALL":
