@@ -34,9 +34,9 @@ class BenchOptions(Options):
                                    "(--no-preflight skips)")
     preflight_deadline: float = option(LaunchOptions.preflight_deadline_s,
                                        "seconds every node gets to join the preflight (and for its all-reduce)")
-    queue_timeout: float = option(LaunchOptions.queue_timeout_s, "slurm: seconds a job may pend (before it first "
-                                  "runs, and after a requeue) before it is cancelled and recorded timeout with "
-                                  "Slurm's reason")
+    queue_timeout: float = option(LaunchOptions.queue_timeout_s, "slurm: seconds a job may pend before it first "
+                                  "runs; then it is cancelled and recorded timeout with Slurm's reason (a job "
+                                  "pending again after it ran, a requeue, is recorded node_lost at once)")
     collective_timeout: int = option(LaunchOptions.collective_timeout_s, "seconds a collective may wait before the run "
                                                                          "fails (torch's default: 1800)")
     gpu_mem: float = option(0.0, GPU_MEM_HELP + "; default: this host's GPU (CPU: its RAM per rank)")

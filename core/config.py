@@ -165,7 +165,7 @@ class RunConfig:
     data_format: str = knob("auto", "the dataset's row layout: auto (detected per row), messages, sharegpt, alpaca, "
                             "dolly, swift, preference or text", choices=DATA_FORMATS)
     repeat_data: bool = knob(False, "cycle over the dataset when it has fewer samples than the steps need")
-    seed: int = knob(0, "seed for random init and data order")
+    seed: int = knob(0, "seed for random init (samples are taken in file order)")
     padding: str = knob("fixed", "fixed: pad every batch to seq_len (real shapes); longest: to the longest in the "
                         "batch", choices=("fixed", "longest"))
     too_long: str = knob("drop", "samples longer than seq_len: drop or truncate", choices=("drop", "truncate"))

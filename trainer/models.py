@@ -592,7 +592,7 @@ def load_tokenizer(ref: ModelRef, choice: TokenizerChoice | None = None):
         tok.pad_token = tok.eos_token
     if not tok.chat_template:
         raise ConfigError(f"the tokenizer in {path} has no chat_template", where="--model",
-                          fix="use a chat model's tokenizer, or --task pt")
+                          fix="name a tokenizer that has one: --tokenizer DIR or org/name")
     return tok
 
 

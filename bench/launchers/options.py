@@ -20,7 +20,8 @@ class LaunchOptions:
     collective_timeout_s: int = Launch().collective_timeout_s
     """A collective that waits longer fails the run (torch's default is 30 minutes)."""
     queue_timeout_s: float = 1800.0
-    """How long a job may wait in a batch queue, before it first runs and after a requeue."""
+    """How long a job may wait in a batch queue before it first runs (one that pends again after
+    running, a requeue, is node_lost at once: slurm/follow.py)."""
     preflight: bool = True
     preflight_deadline_s: float = 30.0
     """Seconds for every node to join the preflight and for its all-reduce."""
