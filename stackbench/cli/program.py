@@ -10,6 +10,7 @@ import sys
 from typing import Callable
 
 from invoke import Exit, ParseError, Program
+from invoke import Task as InvokeTask
 from invoke import task as invoke_task
 
 from stackbench.core.config import cli_flag, knob_fields
@@ -17,11 +18,22 @@ from stackbench.core.errors import EXIT_BAD_INPUT, UserError
 from stackbench.core.flags import bench_default, bench_flag, is_axis
 
 
+class Task(InvokeTask):
+    def get_arguments(self, ignore_unknown_help: bool | None = None):
+        """invoke's, leaving each flag's help in place: invoke pops it as it reads it, so a second
+        reader (the CLI reference after a parse, `--help` after the reference) found none."""
+        helps = dict(self.help)
+        try:
+            return super().get_arguments(ignore_unknown_help)
+        finally:
+            self.help.update(helps)
+
+
 def task(*args, **kwargs):
     """invoke's @task without generated short flags: invoke hands out a flag's first free letter,
     and so gave -h (help's) to --hostfile and --preflight-deadline, and '--' to --dry-run. Every
     flag here is long (a one-letter name such as test's -k is its own); -h is help everywhere."""
-    return invoke_task(*args, **{"auto_shortflags": False, **kwargs})
+    return invoke_task(*args, **{"auto_shortflags": False, "klass": Task, **kwargs})
 
 
 def run(fn: Callable[..., int | None], **kwargs) -> None:

@@ -25,16 +25,12 @@ def tasks(namespace: Collection | None = None) -> list[dict]:
     out = []
     for name in sorted(namespace.task_names):
         task = namespace[name]
-        flags, helps = [], dict(task.help)
-        try:
-            arguments = task.get_arguments()
-        finally:  # invoke pops each flag's help out of task.help as it reads it: put it back for the next reader
-            task.help.update(helps)
-        for arg in sorted(arguments, key=lambda a: a.name):
+        flags = []
+        for arg in sorted(task.get_arguments(), key=lambda a: a.name):
             kind = arg.kind.__name__ if arg.kind else "str"
             dashes = "-" if len(arg.name) == 1 else "--"  # a one-letter name (test's -k) is a short flag
             flags.append({"flag": dashes + arg.name.replace("_", "-"), "kind": kind, "default": arg.default,
-                          "positional": bool(arg.positional), "help": helps.get(arg.name, "") or ""})
+                          "positional": bool(arg.positional), "help": task.help.get(arg.name, "") or ""})
         out.append({"name": name, "help": (task.__doc__ or "").strip().splitlines()[0] if task.__doc__ else "",
                     "doc": inspect.cleandoc(task.__doc__ or ""), "flags": flags, "task": task})
     return out
