@@ -34,6 +34,28 @@ def write_jsonl(path: Path, lines: list[str]) -> Path:
     return path
 
 
+# the short native reference runs: SFT and DPO at ZeRO 2 and 3 on 2 ranks, 3 steps after 1 warm-up,
+# the dtype left to the host (fp32 on a CPU); what test_backends compares hf and ms-swift with and
+# test_bf16_cpu compares bf16 with
+SHORT_STEPS, SHORT_WARMUP = 3, 1
+
+
+@pytest.fixture(scope="session")
+def short_native(tmp_path_factory):
+    """The short native reference runs, launched once a session for every module that reads them:
+    {(task, zero_stage): record} and their sweep folder (named `s`, as the sweeps that copy them in)."""
+    from stackbench.bench.launchers import LaunchOptions
+    from stackbench.bench.launchers.local import LocalLauncher
+    from stackbench.bench.matrix import expand
+    from stackbench.bench.sweep import run_sweep
+
+    specs, invalid = expand(task=["sft", "dpo"], zero_stage=[2, 3], steps=SHORT_STEPS, warmup_steps=SHORT_WARMUP)
+    assert not invalid and {s.backend for s in specs} == {"native"} and len(specs) == 4
+    sweep_dir = tmp_path_factory.mktemp("native-short") / "s"
+    records = run_sweep(specs, LocalLauncher(LaunchOptions(deadline_s=400, preflight=False)), sweep_dir, quiet=True)
+    return {(r["config"]["task"], r["config"]["zero_stage"]): r for r in records}, sweep_dir
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
     """A real 2-node Slurm cluster on this machine (tests/support/slurm_cluster.py), always torn down.

@@ -89,5 +89,28 @@ def entry() -> int:
     return record(main, error_handler=RankErrorHandler())()
 
 
+def exit_now(code: int) -> None:
+    """End the rank once its work is done, without the interpreter's teardown. After the last
+    barrier nothing is left to do, yet Python's finalization (freeing torch, DeepSpeed and
+    transformers module by module, the process group's destructors) took 1.5-2 s of every rank of
+    every run on a 2-core host. What a normal exit does that matters is kept, in its order: wait for
+    non-daemon threads, run the atexit handlers (logging's flush among them), flush stdout and
+    stderr. Only a return reaches here: an exception (torch elastic's error file) or SystemExit
+    ends the process the usual way."""
+    import atexit
+    import threading
+
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken stream: nothing more can be said on it
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(entry())
+    exit_now(entry())

@@ -7,6 +7,7 @@ And the stack the CUDA image pins (./sb pinned-env: transformers 4.51, TRL 0.17,
 running the same runs as the development venv (transformers 5, TRL 1.x, DeepSpeed 0.19)."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,23 +21,30 @@ from stackbench.bench.sweep import run_sweep
 from stackbench.core import record
 from stackbench.imagebuild import pinned
 from stackbench.report import load, tables
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SHORT_STEPS, SHORT_WARMUP
 
 pytestmark = pytest.mark.deepspeed
-STEPS, WARMUP = 3, 1
+STEPS, WARMUP = SHORT_STEPS, SHORT_WARMUP
 PROFILE_PINS = dict(r.split("==", 1) for r in pinned.requirements("cuda12.4")[0] if "==" in r)
 # the pinned stack's four runs: both tasks, both stages, both backends, each backend on both tasks
 PINNED = {("sft", "native", 3), ("dpo", "native", 2), ("sft", "hf", 2), ("dpo", "hf", 3)}
 
 
 @pytest.fixture(scope="module")
-def dev_records(tmp_path_factory, swift_python):
-    """native, hf and swift in this (the development) environment, one sweep."""
+def dev_records(tmp_path_factory, swift_python, short_native):
+    """native, hf and swift in this (the development) environment, one sweep. Its native runs are
+    the session's short native runs (conftest.short_native: the same specs), copied in: the sweep
+    resumes past them as it would past any ok run of its own."""
     specs, _ = expand(task=["sft", "dpo"], zero_stage=[2, 3], backend=["native", "hf", "swift"], steps=STEPS,
                       warmup_steps=WARMUP)
     # ms-swift once per task (its runs cost a pipeline start-up each): SFT under ZeRO-3, DPO under ZeRO-2
     specs = [s for s in specs if s.backend != "swift" or (s.task, s.zero_stage) in {("sft", 3), ("dpo", 2)}]
     sweep_dir = tmp_path_factory.mktemp("backends") / "s"
+    native, native_dir = short_native
+    assert {r["run_id"] for r in native.values()} == {s.run_id for s in specs if s.backend == "native"}
+    sweep_dir.mkdir()
+    for rec in native.values():
+        shutil.copy(native_dir / f"{rec['run_id']}.json", sweep_dir)
     records = run_sweep(specs, LocalLauncher(LaunchOptions(deadline_s=400, preflight=False)), sweep_dir, quiet=True)
     return {(r["config"]["task"], r["config"]["backend"], r["config"]["zero_stage"]): r for r in records}, sweep_dir
 

@@ -1,6 +1,7 @@
 """The bf16 path on a CPU, before any GPU runs it: SFT and DPO under ZeRO-2 and ZeRO-3, 2 ranks,
-the embedded model, bf16 and fp32 in one sweep. The bf16 DeepSpeed config, the model built in
-bf16, the DPO reference engine, the memory model's bf16 byte counts and the records all run here.
+the embedded model in bf16, against fp32 (the session's short native runs, tests/conftest.py). The
+bf16 DeepSpeed config, the model built in bf16, the DPO reference engine, the memory model's bf16
+byte counts and the records all run here.
 
 Tolerance: bf16 keeps 8 bits of mantissa (a relative rounding step of 2^-8 = 0.4%); a few steps of
 training accumulate it, so losses after 2 and more steps must agree with fp32's to 3% (relative),
@@ -19,21 +20,31 @@ from stackbench.bench.sweep import run_sweep
 from stackbench.core import memory_model
 from stackbench.core.config import RunConfig
 from stackbench.trainer import models
+from tests.conftest import SHORT_STEPS, SHORT_WARMUP
 
 pytestmark = pytest.mark.deepspeed
 
-STEPS, WARMUP = 3, 1  # per_step holds every step, warm-up included: 4 losses
+STEPS, WARMUP = SHORT_STEPS, SHORT_WARMUP  # 3, 1: per_step holds every step, warm-up included: 4 losses
 VS_FP32, ACROSS_STAGES = 0.03, 0.01
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    specs = [RunConfig(task=task, model="tiny", zero_stage=stage, dtype=dtype, gpus_per_node=2, steps=STEPS,
+def runs(tmp_path_factory, short_native):
+    """bf16 at ZeRO 2 and 3 launched here; fp32 at ZeRO-2 is the session's short native run of the
+    same spec (conftest.short_native: the dtype left to the host, fp32 on a CPU)."""
+    specs = [RunConfig(task=task, model="tiny", zero_stage=stage, dtype="bf16", gpus_per_node=2, steps=STEPS,
                        warmup_steps=WARMUP)
-             for task in ("sft", "dpo") for stage, dtype in ((2, "bf16"), (3, "bf16"), (2, "fp32"))]
+             for task in ("sft", "dpo") for stage in (2, 3)]
     records = run_sweep(specs, LocalLauncher(LaunchOptions(deadline_s=400, preflight=False)),
                         tmp_path_factory.mktemp("bf16") / "s", quiet=True)
-    return {(r["config"]["task"], r["config"]["zero_stage"], r["config"]["dtype"]): r for r in records}
+    out = {(r["config"]["task"], r["config"]["zero_stage"], r["config"]["dtype"]): r for r in records}
+    native, _ = short_native
+    for task in ("sft", "dpo"):
+        fp32 = native[(task, 2)]
+        assert fp32["resolved"]["dtype"] == "fp32" and fp32["config"]["gpus_per_node"] == 2, fp32["resolved"]
+        assert (fp32["config"]["steps"], fp32["config"]["warmup_steps"]) == (STEPS, WARMUP)
+        out[(task, 2, "fp32")] = fp32
+    return out
 
 
 def _losses(rec: dict) -> list[float]:
