@@ -58,9 +58,29 @@ def make_launcher(opts: BenchOptions) -> Launcher:
         "slurm": dict(partition=opts.partition, account=opts.account, exclusive=opts.exclusive,
                       sbatch_args=tuple(opts.sbatch_arg), gpus=opts.slurm_gpus, container_image=opts.container_image),
     }.get(opts.launcher, {})
+    if opts.launcher == "slurm" and not opts.slurm_job_per_run:
+        steps = launchers.in_allocation(launch_options(opts))
+        if steps is not None:
+            return _inside(steps, opts)
     if opts.launcher == "slurm":  # --script-only / --dry-run need no Slurm client
         settings["ask_cluster"] = not (opts.script_only or opts.dry_run)
     return launchers.make(opts.launcher, launch_options(opts), **settings)
+
+
+def _inside(steps: Launcher, opts: BenchOptions) -> Launcher:
+    """Inside an allocation: what the submitting flags mean there is said, never dropped silently."""
+    if opts.container_image:
+        raise ConfigError("--container-image inside an allocation is not supported yet", where="--container-image",
+                          fix="add --slurm-job-per-run (one sbatch job per run), or run outside the allocation")
+    given = [f for f, v in (("--partition", opts.partition), ("--account", opts.account),
+                            ("--exclusive", opts.exclusive), ("--sbatch-arg", opts.sbatch_arg),
+                            ("--slurm-gpus", opts.slurm_gpus != "auto")) if v]
+    note(f"slurm: inside {steps.allocation.describe()}: every run is a job step of it, no job is submitted "
+         "(--slurm-job-per-run submits one job per run instead)")
+    if given:
+        note(f"slurm: {', '.join(given)} not used: they shape the job stackbench would submit, and the allocation is "
+             "already made")
+    return steps
 
 
 AUTO_MICRO_BATCHES = (1, 2, 4, 8, 16, 32, 64)
@@ -224,6 +244,8 @@ def _check(configs: list, invalid: list, axes: dict, given: set[str], opts: Benc
                    host_source=host_source)
     for combination, why in invalid:
         note(f"left out {combination}: {why}")
+    if configs:  # a launcher with a fixed set of hosts (a hostfile, an allocation) refuses more nodes than it has
+        runner.hosts(max(cfg.nodes for cfg in configs))
     modelcheck.check(configs, given)  # every model shaped; attention and ZeRO-3 leaves the model refuses
     dscheck.check(configs)  # the effective DeepSpeed configs against the installed DeepSpeed
     kept = datacheck.check(configs, max_drop=opts.max_drop)  # every data file read, checked and tokenized

@@ -67,6 +67,9 @@ class BenchOptions(Options):
                              "slurm: request --gpus-per-node: auto (if the cluster has gpu GRES), yes, no")
     container_image: str = option(SlurmSettings.container_image, "slurm: run each node's command in this image "
                                                                  "(pyxis/enroot srun --container-image)")
+    slurm_job_per_run: bool = option(False, "slurm: submit one sbatch job per run even inside an allocation "
+                                            "(default there: every run is a job step of the allocation, "
+                                            "SLURM_JOB_ID)")
 
     command = "bench"
 

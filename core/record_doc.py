@@ -51,7 +51,9 @@ FIELDS: dict[str, Field] = {
     "trainer_argv": Field("", "rank 0", "the trainer's own arguments", OK),
     "excluded_hosts": Field("", "", "hosts found dead earlier in the sweep and left out of this run",
                             "a host was found dead"),
-    "slurm_job_id": Field("", "", "the Slurm job that ran it", "--launcher slurm"),
+    "slurm_job_id": Field("", "", "the Slurm job that ran it: its own, or the allocation its steps ran in",
+                          "--launcher slurm"),
+    "slurm_steps": Field("", "", "how it ran inside the allocation", "--launcher slurm inside an allocation"),
     "upgraded_from": Field("", "", "the schema the file was written with", "read from a `/1` file"),
     "preflight": Field("", "", "the links this run's nodes measured in its node count's preflight", "ok, after a "
                        "preflight"),

@@ -5,7 +5,7 @@ factory, not each other."""
 from stackbench.bench.launchers.contract import Launcher
 from stackbench.bench.launchers.local import LocalLauncher
 from stackbench.bench.launchers.options import LaunchOptions
-from stackbench.bench.launchers.slurm import SlurmLauncher, SlurmSettings
+from stackbench.bench.launchers.slurm import Allocation, SlurmLauncher, SlurmSettings, StepLauncher
 from stackbench.bench.launchers.torchrun import TorchrunLauncher, TorchrunSettings
 from stackbench.core.errors import ConfigError
 
@@ -21,4 +21,11 @@ def make(name: str, options: LaunchOptions | None = None, **settings) -> Launche
     return LAUNCHERS[name](options, **settings)
 
 
-__all__ = ["LAUNCHERS", "LaunchOptions", "Launcher", "SlurmSettings", "TorchrunSettings", "make"]
+def in_allocation(options: LaunchOptions | None = None) -> StepLauncher | None:
+    """The slurm launcher for runs inside the allocation this process holds (SLURM_JOB_ID), or None
+    outside one."""
+    allocation = Allocation.from_env()
+    return StepLauncher(options, allocation) if allocation else None
+
+
+__all__ = ["LAUNCHERS", "LaunchOptions", "Launcher", "SlurmSettings", "TorchrunSettings", "in_allocation", "make"]

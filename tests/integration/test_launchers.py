@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -155,6 +156,37 @@ def test_bench_through_a_real_slurm_cluster_runs_one_and_two_nodes(slurm_cluster
     run_dir = tmp_path / "slurm" / recs[2]["run_id"]
     assert record.read(run_dir / "preflight.json")["joined_hosts"] == ["sbnode0", "sbnode1"]
     assert (run_dir / "node0.log").exists() and (run_dir / "node1.log").exists()
+
+
+def _jobs(env: dict) -> set[str]:
+    """Every job id slurmctld knows (finished ones stay listed for MinJobAge, 300 s by default)."""
+    out = subprocess.run(["scontrol", "show", "jobs", "-o"], capture_output=True, text=True, env=env).stdout
+    return set(re.findall(r"JobId=(\d+)", out))
+
+
+@pytest.mark.slurm
+def test_inside_an_allocation_every_run_is_a_step_of_it_and_no_job_is_submitted(slurm_cluster, tmp_path):
+    """A team's salloc: `bench --launcher slurm` runs each run's nodes as job steps of that allocation,
+    the 1-node and 2-node runs on the allocation's first hosts; the salloc is the only job Slurm saw;
+    a node count larger than the allocation is refused before anything runs."""
+    env = dict(os.environ, **slurm_cluster.env)
+    before = _jobs(env)
+    bench = [sys.executable, "-m", "invoke", "bench", "--launcher", "slurm", "--tasks", "sft", "--zero", "2",
+             "--gpus-per-node", "1", "--steps", "3", "--warmup", "1", "--results", str(tmp_path)]
+    p = subprocess.run(["salloc", "-N", "2", *bench, "--nodes", "1,2", "--sweep", "alloc"], capture_output=True,
+                       text=True, cwd=ROOT, env=env, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    (job,) = _jobs(env) - before  # the salloc's, and nothing else
+    assert f"inside allocation {job} (2 nodes: sbnode0, sbnode1)" in p.stderr
+    recs = {r["config"]["nodes"]: r for r in map(record.read, (tmp_path / "alloc").glob("*.json")) if "schema" in r}
+    assert set(recs) == {1, 2}
+    for rec in recs.values():
+        assert rec["status"] == "ok" and rec["slurm_job_id"] == job and "step" in rec["slurm_steps"]
+    assert recs[1]["environment"]["hosts"] == ["sbnode0"] and recs[2]["environment"]["hosts"] == ["sbnode0", "sbnode1"]
+    p = subprocess.run(["salloc", "-N", "1", *bench, "--nodes", "2", "--sweep", "too-big"], capture_output=True,
+                       text=True, cwd=ROOT, env=env, timeout=300)
+    assert p.returncode == 2 and "2 nodes asked for inside allocation" in p.stderr, p.stderr[-2000:]
+    assert not (tmp_path / "too-big").exists() or not list((tmp_path / "too-big").glob("*.json"))
 
 
 @pytest.mark.slurm

@@ -5,5 +5,6 @@ following a job (follow.py: a pure decide() and the loop around it)."""
 from stackbench.bench.launchers.slurm.launcher import SlurmLauncher
 from stackbench.bench.launchers.slurm.scheduler import partition_memory_gib
 from stackbench.bench.launchers.slurm.settings import SlurmSettings, directive
+from stackbench.bench.launchers.slurm.steps import Allocation, StepLauncher
 
-__all__ = ["SlurmLauncher", "SlurmSettings", "directive", "partition_memory_gib"]
+__all__ = ["Allocation", "SlurmLauncher", "SlurmSettings", "StepLauncher", "directive", "partition_memory_gib"]
